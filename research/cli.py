@@ -1,0 +1,67 @@
+"""`scaling` command line: one subcommand per stage of the data flow.
+
+Each entry maps a subcommand to the module that defines it. That module has
+`register(subparsers)`, which adds its parser and sets `func(args) -> int`.
+Modules import heavy libraries (jax, pandas) inside their handlers so that
+`--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from research.errors import UserError
+
+COMMANDS = {
+    "size": "research.model.cli",
+    "data": "research.data.cli",
+    "train": "research.train.cli",
+    "sweep": "research.sweep.cli",
+    "fit": "research.fit.cli",
+    "optimal": "research.fit.cli",
+    "plot": "research.plots.cli",
+    "bench": "research.bench.cli",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scaling",
+        description="Train decoder transformers at many (N, D), fit scaling laws, plot them.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    seen = set()
+    for module_name in COMMANDS.values():
+        if module_name in seen:
+            continue
+        seen.add(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name and module_name.startswith(err.name):
+                continue  # stage not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"scaling {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"scaling {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
