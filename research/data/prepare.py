@@ -103,6 +103,16 @@ def _is_reusable(path: Path, key: str) -> bool:
     return manifest.get("key") == key and not shards.check_files(path, manifest)
 
 
+def resolve_dataset(corpus: str, tokenizer: str, val_fraction: float, seed: int, data_dir=None):
+    """(corpus source, tokenizer spec, dataset key, cache directory) for a request; validates everything."""
+    spec = parse_tokenizer_spec(tokenizer)
+    val_fraction = check_val_fraction(val_fraction)
+    root = data_root(data_dir)
+    source = resolve_corpus(corpus, root)
+    key = dataset_key(source, spec, val_fraction, seed)
+    return source, spec, key, root / f"{source.slug}-{spec.slug}-{key[:8]}"
+
+
 def prepare_dataset(
     corpus: str,
     tokenizer: str,
@@ -118,14 +128,11 @@ def prepare_dataset(
     `out` writes the dataset to that directory instead of the cache; it must
     be absent, empty, or hold this very dataset already.
     """
-    spec = parse_tokenizer_spec(tokenizer)
+    source, spec, key, cached_path = resolve_dataset(corpus, tokenizer, val_fraction, seed, data_dir)
     val_fraction = check_val_fraction(val_fraction)
-    root = data_root(data_dir)
-    source = resolve_corpus(corpus, root)
-    key = dataset_key(source, spec, val_fraction, seed)
     if out is None:
-        target = root / f"{source.slug}-{spec.slug}-{key[:8]}"
-        lock_path = root / ".locks" / f"{target.name}.lock"
+        target = cached_path
+        lock_path = target.parent / ".locks" / f"{target.name}.lock"
     else:
         target = Path(out).expanduser().resolve()
         lock_path = target.parent / f".{target.name}.lock"
