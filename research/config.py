@@ -1,0 +1,238 @@
+"""Run configuration: typed sections, TOML loading, `--set` overrides, validation.
+
+A run file has three sections, each a dataclass below:
+
+    [data]   what text and which tokenizer        -> DataConfig
+    [model]  the architecture                      -> ModelConfig
+    [train]  optimiser, schedule, horizon, logging -> TrainConfig
+
+Unknown keys, wrong types and impossible shapes raise `UserError` with one
+line naming the key (and the closest valid one). Sweep files add their own
+sections (see `research.sweep.design`); `load_run_config` ignores only the
+sections it is told to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from research.errors import UserError, closest
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    corpus: str = "shakespeare"  # built-in name, synthetic:..., or a path/glob of .txt/.jsonl
+    tokenizer: str = "bpe:4096"  # "bpe:V" or "bytes"
+    val_fraction: float = 0.1  # share of documents held out (split by document)
+    seed: int = 0  # seed of the train/validation split and of synthetic corpora
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    layers: int = 2
+    d_model: int = 64
+    heads: int = 4
+    ffw: int | None = None  # hidden width of the MLP; default 4 * d_model
+    seq_len: int = 128
+    vocab_size: int | None = None  # default: the dataset's real vocabulary
+    mlp: str = "gelu"  # "gelu" (two matrices) or "swiglu" (three)
+    tie_embeddings: bool = False
+    rope_theta: float = 10_000.0
+    init_std: float = 0.02
+    compute_dtype: str = "auto"  # "auto" = bfloat16 on GPU/TPU, float32 on CPU
+    remat: bool = False  # rematerialise each block in the backward pass
+    attention: str = "auto"  # "auto" = cuDNN flash attention on GPU in bf16, else "xla"
+
+    @property
+    def d_ffw(self) -> int:
+        return self.ffw if self.ffw is not None else 4 * self.d_model
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.heads
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 16  # sequences per step
+    steps: int | None = None  # horizon in optimiser steps ...
+    tokens: int | None = None  # ... or in training tokens (rounded up to whole steps)
+    lr: float = 3e-3  # peak learning rate
+    schedule: str = "cosine"  # "cosine", "constant" or "wsd" (warmup-stable-decay)
+    warmup_steps: int | None = None  # default: 5% of the horizon, at least 1
+    min_lr_ratio: float = 0.1  # cosine/wsd end at this fraction of the peak
+    decay_fraction: float = 0.2  # wsd: share of steps in the final cooldown
+    decay_shape: str = "1-sqrt"  # wsd cooldown: "1-sqrt" (Hägele et al. 2024) or "linear"
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # global-norm clipping; 0 disables
+    seed: int = 0  # parameter init and data order
+    eval_every: int = 100  # steps between evaluations (and always at the end)
+    eval_tokens: int = 32_768  # validation tokens per evaluation (a fixed set)
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 3
+    mesh_data: int = -1  # data-parallel axis size; -1 = all devices not used by fsdp
+    mesh_fsdp: int = 1  # parameters and optimiser state sharded over this many devices
+    prefetch: int = 2  # batches prepared ahead on a background thread
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """Content hash of everything that changes what is trained."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def replace(self, **sections) -> "RunConfig":
+        return dataclasses.replace(self, **sections)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def _check_type(section: str, key: str, value, annotation):
+    """Coerce ints to floats where a float is wanted; reject anything else that does not fit."""
+    hints = typing.get_args(annotation) or (annotation,)
+    where = f"[{section}] {key}"
+    if value is None:
+        if type(None) in hints:
+            return None
+        raise UserError(f"{where} must not be empty")
+    for hint in hints:
+        if hint is bool and isinstance(value, bool):
+            return value
+        if hint is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if hint is str and isinstance(value, str):
+            return value
+    names = " or ".join(h.__name__ for h in hints if h is not type(None))
+    raise UserError(f"{where} = {value!r} has the wrong type: expected {names}")
+
+
+def section_from_dict(name: str, cls, raw: dict):
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in raw.items():
+        if key not in hints:
+            raise UserError(f"unknown key [{name}] {key}{closest(key, valid)}")
+        values[key] = _check_type(name, key, value, hints[key])
+    return cls(**values)
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """'train.lr=1e-3' -> ('train', 'lr', 0.001); values are TOML literals, bare words are strings."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise UserError(f"--set {text!r}: expected section.key=value, e.g. --set train.lr=1e-3")
+    dotted, literal = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {literal}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = literal.strip()
+    return section, key, value
+
+
+def read_toml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{path} is not valid TOML: {err}") from None
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for text in overrides:
+        section, key, value = parse_override(text)
+        raw.setdefault(section, {})[key] = value
+    return raw
+
+
+def run_config_from_dict(raw: dict, extra_sections: tuple[str, ...] = ()) -> RunConfig:
+    for name, value in raw.items():
+        if name in extra_sections:
+            continue
+        if name not in SECTIONS:
+            raise UserError(f"unknown section [{name}]{closest(name, list(SECTIONS) + list(extra_sections))}")
+        if not isinstance(value, dict):
+            raise UserError(f"[{name}] must be a table of keys, got {value!r}")
+    config = RunConfig(**{name: section_from_dict(name, cls, raw.get(name, {})) for name, cls in SECTIONS.items()})
+    validate(config)
+    return config
+
+
+def load_run_config(path: str | Path, overrides: list[str] = (), extra_sections: tuple[str, ...] = ()) -> RunConfig:
+    return run_config_from_dict(apply_overrides(read_toml(path), list(overrides)), extra_sections)
+
+
+def validate(config: RunConfig) -> None:
+    """Shape and range checks that need no data; `resolve` checks the rest."""
+    m, t = config.model, config.train
+    for name in ("layers", "d_model", "heads", "seq_len"):
+        if getattr(m, name) < 1:
+            raise UserError(f"[model] {name} must be at least 1, got {getattr(m, name)}")
+    if m.d_model % m.heads:
+        raise UserError(f"[model] heads = {m.heads} does not divide d_model = {m.d_model}; pick heads from {_divisors(m.d_model)}")
+    if m.head_dim % 2:
+        raise UserError(f"[model] head dimension d_model/heads = {m.head_dim} must be even for rotary positions")
+    if m.mlp not in ("gelu", "swiglu"):
+        raise UserError(f"[model] mlp = {m.mlp!r}: expected 'gelu' or 'swiglu'")
+    if m.compute_dtype not in ("auto", "float32", "bfloat16"):
+        raise UserError(f"[model] compute_dtype = {m.compute_dtype!r}: expected 'auto', 'float32' or 'bfloat16'")
+    if m.attention not in ("auto", "xla", "cudnn"):
+        raise UserError(f"[model] attention = {m.attention!r}: expected 'auto', 'xla' or 'cudnn'")
+    if t.schedule not in ("cosine", "constant", "wsd"):
+        raise UserError(f"[train] schedule = {t.schedule!r}: expected 'cosine', 'constant' or 'wsd'{closest(t.schedule, ['cosine', 'constant', 'wsd'])}")
+    if t.decay_shape not in ("1-sqrt", "linear"):
+        raise UserError(f"[train] decay_shape = {t.decay_shape!r}: expected '1-sqrt' or 'linear'")
+    if (t.steps is None) == (t.tokens is None):
+        raise UserError("[train] give exactly one horizon: steps = ... or tokens = ...")
+    if t.batch_size < 1 or (t.steps is not None and t.steps < 1) or (t.tokens is not None and t.tokens < 1):
+        raise UserError("[train] batch_size, steps and tokens must be positive")
+    if not (0 < t.lr < 1):
+        raise UserError(f"[train] lr = {t.lr} is outside (0, 1)")
+    if not (0 <= t.min_lr_ratio <= 1) or not (0 < t.decay_fraction <= 1):
+        raise UserError("[train] min_lr_ratio must lie in [0, 1] and decay_fraction in (0, 1]")
+    for name in ("eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "eval_tokens"):
+        if getattr(t, name) < 1:
+            raise UserError(f"[train] {name} must be at least 1")
+
+
+def _divisors(n: int) -> list[int]:
+    return [k for k in range(1, n + 1) if n % k == 0 and (n // k) % 2 == 0][:8]
+
+
+def total_steps(config: RunConfig) -> int:
+    t = config.train
+    if t.steps is not None:
+        return t.steps
+    return max(1, math.ceil(t.tokens / (t.batch_size * config.model.seq_len)))
+
+
+def warmup_steps(config: RunConfig) -> int:
+    t = config.train
+    steps = total_steps(config)
+    w = t.warmup_steps if t.warmup_steps is not None else max(1, round(0.05 * steps))
+    return min(w, steps)
