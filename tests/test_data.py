@@ -322,6 +322,10 @@ def test_cli_prepare_python_stdlib_json(tmp_path):
     assert "os.py" in all_names and not any("site-packages" in n for n in all_names)
     assert ds.n_documents("val") == max(1, round(0.1 * len(all_names)))
     assert ds.n_tokens("train") > 1_000_000
+    info = subprocess.run([str(scaling), "data", "info", str(out), "--verify", "--json"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["verified"] is True
     # a bad request through the CLI: one clear line, exit status 2, no traceback
     bad = subprocess.run([str(scaling), "data", "prepare", "pythn-stdlib", "--tokenizer", "bytes"],
                          capture_output=True, text=True, env=env, timeout=60)

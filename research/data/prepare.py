@@ -135,7 +135,8 @@ def prepare_dataset(
         lock_path = target.parent / ".locks" / f"{target.name}.lock"
     else:
         target = Path(out).expanduser().resolve()
-        lock_path = target.parent / f".{target.name}.lock"
+        out_hash = hashlib.sha256(str(target).encode()).hexdigest()[:12]
+        lock_path = data_root(data_dir) / ".locks" / f"out-{target.name}-{out_hash}.lock"
     if _is_reusable(target, key):
         return target, True
     with _exclusive_lock(lock_path):
@@ -147,6 +148,8 @@ def prepare_dataset(
                 "choose a new or empty directory, or delete it"
             )
         target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f".tmp-{target.name}-*"):  # left by a killed run; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
         try:
             build_dataset(source, spec, val_fraction, seed, key, staging, log=log)
