@@ -1,6 +1,14 @@
-"""The decoder-only transformer family and its parameter/FLOP accounting."""
+"""The decoder-only transformer family (`transformer`) and its parameter/FLOP accounting (`accounting`)."""
 
 from research.model.accounting import ModelCounts, count_model
-from research.model.transformer import Transformer
+
+
+def __getattr__(name):
+    if name == "Transformer":  # imports jax/flax only when the model itself is needed
+        from research.model.transformer import Transformer
+
+        return Transformer
+    raise AttributeError(name)
+
 
 __all__ = ["Transformer", "ModelCounts", "count_model"]

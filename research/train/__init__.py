@@ -1,5 +1,15 @@
-"""Training: optimiser and schedule, the jitted step, checkpoints, the run directory, the loop."""
+"""Training: optimiser and schedule, the jitted step, checkpoints, the run directory, the loop.
 
-from research.train.loop import train
+`from research.train import train` imports jax lazily, so the CLI's --help stays fast.
+"""
+
+
+def __getattr__(name):
+    if name == "train":
+        from research.train.loop import train
+
+        return train
+    raise AttributeError(name)
+
 
 __all__ = ["train"]

@@ -4,11 +4,23 @@ One code path for 1 or many devices: a `Mesh` with axes ("data", "fsdp"). The ba
 split over both axes; parameters and AdamW moments are sharded over "fsdp" along their
 largest divisible dimension (replicated when fsdp = 1). Parameters stay float32; the
 model computes in its `compute_dtype`.
+
+Multi-host: call `initialize_distributed()` before anything touches a device; every
+process then computes the same global batch (a pure function of the step) and
+`put_batch` hands each process's devices their slices.
+
+The loss can be computed over chunks of tokens (`SCALING_LOSS_CHUNK=tokens` in the
+environment; off by default): each chunk's logits are built, reduced to a log-sum-exp and
+dropped, and rebuilt in the backward pass, so the full [B, T, V] float32 logits never
+exist. It trades one extra unembedding matmul for that memory traffic; keep it where
+`scaling bench` shows it faster (large vocabularies on GPU). Losses agree to float
+rounding either way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +33,44 @@ from research.config import RunConfig
 from research.errors import UserError
 from research.model.transformer import Transformer
 from research.train.optim import make_optimizer
+
+
+def initialize_distributed() -> bool:
+    """`jax.distributed.initialize` when launched as several processes; True if it did.
+
+    Several processes means Slurm with SLURM_NTASKS > 1 (JAX reads the rest from Slurm), or
+    JAX_COORDINATOR_ADDRESS with JAX_NUM_PROCESSES and JAX_PROCESS_ID. A single process, or
+    a second call, does nothing. Must run before the first use of any device.
+    """
+    global _DISTRIBUTED
+    if _DISTRIBUTED:
+        return True
+    env = os.environ
+    if env.get("JAX_COORDINATOR_ADDRESS") or env.get("JAX_NUM_PROCESSES"):
+        missing = [k for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if not env.get(k)]
+        if missing:
+            raise UserError(f"multi-process launch needs {', '.join(missing)} in the environment as well")
+        if int(env["JAX_NUM_PROCESSES"]) <= 1:
+            return False
+        jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], int(env["JAX_NUM_PROCESSES"]),
+                                   int(env["JAX_PROCESS_ID"]))
+    elif int(env.get("SLURM_NTASKS", "1") or 1) > 1:
+        jax.distributed.initialize()
+    else:
+        return False
+    _DISTRIBUTED = True
+    return True
+
+
+_DISTRIBUTED = False
+
+
+def loss_chunk() -> int:
+    """Tokens per chunk of the chunked loss (SCALING_LOSS_CHUNK); 0 = the plain loss."""
+    text = os.environ.get("SCALING_LOSS_CHUNK", "0").strip() or "0"
+    if not text.isdigit():
+        raise UserError(f"SCALING_LOSS_CHUNK = {text!r}: expected a number of tokens (0 = off)")
+    return int(text)
 
 
 def make_mesh(config: RunConfig) -> Mesh:
@@ -53,6 +103,27 @@ def cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits_BTV, targets_BT).mean()
 
 
+def chunked_cross_entropy(model: Transformer, x_BTD: jax.Array, targets_BT: jax.Array, chunk: int) -> jax.Array:
+    """`cross_entropy(model.logits(x_BTD), targets_BT)` without holding all the logits at once."""
+    D = x_BTD.shape[-1]
+    x_ND, t_N = x_BTD.reshape(-1, D), targets_BT.reshape(-1)
+    N = t_N.shape[0]
+    chunk = min(chunk, N)
+    n_chunks = -(-N // chunk)
+    pad = n_chunks * chunk - N
+    x_CKD = jnp.pad(x_ND, ((0, pad), (0, 0))).reshape(n_chunks, chunk, D)
+    t_CK = jnp.pad(t_N, (0, pad)).reshape(n_chunks, chunk)
+
+    @jax.checkpoint  # keep only the chunk's input; rebuild its logits in the backward pass
+    def chunk_losses(x_KD, t_K):
+        logits_KV = model.logits(x_KD)
+        target_K = jnp.take_along_axis(logits_KV, t_K[:, None], axis=-1)[:, 0]
+        return jax.nn.logsumexp(logits_KV, axis=-1) - target_K
+
+    losses_CK = jax.lax.map(lambda xt: chunk_losses(*xt), (x_CKD, t_CK))
+    return losses_CK.reshape(-1)[:N].sum() / N
+
+
 @dataclasses.dataclass
 class Stepper:
     """Builds the model, optimiser and jitted steps for one run config on one mesh."""
@@ -63,6 +134,7 @@ class Stepper:
     def __post_init__(self):
         cfg = self.config.model
         seed = self.config.train.seed
+        self.loss_chunk = loss_chunk()
         abstract = nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(seed)))
         self.graphdef, abstract_params = nnx.split(abstract, nnx.Param)
         fsdp = self.mesh.shape["fsdp"]
@@ -95,17 +167,26 @@ class Stepper:
 
     def _loss(self, params, tokens_BT1):
         model = nnx.merge(self.graphdef, params)
-        logits_BTV = model(tokens_BT1[:, :-1])
-        return cross_entropy(logits_BTV, tokens_BT1[:, 1:])
+        x_BTD = model.hidden(tokens_BT1[:, :-1])
+        if self.loss_chunk:
+            return chunked_cross_entropy(model, x_BTD, tokens_BT1[:, 1:], self.loss_chunk)
+        return cross_entropy(model.logits(x_BTD), tokens_BT1[:, 1:])
 
     def _train_step(self, params, opt_state, tokens_BT1):
         loss, grads = jax.value_and_grad(self._loss)(params, tokens_BT1)
         updates, opt_state = self.tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        return params, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        return params, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     def _eval_loss(self, params, tokens_BT1):
         return self._loss(params, tokens_BT1)
 
     def put_batch(self, tokens_BT1: np.ndarray) -> jax.Array:
-        return jax.device_put(jnp.asarray(tokens_BT1, jnp.int32), self.batch_sharding)
+        """The global batch (the same on every process) as an array sharded over the mesh.
+
+        With several processes each one transfers only the rows of its own devices.
+        """
+        tokens_BT1 = np.asarray(tokens_BT1, np.int32)
+        if jax.process_count() == 1:
+            return jax.device_put(tokens_BT1, self.batch_sharding)
+        return jax.make_array_from_callback(tokens_BT1.shape, self.batch_sharding, lambda idx: tokens_BT1[idx])
