@@ -72,6 +72,21 @@ class ProcessLock:
         self._fd = fd
         return True
 
+    def is_held(self) -> bool:
+        """True if some process (this one included, through another handle) holds the lock."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
     def holder(self) -> str:
         try:
             return self.path.read_text().strip() or "?"

@@ -56,8 +56,10 @@ class RunDir:
         """Refuse a directory that holds a run of a different config; never mix results."""
         existing = read_json(self.config_path)
         if existing is None:
-            if self.path.exists() and any(p.name not in (".lock",) for p in self.path.iterdir()):
-                raise UserError(f"{self.path} is not empty and holds no run config; choose an empty --out")
+            artifacts = [p.name for p in (self.metrics_path, self.summary_path, self.checkpoint_dir) if p.exists()]
+            if artifacts:
+                raise UserError(f"{self.path} holds {', '.join(artifacts)} but no config.json, so its run cannot "
+                                "be identified; choose another --out")
             atomic_write_json(self.config_path, record)
             return
         if existing.get("identity_hash") != record["identity_hash"]:

@@ -1,0 +1,198 @@
+"""`scaling sweep plan|run|status|collect`: a whole study from one file and one command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from research.errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sweep", help="plan, run and inspect a sweep of training runs",
+                       description="A sweep file = shared [data]/[model]/[train] + a [design] of (N, D) points "
+                                   "+ a [recipe] of architecture and hyperparameter rules.")
+    s = p.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND", required=True)
+
+    plan = s.add_parser("plan", help="list the trials (N, D, FLOPs, time) and the total compute")
+    plan.add_argument("sweep", help="sweep file (TOML)")
+    plan.add_argument("--out", default=None, help="sweep directory, to calibrate time from finished trials")
+    plan.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    plan.add_argument("--json", action="store_true", help="print one JSON object")
+    plan.set_defaults(func=cmd_plan)
+
+    run = s.add_parser("run", help="run the trials not done yet, then collect, fit and plot")
+    run.add_argument("sweep", help="sweep file (TOML)")
+    run.add_argument("--out", default=None, help="sweep directory (default results/<name>)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    run.add_argument("--executor", choices=["local", "slurm"], default="local")
+    run.add_argument("--workers", type=int, default=1, help="local: trials at once (one per GPU when several)")
+    run.add_argument("--retries", type=int, default=2, help="extra attempts for a failing trial (default 2)")
+    run.add_argument("--retry-failed", action="store_true", help="also retry trials recorded as failed")
+    run.add_argument("--no-fit", action="store_true", help="skip fitting and plotting at the end")
+    run.add_argument("--partition", default=None, help="slurm: partition (overrides [slurm] partition)")
+    run.add_argument("--time-min", type=int, default=None, help="slurm: time limit per job in minutes")
+    run.add_argument("--gpus", type=int, default=None, help="slurm: GPUs per job")
+    run.add_argument("--quiet", action="store_true", help="no live progress lines")
+    run.set_defaults(func=cmd_run)
+
+    status = s.add_parser("status", help="done / running / failed / diverged / pending, with totals")
+    status.add_argument("dir", help="sweep directory")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    collect = s.add_parser("collect", help="rebuild results.csv from the trial directories")
+    collect.add_argument("dir", help="sweep directory")
+    collect.set_defaults(func=cmd_collect)
+
+    trial = s.add_parser("trial", help=argparse.SUPPRESS)  # what the local executor runs per trial
+    trial.add_argument("dir")
+    trial.set_defaults(func=cmd_trial)
+
+
+def _sweep_dir(args, sweep) -> Path:
+    return Path(args.out) if args.out else Path("results") / sweep.name
+
+
+def cmd_plan(args) -> int:
+    from research.sweep.plan import load_sweep, plan
+    from research.sweep.runner import measured_flops_per_s
+
+    sweep = load_sweep(args.sweep, args.overrides)
+    p = plan(sweep)
+    out = p.to_dict(measured_flops_per_s(_sweep_dir(args, sweep)))
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print_plan(out)
+    return 0
+
+
+def print_plan(out: dict) -> None:
+    from research.sweep.collect import fmt_seconds
+
+    print(f"sweep {out['sweep']}: {len(out['trials'])} trials; design FLOPs convention {out['flops_convention']}; "
+          f"N counts embeddings")
+    head = (f"{'trial':16} {'budget':>9} {'L':>3} {'d':>5} {'N':>10} {'N non-emb':>10} {'D':>11} {'D/N':>7} "
+            f"{'C [6n]':>9} {'C [chin]':>9} {'steps':>6} {'lr':>8} {'time':>8} {'mem':>8}")
+    print(head)
+    print("-" * len(head))
+    for t in out["trials"]:
+        budget = f"{t['budget']:.2e}" if t.get("budget") else "-"
+        print(f"{t['trial']:16} {budget:>9} {t['layers']:>3} {t['d_model']:>5} {t['n_params']:>10,} "
+              f"{t['n_params_nonembedding']:>10,} {t['tokens']:>11,} {t['tokens_per_param']:>7.1f} "
+              f"{t['flops_6n']:>9.2e} {t['flops_chinchilla']:>9.2e} {t['steps']:>6} {t['lr']:>8.2e} "
+              f"{fmt_seconds(t['est_time_s']):>8} {t['memory_bytes_fp32'] / 2**20:>6.1f}MB")
+    print("-" * len(head))
+    print(f"total: C = {out['total_flops_6n']:.3e} FLOPs [6n], {out['total_flops_chinchilla']:.3e} [chinchilla]; "
+          f"D = {out['total_tokens']:,} tokens; estimated {fmt_seconds(out['est_time_s'])} one at a time at "
+          f"{out['throughput_flops_per_s']:.2g} FLOP/s (rough; memory = weights+grads+AdamW in fp32)")
+    for r in out["rejected"]:
+        print(f"rejected: layers {r['layers']}, N {r['n_params']:,}"
+              + (f", budget {r['budget']:.2e}" if r.get("budget") else "") + f": {r['reason']}")
+
+
+def cmd_run(args) -> int:
+    from research.sweep.collect import collect, status_counts
+    from research.sweep.plan import load_sweep, plan
+    from research.sweep.runner import LocalRunner, prepare_sweep_dir, run_slurm
+
+    sweep = load_sweep(args.sweep, args.overrides)
+    p = plan(sweep)
+    sweep_dir = _sweep_dir(args, sweep).absolute()
+    trial_dirs = prepare_sweep_dir(p, sweep_dir)
+    print(f"sweep {sweep.name}: {len(p.trials)} trials in {sweep_dir}"
+          + (f" ({len(p.rejected)} rejected; see 'scaling sweep plan')" if p.rejected else ""), file=sys.stderr)
+    if args.executor == "local":
+        LocalRunner(p, sweep_dir, workers=args.workers, retries=args.retries, retry_failed=args.retry_failed,
+                    live=not args.quiet).run(trial_dirs)
+    else:
+        options = dict(sweep.slurm)
+        for key, value in (("partition", args.partition), ("time_min", args.time_min), ("gpus_per_node", args.gpus)):
+            if value is not None:
+                options[key] = value
+        run_slurm(p, sweep_dir, trial_dirs, options, args.retries, args.retry_failed)
+    frame = collect(sweep_dir)
+    counts = status_counts(frame)
+    print(f"results: {sweep_dir / 'results.csv'} ({', '.join(f'{v} {k}' for k, v in counts.items() if v)})",
+          file=sys.stderr)
+    if not args.no_fit:
+        fit_and_plot(sweep_dir)
+    return 0 if counts["failed"] == 0 else 1
+
+
+def fit_and_plot(sweep_dir: Path) -> None:
+    """Fit every law the results support and draw every figure; never fails the sweep."""
+    try:
+        from research.fit import fit_sweep_dir
+
+        fit = fit_sweep_dir(sweep_dir)
+        print(f"fit: {sweep_dir / 'fit.json'}", file=sys.stderr)
+        _print_fit_summary(fit)
+    except UserError as err:
+        print(f"fit skipped: {err}", file=sys.stderr)
+    except ImportError:
+        print("fit skipped: research.fit is not available", file=sys.stderr)
+    try:
+        from research.plots import plot_sweep_dir
+
+        paths = plot_sweep_dir(sweep_dir)
+        print(f"plots: {len(paths)} files in {sweep_dir / 'plots'}", file=sys.stderr)
+    except UserError as err:
+        print(f"plots skipped: {err}", file=sys.stderr)
+    except ImportError:
+        print("plots skipped: research.plots is not available", file=sys.stderr)
+
+
+def _print_fit_summary(fit: dict) -> None:
+    for name, result in (fit or {}).items():
+        if isinstance(result, dict) and "a" in result and "b" in result:
+            print(f"  {name}: N_opt ~ C^{result['a']:.3f}, D_opt ~ C^{result['b']:.3f}", file=sys.stderr)
+
+
+def cmd_status(args) -> int:
+    from research.sweep.collect import collect, status_counts
+    from research.sweep.runner import measured_flops_per_s
+
+    sweep_dir = Path(args.dir)
+    if not (sweep_dir / "sweep.json").exists():
+        raise UserError(f"{sweep_dir} is not a sweep directory (no sweep.json); run 'scaling sweep run' first")
+    frame = collect(sweep_dir)
+    counts = status_counts(frame)
+    done = frame["status"].isin(["completed", "diverged", "failed"])
+    left = frame.loc[~done, "flops_6n"].sum()
+    rate = measured_flops_per_s(sweep_dir)
+    out = {"dir": str(sweep_dir), "trials": len(frame), **counts,
+           "flops_6n_done": float(frame.loc[done, "flops_6n"].sum()), "flops_6n_total": float(frame["flops_6n"].sum()),
+           "est_time_left_s": float(left / rate + 6.0 * (~done).sum()),
+           "per_trial": frame[["trial", "status", "n_params", "tokens", "final_eval_loss"]].to_dict("records")}
+    if args.json:
+        print(json.dumps(out, indent=2, default=float))
+        return 0
+    from research.sweep.collect import fmt_seconds
+
+    for row in out["per_trial"]:
+        loss = f"{row['final_eval_loss']:.4f}" if row["final_eval_loss"] == row["final_eval_loss"] and row["final_eval_loss"] is not None else "-"
+        print(f"{row['trial']:16} {row['status']:10} N {int(row['n_params']):>10,}  D {int(row['tokens']):>11,}  eval loss {loss}")
+    print(f"{out['trials']} trials: " + ", ".join(f"{counts[k]} {k}" for k in counts)
+          + f"; FLOPs {out['flops_6n_done']:.2e} of {out['flops_6n_total']:.2e} [6n] done; "
+            f"about {fmt_seconds(out['est_time_left_s'])} left one at a time")
+    return 0
+
+
+def cmd_collect(args) -> int:
+    from research.sweep.collect import collect
+
+    frame = collect(Path(args.dir))
+    print(f"{Path(args.dir) / 'results.csv'}: {len(frame)} rows")
+    return 0
+
+
+def cmd_trial(args) -> int:
+    from research.sweep.trial import run_trial
+    from research.train.loop import EXIT_DIVERGED, EXIT_INTERRUPTED
+
+    summary = run_trial(args.dir)
+    return {"completed": 0, "diverged": EXIT_DIVERGED, "interrupted": EXIT_INTERRUPTED}.get(summary["status"], 1)

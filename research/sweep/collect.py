@@ -1,0 +1,63 @@
+"""results.csv, rebuilt from the trial directories every time, so it never disagrees with them."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from research.fsutil import atomic_write_text, read_json
+from research.sweep.trial import trial_status
+
+COLUMNS = ["trial", "status", "budget", "requested_n", "multiple", "layers", "d_model", "heads", "seq_len",
+           "vocab_size", "n_params", "n_params_nonembedding", "tokens", "flops_6n", "flops_chinchilla",
+           "final_train_loss", "final_eval_loss", "eval_bits_per_byte", "wall_time_s", "steps", "batch_size",
+           "lr", "error"]
+
+
+def planned_trials(sweep_dir: Path) -> list[str]:
+    plan = read_json(sweep_dir / "plan.json")
+    if plan is None:
+        return sorted(p.name for p in (sweep_dir / "trials").glob("*") if (p / "trial.json").exists())
+    return [t["trial"] for t in plan["trials"]]
+
+
+def trial_row(trial_dir: Path) -> dict:
+    record = read_json(trial_dir / "trial.json") or {}
+    summary = read_json(trial_dir / "summary.json") or {}
+    failed = read_json(trial_dir / "failed.json") or {}
+    model, train = record.get("config", {}).get("model", {}), record.get("config", {}).get("train", {})
+    planned = record.get("planned", {})
+    row = {"trial": trial_dir.name, "status": trial_status(trial_dir), **record.get("coords", {}),
+           "layers": model.get("layers"), "d_model": model.get("d_model"), "heads": model.get("heads"),
+           "seq_len": model.get("seq_len"), "vocab_size": model.get("vocab_size"),
+           "steps": train.get("steps"), "batch_size": train.get("batch_size"), "lr": train.get("lr"),
+           "error": failed.get("error", "")}
+    for key in ("n_params", "n_params_nonembedding", "tokens", "flops_6n", "flops_chinchilla"):
+        row[key] = summary.get(key, planned.get(key))
+    for key in ("final_train_loss", "final_eval_loss", "eval_bits_per_byte", "wall_time_s"):
+        row[key] = summary.get(key)
+    return row
+
+
+def collect(sweep_dir: str | Path):
+    """Write <sweep>/results.csv (one row per planned trial) and return it as a DataFrame."""
+    import pandas as pd
+
+    sweep_dir = Path(sweep_dir)
+    rows = [trial_row(sweep_dir / "trials" / t) for t in planned_trials(sweep_dir)]
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame["error"] = frame["error"].fillna("").astype(str).str.replace("\n", " ").str.slice(0, 300)
+    atomic_write_text(sweep_dir / "results.csv", frame.to_csv(index=False))
+    return frame
+
+
+def status_counts(frame) -> dict:
+    counts = frame["status"].value_counts().to_dict()
+    return {s: int(counts.get(s, 0)) for s in ("completed", "running", "failed", "diverged", "pending")}
+
+
+def fmt_seconds(s: float) -> str:
+    if s is None or not math.isfinite(s):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"

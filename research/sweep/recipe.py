@@ -1,0 +1,89 @@
+"""The recipe: how a model grows from one size knob, and hyperparameters as functions of size.
+
+A sweep's *candidates* (budget, N, D) are planned in `plan.py`; the *recipe* here turns a
+candidate into an architecture and hyperparameters. Override it in a sweep file:
+
+    [recipe]
+    class = "research.sweep.recipe:AspectRatioRecipe"   # or "my_recipes.py:MyRecipe" beside the sweep file
+    aspect_ratio = 32                                    # any constructor argument of that class
+
+A custom recipe subclasses `AspectRatioRecipe` (or implements the same three methods).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from research.errors import UserError
+
+
+@dataclass(frozen=True)
+class AspectRatioRecipe:
+    """Width is the size knob, one head at a time; depth follows at a fixed aspect ratio.
+
+    d_model = head_dim * k, heads = k, layers = max(1, round(d_model / aspect_ratio)),
+    ffw = 4 * d_model (set [model] ffw to change). Steps of one head keep neighbouring
+    sizes within about 2x in N, fine enough for IsoFLOP parabolas.
+    """
+
+    aspect_ratio: int = 32  # d_model / layers
+    head_dim: int = 16
+    max_width: int = 2048
+    lr_base: float = 1e-2  # peak LR at n_params = lr_ref_params ...
+    lr_ref_params: float = 1e5
+    lr_exponent: float = -0.25  # ... scaled as (N / lr_ref_params) ** lr_exponent
+    lr_max: float = 3e-2
+    warmup_fraction: float = 0.05
+
+    def shape(self, knob: int) -> dict:
+        d_model = self.head_dim * knob
+        return {"layers": max(1, math.floor(d_model / self.aspect_ratio + 0.5)), "d_model": d_model, "heads": knob}
+
+    def ladder(self) -> list[dict]:
+        """Every shape of the family, smallest first."""
+        return [self.shape(k) for k in range(1, self.max_width // self.head_dim + 1)]
+
+    def hyperparameters(self, n_params: int, tokens: int, steps: int) -> dict:
+        """[train] values for a model of n_params trained for `steps` steps (on `tokens` tokens)."""
+        lr = min(self.lr_max, self.lr_base * (n_params / self.lr_ref_params) ** self.lr_exponent)
+        return {"lr": lr, "warmup_steps": max(1, round(self.warmup_fraction * steps))}
+
+
+def load_recipe(spec: dict, base_dir: Path):
+    """Build the recipe named by a sweep file's [recipe] table."""
+    spec = dict(spec)
+    target = spec.pop("class", "research.sweep.recipe:AspectRatioRecipe")
+    if ":" not in target:
+        raise UserError(f"[recipe] class = {target!r}: expected 'module:Class' or 'file.py:Class'")
+    where, name = target.rsplit(":", 1)
+    if where.endswith(".py"):
+        path = (base_dir / where).resolve()
+        if not path.is_file():
+            raise UserError(f"[recipe] class: file not found: {path}")
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ModuleNotFoundError:
+            raise UserError(f"[recipe] class: no module named {where!r}") from None
+    cls = getattr(module, name, None)
+    if cls is None:
+        raise UserError(f"[recipe] class: {where} has no {name!r}")
+    valid = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else None
+    if valid is not None:
+        from research.errors import closest
+
+        for key in spec:
+            if key not in valid:
+                raise UserError(f"unknown key [recipe] {key}{closest(key, valid)}")
+    try:
+        return cls(**spec)
+    except TypeError as err:
+        raise UserError(f"[recipe] {err}") from None

@@ -1,0 +1,278 @@
+"""Running a planned sweep: skip what is done, resume what was interrupted, never run a
+trial twice at once, retry failures a bounded number of times, show progress.
+
+Executors
+    local  trials as subprocesses (`scaling sweep trial DIR`), `workers` at a time, each
+           pinned to its own GPU when there are several; a dying runner takes its
+           children down with it (they checkpoint on SIGTERM).
+    slurm  one submitit job array (see slurm.py); preempted jobs requeue and resume.
+
+Two locks per trial, both `flock`s that the kernel drops when their holder dies:
+`.claim` (held by the runner that launched the trial) and `.lock` (held by the
+training process). A runner skips any trial whose either lock is held.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from research.errors import UserError
+from research.fsutil import ProcessLock, atomic_write_json, read_json
+from research.sweep.collect import fmt_seconds
+from research.sweep.plan import DEFAULT_FLOPS_PER_S, Plan
+from research.sweep.trial import trial_status, steps_done, write_trial
+
+EXIT_DIVERGED = 3
+
+
+def prepare_sweep_dir(plan: Plan, sweep_dir: Path) -> list[Path]:
+    """Create or check <sweep>/sweep.json, write plan.json and each trial.json."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    sweep = plan.sweep
+    record = {"name": sweep.name, "source": str(sweep.source), "flops_convention": sweep.design["flops_convention"],
+              "design": sweep.design, "data_fingerprint": plan.data_fingerprint}
+    existing = read_json(sweep_dir / "sweep.json")
+    if existing is not None and existing.get("name") != sweep.name:
+        raise UserError(f"{sweep_dir} belongs to sweep {existing.get('name')!r} (from {existing.get('source')}), "
+                        f"not {sweep.name!r}; use --out to choose another directory")
+    if existing is not None and existing.get("data_fingerprint") != plan.data_fingerprint:
+        raise UserError(f"{sweep_dir} was run on different data (fingerprint {existing.get('data_fingerprint')}, "
+                        f"now {plan.data_fingerprint}); use --out to choose another directory")
+    if existing is None:
+        record["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    else:
+        record["created"] = existing.get("created")
+    atomic_write_json(sweep_dir / "sweep.json", record)
+    atomic_write_json(sweep_dir / "plan.json", plan.to_dict(measured_flops_per_s(sweep_dir)))
+    dirs = []
+    for trial in plan.trials:
+        trial_dir = sweep_dir / "trials" / trial.trial
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        write_trial(trial_dir, trial, sweep.name)
+        dirs.append(trial_dir)
+    return dirs
+
+
+def measured_flops_per_s(sweep_dir: Path) -> float:
+    """Median training throughput (6n FLOPs/s) of completed trials, or the default guess."""
+    rates = []
+    for summary_path in sweep_dir.glob("trials/*/summary.json"):
+        s = read_json(summary_path) or {}
+        if s.get("status") == "completed" and s.get("wall_time_s"):
+            rates.append(s["flops_6n"] / s["wall_time_s"])
+    return sorted(rates)[len(rates) // 2] if rates else DEFAULT_FLOPS_PER_S
+
+
+def _events(sweep_dir: Path, **event) -> None:
+    event = {"time": time.time(), "runner": os.getpid(), **event}
+    with open(sweep_dir / "events.jsonl", "a") as f:
+        f.write(json.dumps(event) + "\n")
+
+
+def _die_with_parent() -> None:
+    """In the child: receive SIGTERM when the runner dies, even by SIGKILL (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _gpu_count() -> int:
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+        return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+    except (OSError, subprocess.SubprocessError):
+        return 0
+
+
+@dataclass
+class _Running:
+    trial_dir: Path
+    proc: subprocess.Popen
+    claim: ProcessLock
+    slot: int
+    attempt: int
+    started: float = field(default_factory=time.time)
+
+
+class LocalRunner:
+    def __init__(self, plan: Plan, sweep_dir: Path, workers: int = 1, retries: int = 2,
+                 retry_failed: bool = False, live: bool = True):
+        self.plan, self.sweep_dir = plan, sweep_dir
+        self.gpus = _gpu_count()
+        self.workers = max(1, workers)
+        self.retries, self.retry_failed, self.live = retries, retry_failed, live
+        self.attempts: dict[Path, int] = {}
+        self.flops = {sweep_dir / "trials" / t.trial: t.flops_6n for t in plan.trials}
+        self.steps = {sweep_dir / "trials" / t.trial: t.steps for t in plan.trials}
+        self._stop = False
+
+    def run(self, trial_dirs: list[Path]) -> None:
+        todo = []
+        for d in trial_dirs:
+            status = trial_status(d)
+            if status in ("completed", "diverged") or (status == "failed" and not self.retry_failed):
+                continue
+            if status == "failed":
+                (d / "failed.json").unlink(missing_ok=True)
+            todo.append(d)
+        self.t0, self.flops_at_start = time.time(), self._flops_done()
+        running: list[_Running] = []
+        waiting_on_others: set[Path] = set()
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        last_view = 0.0
+        try:
+            while (todo or running or waiting_on_others) and not self._stop:
+                free = [s for s in range(self.workers) if s not in {r.slot for r in running}]
+                while free and todo:
+                    trial_dir = todo.pop(0)
+                    launched = self._launch(trial_dir, free[0])
+                    if launched is None:
+                        waiting_on_others.add(trial_dir)
+                        continue
+                    running.append(launched)
+                    free.pop(0)
+                for r in list(running):
+                    if r.proc.poll() is not None:
+                        running.remove(r)
+                        self._finished(r, todo)
+                for d in list(waiting_on_others):  # another runner has it; watch until it is done
+                    if trial_status(d) != "running":
+                        waiting_on_others.discard(d)
+                        if trial_status(d) == "pending":
+                            todo.append(d)
+                if self.live and time.time() - last_view > 5:
+                    self._view(running)
+                    last_view = time.time()
+                time.sleep(0.2)
+        finally:
+            for r in running:  # stopping: children checkpoint on SIGTERM
+                if r.proc.poll() is None:
+                    r.proc.send_signal(signal.SIGTERM)
+            for r in running:
+                r.proc.wait()
+                r.claim.release()
+            for s, handler in old.items():
+                signal.signal(s, handler)
+        if self._stop:
+            raise KeyboardInterrupt
+        if self.live:
+            self._view([])
+
+    def _on_signal(self, *_):
+        self._stop = True
+
+    def _launch(self, trial_dir: Path, slot: int) -> _Running | None:
+        claim = ProcessLock(trial_dir / ".claim")
+        if not claim.acquire():
+            return None
+        if ProcessLock(trial_dir / ".lock").is_held() or trial_status(trial_dir) in ("completed", "diverged"):
+            claim.release()  # trained elsewhere (a child left by a killed runner) or finished meanwhile
+            return None if trial_status(trial_dir) == "running" else None
+        attempt = self.attempts.get(trial_dir, 0) + 1
+        self.attempts[trial_dir] = attempt
+        env = dict(os.environ)
+        if self.gpus > 1:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
+        log = open(trial_dir / "train.log", "a")
+        log.write(f"\n=== attempt {attempt}, runner pid {os.getpid()}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        log.flush()
+        proc = subprocess.Popen([sys.executable, "-m", "research", "sweep", "trial", str(trial_dir)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+        log.close()
+        _events(self.sweep_dir, trial=trial_dir.name, event="start", attempt=attempt, pid=proc.pid)
+        return _Running(trial_dir, proc, claim, slot, attempt)
+
+    def _finished(self, r: _Running, todo: list[Path]) -> None:
+        code = r.proc.returncode
+        name = r.trial_dir.name
+        if code == 0:
+            _events(self.sweep_dir, trial=name, event="completed", attempt=r.attempt)
+            self._say(f"completed {name} in {fmt_seconds(time.time() - r.started)}")
+        elif code == EXIT_DIVERGED:
+            _events(self.sweep_dir, trial=name, event="diverged", attempt=r.attempt)
+            self._say(f"diverged  {name} (recorded; the sweep goes on)")
+        elif self._stop or code in (-signal.SIGTERM, 143):
+            _events(self.sweep_dir, trial=name, event="interrupted", attempt=r.attempt)
+        elif r.attempt <= self.retries:
+            _events(self.sweep_dir, trial=name, event="retry", attempt=r.attempt, exit_code=code)
+            self._say(f"failed    {name} (exit {code}); retrying ({r.attempt}/{self.retries})")
+            todo.append(r.trial_dir)
+        else:
+            error = _tail(r.trial_dir / "train.log")
+            atomic_write_json(r.trial_dir / "failed.json", {"exit_code": code, "attempts": r.attempt, "error": error})
+            _events(self.sweep_dir, trial=name, event="failed", attempt=r.attempt, exit_code=code)
+            self._say(f"failed    {name} after {r.attempt} attempts: {error.splitlines()[-1] if error else code}")
+        r.claim.release()
+
+    def _flops_done(self) -> float:
+        total = 0.0
+        for d, flops in self.flops.items():
+            status = trial_status(d)
+            if status in ("completed", "diverged", "failed"):
+                total += flops
+            else:
+                total += flops * min(1.0, steps_done(d) / max(self.steps[d], 1))
+        return total
+
+    def _view(self, running: list[_Running]) -> None:
+        statuses = [trial_status(d) for d in self.flops]
+        done = sum(s in ("completed", "diverged", "failed") for s in statuses)
+        flops_done, flops_total = self._flops_done(), sum(self.flops.values())
+        rate = (flops_done - self.flops_at_start) / max(time.time() - self.t0, 1e-9)
+        eta = (flops_total - flops_done) / rate if rate > 0 else float("nan")
+        per_trial = ", ".join(f"{r.trial_dir.name[:8]} {steps_done(r.trial_dir)}/{self.steps[r.trial_dir]}"
+                              for r in running)
+        self._say(f"[{done}/{len(statuses)} done, {statuses.count('failed')} failed, "
+                  f"{statuses.count('diverged')} diverged] FLOPs {flops_done:.2e}/{flops_total:.2e} [6n] "
+                  f"({100 * flops_done / flops_total:.0f}%) ETA {fmt_seconds(eta)}"
+                  + (f" | running: {per_trial}" if per_trial else ""))
+
+    @staticmethod
+    def _say(text: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="ignore").strip().splitlines()
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+def run_slurm(plan: Plan, sweep_dir: Path, trial_dirs: list[Path], options: dict, retries: int,
+              retry_failed: bool) -> None:
+    from research.sweep.slurm import SlurmOptions, run_on_slurm
+    from research.sweep.trial import run_trial
+
+    todo = []
+    for d in trial_dirs:
+        status = trial_status(d)
+        if status in ("completed", "diverged", "running") or (status == "failed" and not retry_failed):
+            continue
+        (d / "failed.json").unlink(missing_ok=True)
+        todo.append(d)
+    opts = SlurmOptions(folder=str((sweep_dir / "slurm").absolute()), **options)
+    for attempt in range(1, retries + 2):
+        if not todo:
+            return
+        print(f"submitting {len(todo)} trial(s) to Slurm (attempt {attempt})", file=sys.stderr)
+        results = run_on_slurm(run_trial, [str(d) for d in todo], opts)
+        failed = []
+        for d in todo:
+            result = results.get(str(d))
+            if isinstance(result, BaseException):
+                failed.append((d, result))
+        todo = [d for d, _ in failed]
+        if attempt == retries + 1:
+            for d, err in failed:
+                atomic_write_json(d / "failed.json", {"attempts": attempt, "error": f"{type(err).__name__}: {err}"[-2000:]})

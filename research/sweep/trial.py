@@ -1,0 +1,75 @@
+"""One trial of a sweep: its directory and the function every executor calls to run it.
+
+    <sweep>/trials/<trial id>/trial.json    design coordinates + the resolved run config
+    <sweep>/trials/<trial id>/...           a normal run directory (config.json, metrics.jsonl, summary.json)
+    <sweep>/trials/<trial id>/failed.json   written when the trial failed every attempt
+    <sweep>/trials/<trial id>/train.log     the trial's stdout and stderr (local executor)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from research.config import run_config_from_dict
+from research.fsutil import ProcessLock, atomic_write_json, read_json
+
+FAULT_ENV = "SCALING_FAIL_TRIALS"  # comma-separated trial ids that raise on purpose (fault injection for tests)
+
+
+def write_trial(trial_dir: Path, trial, sweep_name: str) -> None:
+    record = {"trial": trial.trial, "sweep": sweep_name, "coords": trial.coords, "config": trial.config.to_dict(),
+              "planned": {"n_params": trial.n_params, "n_params_nonembedding": trial.n_params_nonembedding,
+                          "tokens": trial.tokens, "steps": trial.steps, "flops_6n": trial.flops_6n,
+                          "flops_chinchilla": trial.flops_chinchilla}}
+    if read_json(trial_dir / "trial.json") != record:
+        atomic_write_json(trial_dir / "trial.json", record)
+
+
+def run_trial(trial_dir: str) -> dict:
+    """Run, resume or recognise as finished the trial in `trial_dir`; return its summary.
+
+    Top-level and picklable: the local executor calls it in a subprocess, Slurm through submitit.
+    """
+    from research.train.loop import train
+
+    trial_dir = Path(trial_dir)
+    record = read_json(trial_dir / "trial.json")
+    if record is None:
+        raise FileNotFoundError(f"{trial_dir}/trial.json is missing; re-plan the sweep")
+    if record["trial"] in os.environ.get(FAULT_ENV, "").split(","):
+        raise RuntimeError(f"fault injected into trial {record['trial']} by {FAULT_ENV}")
+    config = run_config_from_dict(record["config"])
+    return train(config, trial_dir, progress=False)
+
+
+def trial_status(trial_dir: Path) -> str:
+    """completed / diverged / failed / running / pending (pending includes partly trained)."""
+    summary = read_json(trial_dir / "summary.json") or {}
+    if summary.get("status") in ("completed", "diverged"):
+        return summary["status"]
+    if ProcessLock(trial_dir / ".lock").is_held() or ProcessLock(trial_dir / ".claim").is_held():
+        return "running"
+    if (trial_dir / "failed.json").exists():
+        return "failed"
+    return "pending"
+
+
+def steps_done(trial_dir: Path) -> int:
+    """Last logged step, read cheaply from the end of metrics.jsonl."""
+    path = trial_dir / "metrics.jsonl"
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 4096))
+            lines = f.read().decode(errors="ignore").strip().splitlines()
+    except FileNotFoundError:
+        return 0
+    import json
+
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError):
+            continue
+    return 0
