@@ -207,10 +207,12 @@ class LocalRunner:
             self._say(f"failed    {name} (exit {code}); retrying ({r.attempt}/{self.retries})")
             todo.append(r.trial_dir)
         else:
-            error = _tail(r.trial_dir / "train.log")
-            atomic_write_json(r.trial_dir / "failed.json", {"exit_code": code, "attempts": r.attempt, "error": error})
+            tail = _tail(r.trial_dir / "train.log")
+            error = tail.splitlines()[-1] if tail else f"exit code {code}"
+            atomic_write_json(r.trial_dir / "failed.json",
+                              {"exit_code": code, "attempts": r.attempt, "error": error, "log_tail": tail})
             _events(self.sweep_dir, trial=name, event="failed", attempt=r.attempt, exit_code=code)
-            self._say(f"failed    {name} after {r.attempt} attempts: {error.splitlines()[-1] if error else code}")
+            self._say(f"failed    {name} after {r.attempt} attempts: {error}")
         r.claim.release()
 
     def _flops_done(self) -> float:
