@@ -37,7 +37,7 @@ DESIGN_KEYS = {
     "isoflop": {"kind", "budgets", "tokens_per_param", "sizes", "flops_convention", "allow_repeat"},
     "grid": {"kind", "d_model", "n_params", "tokens", "tokens_per_param", "flops_convention", "allow_repeat"},
 }
-DEFAULT_FLOPS_PER_S = 2.5e10  # rough CPU training throughput (6n FLOPs/s) until trials measure it
+DEFAULT_FLOPS_PER_S = 5e9  # rough throughput of tiny models on 2 CPU cores (6n FLOPs/s), until trials measure it
 STARTUP_S = 6.0  # process start + compile per trial, on CPU
 
 
