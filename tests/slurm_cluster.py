@@ -17,9 +17,10 @@ restored on stop). submitit runs those commands as subprocesses, and sbatch
 exports the environment into the jobs, so jobs' own `srun`/`scontrol requeue`
 reach the same cluster.
 
-Use the session-scoped pytest fixture:
+Use the session-scoped pytest fixture, registered as a plugin (one cluster
+for the whole session however many modules ask for it):
 
-    from tests.slurm_cluster import slurm_cluster  # noqa: F401  (registers the fixture)
+    pytest_plugins = ["tests.slurm_cluster"]   # in the test module or tests/conftest.py
 
     @pytest.mark.slurm
     def test_x(slurm_cluster):
@@ -104,14 +105,35 @@ def ensure_slurm_installed(timeout_s: float = 900) -> None:
     apt = _which("apt-get")
     if apt is None:
         raise SlurmUnavailable(f"{why} and no apt-get on this machine")
+    # Without systemd, package scripts would try to start the daemons with the
+    # Debian defaults (and slurmd/slurmctld fail without /etc/slurm/slurm.conf);
+    # the standard policy-rc.d "101" tells them not to, for the install only.
+    policy = Path("/usr/sbin/policy-rc.d")
+    created_policy = False
+    if not policy.exists():
+        try:
+            policy.write_text("#!/bin/sh\n# temporary, from tests/slurm_cluster.py: start no services\nexit 101\n")
+            policy.chmod(0o755)
+            created_policy = True
+        except OSError:
+            pass
+    try:
+        _apt_install(apt, why, timeout_s)
+    finally:
+        if created_policy:
+            policy.unlink(missing_ok=True)
+
+
+def _apt_install(apt: str, why: str, timeout_s: float) -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = [apt, "install", "-y", "--no-install-recommends", *APT_PACKAGES]
+    # Wait for a dpkg lock held by someone else rather than failing at once.
+    install = [apt, "-o", "DPkg::Lock::Timeout=300", "install", "-y", "--no-install-recommends", *APT_PACKAGES]
     deadline = time.monotonic() + timeout_s
     output = ""
     for attempt in ("install", "update+install"):
         try:
             if attempt == "update+install":
-                upd = subprocess.run([apt, "update"], env=env, capture_output=True, text=True,
+                upd = subprocess.run([apt, "-o", "DPkg::Lock::Timeout=300", "update"], env=env, capture_output=True, text=True,
                                      timeout=max(1.0, deadline - time.monotonic()))
                 output = upd.stdout + upd.stderr
                 if upd.returncode != 0:
@@ -124,7 +146,7 @@ def ensure_slurm_installed(timeout_s: float = 900) -> None:
         if res.returncode == 0 and not _missing_executables():
             return
     tail = " | ".join(line for line in output.strip().splitlines()[-3:])
-    raise SlurmUnavailable(f"{why} and apt-get install failed (no network?): {tail}")
+    raise SlurmUnavailable(f"{why} and apt-get could not install them (no network?): {tail}")
 
 
 def _free_ports(n: int) -> list[int]:

@@ -31,6 +31,8 @@ from research.errors import UserError
 # Slurm checks time limits (and sends --signal warnings) about every 30 s, so a
 # USR2 asked for `d` seconds before the limit arrives between d and d+30 s early.
 _SLURM_TIMER_S = 30
+# States submitit treats as not finished.
+_UNFINISHED_STATES = ("READY", "PENDING", "RUNNING", "UNKNOWN", "REQUEUED", "COMPLETING", "PREEMPTED")
 # Time a job needs after it starts before it can handle USR2 (python + submitit import).
 _STARTUP_MARGIN_S = 5
 
@@ -228,7 +230,7 @@ def run_on_slurm(
                 if trial_dir not in results and job.done():
                     results[trial_dir] = _outcome(job)
                 states[trial_dir] = watcher.get_state(job.job_id, mode="cache")
-                if trial_dir in results and states[trial_dir] in ("UNKNOWN", "PENDING", "RUNNING"):
+                if trial_dir in results and states[trial_dir] in _UNFINISHED_STATES:
                     # The result file can appear before sacct catches up.
                     states[trial_dir] = "FAILED" if isinstance(results[trial_dir], BaseException) else "COMPLETED"
             if on_update is not None:
