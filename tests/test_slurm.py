@@ -127,6 +127,35 @@ def test_failing_job_is_returned_as_exception(slurm_cluster, tmp_path):
 
 
 @pytest.mark.slurm
+def test_cancelled_job_is_returned_as_exception(slurm_cluster, tmp_path):
+    """A job killed from outside (scancel) ends the wait for it without a result."""
+    stuck, quick = _trial_dirs(tmp_path, ["count_9", "trial_5"])
+    (Path(stuck) / "config.json").write_text(json.dumps({"target": 10_000, "step_s": 0.5}))
+    options = SlurmOptions(folder=slurm_cluster.new_submitit_folder("cancel"),
+                           partition=slurm_cluster.partition, time_min=10, poll_s=1)
+    cancelled = []
+
+    def trial(trial_dir: str) -> dict:
+        return counting_trial(trial_dir) if "count" in trial_dir else square_trial(trial_dir)
+
+    def on_update(states):
+        state_path = Path(stuck) / "state.json"
+        if not cancelled and state_path.exists() and json.loads(state_path.read_text())["step"] >= 2:
+            job = json.loads(state_path.read_text())["starts"][-1]["job"]
+            subprocess.run(["scancel", job], check=True, capture_output=True)
+            cancelled.append(job)
+
+    updates = []
+    results = run_on_slurm(trial, [stuck, quick], options,
+                           on_update=lambda states: (updates.append(states), on_update(states)))
+
+    assert cancelled
+    assert results[quick]["square"] == 25
+    assert isinstance(results[stuck], BaseException), results[stuck]
+    assert updates[-1][stuck].startswith("CANCELLED"), updates[-1]
+
+
+@pytest.mark.slurm
 def test_usr2_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
     """The pre-timeout/preemption signal, sent by hand as Slurm would send it."""
     (trial_dir,) = _trial_dirs(tmp_path, ["count_0"])
@@ -161,7 +190,7 @@ def test_usr2_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
 
 @pytest.mark.slurm
 def test_time_limit_requeues_and_resumes(slurm_cluster, tmp_path):
-    """A 1-minute job with 45 s of work: Slurm's own USR2 before the limit requeues it.
+    """A 1-minute job with 50 s of work: Slurm's own USR2 before the limit requeues it.
 
     With signal_delay_s=20 Slurm sends USR2 10-40 s after the start (it checks
     time limits every 30 s), so the first run cannot finish; the resumed run
@@ -169,7 +198,7 @@ def test_time_limit_requeues_and_resumes(slurm_cluster, tmp_path):
     Takes 30-60 s (the signal's arrival varies with Slurm's timer phase).
     """
     (trial_dir,) = _trial_dirs(tmp_path, ["count_1"])
-    target = 45
+    target = 50
     (Path(trial_dir) / "config.json").write_text(
         json.dumps({"target": target, "step_s": 1.0, "resume_step_s": 0.1}))
     options = SlurmOptions(folder=slurm_cluster.new_submitit_folder("timeout"),
