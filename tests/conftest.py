@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# `slurm_cluster`: one real one-node Slurm cluster per session, for the tests that ask for it.
+pytest_plugins = ["tests.slurm_cluster"]
+
 REPO = Path(__file__).resolve().parents[1]
 SCALING = [sys.executable, "-m", "research"]
 

@@ -19,10 +19,8 @@ import pytest
 from research.errors import UserError
 from research.sweep.slurm import SlurmOptions, run_on_slurm, slurm_available
 
-# The session fixture `slurm_cluster`, registered as a plugin so that every test
-# module asking for it shares one cluster (importing the fixture function into
-# several modules would start one cluster per module).
-pytest_plugins = ["tests.slurm_cluster"]
+# The session fixture `slurm_cluster` is registered as a plugin in tests/conftest.py,
+# so every module asking for it shares one cluster.
 
 # The trial functions below run inside Slurm jobs, whose Python may not be able to
 # import this test module: ship them by value.
