@@ -1,0 +1,224 @@
+"""`scaling fit` and `scaling optimal`.
+
+Heavy imports (jax, pandas, scipy) happen inside the handlers so `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from research.errors import UserError
+
+METHOD_CHOICES = ("all", "approach1", "approach2", "approach3", "kaplan")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        vals = [float(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 1e20,1e21, got {text!r}") from None
+    if not vals or any(not v > 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"budgets must be positive numbers, got {text!r}")
+    return vals
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number like 5.76e23, got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return v
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fit", help="fit scaling laws (Chinchilla Approaches 1-3, Kaplan) to a results table or sweep dir",
+        description="Fit scaling laws to a results table (CSV/parquet) or a sweep directory. "
+                    "Writes DIR/fit.json for a sweep directory (or --out FILE).")
+    p.add_argument("path", help="results table (CSV/parquet) or sweep directory holding results.csv")
+    p.add_argument("--method", default="all", choices=METHOD_CHOICES,
+                   help="which fit (default: every approach the data supports)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="bootstrap resamples (runs drawn with replacement) for intervals (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    p.add_argument("--budgets", type=_floats, default=None, metavar="C1,C2",
+                   help="FLOP budgets at which to report N_opt/D_opt intervals")
+    p.add_argument("--n-col", default=None, help="column with parameter counts (default n_params)")
+    p.add_argument("--d-col", default=None, help="column with training tokens (default tokens)")
+    p.add_argument("--loss-col", default=None,
+                   help="column with loss in nats/token (default final_eval_loss, else final_train_loss)")
+    p.add_argument("--flops-col", default=None,
+                   help="column with each row's FLOP budget (default: the sweep's `budget` column, else 6*N*D)")
+    p.add_argument("--kaplan-n", choices=("nonembedding", "total"), default="nonembedding",
+                   help="N for the Kaplan fits when --n-col is not given (default nonembedding, as Kaplan)")
+    p.add_argument("--reduction", choices=("sum", "mean"), default="sum",
+                   help="Approach 3 Huber reduction over runs (default sum; mean reproduces the published bug)")
+    p.add_argument("--tolerances", choices=("tight", "scipy"), default="tight",
+                   help="Approach 3 L-BFGS stopping rules (default tight; scipy = scipy's defaults)")
+    p.add_argument("--grid", choices=("full", "small"), default="full",
+                   help="Approach 3 start grid: full = Hoffmann's 4,500 starts; small = 243 (quick look)")
+    p.add_argument("--backend", choices=("jax", "scipy"), default="jax",
+                   help="Approach 3 solver: vectorised jax L-BFGS (default) or a scipy L-BFGS-B loop")
+    p.add_argument("--out", default=None, help="write the fit JSON here (default DIR/fit.json for a sweep)")
+    p.add_argument("--no-write", action="store_true", help="do not write fit.json")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=fit_handler)
+
+    o = subparsers.add_parser(
+        "optimal", help="compute-optimal N, D and loss for a FLOP budget under a law",
+        description="Compute-optimal allocation under C = 6*N*D (the 6n convention) for a published law "
+                    "(chinchilla, epoch-2024, kaplan-2020) or a fit.json; optional training-cost estimate.")
+    o.add_argument("--flops", type=_positive_float, nargs="+", required=True, metavar="C",
+                   help="training compute budget(s) in FLOPs, e.g. 5.76e23")
+    o.add_argument("--law", default="chinchilla",
+                   help="chinchilla | epoch-2024 | kaplan-2020 | path to fit.json (or a sweep dir)")
+    o.add_argument("--approach", choices=("approach1", "approach2", "approach3"), default=None,
+                   help="which fit in a fit.json (default: approach3, else 2, else 1)")
+    o.add_argument("--gpu", default=None, help="h100 | h200 | a100 | l4: estimate memory and device-hours")
+    o.add_argument("--peak-flops", type=_positive_float, default=None,
+                   help="device dense peak FLOP/s (overrides --gpu's)")
+    o.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation (default 0.4)")
+    o.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    o.set_defaults(func=optimal_handler)
+
+
+def _fmt(x, unit=""):
+    if x is None:
+        return "n/a"
+    return f"{x:.4g}{unit}"
+
+
+def _print_fit(name, r):
+    if "skipped" in r:
+        print(f"{name}: skipped: {r['skipped']}")
+        return
+    bs = r.get("bootstrap", {})
+    iv = bs.get("intervals", {})
+
+    def val(k):
+        s = _fmt(r[k])
+        if k in iv and iv[k][0] is not None:
+            s += f" [{iv[k][0]:.4g}, {iv[k][1]:.4g}]"
+        return s
+
+    if name == "approach3":
+        print(f"approach3: L(N, D) = E + A/N^alpha + B/D^beta  ({r['n_points']} runs, {r['n_starts']} starts, "
+              f"{r['reduction']}-reduced Huber delta={r['delta']:g}, objective {r['objective']:.6g})")
+        for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G"):
+            print(f"  {k:6s} {val(k)}")
+    elif name in ("approach1", "approach2"):
+        print(f"{name}: N_opt = k_N*C^a, D_opt = k_D*C^b")
+        for k in ("a", "b", "k_N", "k_D"):
+            print(f"  {k:6s} {val(k)}")
+        if name == "approach2":
+            for g in r["budgets"]:
+                print(f"  C={g['flops']:.3g}: N_opt={g['n_opt']:.4g} D_opt={g['d_opt']:.4g} "
+                      f"loss={g['loss_opt']:.4f} ({g['n_points']} runs)")
+            for g in r["rejected_budgets"]:
+                print(f"  C={g['flops']:.3g}: refused: {g['reason']}")
+        else:
+            print(f"  envelope: {r['n_envelope_points']} points from {r['n_curves']} curves "
+                  f"({r['n_edge_points_dropped']} edge points dropped)")
+    elif name == "kaplan":
+        print(f"kaplan (N = {r['n_kind']}):")
+        for key, form in r["form"].items():
+            block = r[key]
+            if "skipped" in block:
+                print(f"  {key}: skipped: {block['skipped']}")
+            else:
+                print(f"  {key} = {form}: " + ", ".join(f"{k}={v:.4g}" for k, v in block.items()
+                                                          if isinstance(v, float)))
+    if bs.get("n_resamples"):
+        print(f"  ({bs['level']:.0%} bootstrap intervals, {bs['n_resamples']} resamples)")
+    for w in r.get("warnings", []):
+        print(f"  warning: {w}")
+
+
+def fit_handler(args) -> int:
+    from pathlib import Path
+
+    from research.fit.core import METHODS, dumps, run_fits, write_fit
+    from research.fit.data import load_table
+
+    if args.bootstrap < 0:
+        raise UserError("--bootstrap must be >= 0")
+    if not 0 < args.level < 1:
+        raise UserError(f"--level must be between 0 and 1, got {args.level}")
+    table = load_table(args.path, args.n_col, args.d_col, args.loss_col, args.flops_col)
+    methods = list(METHODS) if args.method == "all" else [args.method]
+    kaplan_table, kaplan_n = None, "total" if args.n_col is None else f"column {args.n_col}"
+    if "kaplan" in methods and args.n_col is None and args.kaplan_n == "nonembedding":
+        try:
+            kaplan_table = load_table(args.path, None, args.d_col, args.loss_col, args.flops_col,
+                                      n_kind="nonembedding", quiet=True)
+            kaplan_n = "nonembedding"
+        except UserError:
+            kaplan_n = "total (table has no n_params_nonembedding column)"
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    result = run_fits(table, methods, bootstrap=args.bootstrap, seed=args.seed, grid=args.grid,
+                      reduction=args.reduction, backend=args.backend, tol=args.tolerances, level=args.level,
+                      budgets=args.budgets, strict=args.method != "all", kaplan_df=kaplan_table,
+                      kaplan_n=kaplan_n, log=log)
+    out = None
+    if not args.no_write:
+        if args.out:
+            out = Path(args.out)
+        elif table.sweep_dir is not None:
+            out = table.sweep_dir / "fit.json"
+    if out is not None:
+        write_fit(out, result, merge=True)
+        print(f"wrote {out}", file=sys.stderr)
+    if args.json:
+        print(dumps(result[methods[0]] if len(methods) == 1 else result))
+    else:
+        for m in methods:
+            _print_fit(m, result[m])
+    return 0
+
+
+def optimal_handler(args) -> int:
+    import json
+
+    from research.fit.hardware import training_cost
+    from research.fit.laws import load_law, optimum
+
+    law = load_law(args.law, args.approach)
+    rows = []
+    for c in args.flops:
+        row = optimum(law, c)
+        row["law_source"] = law.source
+        row["law_form"] = law.describe()
+        notes = list(getattr(law, "notes", []))
+        if row["loss"] is None and not notes:
+            notes.append("loss unavailable for this law")
+        row["notes"] = notes
+        if args.gpu or args.peak_flops:
+            row["training"] = training_cost(c, row["n_params"], args.gpu, args.peak_flops, args.mfu)
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows[0] if len(rows) == 1 else {"rows": rows}))
+        return 0
+    print(f"law: {law.name} - {law.source}")
+    print(f"     {law.describe()}")
+    print("convention: 6n (C = 6*N*D)")
+    for row in rows:
+        print(f"C = {row['flops']:.4g} FLOPs")
+        print(f"  N_opt            {row['n_params']:.4g} parameters")
+        print(f"  D_opt            {row['tokens']:.4g} tokens")
+        print(f"  tokens/param     {row['tokens_per_param']:.3g}")
+        print(f"  predicted loss   {_fmt(row['loss'])}" + (" nats/token" if row["loss"] is not None else ""))
+        for n in row["notes"]:
+            print(f"  note: {n}")
+        t = row.get("training")
+        if t:
+            print(f"  training state   {t['train_state_bytes'] / 1e9:.4g} GB ({t['memory_convention']})")
+            if "min_devices_for_state" in t:
+                print(f"  devices to hold  >= {t['min_devices_for_state']} x {t['device']} "
+                      f"({t['device_memory_bytes'] / 1e9:.0f} GB each)")
+            print(f"  device-hours     {t['device_hours']:.4g} at {t['peak_flops'] / 1e12:.4g} TFLOP/s dense "
+                  f"peak x MFU {t['mfu']:g} ({t['device_days']:.4g} device-days)")
+    return 0

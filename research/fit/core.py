@@ -1,0 +1,165 @@
+"""Running the fits on a table and writing `fit.json`; `fit_sweep_dir` for the sweep runner."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from research.errors import UserError
+
+METHODS = ("approach1", "approach2", "approach3", "kaplan")
+MIN_POINTS_A3 = 8
+
+
+def default_budgets(df) -> list[float]:
+    """Budgets for bootstrap N_opt/D_opt intervals: the data's decades, 100x beyond, and 5.76e23."""
+    lo, hi = math.floor(math.log10(df["C"].min())), math.ceil(math.log10(df["C"].max()))
+    return [10.0 ** k for k in range(lo, hi + 3)] + [5.76e23]
+
+
+def run_approach3(df, *, bootstrap=0, seed=0, grid="full", reduction="sum", backend="jax", level=0.95,
+                  budgets=(), bootstrap_starts=8, tol="tight"):
+    from research.fit import approach3 as a3
+
+    n = len(df)
+    if n < MIN_POINTS_A3 or df["N"].nunique() < 3 or df["D"].nunique() < 3:
+        raise UserError(f"Approach 3 needs >= {MIN_POINTS_A3} runs spanning >= 3 sizes and >= 3 token counts; "
+                        f"got {n} runs, {df['N'].nunique()} sizes, {df['D'].nunique()} token counts")
+    res = a3.fit_approach3(df["N"], df["D"], df["L"], grid=grid, reduction=reduction, backend=backend,
+                           n_optima=bootstrap_starts, tol=tol)
+    optima = res.pop("_optima")
+    res["optimal"] = [{"flops": float(c), "n_opt": res["G"] * (c / 6) ** res["a"],
+                       "d_opt": (c / 6) ** res["b"] / res["G"]} for c in budgets]
+    if bootstrap:
+        t0 = time.perf_counter()
+        thetas, _ = a3.bootstrap_approach3(df["N"], df["D"], df["L"], optima, n_resamples=bootstrap,
+                                           seed=seed, reduction=reduction, backend=backend, tol=tol)
+        bs = a3.summarize_bootstrap(thetas, level, budgets)
+        bs.update(n_resamples=int(bootstrap), seed=seed, seconds=time.perf_counter() - t0,
+                  resampling="runs with replacement",
+                  starts=f"each resample refitted from the {len(optima)} best distinct local optima "
+                         "of the full-data grid fit")
+        res["bootstrap"] = bs
+    return res
+
+
+def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction="sum", backend="jax", tol="tight",
+             level=0.95, budgets=None, strict=False, kaplan_n="nonembedding", kaplan_df=None, smooth=5,
+             log=None) -> dict:
+    """Run `methods` (default: all) on a loaded Table. With strict=False an approach the data cannot
+    support is recorded as {"skipped": reason}; with strict=True it raises UserError."""
+    df = table.df
+    methods = list(methods or METHODS)
+    budgets = list(budgets) if budgets else default_budgets(df)
+    out = {"version": 1, "data": table.meta(), "budgets_for_intervals": budgets}
+    log = log or (lambda msg: None)
+    for m in methods:
+        t0 = time.perf_counter()
+        try:
+            if m == "approach3":
+                out[m] = run_approach3(df, bootstrap=bootstrap, seed=seed, grid=grid, reduction=reduction,
+                                       backend=backend, level=level, budgets=budgets, tol=tol)
+            elif m == "approach2":
+                from research.fit.isoflop import fit_approach2
+
+                out[m] = fit_approach2(df, bootstrap=bootstrap, seed=seed, level=level, budgets=budgets)
+            elif m == "approach1":
+                from research.fit.envelope import fit_approach1, load_curves
+
+                if table.sweep_dir is None:
+                    raise UserError("Approach 1 needs per-trial training curves: pass a sweep directory "
+                                    "(DIR with results.csv and trials/<trial>/metrics.jsonl)")
+                curves = load_curves(table.sweep_dir, df, table.convention, smooth=smooth)
+                out[m] = fit_approach1(curves, bootstrap=bootstrap, seed=seed, level=level, budgets=budgets)
+                out[m]["flops_convention"] = table.convention
+            elif m == "kaplan":
+                from research.fit.kaplan import fit_kaplan
+
+                kdf = df if kaplan_df is None else kaplan_df.df
+                out[m] = fit_kaplan(kdf["N"], kdf["D"], kdf["L"], n_kind=kaplan_n)
+            else:
+                raise UserError(f"unknown method {m!r}")
+            out[m]["seconds"] = time.perf_counter() - t0
+            log(f"{m}: done in {out[m]['seconds']:.1f}s")
+            for w in out[m].get("warnings", []):
+                log(f"{m}: warning: {w}")
+        except UserError as err:
+            if strict:
+                raise
+            out[m] = {"skipped": str(err)}
+            log(f"{m}: skipped: {err}")
+    return out
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def _clean(o):
+    """NaN/inf -> None so the file is strict JSON."""
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, (float, np.floating)) and not math.isfinite(float(o)):
+        return None
+    return o
+
+
+def dumps(obj, **kw) -> str:
+    return json.dumps(_clean(json.loads(json.dumps(obj, default=_json_default))), **kw)
+
+
+def write_fit(path, result: dict, merge=True) -> Path:
+    """Write (merging into an existing file: methods not re-run are kept) atomically."""
+    path = Path(path)
+    data = {}
+    if merge and path.exists():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            data = {}
+    data.update(result)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(dumps(data, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def fit_sweep_dir(path, *, bootstrap: int = 0, seed: int = 0, grid="full", quiet: bool = True,
+                  **kw) -> dict:
+    """Fit every approach the sweep directory's data supports and write DIR/fit.json.
+
+    Approaches without enough points are recorded as {"skipped": reason} instead of failing.
+    Returns the dict written."""
+    from research.fit.data import load_table
+
+    path = Path(path)
+    table = load_table(path, quiet=quiet)
+    kaplan_table = None
+    if "n_params_nonembedding" in _columns(table):
+        kaplan_table = load_table(path, n_kind="nonembedding", quiet=True)
+    log = None if quiet else (lambda m: print(m, file=sys.stderr))
+    result = run_fits(table, bootstrap=bootstrap, seed=seed, grid=grid, kaplan_df=kaplan_table,
+                      kaplan_n="nonembedding" if kaplan_table is not None else "total", log=log, **kw)
+    sweep_dir = table.sweep_dir or (path if path.is_dir() else path.parent)
+    write_fit(sweep_dir / "fit.json", result, merge=False)
+    return json.loads(dumps(result))
+
+
+def _columns(table) -> list[str]:
+    from research.fit.data import read_frame
+
+    return list(read_frame(table.source).columns)

@@ -1,0 +1,154 @@
+"""Chinchilla Approach 1 (Hoffmann et al. 2022 §3.1): the training-curve envelope.
+
+From every trial's `metrics.jsonl`: smooth the training loss, interpolate it (in
+log FLOPs) at many log-spaced FLOP values (1,500, as in the paper), take at each
+FLOP value the trial with the lowest loss, and record its N and the tokens it had
+seen there. Then fit N_opt = k_N·C^a and D_opt = k_D·C^b through those points.
+
+Points whose winner is the smallest or largest model trained are left out: there
+the true optimum may lie beyond the sizes tried (an edge effect, not a
+measurement). FLOPs are the sweep's convention (`flops_6n` or `flops_chinchilla`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from research.errors import UserError
+from research.fit.powerlaw import fit_powerlaw, summarize_allocation_bootstrap
+
+N_GRID = 1500
+
+
+def _smooth(y, window):
+    if window <= 1 or len(y) < window:
+        return y
+    k = np.ones(window) / window
+    pad = window // 2
+    yp = np.concatenate([np.repeat(y[:1], pad), y, np.repeat(y[-1:], window - 1 - pad)])
+    return np.convolve(yp, k, mode="valid")
+
+
+def load_curves(sweep_dir, table_df, convention="6n", smooth=5) -> list[dict]:
+    """One dict per trial with a metrics.jsonl: N, flops, tokens, loss (smoothed, nats/token)."""
+    sweep_dir = Path(sweep_dir)
+    curves = []
+    if "trial" not in table_df.columns:
+        return curves
+    for trial, n in zip(table_df["trial"], table_df["N"]):
+        f = sweep_dir / "trials" / str(trial) / "metrics.jsonl"
+        if not f.exists():
+            continue
+        recs = []
+        for line in f.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                recs.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a truncated last line of a run still being written
+        key = f"flops_{convention}"
+        rows = []
+        for r in recs:
+            loss, tok = r.get("loss"), r.get("tokens")
+            fl = r.get(key, r.get("flops_6n"))
+            if fl is None and tok is not None:
+                fl = 6.0 * n * tok
+            if None in (loss, tok, fl):
+                continue
+            if np.isfinite(loss) and loss > 0 and tok > 0 and fl > 0:
+                rows.append((fl, tok, loss))
+        if len(rows) < 2:
+            continue
+        fl, tok, loss = (np.array(v, float) for v in zip(*sorted(rows)))
+        loss = np.exp(_smooth(np.log(loss), smooth))
+        curves.append({"trial": str(trial), "N": float(n), "flops": fl, "tokens": tok, "loss": loss})
+    return curves
+
+
+def _interp_matrix(curves, grid):
+    lg = np.log(grid)
+    Lm = np.full((len(curves), len(grid)), np.inf)
+    Tm = np.full((len(curves), len(grid)), np.nan)
+    for i, c in enumerate(curves):
+        lf = np.log(c["flops"])
+        inside = (lg >= lf[0]) & (lg <= lf[-1])
+        Lm[i, inside] = np.interp(lg[inside], lf, c["loss"])
+        Tm[i, inside] = np.exp(np.interp(lg[inside], lf, np.log(c["tokens"])))
+    return Lm, Tm
+
+
+def envelope(curves, n_grid=N_GRID, drop_edges=True, subset=None, grid=None, mats=None):
+    """Envelope points (C, N, D, loss) and the count of edge points left out."""
+    Ns = np.array([c["N"] for c in curves])
+    if grid is None:
+        lo = min(c["flops"][0] for c in curves)
+        hi = max(c["flops"][-1] for c in curves)
+        grid = np.geomspace(lo, hi, n_grid)
+    Lm, Tm = mats if mats is not None else _interp_matrix(curves, grid)
+    rows = np.arange(len(curves)) if subset is None else np.unique(subset)
+    L, T, Nsub = Lm[rows], Tm[rows], Ns[rows]
+    covered = np.isfinite(L)
+    # need >= 2 distinct sizes competing at a FLOP value
+    n_sizes = np.array([len(np.unique(Nsub[covered[:, j]])) for j in range(L.shape[1])])
+    win = np.argmin(L, axis=0)
+    cols = np.arange(L.shape[1])
+    keep = n_sizes >= 2
+    edge = np.zeros_like(keep)
+    if drop_edges:
+        edge = (Nsub[win] <= Nsub.min()) | (Nsub[win] >= Nsub.max())
+        keep &= ~edge
+    pts = {"flops": grid[keep], "n": Nsub[win][keep], "d": T[win, cols][keep], "loss": L[win, cols][keep]}
+    return pts, int((edge & (n_sizes >= 2)).sum()), grid, (Lm, Tm)
+
+
+def fit_approach1(curves, n_grid=N_GRID, bootstrap=0, seed=0, level=0.95, budgets=()) -> dict:
+    sizes = np.unique([c["N"] for c in curves])
+    if len(curves) < 3 or len(sizes) < 3:
+        raise UserError(f"Approach 1 needs training curves (trials/<trial>/metrics.jsonl) for >= 3 model sizes, "
+                        f"found {len(sizes)} sizes in {len(curves)} curves; run a sweep that logs metrics")
+    pts, n_edge, grid, mats = envelope(curves, n_grid)
+    if len(np.unique(pts["n"])) < 2:
+        raise UserError("Approach 1: the loss envelope has fewer than 2 distinct interior winning sizes "
+                        "(the smallest or largest model wins everywhere); add sizes on both sides of the optimum")
+    k_n, a = fit_powerlaw(pts["flops"], pts["n"])
+    k_d, b = fit_powerlaw(pts["flops"], pts["d"])
+    winners = sorted(set(float(x) for x in pts["n"]))
+    # per-winner summary: FLOP range over which each size is compute-optimal
+    per = []
+    for n in winners:
+        m = pts["n"] == n
+        per.append({"n_params": n, "flops_from": float(pts["flops"][m].min()),
+                    "flops_to": float(pts["flops"][m].max()), "n_grid_points": int(m.sum())})
+    thin = np.unique(np.linspace(0, len(pts["flops"]) - 1, min(60, len(pts["flops"]))).astype(int))
+    res = {"method": "approach1", "a": a, "b": b, "k_N": k_n, "k_D": k_d,
+           "form": "N_opt = k_N*C^a, D_opt = k_D*C^b", "n_curves": len(curves), "n_sizes": int(len(sizes)),
+           "n_grid": int(n_grid), "n_envelope_points": int(len(pts["flops"])), "n_edge_points_dropped": n_edge,
+           "optima": per,
+           "envelope": {k: [float(x) for x in v[thin]] for k, v in pts.items()},
+           "warnings": []}
+    if len(winners) < 3:
+        res["warnings"].append(f"only {len(winners)} sizes win somewhere on the envelope; exponents are coarse")
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        samples = {"k_N": [], "a": [], "k_D": [], "b": []}
+        failed = 0
+        for _ in range(bootstrap):
+            sub = rng.integers(0, len(curves), len(curves))
+            p, _, _, _ = envelope(curves, n_grid, subset=sub, grid=grid, mats=mats)
+            if len(np.unique(p["n"])) < 2:
+                failed += 1
+                continue
+            kn, aa = fit_powerlaw(p["flops"], p["n"])
+            kd, bb = fit_powerlaw(p["flops"], p["d"])
+            for k, v in zip(("k_N", "a", "k_D", "b"), (kn, aa, kd, bb)):
+                samples[k].append(v)
+        if samples["a"]:
+            bs = summarize_allocation_bootstrap(samples, level, budgets)
+            bs.update(n_failed=failed, seed=seed, resampling="trials with replacement")
+            res["bootstrap"] = bs
+    return res

@@ -1,0 +1,221 @@
+"""Scaling laws as objects: the published ones and ones read from a `fit.json`.
+
+Compute-optimal allocation always uses the 6n convention, C = 6·N·D, as in
+Hoffmann et al. 2022 (Chinchilla) §3.3 / App. D.2:
+
+    G     = (α·A / (β·B)) ** (1 / (α + β))
+    a     = β / (α + β),          b = α / (α + β)
+    N_opt = G · (C/6) ** a,       D_opt = G**-1 · (C/6) ** b
+
+Published constants (copied here so that nothing reads reference files at run
+time):
+
+* ``chinchilla``: Hoffmann et al. 2022, "Training Compute-Optimal Large
+  Language Models", Approach 3 (§3.3, eq. 10):
+  E 1.69, A 406.4, B 410.7, α 0.34, β 0.28.
+* ``epoch-2024``: Besiroglu et al. 2024 (Epoch AI), "Chinchilla Scaling: A
+  replication attempt": refit of the digitised Chinchilla Fig. 4 points with
+  a *summed* Huber loss: E 1.8172, A 482.01, B 2085.43, α 0.3478, β 0.3658.
+* ``kaplan-2020``: Kaplan et al. 2020, "Scaling Laws for Neural Language
+  Models": only the compute-optimal allocation exponent is published in a form
+  usable here, N_opt ∝ C^0.73 (so D_opt = C/(6·N_opt) ∝ C^0.27). The
+  normalisation is ours: the line is anchored to pass through the first row of
+  Chinchilla's Table 3 (N = 400M parameters at C = 1.92e19 FLOPs), i.e. the two
+  allocation rules agree at that small budget and diverge above it. Kaplan's
+  loss is not a function of (N, D) in this form, so its predicted loss is
+  unavailable (None).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from research.errors import UserError, closest
+
+FLOPS_PER_PARAM_TOKEN = 6.0  # C = 6·N·D, the "6n" convention
+
+# Chinchilla Table 3 (Approach 1): FLOP budgets, parameters, tokens.
+CHINCHILLA_TABLE3 = [
+    # (N, FLOPs, D)
+    (400e6, 1.92e19, 8.0e9),
+    (1e9, 1.21e20, 20.2e9),
+    (10e9, 1.23e22, 205.1e9),
+    (67e9, 5.76e23, 1.5e12),
+    (175e9, 3.85e24, 3.7e12),
+    (280e9, 9.90e24, 5.9e12),
+    (520e9, 3.43e25, 11.0e12),
+    (1e12, 1.27e26, 21.2e12),
+    (10e12, 1.30e28, 216.2e12),
+]
+
+# Kaplan 2020 allocation exponent, and our anchor (Chinchilla Table 3, row 1).
+KAPLAN_EXPONENT = 0.73
+KAPLAN_ANCHOR_FLOPS = 1.92e19
+KAPLAN_ANCHOR_N = 400e6
+
+
+@dataclass
+class ChinchillaLaw:
+    """L(N, D) = E + A/N^α + B/D^β."""
+
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    name: str = "fit"
+    source: str = ""
+
+    @property
+    def a(self) -> float:
+        return self.beta / (self.alpha + self.beta)
+
+    @property
+    def b(self) -> float:
+        return self.alpha / (self.alpha + self.beta)
+
+    @property
+    def G(self) -> float:
+        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+
+    def loss(self, n, d):
+        return self.E + self.A / n**self.alpha + self.B / d**self.beta
+
+    def n_opt(self, flops):
+        return self.G * (flops / FLOPS_PER_PARAM_TOKEN) ** self.a
+
+    def d_opt(self, flops):
+        return (flops / FLOPS_PER_PARAM_TOKEN) ** self.b / self.G
+
+    def loss_opt(self, flops):
+        return self.loss(self.n_opt(flops), self.d_opt(flops))
+
+    def params(self) -> dict:
+        return {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta,
+                "a": self.a, "b": self.b, "G": self.G}
+
+    def describe(self) -> str:
+        return (f"L(N, D) = {self.E:.4g} + {self.A:.4g}/N^{self.alpha:.4g} + "
+                f"{self.B:.4g}/D^{self.beta:.4g}")
+
+
+@dataclass
+class AllocationLaw:
+    """N_opt = k_N·C^a, D_opt = k_D·C^b; no loss prediction unless given."""
+
+    k_N: float
+    a: float
+    k_D: float
+    b: float
+    name: str = "fit"
+    source: str = ""
+    notes: list = field(default_factory=list)
+
+    def n_opt(self, flops):
+        return self.k_N * flops**self.a
+
+    def d_opt(self, flops):
+        return self.k_D * flops**self.b
+
+    def loss_opt(self, flops):
+        return None
+
+    def params(self) -> dict:
+        return {"k_N": self.k_N, "a": self.a, "k_D": self.k_D, "b": self.b}
+
+    def describe(self) -> str:
+        return f"N_opt = {self.k_N:.4g}·C^{self.a:.4g}, D_opt = {self.k_D:.4g}·C^{self.b:.4g}"
+
+
+def kaplan_2020() -> AllocationLaw:
+    k_n = KAPLAN_ANCHOR_N / KAPLAN_ANCHOR_FLOPS**KAPLAN_EXPONENT
+    return AllocationLaw(
+        k_N=k_n, a=KAPLAN_EXPONENT, k_D=1.0 / (FLOPS_PER_PARAM_TOKEN * k_n), b=1.0 - KAPLAN_EXPONENT,
+        name="kaplan-2020",
+        source="Kaplan et al. 2020: N_opt ∝ C^0.73; normalisation anchored at N=400M, "
+               "C=1.92e19 (Chinchilla Table 3 row 1); D = C/(6N)",
+        notes=["loss unavailable: kaplan-2020 publishes only the allocation exponent in this form"],
+    )
+
+
+PUBLISHED = {
+    "chinchilla": lambda: ChinchillaLaw(
+        1.69, 406.4, 410.7, 0.34, 0.28, name="chinchilla",
+        source="Hoffmann et al. 2022, Approach 3 (§3.3)"),
+    "epoch-2024": lambda: ChinchillaLaw(
+        1.8172, 482.01, 2085.43, 0.3478, 0.3658, name="epoch-2024",
+        source="Besiroglu et al. 2024 (Epoch AI), summed-Huber refit of Chinchilla data"),
+    "kaplan-2020": kaplan_2020,
+}
+
+
+def published(name: str):
+    if name not in PUBLISHED:
+        raise UserError(f"unknown law {name!r}{closest(name, PUBLISHED)}; "
+                        f"use one of {', '.join(PUBLISHED)} or a path to a fit.json")
+    return PUBLISHED[name]()
+
+
+APPROACH_ORDER = ("approach3", "approach2", "approach1")
+
+
+def law_from_fit(fit: dict, approach: str | None = None, name: str = "fit"):
+    """A law from a fit.json dict (or one approach's block)."""
+    if "E" in fit and "alpha" in fit:
+        return ChinchillaLaw(fit["E"], fit["A"], fit["B"], fit["alpha"], fit["beta"], name=name,
+                             source="Approach 3 fit")
+    if "k_N" in fit and "a" in fit:
+        return AllocationLaw(fit["k_N"], fit["a"], fit["k_D"], fit["b"], name=name,
+                             source=f"{fit.get('method', 'power-law')} fit",
+                             notes=["loss unavailable: an IsoFLOP/envelope fit gives only N_opt, D_opt"])
+    choices = [approach] if approach else [k for k in APPROACH_ORDER if isinstance(fit.get(k), dict)
+                                           and "skipped" not in fit[k]]
+    for key in choices:
+        block = fit.get(key)
+        if not isinstance(block, dict) or "skipped" in block:
+            raise UserError(f"fit has no usable {key!r} result"
+                            + (f" ({block['skipped']})" if isinstance(block, dict) else "")
+                            + "; run `scaling fit DIR --method " + key + "` first or pick another --approach")
+        return law_from_fit(block, name=f"{name}:{key}")
+    raise UserError("fit.json holds no Approach 1/2/3 result; run `scaling fit` on the sweep first")
+
+
+def load_law(spec: str, approach: str | None = None):
+    """A published law name, or a path to a fit.json (or a sweep dir holding one)."""
+    if spec in PUBLISHED:
+        return published(spec)
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "fit.json"
+    if path.suffix == ".json" or path.exists():
+        if not path.exists():
+            raise UserError(f"fit file {path} does not exist; run `scaling fit` first or use a "
+                            f"published law ({', '.join(PUBLISHED)})")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path} is not valid JSON ({err}); re-run `scaling fit`") from None
+        return law_from_fit(data, approach, name=str(path))
+    return published(spec)
+
+
+def optimum(law, flops: float) -> dict:
+    """Compute-optimal N, D, tokens/param and loss at `flops` under `law`."""
+    if not (flops > 0 and math.isfinite(flops)):
+        raise UserError(f"--flops must be a positive finite number, got {flops}")
+    n = float(law.n_opt(flops))
+    d = float(law.d_opt(flops))
+    loss = law.loss_opt(flops)
+    return {
+        "law": law.name,
+        "flops": float(flops),
+        "convention": "6n",
+        "n_params": n,
+        "tokens": d,
+        "tokens_per_param": d / n,
+        "loss": None if loss is None else float(loss),
+        "implied_flops_6nd": 6.0 * n * d,
+    }
