@@ -1,0 +1,49 @@
+"""Figures for scaling-law fits. `plot_sweep_dir(path)` writes every figure the data supports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+FORMATS = ("png", "svg")
+
+
+def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS, quiet=True) -> list[Path]:
+    """Write DIR/plots/<figure>.{png,svg} for every figure the data and fit support.
+
+    Uses DIR/fit.json (running `fit_sweep_dir` first when it is missing)."""
+    from research.fit.data import load_table
+    from research.fit.envelope import load_curves
+    from research.plots import figures as F
+
+    table = load_table(path, quiet=quiet)
+    sweep = table.sweep_dir or Path(path).parent
+    if fit is None:
+        fjson = sweep / "fit.json"
+        if fjson.exists():
+            fit = json.loads(fjson.read_text())
+        else:
+            from research.fit import fit_sweep_dir
+
+            fit = fit_sweep_dir(sweep)
+    out = Path(out_dir) if out_dir else sweep / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    df = table.df
+    curves = load_curves(sweep, df, table.convention) if table.sweep_dir else []
+    ok = lambda k: isinstance(fit.get(k), dict) and "skipped" not in fit[k]  # noqa: E731
+    makers = []
+    if ok("approach2") or df["C"].nunique() > 1:
+        makers.append(("isoflop", lambda: F.isoflop(df, fit)))
+    makers.append(("loss_vs_compute", lambda: F.loss_vs_compute(df, fit, curves)))
+    makers.append(("optimal_allocation", lambda: F.optimal_allocation(df, fit)))
+    if ok("approach3"):
+        makers.append(("approach3_contours", lambda: F.approach3_contours(df, fit)))
+        makers.append(("residuals", lambda: F.residuals(df, fit)))
+    written = []
+    for name, make in makers:
+        fig = make()
+        for fmt in formats:
+            p = out / f"{name}.{fmt}"
+            fig.savefig(p, dpi=150 if fmt == "png" else None)
+            written.append(p)
+    return written

@@ -1,0 +1,212 @@
+"""Publication-quality figures of scaling-law fits (matplotlib, no pyplot: backend-agnostic).
+
+Every function takes the clean table (`research.fit.data.Table.df`: N, D, L, F, C),
+the fit dict (`fit.json`) and returns a `matplotlib.figure.Figure`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib import cm, colors
+from matplotlib.figure import Figure
+
+from research.fit.laws import PUBLISHED, ChinchillaLaw, published
+
+STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7.5}
+APPROACH_COLORS = {"approach1": "#1b9e77", "approach2": "#d95f02", "approach3": "#7570b3"}
+PUBLISHED_STYLE = {"chinchilla": ("#444444", "--"), "epoch-2024": ("#e7298a", "-."),
+                   "kaplan-2020": ("#66a61e", ":")}
+
+
+def _figure(w=6.4, h=4.2, ncols=1):
+    import matplotlib as mpl
+
+    mpl.rcParams.update(STYLE)
+    fig = Figure(figsize=(w, h), layout="constrained")
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    return fig, axes
+
+
+def _ok(fit, key):
+    return isinstance(fit.get(key), dict) and "skipped" not in fit[key]
+
+
+def _budget_norm(c):
+    return colors.LogNorm(vmin=float(np.min(c)), vmax=float(np.max(c)) * 1.0001)
+
+
+def isoflop(df, fit) -> Figure:
+    """Loss against N per budget, with each budget's parabola and its minimum."""
+    fig, (ax,) = _figure()
+    a2 = fit.get("approach2", {})
+    norm = _budget_norm(df["C"])
+    cmap = cm.viridis
+    from research.fit.data import group_budgets
+
+    labels = group_budgets(df["C"].to_numpy())
+    for lab in np.unique(labels):
+        g = df[labels == lab]
+        col = cmap(norm(np.exp(np.log(g["C"]).mean())))
+        ax.scatter(g["N"], g["L"], s=16, color=col, zorder=3, edgecolor="white", linewidth=0.4)
+    for b in a2.get("budgets", []):
+        c0, c1, c2 = b["parabola_lnN"]
+        sub = df[np.abs(np.log(df["C"] / b["flops"])) < np.log(1.1)]
+        x = np.linspace(np.log(sub["N"].min()) - 0.2, np.log(sub["N"].max()) + 0.2, 100)
+        col = cmap(norm(b["flops"]))
+        ax.plot(np.exp(x), c0 + c1 * x + c2 * x * x, color=col, lw=1.2)
+        ax.plot(b["n_opt"], b["loss_opt"], marker="*", ms=11, color=col, markeredgecolor="black", mew=0.6, zorder=4)
+    for r in a2.get("rejected_budgets", []):
+        ax.annotate("refused", (df["N"][np.abs(np.log(df["C"] / r["flops"])) < 0.1].median(),
+                                df["L"][np.abs(np.log(df["C"] / r["flops"])) < 0.1].min()),
+                    fontsize=7, color="gray")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("final loss (nats/token)")
+    title = "IsoFLOP profiles (Approach 2)"
+    if _ok(fit, "approach2"):
+        title += f": N_opt ∝ C^{a2['a']:.3f}, D_opt ∝ C^{a2['b']:.3f}"
+    ax.set_title(title)
+    sm = cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=ax, label="FLOP budget C (FLOPs)")
+    ax.grid(True, which="both", alpha=0.25)
+    return fig
+
+
+def loss_vs_compute(df, fit, curves=None) -> Figure:
+    """Training curves (loss vs FLOPs) coloured by N, the Approach-1 envelope, final losses."""
+    fig, (ax,) = _figure()
+    norm = colors.LogNorm(vmin=float(df["N"].min()), vmax=float(df["N"].max()) * 1.0001)
+    cmap = cm.plasma
+    for c in curves or []:
+        ax.plot(c["flops"], c["loss"], color=cmap(norm(c["N"])), lw=0.8, alpha=0.75)
+    ax.scatter(df["F"], df["L"], c=df["N"], cmap=cmap, norm=norm, s=14, zorder=3, edgecolor="black",
+               linewidth=0.3, label="final loss of each run")
+    if _ok(fit, "approach1") and fit["approach1"].get("envelope"):
+        env = fit["approach1"]["envelope"]
+        order = np.argsort(env["flops"])
+        ax.plot(np.array(env["flops"])[order], np.array(env["loss"])[order], color="black", lw=2.0,
+                label=f"envelope (Approach 1): N_opt ∝ C^{fit['approach1']['a']:.3f}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training compute C (FLOPs)")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("Loss vs compute")
+    fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="parameters N")
+    ax.legend(loc="upper right")
+    ax.grid(True, which="both", alpha=0.25)
+    return fig
+
+
+def _band(samples, grid, which):
+    s = {k: np.asarray(v, float) for k, v in samples.items()}
+    if "alpha" in s:
+        al, be = s["alpha"], s["beta"]
+        A, B = s["A"], s["B"]
+        G = (al * A / (be * B)) ** (1 / (al + be))
+        a, b = be / (al + be), al / (al + be)
+        vals = (G[:, None] * (grid[None] / 6) ** a[:, None] if which == "n"
+                else (grid[None] / 6) ** b[:, None] / G[:, None])
+    else:
+        vals = (s["k_N"][:, None] * grid[None] ** s["a"][:, None] if which == "n"
+                else s["k_D"][:, None] * grid[None] ** s["b"][:, None])
+    with np.errstate(invalid="ignore"):
+        return np.nanpercentile(vals, 2.5, axis=0), np.nanpercentile(vals, 97.5, axis=0)
+
+
+def optimal_allocation(df, fit, c_max=1e26) -> Figure:
+    """N_opt(C) and D_opt(C) from every approach with bootstrap bands, beside the published laws."""
+    fig, (axn, axd) = _figure(w=10, h=4.2, ncols=2)
+    cmin, cmax_data = float(df["C"].min()), float(df["C"].max())
+    grid = np.geomspace(cmin / 10, max(c_max, cmax_data * 100), 200)
+    for ax, which in ((axn, "n"), (axd, "d")):
+        ax.axvspan(cmin, cmax_data, color="0.9", zorder=0, label="range of the data")
+        for name in PUBLISHED:
+            law = published(name)
+            col, ls = PUBLISHED_STYLE[name]
+            y = law.n_opt(grid) if which == "n" else law.d_opt(grid)
+            ax.plot(grid, y, color=col, ls=ls, lw=1.2, label=f"{name} (published)")
+        for key, col in APPROACH_COLORS.items():
+            if not _ok(fit, key):
+                continue
+            r = fit[key]
+            if key == "approach3":
+                law = ChinchillaLaw(r["E"], r["A"], r["B"], r["alpha"], r["beta"])
+                y = law.n_opt(grid) if which == "n" else law.d_opt(grid)
+            else:
+                y = r["k_N"] * grid ** r["a"] if which == "n" else r["k_D"] * grid ** r["b"]
+            ax.plot(grid, y, color=col, lw=2, label=f"{key} fit: a={r['a']:.3f}, b={r['b']:.3f}")
+            bs = r.get("bootstrap", {})
+            if bs.get("samples"):
+                lo, hi = _band(bs["samples"], grid, which)
+                ax.fill_between(grid, lo, hi, color=col, alpha=0.18, lw=0)
+            if key == "approach2":
+                ax.scatter([b["flops"] for b in r["budgets"]],
+                           [b["n_opt" if which == "n" else "d_opt"] for b in r["budgets"]],
+                           color=col, s=22, zorder=4, edgecolor="black", linewidth=0.4)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training compute C (FLOPs)")
+        ax.set_ylabel("compute-optimal parameters N_opt" if which == "n" else "compute-optimal tokens D_opt")
+        ax.grid(True, which="major", alpha=0.25)
+    axn.set_title("N_opt(C): fits (bands: 95% bootstrap) vs published laws")
+    axd.set_title("D_opt(C), C = 6·N·D  (N_opt ∝ C^a, D_opt ∝ C^b)")
+    axd.legend(loc="upper left", ncols=1)
+    return fig
+
+
+def approach3_contours(df, fit) -> Figure:
+    """Contours of the fitted L(N, D) with the efficient frontier and IsoFLOP lines."""
+    r = fit["approach3"]
+    law = ChinchillaLaw(r["E"], r["A"], r["B"], r["alpha"], r["beta"])
+    fig, (ax,) = _figure(w=6.4, h=5)
+    n = np.geomspace(df["N"].min() / 10, df["N"].max() * 10, 200)
+    d = np.geomspace(df["D"].min() / 10, df["D"].max() * 10, 200)
+    NN, DD = np.meshgrid(n, d)
+    Lg = law.loss(NN, DD)
+    levels = np.quantile(Lg, np.linspace(0.02, 0.98, 14))
+    cs = ax.contourf(NN, DD, Lg, levels=levels, cmap="viridis_r")
+    ax.contour(NN, DD, Lg, levels=levels, colors="white", linewidths=0.3)
+    fig.colorbar(cs, ax=ax, label="predicted loss (nats/token)", format="%.2f")
+    cgrid = np.geomspace(6 * n.min() * d.min(), 6 * n.max() * d.max(), 200)
+    nf, df_ = law.n_opt(cgrid), law.d_opt(cgrid)
+    m = (nf >= n.min()) & (nf <= n.max()) & (df_ >= d.min()) & (df_ <= d.max())
+    ax.plot(nf[m], df_[m], color="red", lw=2, label=f"efficient frontier: N_opt ∝ C^{law.a:.3f}")
+    for c in np.unique(df["C"].round(-int(np.floor(np.log10(df["C"].min()))) + 3))[:12]:
+        ax.plot(n, c / (6 * n), color="white", lw=0.6, ls="--", alpha=0.7)
+    ax.scatter(df["N"], df["D"], s=10, color="black", label="runs", zorder=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(n.min(), n.max())
+    ax.set_ylim(d.min(), d.max())
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("training tokens D")
+    ax.set_title(f"Approach 3: L = {law.E:.3g} + {law.A:.3g}/N^{law.alpha:.3f} + {law.B:.3g}/D^{law.beta:.3f}")
+    ax.legend(loc="upper right")
+    return fig
+
+
+def residuals(df, fit) -> Figure:
+    """Approach-3 (and Kaplan L(N, D)) relative residuals of loss against N and D."""
+    fig, (axn, axd) = _figure(w=10, h=3.8, ncols=2)
+    norm = _budget_norm(df["C"])
+    r = fit["approach3"]
+    law = ChinchillaLaw(r["E"], r["A"], r["B"], r["alpha"], r["beta"])
+    res = 100 * (df["L"] / law.loss(df["N"], df["D"]) - 1)
+    for ax, x, lab in ((axn, df["N"], "parameters N"), (axd, df["D"], "training tokens D")):
+        sc = ax.scatter(x, res, c=df["C"], cmap="viridis", norm=norm, s=16, label="Approach 3")
+        if _ok(fit, "kaplan") and "skipped" not in fit["kaplan"].get("L_ND", {"skipped": 1}):
+            from research.fit.kaplan import kaplan_joint
+
+            if fit["kaplan"].get("n_kind") == "total":
+                kr = 100 * (df["L"] / kaplan_joint(fit["kaplan"]["L_ND"], df["N"], df["D"]) - 1)
+                ax.scatter(x, kr, marker="x", color="0.5", s=12, label="Kaplan L(N, D)")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel(lab)
+        ax.set_ylabel("residual: observed/predicted − 1 (%)")
+        ax.grid(True, alpha=0.25)
+    rms = float(np.sqrt(np.mean(res**2)))
+    axn.set_title(f"Approach-3 residuals (rms {rms:.2f}%)")
+    axn.legend(loc="best")
+    fig.colorbar(sc, ax=[axn, axd], label="FLOP budget C (FLOPs)")
+    return fig
