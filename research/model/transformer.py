@@ -110,12 +110,19 @@ class Transformer(nnx.Module):
             self.unembed = _linear(cfg.d_model, cfg.vocab_size, cfg, rngs, cfg.init_std)
 
     def __call__(self, tokens_BT: jax.Array) -> jax.Array:
+        return self.logits(self.hidden(tokens_BT))
+
+    def hidden(self, tokens_BT: jax.Array) -> jax.Array:
+        """tokens [B, T] -> final-normed activations [B, T, D] (the input of `logits`)."""
         x_BTD = self.embed(tokens_BT)
         for block in self.blocks:
             if self.cfg.remat:
                 x_BTD = nnx.remat(lambda b, x: b(x))(block, x_BTD)
             else:
                 x_BTD = block(x_BTD)
-        x_BTD = self.final_norm(x_BTD)
+        return self.final_norm(x_BTD)
+
+    def logits(self, x_BTD: jax.Array) -> jax.Array:
+        """[..., D] activations -> [..., V] float32 logits."""
         logits_BTV = self.embed.attend(x_BTD) if self.cfg.tie_embeddings else self.unembed(x_BTD)
         return logits_BTV.astype(jnp.float32)
