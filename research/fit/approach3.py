@@ -117,7 +117,7 @@ def solve_scipy(starts, lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", max
 
 # ----------------------------------------------------------------------------- jax / optax
 
-LS_STEPS = 0.25 ** np.arange(6)  # parallel Armijo candidates: 1, 1/4, ..., 1e-3
+LS_STEPS = 0.25 ** np.arange(8)  # parallel Armijo candidates: 1, 1/4, ..., 6e-5
 ROUND_ITERS = 16  # iterations per jitted call before finished lanes are refilled
 
 
@@ -150,19 +150,20 @@ def _jax_solver(reduction: str, delta: float, maxiter: int, gtol: float, ftol: f
     def init_one(x0, w, lnN, lnD, lnL):
         v, g = jax.value_and_grad(objective)(x0, w, lnN, lnD, lnL)
         done = (jnp.max(jnp.abs(g)) <= gtol) | ~jnp.isfinite(v)
-        return (x0, v, g, direction.init(x0), jnp.asarray(0), done)
+        return (x0, v, g, direction.init(x0), jnp.asarray(0), done, jnp.asarray(0))
 
     def run_one(carry, w, lnN, lnD, lnL):
         f = lambda th: objective(th, w, lnN, lnD, lnL)  # noqa: E731
         vg = jax.value_and_grad(f)
 
         def body(c):
-            (x, v, g, s, it, done), k = c
+            (x, v, g, s, it, done, fails), k = c
             d, s2 = direction.update(g, s, x)
             p = -d
             slope = jnp.dot(g, p)
             gn = jnp.maximum(1.0, jnp.linalg.norm(g))
-            bad = ~(slope < 0)  # not a descent direction: fall back to scaled steepest descent
+            # not a descent direction, or the last line search failed: scaled steepest descent
+            bad = ~(slope < 0) | (fails > 0)
             p = jnp.where(bad, -g / gn, p)
             slope = jnp.where(bad, -jnp.dot(g, g) / gn, slope)
             cand = x[None, :] + steps[:, None] * p[None, :]
@@ -172,8 +173,12 @@ def _jax_solver(reduction: str, delta: float, maxiter: int, gtol: float, ftol: f
             v2, g2 = vg(x2)
             ok = jnp.any(armijo) & jnp.isfinite(v2)
             rel = (v - v2) / jnp.maximum(jnp.maximum(jnp.abs(v), jnp.abs(v2)), 1.0)
-            stop = (~ok) | (rel <= ftol) | (jnp.max(jnp.abs(g2)) <= gtol) | (it + 1 >= maxiter)
-            new = (jnp.where(ok, x2, x), jnp.where(ok, v2, v), jnp.where(ok, g2, g), s2, it + 1, stop)
+            # a failed search first resets the L-BFGS memory and retries along -grad; a second
+            # consecutive failure means no descent is possible at this resolution: stop.
+            fails2 = jnp.where(ok, 0, fails + 1)
+            s2 = jax.tree.map(lambda a, b: jnp.where(ok, a, b), s2, direction.init(x))
+            stop = (fails2 >= 2) | (ok & ((rel <= ftol) | (jnp.max(jnp.abs(g2)) <= gtol))) | (it + 1 >= maxiter)
+            new = (jnp.where(ok, x2, x), jnp.where(ok, v2, v), jnp.where(ok, g2, g), s2, it + 1, stop, fails2)
             return new, k + 1
 
         out, _ = jax.lax.while_loop(lambda c: ~c[0][5] & (c[1] < ROUND_ITERS), body, (carry, 0))
