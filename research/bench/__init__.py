@@ -1,0 +1,1 @@
+"""Benchmark of the training step: `scaling bench CONFIG.toml` (see `research.bench.run`)."""
