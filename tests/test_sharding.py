@@ -176,3 +176,33 @@ def test_two_processes_match_one(tmp_path):
     for o in outs:
         assert (o["multi"], o["processes"], o["devices"], o["local"]) == (True, 2, 8, 4)
         np.testing.assert_allclose(o["losses"], one["losses"], rtol=1e-5)
+
+
+def test_scaling_train_as_two_processes_writes_one_run(losses_by_mesh, tmp_path):
+    """`scaling train` launched as 2 processes x 4 devices into one --out: process 0 alone writes
+    the log and summary, both save the checkpoint, and the losses equal 1 process x 8 devices."""
+    config = tmp_path / "run.toml"
+    config.write_text(RUN)
+    run_dir = tmp_path / "run"
+    port = _free_port()
+    procs = [subprocess.Popen(SCALING + ["train", str(config), "--out", str(run_dir), "--no-progress",
+                                         "--set", "train.mesh_data=2", "--set", "train.mesh_fsdp=4"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env_with("--xla_force_host_platform_device_count=4",
+                                           JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
+                                           JAX_PROCESS_ID=str(i)))
+             for i in range(2)]
+    try:
+        for p in procs:
+            _, stderr = p.communicate(timeout=300)
+            assert p.returncode == 0, stderr[-2000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 13)), "steps missing or written twice"
+    expected, _ = losses_by_mesh["data 2 x fsdp 4"]
+    np.testing.assert_allclose([r["loss"] for r in rows], expected, rtol=1e-4)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    assert (run_dir / "checkpoints" / "12").is_dir()

@@ -23,8 +23,10 @@ def register(sub) -> None:
 def run(args) -> int:
     from research.config import load_run_config
     from research.train.loop import EXIT_DIVERGED, EXIT_INTERRUPTED, train
+    from research.train.step import initialize_distributed
 
     config = load_run_config(args.config, args.overrides)
+    initialize_distributed()  # multi-process launches (Slurm, JAX_* variables); before any device use
     out = Path(args.out) if args.out else Path("results/runs") / Path(args.config).stem
     summary = train(config, out, progress=not args.no_progress)
     if args.json:

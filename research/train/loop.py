@@ -112,7 +112,7 @@ def train(config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> d
     """Train (or resume, or recognise as finished) the run in `out_dir`; return its summary."""
     from research.data import get_dataset
 
-    run = RunDir(out_dir)
+    run = RunDir(out_dir, writer=jax.process_index() == 0)
     run.path.mkdir(parents=True, exist_ok=True)
     run.acquire()
     try:
@@ -180,7 +180,7 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
         return {"step": step, "tokens": tokens, "flops_6n": counts.flops_per_token_6n * tokens,
                 "flops_chinchilla": counts.flops_per_token_chinchilla * tokens, "lr": float(lr_at(step - 1))}
 
-    bar = Progress(steps, start, enabled=show_progress)
+    bar = Progress(steps, start, enabled=show_progress and run.writer)
     status, last_train_loss, last_eval = "completed", None, None
     pending = None  # (step, device metrics) of the last logged step, fetched one step later
     t_mark, step_mark = time.perf_counter(), start

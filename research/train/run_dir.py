@@ -36,8 +36,12 @@ def identity_hash(ident: dict) -> str:
 
 
 class RunDir:
-    def __init__(self, path: str | Path):
+    """`writer=False` (every process but the first of a multi-process run) reads but never
+    writes or locks; checkpoints are written by all processes together through orbax."""
+
+    def __init__(self, path: str | Path, writer: bool = True):
         self.path = Path(path).absolute()
+        self.writer = writer
         self.config_path = self.path / "config.json"
         self.metrics_path = self.path / "metrics.jsonl"
         self.summary_path = self.path / "summary.json"
@@ -45,7 +49,7 @@ class RunDir:
         self.lock = ProcessLock(self.path / ".lock")
 
     def acquire(self) -> None:
-        if not self.lock.acquire():
+        if self.writer and not self.lock.acquire():
             raise UserError(f"another process (pid {self.lock.holder()}) is training in {self.path}; "
                             "wait for it or choose another --out")
 
@@ -60,7 +64,8 @@ class RunDir:
             if artifacts:
                 raise UserError(f"{self.path} holds {', '.join(artifacts)} but no config.json, so its run cannot "
                                 "be identified; choose another --out")
-            atomic_write_json(self.config_path, record)
+            if self.writer:
+                atomic_write_json(self.config_path, record)
             return
         if existing.get("identity_hash") != record["identity_hash"]:
             old, new = existing.get("identity", {}), record["identity"]
@@ -68,14 +73,15 @@ class RunDir:
                      if old.get(k) != new.get(k)]
             raise UserError(f"{self.path} holds a run of a different config ({'; '.join(diffs[:4])}); "
                             "choose another --out")
-        record = dict(record, created=existing.get("created", record.get("created")))
-        atomic_write_json(self.config_path, record)
+        if self.writer:
+            atomic_write_json(self.config_path, dict(record, created=existing.get("created", record.get("created"))))
 
     def summary(self) -> dict | None:
         return read_json(self.summary_path)
 
     def write_summary(self, summary: dict) -> None:
-        atomic_write_json(self.summary_path, summary)
+        if self.writer:
+            atomic_write_json(self.summary_path, summary)
 
     def metrics(self) -> list[dict]:
         return read_jsonl(self.metrics_path)
@@ -83,9 +89,13 @@ class RunDir:
     def truncate_metrics(self, last_step: int) -> None:
         """Drop rows past the restored checkpoint (and any torn line) so a resumed run's log
         reads exactly like an uninterrupted one."""
+        if not self.writer:
+            return
         rows = [r for r in self.metrics() if r.get("step", 0) <= last_step]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def append_metrics(self, row: dict) -> None:
+        if not self.writer:
+            return
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
