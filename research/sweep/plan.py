@@ -159,7 +159,7 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
             raise UserError(f"[recipe] shape {shape} is invalid: {err}") from None
         ladder.append((model, count_model(model)))
 
-    candidates = _isoflop_candidates(sweep, ladder, convention) if sweep.design["kind"] == "isoflop" \
+    candidates = _isoflop_candidates(sweep, ladder, convention, tokens_per_step) if sweep.design["kind"] == "isoflop" \
         else _grid_candidates(sweep, ladder)
     trials, rejected, seen = [], [], set()
     available = dataset.n_tokens("train")
@@ -195,7 +195,7 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
                 train_tokens_available=available)
 
 
-def _isoflop_candidates(sweep: Sweep, ladder, convention: str):
+def _isoflop_candidates(sweep: Sweep, ladder, convention: str, tokens_per_step: int):
     design = sweep.design
     budgets = _number_list(design, "budgets")
     if not budgets:
@@ -209,10 +209,11 @@ def _isoflop_candidates(sweep: Sweep, ladder, convention: str):
     multiples = np.geomspace(lo_hi[0], lo_hi[1], sizes) if sizes > 1 else [math.sqrt(lo_hi[0] * lo_hi[1])]
     smallest = ladder[0][1]
     for budget in budgets:
-        # the cheapest possible trial: the smallest model for one token per parameter... at least
-        if budget < smallest.flops_per_token(convention) * 1:
+        one_step = smallest.flops_per_token(convention) * tokens_per_step  # the cheapest possible trial
+        if budget < one_step:
             raise UserError(f"[design] budget {budget:.3g} FLOPs is too small for the smallest model "
-                            f"(N = {smallest.n_params:,}); raise it or shrink the recipe")
+                            f"(N = {smallest.n_params:,}): one step of {tokens_per_step:,} tokens costs "
+                            f"{one_step:.3g} FLOPs [{convention}]; raise the budget or shrink batch_size/seq_len")
         chosen = {}
         for m in sorted(multiples, reverse=True):  # large multiple = small model first
             # the shape whose C = FLOPs/token * m * N is closest to the budget (log scale)

@@ -175,8 +175,8 @@ class LocalRunner:
         if not claim.acquire():
             return None
         if ProcessLock(trial_dir / ".lock").is_held() or trial_status(trial_dir) in ("completed", "diverged"):
-            claim.release()  # trained elsewhere (a child left by a killed runner) or finished meanwhile
-            return None if trial_status(trial_dir) == "running" else None
+            claim.release()  # trained elsewhere (a child left by a killed runner) or finished meanwhile;
+            return None      # the caller watches it until it is no longer running
         attempt = self.attempts.get(trial_dir, 0) + 1
         self.attempts[trial_dir] = attempt
         env = dict(os.environ)
