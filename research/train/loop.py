@@ -22,7 +22,6 @@ from importlib import metadata
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from research.config import RunConfig, total_steps, warmup_steps
 from research.errors import UserError
@@ -172,8 +171,8 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
     val = [stepper.put_batch(b) for b in dataset.val_batches(t.batch_size, m.seq_len, t.eval_tokens)]
     bytes_per_token = dataset.bytes_per_token("val")
 
-    def evaluate(p) -> float:
-        return float(np.mean([float(stepper.eval_step(p, b)) for b in val]))
+    def evaluate(p) -> float:  # dispatch every batch, then one host sync for the mean
+        return float(jax.numpy.mean(jax.numpy.stack([stepper.eval_step(p, b) for b in val])))
 
     def row_for(step: int) -> dict:
         tokens = step * tokens_per_step
