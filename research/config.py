@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,9 +108,14 @@ class RunConfig:
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 
+MAX_LIST = 10_000  # longest list a config key accepts
+
+
 def _check_type(section: str, key: str, value, annotation):
-    """Coerce ints to floats where a float is wanted; reject anything else that does not fit."""
-    hints = typing.get_args(annotation) or (annotation,)
+    """Coerce ints to floats where a float is wanted; reject anything else that does not fit
+    (and non-finite floats: NaN or inf is never a meaningful setting)."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    hints = typing.get_args(annotation) if union else (annotation,)
     where = f"[{section}] {key}"
     if value is None:
         if type(None) in hints:
@@ -121,14 +127,33 @@ def _check_type(section: str, key: str, value, annotation):
         if hint is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise UserError(f"{where} = {value!r} must be a finite number")
             return float(value)
         if hint is str and isinstance(value, str):
             return value
-    names = " or ".join(h.__name__ for h in hints if h is not type(None))
-    raise UserError(f"{where} = {value!r} has the wrong type: expected {names}")
+        if hint is dict and isinstance(value, dict):
+            return dict(value)
+        if typing.get_origin(hint) is list and isinstance(value, list):
+            if len(value) > MAX_LIST:
+                raise UserError(f"{where} has {len(value):,} entries; at most {MAX_LIST:,}")
+            (item,) = typing.get_args(hint)
+            return [_check_type(section, f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    names = " or ".join(_type_name(h) for h in hints if h is not type(None))
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    raise UserError(f"{where} = {shown} has the wrong type: expected {names}")
+
+
+def _type_name(hint) -> str:
+    if typing.get_origin(hint) is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    return {dict: "a table"}.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def section_from_dict(name: str, cls, raw: dict):
+    """A typed section (dataclass `cls`) from its TOML table."""
+    if not isinstance(raw, dict):
+        raise UserError(f"[{name}] must be a table of keys, got {raw!r}"[:200])
     hints = typing.get_type_hints(cls)
     valid = [f.name for f in dataclasses.fields(cls)]
     values = {}
@@ -194,7 +219,7 @@ def validate(config: RunConfig) -> None:
         if getattr(m, name) < 1:
             raise UserError(f"[model] {name} must be at least 1, got {getattr(m, name)}")
     if m.d_model % m.heads:
-        raise UserError(f"[model] heads = {m.heads} does not divide d_model = {m.d_model}; pick heads from {_divisors(m.d_model)}")
+        raise UserError(f"[model] heads = {m.heads} does not divide d_model = {m.d_model}; {_heads_hint(m.d_model)}")
     if m.head_dim % 2:
         raise UserError(f"[model] head dimension d_model/heads = {m.head_dim} must be even for rotary positions")
     if m.mlp not in ("gelu", "swiglu"):
@@ -220,8 +245,14 @@ def validate(config: RunConfig) -> None:
             raise UserError(f"[train] {name} must be at least 1")
 
 
-def _divisors(n: int) -> list[int]:
-    return [k for k in range(1, n + 1) if n % k == 0 and (n // k) % 2 == 0][:8]
+def _heads_hint(d_model: int) -> str:
+    """Which head counts work for d_model: they must divide it and leave an even head dimension."""
+    divisors = [k for k in range(1, d_model + 1) if d_model % k == 0]
+    usable = [k for k in divisors if (d_model // k) % 2 == 0]
+    if usable:
+        return f"pick heads from {usable[:8]}" + (" ..." if len(usable) > 8 else "")
+    return (f"its divisors {divisors[:8]} all leave an odd head dimension, and rotary positions need an even one: "
+            f"make d_model even (e.g. {d_model + 1})")
 
 
 def total_steps(config: RunConfig) -> int:

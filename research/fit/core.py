@@ -55,6 +55,9 @@ def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction
     """Run `methods` (default: all) on a loaded Table. With strict=False an approach the data cannot
     support is recorded as {"skipped": reason}; with strict=True it raises UserError."""
     df = table.df
+    if len(df) == 0:
+        raise UserError(f"{table.source}: no usable rows to fit ({table.drop_message()}); every row needs positive, "
+                        "finite N, D, loss and FLOPs (and status 'completed' when there is a status column)")
     methods = list(methods or METHODS)
     budgets = list(budgets) if budgets else default_budgets(df)
     out = {"version": 1, "data": table.meta(), "budgets_for_intervals": budgets}

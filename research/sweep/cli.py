@@ -73,7 +73,8 @@ def cmd_plan(args) -> int:
 def print_plan(out: dict) -> None:
     from research.sweep.collect import fmt_seconds
 
-    print(f"sweep {out['sweep']}: {len(out['trials'])} trials; design FLOPs convention {out['flops_convention']}; "
+    asked = len(out["trials"]) + len(out.get("rejected", [])) + len(out.get("dropped", []))
+    print(f"sweep {out['sweep']}: {len(out['trials'])} trials of {asked} design points; design FLOPs convention {out['flops_convention']}; "
           f"N counts embeddings")
     head = (f"{'trial':16} {'budget':>9} {'L':>3} {'d':>5} {'N':>10} {'N non-emb':>10} {'D':>11} {'D/N':>7} "
             f"{'C [6n]':>9} {'C [chin]':>9} {'steps':>6} {'lr':>8} {'time':>8} {'mem':>8}")
@@ -89,9 +90,10 @@ def print_plan(out: dict) -> None:
     print(f"total: C = {out['total_flops_6n']:.3e} FLOPs [6n], {out['total_flops_chinchilla']:.3e} [chinchilla]; "
           f"D = {out['total_tokens']:,} tokens; estimated {fmt_seconds(out['est_time_s'])} one at a time at "
           f"{out['throughput_flops_per_s']:.2g} FLOP/s (rough; memory = weights+grads+AdamW in fp32)")
-    for r in out["rejected"]:
-        print(f"rejected: layers {r['layers']}, N {r['n_params']:,}"
-              + (f", budget {r['budget']:.2e}" if r.get("budget") else "") + f": {r['reason']}")
+    for kind in ("rejected", "dropped"):
+        for r in out.get(kind, []):
+            print(f"{kind}: layers {r['layers']}, d_model {r['d_model']}, N {r['n_params']:,}"
+                  + (f", budget {r['budget']:.2e}" if r.get("budget") else "") + f": {r['reason']}")
 
 
 def cmd_run(args) -> int:
@@ -104,7 +106,8 @@ def cmd_run(args) -> int:
     sweep_dir = _sweep_dir(args, sweep).absolute()
     trial_dirs = prepare_sweep_dir(p, sweep_dir)
     print(f"sweep {sweep.name}: {len(p.trials)} trials in {sweep_dir}"
-          + (f" ({len(p.rejected)} rejected; see 'scaling sweep plan')" if p.rejected else ""), file=sys.stderr)
+          + (f" ({len(p.rejected)} rejected, {len(p.dropped)} dropped; see 'scaling sweep plan')"
+             if p.rejected or p.dropped else ""), file=sys.stderr)
     if args.executor == "local":
         LocalRunner(p, sweep_dir, workers=args.workers, retries=args.retries, retry_failed=args.retry_failed,
                     live=not args.quiet).run(trial_dirs)
@@ -124,26 +127,72 @@ def cmd_run(args) -> int:
 
 
 def fit_and_plot(sweep_dir: Path) -> None:
-    """Fit every law the results support and draw every figure; never fails the sweep."""
-    try:
-        from research.fit import fit_sweep_dir
+    """Fit every law the results support and draw every figure; never fails the sweep.
 
-        fit = fit_sweep_dir(sweep_dir)
-        print(f"fit: {sweep_dir / 'fit.json'}", file=sys.stderr)
+    This is the package's one deliberate catch-all boundary: by now every trial's result is
+    in results.csv, and no failure of a fit or a figure (a solver's RuntimeError, a plotting
+    bug, a missing optional library) may turn a finished sweep into a crashed one. Each
+    failure is printed as one line and recorded in fit.json as {"skipped": reason}; the
+    command to reproduce it with a full traceback is `scaling fit DIR` / `scaling plot DIR`.
+    Nothing here touches results.csv."""
+    fit = _guarded("fit", sweep_dir, _fit_stage)
+    if fit is not None:
         _print_fit_summary(fit)
-    except UserError as err:
-        print(f"fit skipped: {err}", file=sys.stderr)
-    except ImportError:
-        print("fit skipped: research.fit is not available", file=sys.stderr)
-    try:
-        from research.plots import plot_sweep_dir
+    _guarded("plots", sweep_dir, _plot_stage)
 
-        paths = plot_sweep_dir(sweep_dir)
-        print(f"plots: {len(paths)} files in {sweep_dir / 'plots'}", file=sys.stderr)
-    except UserError as err:
-        print(f"plots skipped: {err}", file=sys.stderr)
-    except ImportError:
-        print("plots skipped: research.plots is not available", file=sys.stderr)
+
+def _fit_stage(sweep_dir: Path):
+    from research.fit import fit_sweep_dir
+
+    fit = fit_sweep_dir(sweep_dir)
+    print(f"fit: {sweep_dir / 'fit.json'}", file=sys.stderr)
+    return fit
+
+
+def _plot_stage(sweep_dir: Path):
+    from research.plots import plot_sweep_dir
+
+    paths = plot_sweep_dir(sweep_dir)
+    print(f"plots: {len(paths)} files in {sweep_dir / 'plots'}", file=sys.stderr)
+    return paths
+
+
+def _guarded(stage: str, sweep_dir: Path, run):
+    """Run one stage of fit_and_plot; on any failure print one line, record it in fit.json, return None."""
+    try:
+        return run(sweep_dir)
+    except Exception as err:  # noqa: BLE001 - the deliberate boundary described in fit_and_plot
+        if isinstance(err, UserError):
+            reason = str(err)
+        elif isinstance(err, ImportError):
+            reason = f"a library is missing ({err})"
+        else:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            reason = (f"{type(err).__name__}: {first}"[:300]
+                      + f" (an internal error; `scaling {'fit' if stage == 'fit' else 'plot'} {sweep_dir}` "
+                        "shows the traceback)")
+    print(f"{stage} skipped: {reason}", file=sys.stderr)
+    _record_skipped(sweep_dir, stage, reason)
+    return None
+
+
+def _record_skipped(sweep_dir: Path, stage: str, reason: str) -> None:
+    """fit.json gets {"skipped": reason} (a failed fit replaces a previous fit, kept as fit.prev.json);
+    a failed plot adds "plots": {"skipped": reason} to whatever fit.json holds."""
+    import os
+
+    from research.fit.core import write_fit
+
+    path = sweep_dir / "fit.json"
+    try:
+        if stage == "fit":
+            if path.exists():
+                os.replace(path, sweep_dir / "fit.prev.json")
+            write_fit(path, {"version": 1, "skipped": reason}, merge=False)
+        else:
+            write_fit(path, {"plots": {"skipped": reason}}, merge=True)
+    except OSError as err:  # the sweep's results are safe; say why the record is missing
+        print(f"{stage}: could not record the skip in {path}: {err}", file=sys.stderr)
 
 
 def _print_fit_summary(fit: dict) -> None:

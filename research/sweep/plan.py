@@ -27,16 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from research.config import RunConfig, apply_overrides, read_toml, run_config_from_dict, validate
-from research.errors import UserError, closest
-from research.model.accounting import FLOP_CONVENTIONS, count_model
+from research.errors import UserError
+from research.model.accounting import count_model
+from research.sweep.design import DesignConfig, check_name, parse_design, parse_slurm, refuse_recipe_overrides
 from research.sweep.recipe import load_recipe
 from research.train.run_dir import identity, identity_hash
 
 SWEEP_SECTIONS = ("design", "recipe", "slurm")
-DESIGN_KEYS = {
-    "isoflop": {"kind", "budgets", "tokens_per_param", "sizes", "flops_convention", "allow_repeat"},
-    "grid": {"kind", "d_model", "n_params", "tokens", "tokens_per_param", "flops_convention", "allow_repeat"},
-}
 DEFAULT_FLOPS_PER_S = 1e10  # tiny models on 2 CPU cores (6n FLOPs/s; the demo measured ~1e10); until trials measure it
 STARTUP_S = 6.0  # process start + compile per trial, on CPU
 
@@ -46,9 +43,9 @@ class Sweep:
     name: str
     source: Path
     base: RunConfig  # shared sections; the horizon is filled per trial
-    design: dict
+    design: DesignConfig
     recipe: object
-    slurm: dict
+    slurm: dict  # the [slurm] keys given (checked against SlurmOptions)
     raw: dict = field(repr=False)
 
 
@@ -81,6 +78,7 @@ class Plan:
     rejected: list[dict]
     data_fingerprint: str
     train_tokens_available: int
+    dropped: list[dict] = field(default_factory=list)  # design points without a trial of their own, with why
 
     def to_dict(self, flops_per_s: float = DEFAULT_FLOPS_PER_S) -> dict:
         rows = []
@@ -88,12 +86,12 @@ class Plan:
             row = t.row()
             row["est_time_s"] = estimate_seconds(t, flops_per_s)
             rows.append(row)
-        return {"sweep": self.sweep.name, "trials": rows, "rejected": self.rejected,
+        return {"sweep": self.sweep.name, "trials": rows, "rejected": self.rejected, "dropped": self.dropped,
                 "total_flops_6n": sum(t.flops_6n for t in self.trials),
                 "total_flops_chinchilla": sum(t.flops_chinchilla for t in self.trials),
                 "total_tokens": sum(t.tokens for t in self.trials),
                 "est_time_s": sum(r["est_time_s"] for r in rows),
-                "flops_convention": self.sweep.design.get("flops_convention", "6n"),
+                "flops_convention": self.sweep.design.flops_convention,
                 "throughput_flops_per_s": flops_per_s}
 
 
@@ -104,41 +102,23 @@ def estimate_seconds(trial: Trial, flops_per_s: float) -> float:
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
     path = Path(path)
     raw = apply_overrides(read_toml(path), list(overrides))
-    name = raw.pop("name", path.stem)
-    if not isinstance(name, str) or not name:
-        raise UserError(f"{path}: name must be a non-empty string")
-    design = dict(raw.get("design") or {})
-    if not design:
+    name = check_name(raw.pop("name", path.stem), path)
+    if not raw.get("design"):
         raise UserError(f"{path} has no [design] section (or it is empty); add kind = \"isoflop\" or \"grid\"")
-    kind = design.get("kind")
-    if kind not in DESIGN_KEYS:
-        raise UserError(f"[design] kind = {kind!r}: expected 'isoflop' or 'grid'{closest(str(kind), DESIGN_KEYS)}")
-    for key in design:
-        if key not in DESIGN_KEYS[kind]:
-            raise UserError(f"unknown key [design] {key} for kind {kind!r}{closest(key, DESIGN_KEYS[kind])}")
-    if design.setdefault("flops_convention", "6n") not in FLOP_CONVENTIONS:
-        raise UserError(f"[design] flops_convention = {design['flops_convention']!r}: expected one of {FLOP_CONVENTIONS}")
+    design = parse_design(raw["design"])
     shared = {k: v for k, v in raw.items() if k not in SWEEP_SECTIONS}
-    train = dict(shared.get("train", {}))
+    train = shared.get("train", {})
+    if not isinstance(train, dict):
+        raise UserError(f"[train] must be a table of keys, got {train!r}"[:200])
     for key in ("steps", "tokens"):
         if key in train:
             raise UserError(f"[train] {key}: a sweep's horizons come from its [design]; remove it")
     shared["train"] = dict(train, steps=1)  # placeholder horizon, replaced per trial
     base = run_config_from_dict(shared, extra_sections=SWEEP_SECTIONS)
     recipe = load_recipe(raw.get("recipe", {}), path.parent)
+    refuse_recipe_overrides(raw, recipe)
     return Sweep(name=name, source=path.absolute(), base=base, design=design, recipe=recipe,
-                 slurm=dict(raw.get("slurm", {})), raw=raw)
-
-
-def _number_list(design: dict, key: str, minimum: float = 0) -> list[float]:
-    values = design.get(key)
-    if values is None:
-        return []
-    if not isinstance(values, list) or not values or not all(isinstance(v, (int, float)) for v in values):
-        raise UserError(f"[design] {key} must be a non-empty list of numbers, got {values!r}")
-    if any(v <= minimum for v in values):
-        raise UserError(f"[design] {key}: every value must be greater than {minimum}")
-    return [float(v) for v in values]
+                 slurm=parse_slurm(raw.get("slurm")), raw=raw)
 
 
 def plan(sweep: Sweep, dataset=None) -> Plan:
@@ -149,7 +129,7 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
         dataset = get_dataset(d.corpus, d.tokenizer, val_fraction=d.val_fraction, seed=d.seed)
     base = sweep.base.replace(model=dataclasses.replace(sweep.base.model, vocab_size=dataset.vocab_size))
     tokens_per_step = base.train.batch_size * base.model.seq_len
-    convention = sweep.design["flops_convention"]
+    convention = sweep.design.flops_convention
     ladder = []
     for shape in sweep.recipe.ladder():
         model = dataclasses.replace(base.model, **shape)
@@ -159,9 +139,10 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
             raise UserError(f"[recipe] shape {shape} is invalid: {err}") from None
         ladder.append((model, count_model(model)))
 
-    candidates = _isoflop_candidates(sweep, ladder, convention, tokens_per_step) if sweep.design["kind"] == "isoflop" \
-        else _grid_candidates(sweep, ladder)
-    trials, rejected, seen = [], [], set()
+    dropped = []
+    candidates = _isoflop_candidates(sweep, ladder, convention, tokens_per_step, dropped) \
+        if sweep.design.kind == "isoflop" else _grid_candidates(sweep, ladder)
+    trials, rejected, seen = [], [], {}
     available = dataset.n_tokens("train")
     for model, counts, coords, tokens_wanted in candidates:
         steps = round(tokens_wanted / tokens_per_step)
@@ -171,7 +152,7 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
                                                 f"({tokens_per_step:,} tokens)"})
             continue
         tokens = steps * tokens_per_step
-        if tokens > available and not sweep.design.get("allow_repeat", False):
+        if tokens > available and not sweep.design.allow_repeat:
             rejected.append({**where, "reason": f"needs {tokens:,} tokens but the training split holds "
                                                 f"{available:,} (set allow_repeat = true to repeat data)"})
             continue
@@ -181,8 +162,10 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
         validate(config)
         trial_id = identity_hash(identity(config, dataset.fingerprint))
         if trial_id in seen:
+            dropped.append({**where, "reason": f"the same trial (shape and horizon) as the point at "
+                                               f"{_where(seen[trial_id])}"})
             continue
-        seen.add(trial_id)
+        seen[trial_id] = coords
         trials.append(Trial(trial=trial_id, config=config, coords=coords, n_params=counts.n_params,
                             n_params_nonembedding=counts.n_params_nonembedding, tokens=tokens, steps=steps,
                             flops_6n=counts.training_flops(tokens, "6n"),
@@ -192,21 +175,30 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
         reasons = "; ".join(sorted({r["reason"] for r in rejected}))[:300]
         raise UserError(f"the design yields no trial that can run: {reasons}")
     return Plan(sweep=sweep, trials=trials, rejected=rejected, data_fingerprint=dataset.fingerprint,
-                train_tokens_available=available)
+                train_tokens_available=available, dropped=dropped)
 
 
-def _isoflop_candidates(sweep: Sweep, ladder, convention: str, tokens_per_step: int):
+def _where(coords: dict) -> str:
+    budget = f"budget {coords['budget']:.3g}, " if coords.get("budget") else ""
+    return f"{budget}tokens_per_param {coords['multiple']:.3g}"
+
+
+def _isoflop_candidates(sweep: Sweep, ladder, convention: str, tokens_per_step: int, dropped: list):
+    """(model, counts, coords, tokens) per design point; points that cannot get a shape of their own go
+    to `dropped` with their reason.
+
+    Each budget's multiples (tokens per parameter) first snap to the shape whose C = FLOPs/token·m·N
+    is closest to the budget. Where several multiples snap to the same shape, the one closest to it
+    keeps it and each other takes the nearest shape not used at this budget, provided that shape's
+    own tokens per parameter stays within the design's range (widened by half a step of the
+    multiples' grid); otherwise the point is dropped and recorded."""
     design = sweep.design
-    budgets = _number_list(design, "budgets")
-    if not budgets:
-        raise UserError("[design] isoflop needs budgets = [...] (training FLOPs)")
-    lo_hi = _number_list(design, "tokens_per_param") or [4.0, 150.0]
-    if len(lo_hi) != 2 or lo_hi[0] >= lo_hi[1]:
-        raise UserError("[design] tokens_per_param must be [low, high] with low < high")
-    sizes = design.get("sizes", 5)
-    if not isinstance(sizes, int) or sizes < 1:
-        raise UserError(f"[design] sizes must be a positive integer, got {sizes!r}")
+    budgets = design.budgets
+    lo_hi = design.tokens_per_param or [4.0, 150.0]
+    sizes = design.sizes
     multiples = np.geomspace(lo_hi[0], lo_hi[1], sizes) if sizes > 1 else [math.sqrt(lo_hi[0] * lo_hi[1])]
+    half_step = math.sqrt(lo_hi[1] / lo_hi[0]) ** (1 / (sizes - 1)) if sizes > 1 else 1.0
+    allowed = (lo_hi[0] / half_step, lo_hi[1] * half_step)
     smallest = ladder[0][1]
     for budget in budgets:
         one_step = smallest.flops_per_token(convention) * tokens_per_step  # the cheapest possible trial
@@ -214,40 +206,62 @@ def _isoflop_candidates(sweep: Sweep, ladder, convention: str, tokens_per_step: 
             raise UserError(f"[design] budget {budget:.3g} FLOPs is too small for the smallest model "
                             f"(N = {smallest.n_params:,}): one step of {tokens_per_step:,} tokens costs "
                             f"{one_step:.3g} FLOPs [{convention}]; raise the budget or shrink batch_size/seq_len")
-        chosen = {}
-        for m in sorted(multiples, reverse=True):  # large multiple = small model first
-            # the shape whose C = FLOPs/token * m * N is closest to the budget (log scale)
-            model, counts = min(ladder, key=lambda mc: abs(math.log(
-                mc[1].flops_per_token(convention) * m * mc[1].n_params / budget)))
+
+        def own_multiple(i):  # tokens per parameter that shape i trains at under this budget
+            counts = ladder[i][1]
+            return budget / counts.flops_per_token(convention) / counts.n_params
+
+        distance = lambda i, m: abs(math.log(own_multiple(i) / m))  # noqa: E731
+        best = {float(m): min(range(len(ladder)), key=lambda i: distance(i, m)) for m in multiples}
+        keeper = {}  # shape index -> the multiple closest to it among those that snapped to it
+        for m, i in best.items():
+            if i not in keeper or distance(i, m) < distance(i, keeper[i]):
+                keeper[i] = m
+        used = set(keeper)
+        assigned = {m: i for i, m in keeper.items()}
+        for m in sorted(best, reverse=True):  # large multiple = small model first
+            if m in assigned:
+                continue
+            taken = best[m]
+            free = [i for i in range(len(ladder)) if i not in used]
+            nearest = min(free, key=lambda i: distance(i, m)) if free else None
+            if nearest is not None and allowed[0] <= own_multiple(nearest) <= allowed[1]:
+                assigned[m] = nearest
+                used.add(nearest)
+                continue
+            model, counts = ladder[taken]
+            why = (f"tokens_per_param {m:.3g} snaps to the shape (layers {model.layers}, d_model {model.d_model}) "
+                   f"already planned for {keeper[taken]:.3g} at this budget; ")
+            if nearest is None:
+                why += "the recipe has no other shape"
+            else:
+                other = ladder[nearest][0]
+                why += (f"the nearest unused shape (layers {other.layers}, d_model {other.d_model}) would train at "
+                        f"{own_multiple(nearest):.3g} tokens/param, outside the design's range "
+                        f"[{lo_hi[0]:g}, {lo_hi[1]:g}] (widened by half a step)")
+            dropped.append({"budget": budget, "multiple": m, "layers": model.layers, "d_model": model.d_model,
+                            "n_params": counts.n_params, "reason": why})
+        for m in sorted(assigned, reverse=True):
+            model, counts = ladder[assigned[m]]
             ratio = counts.flops_per_token(convention) / counts.n_params
             requested = math.sqrt(budget / (ratio * m))
-            if (model.layers, model.d_model) in chosen:
-                continue
-            chosen[(model.layers, model.d_model)] = True
             tokens = budget / counts.flops_per_token(convention)
-            yield model, counts, {"budget": budget, "requested_n": requested, "multiple": float(m)}, tokens
+            yield model, counts, {"budget": budget, "requested_n": requested, "multiple": m}, tokens
 
 
 def _grid_candidates(sweep: Sweep, ladder):
     design = sweep.design
-    widths, targets = design.get("d_model"), _number_list(design, "n_params")
-    if (widths is None) == (not targets):
-        raise UserError("[design] grid needs exactly one of d_model = [...] or n_params = [...]")
-    if widths is not None:
+    if design.d_model is not None:
         by_width = {model.d_model: (model, counts) for model, counts in ladder}
-        if not isinstance(widths, list) or not all(isinstance(k, int) and k >= 1 for k in widths):
-            raise UserError(f"[design] d_model must be a list of positive integers, got {widths!r}")
         picked = []
-        for w in widths:
+        for w in design.d_model:
             if w not in by_width:
                 raise UserError(f"[design] d_model = {w} is not a shape of the recipe; widths are multiples of "
                                 f"its head_dim up to its max_width: {sorted(by_width)[:6]}...")
             picked.append((by_width[w], float(by_width[w][1].n_params)))
     else:
-        picked = [(min(ladder, key=lambda mc: abs(math.log(mc[1].n_params / n))), n) for n in targets]
-    tokens, multiples = _number_list(design, "tokens"), _number_list(design, "tokens_per_param")
-    if bool(tokens) == bool(multiples):
-        raise UserError("[design] grid needs exactly one of tokens = [...] or tokens_per_param = [...]")
+        picked = [(min(ladder, key=lambda mc: abs(math.log(mc[1].n_params / n))), n) for n in design.n_params]
+    tokens, multiples = design.tokens, design.tokens_per_param
     for (model, counts), requested in picked:
         for value in tokens or multiples:
             wanted = value if tokens else value * counts.n_params

@@ -21,6 +21,9 @@ from pathlib import Path
 
 from research.errors import UserError
 
+DEFAULT_RECIPE = "research.sweep.recipe:AspectRatioRecipe"
+MAX_SHAPES = 4096  # shapes in one recipe's ladder (each is counted when a sweep is planned)
+
 
 @dataclass(frozen=True)
 class AspectRatioRecipe:
@@ -40,6 +43,22 @@ class AspectRatioRecipe:
     lr_max: float = 3e-2
     warmup_fraction: float = 0.05
 
+    def __post_init__(self):
+        for name in ("aspect_ratio", "head_dim", "max_width", "lr_base", "lr_ref_params", "lr_max"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"[recipe] {name} = {getattr(self, name)!r} must be positive")
+        if self.head_dim % 2:
+            raise UserError(f"[recipe] head_dim = {self.head_dim} must be even (rotary positions rotate pairs)")
+        if self.max_width < self.head_dim:
+            raise UserError(f"[recipe] max_width = {self.max_width} is below head_dim = {self.head_dim}: no shapes")
+        if self.max_width // self.head_dim > MAX_SHAPES:
+            raise UserError(f"[recipe] max_width / head_dim = {self.max_width // self.head_dim:,} shapes; at most "
+                            f"{MAX_SHAPES:,} (raise head_dim or lower max_width)")
+        if not self.lr_max < 1:
+            raise UserError(f"[recipe] lr_max = {self.lr_max} must be below 1")
+        if not 0 <= self.warmup_fraction <= 1:
+            raise UserError(f"[recipe] warmup_fraction = {self.warmup_fraction} must lie in [0, 1]")
+
     def shape(self, knob: int) -> dict:
         d_model = self.head_dim * knob
         return {"layers": max(1, math.floor(d_model / self.aspect_ratio + 0.5)), "d_model": d_model, "heads": knob}
@@ -55,11 +74,14 @@ class AspectRatioRecipe:
 
 
 def load_recipe(spec: dict, base_dir: Path):
-    """Build the recipe named by a sweep file's [recipe] table."""
+    """Build the recipe named by a sweep file's [recipe] table (typed like every other section
+    when the class is a dataclass)."""
+    if not isinstance(spec, dict):
+        raise UserError(f"[recipe] must be a table of keys, got {spec!r}"[:200])
     spec = dict(spec)
-    target = spec.pop("class", "research.sweep.recipe:AspectRatioRecipe")
-    if ":" not in target:
-        raise UserError(f"[recipe] class = {target!r}: expected 'module:Class' or 'file.py:Class'")
+    target = spec.pop("class", DEFAULT_RECIPE)
+    if not isinstance(target, str) or ":" not in target:
+        raise UserError(f"[recipe] class = {target!r}: expected 'module:Class' or 'file.py:Class'"[:200])
     where, name = target.rsplit(":", 1)
     if where.endswith(".py"):
         path = (base_dir / where).resolve()
@@ -71,18 +93,15 @@ def load_recipe(spec: dict, base_dir: Path):
     else:
         try:
             module = importlib.import_module(where)
-        except ModuleNotFoundError:
+        except (ModuleNotFoundError, ValueError):
             raise UserError(f"[recipe] class: no module named {where!r}") from None
     cls = getattr(module, name, None)
-    if cls is None:
-        raise UserError(f"[recipe] class: {where} has no {name!r}")
-    valid = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else None
-    if valid is not None:
-        from research.errors import closest
+    if not isinstance(cls, type):
+        raise UserError(f"[recipe] class: {where} has no class {name!r}")
+    if dataclasses.is_dataclass(cls):
+        from research.config import section_from_dict
 
-        for key in spec:
-            if key not in valid:
-                raise UserError(f"unknown key [recipe] {key}{closest(key, valid)}")
+        return section_from_dict("recipe", cls, spec)
     try:
         return cls(**spec)
     except TypeError as err:

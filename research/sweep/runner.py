@@ -37,8 +37,8 @@ def prepare_sweep_dir(plan: Plan, sweep_dir: Path) -> list[Path]:
     """Create or check <sweep>/sweep.json, write plan.json and each trial.json."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     sweep = plan.sweep
-    record = {"name": sweep.name, "source": str(sweep.source), "flops_convention": sweep.design["flops_convention"],
-              "design": sweep.design, "data_fingerprint": plan.data_fingerprint}
+    record = {"name": sweep.name, "source": str(sweep.source), "flops_convention": sweep.design.flops_convention,
+              "design": sweep.design.to_dict(), "data_fingerprint": plan.data_fingerprint}
     existing = read_json(sweep_dir / "sweep.json")
     if existing is not None and existing.get("name") != sweep.name:
         raise UserError(f"{sweep_dir} belongs to sweep {existing.get('name')!r} (from {existing.get('source')}), "

@@ -1,0 +1,152 @@
+"""The typed sections a sweep file adds to a run file: [design], [recipe] ownership, [slurm].
+
+Every section goes through the same typed path as [data]/[model]/[train]
+(`research.config.section_from_dict`): unknown keys get a did-you-mean line, wrong types and
+non-finite numbers a one-line error, and the value checks below run before anything is planned.
+
+    [design]   DesignConfig: which (budget, N, D) points to train
+    [recipe]   a recipe class and its constructor arguments (research/sweep/recipe.py)
+    [slurm]    research.sweep.slurm.SlurmOptions, less `folder` (the sweep's own slurm/ directory)
+
+The recipe owns the keys it sets for every trial (AspectRatioRecipe: [model] layers, d_model,
+heads and [train] lr, warmup_steps). A sweep file that also sets one of them is refused with
+one line saying which recipe key to change instead: a value silently overridden is a trap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+from research.config import section_from_dict
+from research.errors import UserError, closest
+from research.model.accounting import FLOP_CONVENTIONS
+
+DESIGN_KEYS = {
+    "isoflop": {"kind", "budgets", "tokens_per_param", "sizes", "flops_convention", "allow_repeat"},
+    "grid": {"kind", "d_model", "n_params", "tokens", "tokens_per_param", "flops_convention", "allow_repeat"},
+}
+MAX_SIZES = 64  # model sizes per budget; an IsoFLOP parabola needs 5-10
+MAX_POINTS = 10_000  # design points in one sweep
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+@dataclass(frozen=True)
+class DesignConfig:
+    """[design]: kind "isoflop" (budgets x sizes) or "grid" (sizes x horizons). See plan.py."""
+
+    kind: str
+    budgets: list[float] | None = None  # isoflop: training FLOPs under flops_convention
+    tokens_per_param: list[float] | None = None  # isoflop: [low, high]; grid: the horizons as D/N
+    sizes: int = 5  # isoflop: model sizes per budget
+    flops_convention: str = "6n"  # "6n" or "chinchilla" (see research/model/accounting.py)
+    allow_repeat: bool = False  # allow trials needing more tokens than the training split holds
+    d_model: list[int] | None = None  # grid: widths of the recipe's shapes ...
+    n_params: list[float] | None = None  # ... or target parameter counts
+    tokens: list[float] | None = None  # grid: horizons in tokens
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def check_name(name, source) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise UserError(f"{source}: name = {name!r}"[:160] + " must be 1-100 letters, digits, '.', '_' or '-' "
+                        "(it names the results directory results/<name>)")
+    return name
+
+
+def parse_design(raw) -> DesignConfig:
+    if not isinstance(raw, dict):
+        raise UserError(f"[design] must be a table of keys, got {raw!r}"[:200])
+    kind = raw.get("kind")
+    if kind not in DESIGN_KEYS:
+        raise UserError(f"[design] kind = {kind!r}: expected 'isoflop' or 'grid'"[:200] + closest(str(kind), DESIGN_KEYS))
+    for key in raw:
+        if key not in DESIGN_KEYS[kind]:
+            raise UserError(f"unknown key [design] {key} for kind {kind!r}{closest(key, DESIGN_KEYS[kind])}")
+    design = section_from_dict("design", DesignConfig, raw)
+    if design.flops_convention not in FLOP_CONVENTIONS:
+        raise UserError(f"[design] flops_convention = {design.flops_convention!r}: expected one of {FLOP_CONVENTIONS}"
+                        + closest(design.flops_convention, FLOP_CONVENTIONS))
+    for key in ("budgets", "tokens_per_param", "n_params", "tokens", "d_model"):
+        values = getattr(design, key)
+        if values is None:
+            continue
+        if not values:
+            raise UserError(f"[design] {key} must not be an empty list")
+        if any(v <= 0 for v in values):
+            raise UserError(f"[design] {key}: every value must be greater than 0")
+    if kind == "isoflop":
+        if not design.budgets:
+            raise UserError("[design] isoflop needs budgets = [...] (training FLOPs)")
+        if design.tokens_per_param is not None and (len(design.tokens_per_param) != 2
+                                                    or design.tokens_per_param[0] >= design.tokens_per_param[1]):
+            raise UserError("[design] tokens_per_param must be [low, high] with low < high")
+        if not 1 <= design.sizes <= MAX_SIZES:
+            raise UserError(f"[design] sizes must be an integer from 1 to {MAX_SIZES}, got {design.sizes!r}")
+        points = len(design.budgets) * design.sizes
+    else:
+        if (design.d_model is None) == (design.n_params is None):
+            raise UserError("[design] grid needs exactly one of d_model = [...] or n_params = [...]")
+        if (design.tokens is None) == (design.tokens_per_param is None):
+            raise UserError("[design] grid needs exactly one of tokens = [...] or tokens_per_param = [...]")
+        points = len(design.d_model or design.n_params) * len(design.tokens or design.tokens_per_param)
+    if points > MAX_POINTS:
+        raise UserError(f"[design] asks for {points:,} design points; at most {MAX_POINTS:,} per sweep "
+                        "(split the study into several sweeps)")
+    for key in ("budgets", "tokens", "n_params"):
+        if any(v > 1e30 for v in getattr(design, key) or ()):
+            raise UserError(f"[design] {key}: values above 1e30 are beyond any trainable model; check the exponent")
+    return design
+
+
+def recipe_owned_keys(recipe) -> dict[str, set[str]]:
+    """{"model": keys its shapes set, "train": keys its hyperparameters set}, asked of the recipe itself."""
+    ladder = recipe.ladder()
+    model_keys = set(ladder[0]) if ladder else set()
+    train_keys = set(recipe.hyperparameters(100_000, 2_000_000, 100))
+    return {"model": model_keys, "train": train_keys}
+
+
+def refuse_recipe_overrides(raw: dict, recipe) -> None:
+    """A key the recipe sets for every trial, also set in the sweep file, is refused (never silently lost)."""
+    recipe_class = f"{type(recipe).__module__}:{type(recipe).__qualname__}"
+    for section, keys in recipe_owned_keys(recipe).items():
+        table = raw.get(section)
+        if not isinstance(table, dict):
+            continue
+        for key in sorted(keys & set(table)):
+            raise UserError(f"[{section}] {key} = {table[key]!r}"[:120] + f" is set per trial by the recipe "
+                            f"({recipe_class}); remove it, and change the recipe's own keys in [recipe] instead "
+                            f"({_recipe_hint(section, recipe)})")
+
+
+def _recipe_hint(section: str, recipe) -> str:
+    fields = [f.name for f in dataclasses.fields(recipe)] if dataclasses.is_dataclass(recipe) else []
+    wanted = [f for f in fields if (f.startswith("lr_") or "warmup" in f)] if section == "train" \
+        else [f for f in fields if f in ("aspect_ratio", "head_dim", "max_width")]
+    return ", ".join(wanted) if wanted else "see its class"
+
+
+def parse_slurm(raw) -> dict:
+    """[slurm] checked against SlurmOptions (every field but `folder`); returns the keys given."""
+    from research.sweep.slurm import SlurmOptions
+
+    if raw is None:
+        return {}
+    if isinstance(raw, dict) and "folder" in raw:
+        raise UserError("[slurm] folder: submitit's files always go to <sweep dir>/slurm; remove the key")
+    options = section_from_dict("slurm", SlurmOptions, dict(raw, folder="/") if isinstance(raw, dict) else raw)
+    given = {k: getattr(options, k) for k in raw}
+    at_least = {"time_min": 1, "array_parallelism": 1, "gpus_per_node": 0, "max_requeues": 0}
+    for key, low in at_least.items():
+        if key in given and given[key] < low:
+            raise UserError(f"[slurm] {key} = {given[key]!r} must be at least {low}")
+    for key in ("poll_s", "cpus_per_task", "mem_gb", "signal_delay_s"):
+        if given.get(key) is not None and given[key] <= 0:
+            raise UserError(f"[slurm] {key} = {given[key]!r} must be positive")
+    if given.get("time_min", 0) > 366 * 24 * 60:
+        raise UserError(f"[slurm] time_min = {given['time_min']} minutes is longer than a year")
+    return given
