@@ -254,16 +254,15 @@ def solve(starts, lnN, lnD, lnL, w=None, backend="jax", **kw):
 
 # ----------------------------------------------------------------------------- fit + bootstrap
 
-def theta_to_params(theta) -> dict:
+def theta_to_params(theta, per_token=None) -> dict:
+    """Law parameters and the compute-optimal a, b, G (research/fit/allocation.py; 6n unless per_token)."""
+    from research.fit.allocation import SIX_N, allocation_params
+
     a, b, e, al, be = (float(v) for v in theta)
     A, B, E = math.exp(a), math.exp(b), math.exp(e)
-    s = al + be
-    out = {"E": E, "A": A, "B": B, "alpha": al, "beta": be,
-           "a": be / s if s > 0 else float("nan"), "b": al / s if s > 0 else float("nan")}
-    try:
-        out["G"] = (al * A / (be * B)) ** (1.0 / s)
-    except (ZeroDivisionError, OverflowError, ValueError):
-        out["G"] = float("nan")
+    out = {"E": E, "A": A, "B": B, "alpha": al, "beta": be}
+    frontier = allocation_params(A, B, al, be, per_token or SIX_N)
+    out.update({k: float(v) if np.isfinite(v) and al + be > 0 else float("nan") for k, v in frontier.items()})
     return out
 
 
@@ -327,7 +326,8 @@ def fit_approach3(N, D, L, *, grid="full", reduction="sum", delta=DELTA, backend
         "iterations_median": float(np.median(its)),
         "fit_seconds": elapsed,
         "log_params": dict(zip(THETA, map(float, xs[best]))),
-        "optimal_convention": "C = 6*N*D: N_opt = G*(C/6)^a, D_opt = (C/6)^b / G",
+        "optimal_convention": "C = 6*N*D: N_opt = G*(C/6)^a, D_opt = (C/6)^b / G (core.run_approach3 restates "
+                              "a, b, G and the optima in the convention of the table's budgets)",
         "warnings": _edge_warnings(starts, xs, best, box),
     })
     res["_optima"] = distinct_optima(xs, fs, k=n_optima)
@@ -358,9 +358,13 @@ def bootstrap_approach3(N, D, L, starts, *, n_resamples=1000, seed=0, reduction=
     return xs[np.arange(R), best], fs[np.arange(R), best]
 
 
-def summarize_bootstrap(thetas, level=0.95, budgets=()) -> dict:
-    """Percentile intervals for every parameter, a, b, G and N_opt/D_opt at `budgets`."""
-    rows = [theta_to_params(t) for t in thetas]
+def summarize_bootstrap(thetas, level=0.95, budgets=(), per_token=None) -> dict:
+    """Percentile intervals for every parameter, a, b, G and N_opt/D_opt at `budgets` (in per_token's
+    FLOP convention, 6n by default)."""
+    from research.fit.allocation import SIX_N, compute_optimal, optimal_row
+
+    per_token = per_token or SIX_N
+    rows = [theta_to_params(t, per_token) for t in thetas]
     keys = ["E", "A", "B", "alpha", "beta", "a", "b", "G"]
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     arr = {k: np.array([r[k] for r in rows]) for k in keys}
@@ -371,11 +375,9 @@ def summarize_bootstrap(thetas, level=0.95, budgets=()) -> dict:
         se[k] = float(np.std(v, ddof=1)) if len(v) > 1 else None
     opt = []
     for c in budgets:
-        n = arr["G"] * (c / 6.0) ** arr["a"]
-        d = (c / 6.0) ** arr["b"] / arr["G"]
+        n, d = compute_optimal(arr["A"], arr["B"], arr["alpha"], arr["beta"], c, per_token)
         ok = np.isfinite(n) & np.isfinite(d)
-        opt.append({"flops": float(c),
-                    "n_opt": [float(x) for x in np.percentile(n[ok], q)],
-                    "d_opt": [float(x) for x in np.percentile(d[ok], q)]})
+        opt.append(optimal_row(c, [float(x) for x in np.percentile(n[ok], q)],
+                               [float(x) for x in np.percentile(d[ok], q)], per_token.convention))
     return {"level": level, "intervals": intervals, "se": se, "optimal": opt,
             "samples": {k: [float(x) for x in arr[k]] for k in ("E", "A", "B", "alpha", "beta")}}

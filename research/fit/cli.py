@@ -70,8 +70,9 @@ def register(subparsers) -> None:
 
     o = subparsers.add_parser(
         "optimal", help="compute-optimal N, D and loss for a FLOP budget under a law",
-        description="Compute-optimal allocation under C = 6*N*D (the 6n convention) for a published law "
-                    "(chinchilla, epoch-2024, kaplan-2020) or a fit.json; optional training-cost estimate.")
+        description="Compute-optimal allocation for a published law (chinchilla, epoch-2024, kaplan-2020: "
+                    "C = 6*N*D, the 6n convention) or a fit.json (in the FLOP convention of the sweep it was "
+                    "fitted on, stated in the output); optional training-cost estimate.")
     o.add_argument("--flops", type=_positive_float, nargs="+", required=True, metavar="C",
                    help="training compute budget(s) in FLOPs, e.g. 5.76e23")
     o.add_argument("--law", default="chinchilla",
@@ -204,7 +205,8 @@ def optimal_handler(args) -> int:
         return 0
     print(f"law: {law.name} - {law.source}")
     print(f"     {law.describe()}")
-    print("convention: 6n (C = 6*N*D)")
+    print(f"convention: {rows[0]['convention_form']}" + (" (--flops are read in this convention)"
+                                                        if rows[0]["convention"] != "6n" else ""))
     for row in rows:
         print(f"C = {row['flops']:.4g} FLOPs")
         print(f"  N_opt            {row['n_params']:.4g} parameters")

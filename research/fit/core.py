@@ -23,9 +23,22 @@ def default_budgets(df) -> list[float]:
     return [10.0 ** k for k in range(lo, hi + 3)] + [5.76e23]
 
 
+def flops_per_token(table):
+    """The table's FLOPs-per-token relation f(N) = k·N^p in its convention (see allocation.py)."""
+    from research.fit.allocation import SIX_N, fit_flops_per_token
+
+    if table.columns.get("flops") == "6*N*D":  # no real FLOPs column: the table only knows 6·N·D
+        return SIX_N
+    return fit_flops_per_token(table.df["N"], table.df["F"], table.df["D"], table.convention)
+
+
 def run_approach3(df, *, bootstrap=0, seed=0, grid="full", reduction="sum", backend="jax", level=0.95,
-                  budgets=(), bootstrap_starts=8, tol="tight"):
+                  budgets=(), bootstrap_starts=8, tol="tight", per_token=None):
+    """Approach 3; its optimum is computed in the convention of the budgets (`per_token`, default 6n)."""
     from research.fit import approach3 as a3
+    from research.fit.allocation import SIX_N, allocation_params, compute_optimal, optimal_row
+
+    per_token = per_token or SIX_N
 
     n = len(df)
     if n < MIN_POINTS_A3 or df["N"].nunique() < 3 or df["D"].nunique() < 3:
@@ -34,13 +47,19 @@ def run_approach3(df, *, bootstrap=0, seed=0, grid="full", reduction="sum", back
     res = a3.fit_approach3(df["N"], df["D"], df["L"], grid=grid, reduction=reduction, backend=backend,
                            n_optima=bootstrap_starts, tol=tol)
     optima = res.pop("_optima")
-    res["optimal"] = [{"flops": float(c), "n_opt": res["G"] * (c / 6) ** res["a"],
-                       "d_opt": (c / 6) ** res["b"] / res["G"]} for c in budgets]
+    res.update({k: float(v) for k, v in allocation_params(res["A"], res["B"], res["alpha"], res["beta"],
+                                                              per_token).items()})
+    res["flops_convention"] = per_token.convention
+    res["flops_per_token"] = per_token.to_dict()
+    res["optimal_convention"] = (f"{per_token.describe()}: N_opt = G*(C/k)^a with a = beta/(alpha + p*beta), "
+                                 "D_opt = C/(k*N_opt^p)")
+    res["optimal"] = [optimal_row(c, *compute_optimal(res["A"], res["B"], res["alpha"], res["beta"], c, per_token),
+                                  per_token.convention) for c in budgets]
     if bootstrap:
         t0 = time.perf_counter()
         thetas, _ = a3.bootstrap_approach3(df["N"], df["D"], df["L"], optima, n_resamples=bootstrap,
                                            seed=seed, reduction=reduction, backend=backend, tol=tol)
-        bs = a3.summarize_bootstrap(thetas, level, budgets)
+        bs = a3.summarize_bootstrap(thetas, level, budgets, per_token)
         bs.update(n_resamples=int(bootstrap), seed=seed, seconds=time.perf_counter() - t0,
                   resampling="runs with replacement",
                   starts=f"each resample refitted from the {len(optima)} best distinct local optima "
@@ -67,11 +86,13 @@ def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction
         try:
             if m == "approach3":
                 out[m] = run_approach3(df, bootstrap=bootstrap, seed=seed, grid=grid, reduction=reduction,
-                                       backend=backend, level=level, budgets=budgets, tol=tol)
+                                       backend=backend, level=level, budgets=budgets, tol=tol,
+                                       per_token=flops_per_token(table))
             elif m == "approach2":
                 from research.fit.isoflop import fit_approach2
 
-                out[m] = fit_approach2(df, bootstrap=bootstrap, seed=seed, level=level, budgets=budgets)
+                out[m] = fit_approach2(df, bootstrap=bootstrap, seed=seed, level=level, budgets=budgets,
+                                       convention=table.convention)
             elif m == "approach1":
                 from research.fit.envelope import fit_approach1, load_curves
 
@@ -79,8 +100,8 @@ def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction
                     raise UserError("Approach 1 needs per-trial training curves: pass a sweep directory "
                                     "(DIR with results.csv and trials/<trial>/metrics.jsonl)")
                 curves = load_curves(table.sweep_dir, df, table.convention, smooth=smooth)
-                out[m] = fit_approach1(curves, bootstrap=bootstrap, seed=seed, level=level, budgets=budgets)
-                out[m]["flops_convention"] = table.convention
+                out[m] = fit_approach1(curves, bootstrap=bootstrap, seed=seed, level=level, budgets=budgets,
+                                       convention=table.convention)
             elif m == "kaplan":
                 from research.fit.kaplan import fit_kaplan
 

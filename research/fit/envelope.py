@@ -106,7 +106,8 @@ def envelope(curves, n_grid=N_GRID, drop_edges=True, subset=None, grid=None, mat
     return pts, int((edge & (n_sizes >= 2)).sum()), grid, (Lm, Tm)
 
 
-def fit_approach1(curves, n_grid=N_GRID, bootstrap=0, seed=0, level=0.95, budgets=()) -> dict:
+def fit_approach1(curves, n_grid=N_GRID, bootstrap=0, seed=0, level=0.95, budgets=(), convention="6n") -> dict:
+    """Approach 1 on curves whose FLOPs are in `convention` (load_curves' convention; labelled so)."""
     sizes = np.unique([c["N"] for c in curves])
     if len(curves) < 3 or len(sizes) < 3:
         raise UserError(f"Approach 1 needs training curves (trials/<trial>/metrics.jsonl) for >= 3 model sizes, "
@@ -128,7 +129,7 @@ def fit_approach1(curves, n_grid=N_GRID, bootstrap=0, seed=0, level=0.95, budget
     res = {"method": "approach1", "a": a, "b": b, "k_N": k_n, "k_D": k_d,
            "form": "N_opt = k_N*C^a, D_opt = k_D*C^b", "n_curves": len(curves), "n_sizes": int(len(sizes)),
            "n_grid": int(n_grid), "n_envelope_points": int(len(pts["flops"])), "n_edge_points_dropped": n_edge,
-           "optima": per,
+           "optima": per, "flops_convention": convention,
            "envelope": {k: [float(x) for x in v[thin]] for k, v in pts.items()},
            "warnings": []}
     if len(winners) < 3:
@@ -148,7 +149,7 @@ def fit_approach1(curves, n_grid=N_GRID, bootstrap=0, seed=0, level=0.95, budget
             for k, v in zip(("k_N", "a", "k_D", "b"), (kn, aa, kd, bb)):
                 samples[k].append(v)
         if samples["a"]:
-            bs = summarize_allocation_bootstrap(samples, level, budgets)
+            bs = summarize_allocation_bootstrap(samples, level, budgets, convention)
             bs.update(n_failed=failed, seed=seed, resampling="trials with replacement")
             res["bootstrap"] = bs
     return res

@@ -44,14 +44,10 @@ def parabola_min(N, L, F=None, D=None):
 
 
 def flops_per_token(n_opt, N, F, D):
-    """Real FLOPs per token at n_opt, interpolated in log-log from the runs."""
-    lx = np.log(np.asarray(N, float))
-    ly = np.log(np.asarray(F, float) / np.asarray(D, float))
-    order = np.argsort(lx)
-    if len(lx) >= 2:
-        slope, icpt = np.polyfit(lx, ly, 1)
-        return float(np.exp(icpt + slope * np.log(n_opt)))
-    return float(np.exp(ly[order][0]) / np.exp(lx[order][0]) * n_opt)
+    """Real FLOPs per token at n_opt: the runs' own k·N^p (research/fit/allocation.py) evaluated there."""
+    from research.fit.allocation import fit_flops_per_token
+
+    return float(fit_flops_per_token(N, F, D, convention="of the runs")(n_opt))
 
 
 def isoflop_points(df, min_points=3):
@@ -76,7 +72,8 @@ def isoflop_points(df, min_points=3):
     return good, rejected
 
 
-def fit_approach2(df, bootstrap=0, seed=0, level=0.95, budgets=()) -> dict:
+def fit_approach2(df, bootstrap=0, seed=0, level=0.95, budgets=(), convention="6n") -> dict:
+    """Approach 2 on a clean table whose budgets C and FLOPs F are in `convention` (labelled so)."""
     good, rejected = isoflop_points(df)
     if len(good) < 2:
         why = "; ".join(f"C={r['flops']:.3g}: {r['reason']}" for r in rejected) or "no budgets"
@@ -87,16 +84,16 @@ def fit_approach2(df, bootstrap=0, seed=0, level=0.95, budgets=()) -> dict:
     k_d, b = fit_powerlaw(C, [g["d_opt"] for g in good])
     res = {"method": "approach2", "a": a, "b": b, "k_N": k_n, "k_D": k_d,
            "form": "N_opt = k_N*C^a, D_opt = k_D*C^b", "budgets": good, "rejected_budgets": rejected,
-           "n_points": int(len(df)), "n_budgets": len(good),
+           "n_points": int(len(df)), "n_budgets": len(good), "flops_convention": convention,
            "warnings": [f"budget C={r['flops']:.3g} refused: {r['reason']}" for r in rejected]}
     if len(good) == 2:
         res["warnings"].append("only 2 budgets: the power laws pass exactly through them (no check of fit)")
     if bootstrap:
-        res["bootstrap"] = bootstrap_approach2(df, bootstrap, seed, level, budgets)
+        res["bootstrap"] = bootstrap_approach2(df, bootstrap, seed, level, budgets, convention)
     return res
 
 
-def bootstrap_approach2(df, n_resamples, seed=0, level=0.95, budgets=()):
+def bootstrap_approach2(df, n_resamples, seed=0, level=0.95, budgets=(), convention="6n"):
     """Resample runs with replacement within each budget (so every budget keeps its size), refit."""
     rng = np.random.default_rng(seed)
     labels = group_budgets(df["C"].to_numpy())
@@ -116,6 +113,6 @@ def bootstrap_approach2(df, n_resamples, seed=0, level=0.95, budgets=()):
             samples[k].append(v)
     if not samples["a"]:
         return {"n_resamples": 0, "n_failed": failed, "error": "every resample failed"}
-    out = summarize_allocation_bootstrap(samples, level, budgets)
+    out = summarize_allocation_bootstrap(samples, level, budgets, convention)
     out.update(n_failed=failed, seed=seed, resampling="runs with replacement within each budget")
     return out

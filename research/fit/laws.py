@@ -1,11 +1,16 @@
 """Scaling laws as objects: the published ones and ones read from a `fit.json`.
 
-Compute-optimal allocation always uses the 6n convention, C = 6·N·D, as in
+Compute-optimal allocation comes from `research.fit.allocation` and is stated in the FLOP
+convention of the law's inputs. The published laws are in the 6n convention, C = 6·N·D, as in
 Hoffmann et al. 2022 (Chinchilla) §3.3 / App. D.2:
 
     G     = (α·A / (β·B)) ** (1 / (α + β))
     a     = β / (α + β),          b = α / (α + β)
     N_opt = G · (C/6) ** a,       D_opt = G**-1 · (C/6) ** b
+
+A law fitted on a `chinchilla`-convention sweep keeps that sweep's FLOPs per token k·N^p
+(fit.json "flops_per_token"), so its budgets are chinchilla FLOPs and its optimum solves
+C = k·N^p·D; an Approach 1/2 power law keeps the convention of the runs it was fitted on.
 
 Published constants (copied here so that nothing reads reference files at run
 time):
@@ -34,8 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from research.errors import UserError, closest
+from research.fit.allocation import SIX_N, FlopsPerToken, allocation_params, compute_optimal
 
-FLOPS_PER_PARAM_TOKEN = 6.0  # C = 6·N·D, the "6n" convention
+FLOPS_PER_PARAM_TOKEN = SIX_N.k  # C = 6·N·D, the "6n" convention (Kaplan's anchor below)
 
 # Chinchilla Table 3 (Approach 1): FLOP budgets, parameters, tokens.
 CHINCHILLA_TABLE3 = [
@@ -68,27 +74,35 @@ class ChinchillaLaw:
     beta: float
     name: str = "fit"
     source: str = ""
+    per_token: FlopsPerToken = SIX_N  # C = k·N^p·D: the FLOP convention budgets are given in
+
+    @property
+    def convention(self) -> str:
+        return self.per_token.convention
+
+    def _frontier(self) -> dict:
+        return allocation_params(self.A, self.B, self.alpha, self.beta, self.per_token)
 
     @property
     def a(self) -> float:
-        return self.beta / (self.alpha + self.beta)
+        return float(self._frontier()["a"])
 
     @property
     def b(self) -> float:
-        return self.alpha / (self.alpha + self.beta)
+        return float(self._frontier()["b"])
 
     @property
     def G(self) -> float:
-        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+        return float(self._frontier()["G"])
 
     def loss(self, n, d):
         return self.E + self.A / n**self.alpha + self.B / d**self.beta
 
     def n_opt(self, flops):
-        return self.G * (flops / FLOPS_PER_PARAM_TOKEN) ** self.a
+        return compute_optimal(self.A, self.B, self.alpha, self.beta, flops, self.per_token)[0]
 
     def d_opt(self, flops):
-        return (flops / FLOPS_PER_PARAM_TOKEN) ** self.b / self.G
+        return compute_optimal(self.A, self.B, self.alpha, self.beta, flops, self.per_token)[1]
 
     def loss_opt(self, flops):
         return self.loss(self.n_opt(flops), self.d_opt(flops))
@@ -113,6 +127,7 @@ class AllocationLaw:
     name: str = "fit"
     source: str = ""
     notes: list = field(default_factory=list)
+    convention: str = "6n"  # the FLOP convention of the C it was fitted on
 
     def n_opt(self, flops):
         return self.k_N * flops**self.a
@@ -166,11 +181,12 @@ def law_from_fit(fit: dict, approach: str | None = None, name: str = "fit"):
     """A law from a fit.json dict (or one approach's block)."""
     if "E" in fit and "alpha" in fit:
         return ChinchillaLaw(fit["E"], fit["A"], fit["B"], fit["alpha"], fit["beta"], name=name,
-                             source="Approach 3 fit")
+                             source="Approach 3 fit", per_token=FlopsPerToken.from_dict(fit.get("flops_per_token")))
     if "k_N" in fit and "a" in fit:
         return AllocationLaw(fit["k_N"], fit["a"], fit["k_D"], fit["b"], name=name,
                              source=f"{fit.get('method', 'power-law')} fit",
-                             notes=["loss unavailable: an IsoFLOP/envelope fit gives only N_opt, D_opt"])
+                             notes=["loss unavailable: an IsoFLOP/envelope fit gives only N_opt, D_opt"],
+                             convention=str(fit.get("flops_convention", "6n")))
     choices = [approach] if approach else [k for k in APPROACH_ORDER if isinstance(fit.get(k), dict)
                                            and "skipped" not in fit[k]]
     for key in choices:
@@ -203,16 +219,19 @@ def load_law(spec: str, approach: str | None = None):
 
 
 def optimum(law, flops: float) -> dict:
-    """Compute-optimal N, D, tokens/param and loss at `flops` under `law`."""
+    """Compute-optimal N, D, tokens/param and loss at `flops` under `law`, in the law's FLOP convention
+    (`flops` is read in that convention, and the row says which)."""
     if not (flops > 0 and math.isfinite(flops)):
         raise UserError(f"--flops must be a positive finite number, got {flops}")
     n = float(law.n_opt(flops))
     d = float(law.d_opt(flops))
     loss = law.loss_opt(flops)
+    per_token = getattr(law, "per_token", SIX_N)
     return {
         "law": law.name,
         "flops": float(flops),
-        "convention": "6n",
+        "convention": law.convention,
+        "convention_form": per_token.describe() if isinstance(law, ChinchillaLaw) else f"{law.convention} FLOPs",
         "n_params": n,
         "tokens": d,
         "tokens_per_param": d / n,

@@ -21,15 +21,17 @@ def percentile_interval(v, level=0.95):
     return [float(x) for x in np.percentile(v, q)]
 
 
-def summarize_allocation_bootstrap(samples: dict, level=0.95, budgets=()) -> dict:
-    """Intervals for k_N, a, k_D, b and N_opt/D_opt at `budgets` from bootstrap samples."""
+def summarize_allocation_bootstrap(samples: dict, level=0.95, budgets=(), convention="6n") -> dict:
+    """Intervals for k_N, a, k_D, b and N_opt/D_opt at `budgets` (FLOPs in `convention`, that of the
+    runs the power laws were fitted on) from bootstrap samples."""
+    from research.fit.allocation import optimal_row
+
     arr = {k: np.asarray(v, float) for k, v in samples.items()}
     out = {"level": level, "n_resamples": int(len(arr["a"])),
            "intervals": {k: percentile_interval(v, level) for k, v in arr.items()},
            "se": {k: float(np.nanstd(v, ddof=1)) if len(v) > 1 else None for k, v in arr.items()},
            "optimal": [], "samples": {k: [float(x) for x in v] for k, v in arr.items()}}
     for c in budgets:
-        out["optimal"].append({"flops": float(c),
-                               "n_opt": percentile_interval(arr["k_N"] * c ** arr["a"], level),
-                               "d_opt": percentile_interval(arr["k_D"] * c ** arr["b"], level)})
+        out["optimal"].append(optimal_row(c, percentile_interval(arr["k_N"] * c ** arr["a"], level),
+                                          percentile_interval(arr["k_D"] * c ** arr["b"], level), convention))
     return out

@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib import cm, colors
 from matplotlib.figure import Figure
 
+from research.fit.allocation import SIX_N, FlopsPerToken, compute_optimal, fit_flops_per_token
 from research.fit.laws import PUBLISHED, ChinchillaLaw, published
 
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7.5}
@@ -29,6 +30,19 @@ def _figure(w=6.4, h=4.2, ncols=1):
 
 def _ok(fit, key):
     return isinstance(fit.get(key), dict) and "skipped" not in fit[key]
+
+
+def _per_token(df, fit) -> FlopsPerToken:
+    """The FLOP convention of the fit's budgets: Approach 3's recorded k·N^p, else the table's own."""
+    a3 = fit.get("approach3")
+    if isinstance(a3, dict) and "flops_per_token" in a3:
+        return FlopsPerToken.from_dict(a3["flops_per_token"])
+    convention = (fit.get("data") or {}).get("flops_convention", "6n")
+    return fit_flops_per_token(df["N"], df["F"], df["D"], convention) if len(df) else SIX_N
+
+
+def _law(r, per_token) -> ChinchillaLaw:
+    return ChinchillaLaw(r["E"], r["A"], r["B"], r["alpha"], r["beta"], per_token=per_token)
 
 
 def _budget_norm(c):
@@ -97,15 +111,12 @@ def loss_vs_compute(df, fit, curves=None) -> Figure:
     return fig
 
 
-def _band(samples, grid, which):
+def _band(samples, grid, which, per_token=SIX_N):
     s = {k: np.asarray(v, float) for k, v in samples.items()}
     if "alpha" in s:
-        al, be = s["alpha"], s["beta"]
-        A, B = s["A"], s["B"]
-        G = (al * A / (be * B)) ** (1 / (al + be))
-        a, b = be / (al + be), al / (al + be)
-        vals = (G[:, None] * (grid[None] / 6) ** a[:, None] if which == "n"
-                else (grid[None] / 6) ** b[:, None] / G[:, None])
+        n, d = compute_optimal(s["A"][:, None], s["B"][:, None], s["alpha"][:, None], s["beta"][:, None],
+                               grid[None], per_token)
+        vals = n if which == "n" else d
     else:
         vals = (s["k_N"][:, None] * grid[None] ** s["a"][:, None] if which == "n"
                 else s["k_D"][:, None] * grid[None] ** s["b"][:, None])
@@ -116,6 +127,7 @@ def _band(samples, grid, which):
 def optimal_allocation(df, fit, c_max=1e26) -> Figure:
     """N_opt(C) and D_opt(C) from every approach with bootstrap bands, beside the published laws."""
     fig, (axn, axd) = _figure(w=10, h=4.2, ncols=2)
+    per_token = _per_token(df, fit)
     cmin, cmax_data = float(df["C"].min()), float(df["C"].max())
     grid = np.geomspace(cmin / 10, max(c_max, cmax_data * 100), 200)
     for ax, which in ((axn, "n"), (axd, "d")):
@@ -123,21 +135,28 @@ def optimal_allocation(df, fit, c_max=1e26) -> Figure:
         for name in PUBLISHED:
             law = published(name)
             col, ls = PUBLISHED_STYLE[name]
+            label = f"{name} (published)"
+            if per_token.convention != "6n":
+                if isinstance(law, ChinchillaLaw):  # the loss law holds in any convention: re-optimise under ours
+                    law = ChinchillaLaw(law.E, law.A, law.B, law.alpha, law.beta, name=name, per_token=per_token)
+                    label = f"{name} (published L(N, D), optimum in {per_token.convention} FLOPs)"
+                else:
+                    label = f"{name} (published, C in 6n FLOPs)"
             y = law.n_opt(grid) if which == "n" else law.d_opt(grid)
-            ax.plot(grid, y, color=col, ls=ls, lw=1.2, label=f"{name} (published)")
+            ax.plot(grid, y, color=col, ls=ls, lw=1.2, label=label)
         for key, col in APPROACH_COLORS.items():
             if not _ok(fit, key):
                 continue
             r = fit[key]
             if key == "approach3":
-                law = ChinchillaLaw(r["E"], r["A"], r["B"], r["alpha"], r["beta"])
+                law = _law(r, per_token)
                 y = law.n_opt(grid) if which == "n" else law.d_opt(grid)
             else:
                 y = r["k_N"] * grid ** r["a"] if which == "n" else r["k_D"] * grid ** r["b"]
             ax.plot(grid, y, color=col, lw=2, label=f"{key} fit: a={r['a']:.3f}, b={r['b']:.3f}")
             bs = r.get("bootstrap", {})
             if bs.get("samples"):
-                lo, hi = _band(bs["samples"], grid, which)
+                lo, hi = _band(bs["samples"], grid, which, per_token)
                 ax.fill_between(grid, lo, hi, color=col, alpha=0.18, lw=0)
             if key == "approach2":
                 ax.scatter([b["flops"] for b in r["budgets"]],
@@ -145,19 +164,19 @@ def optimal_allocation(df, fit, c_max=1e26) -> Figure:
                            color=col, s=22, zorder=4, edgecolor="black", linewidth=0.4)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("training compute C (FLOPs)")
+        ax.set_xlabel(f"training compute C (FLOPs, {per_token.convention} convention)")
         ax.set_ylabel("compute-optimal parameters N_opt" if which == "n" else "compute-optimal tokens D_opt")
         ax.grid(True, which="major", alpha=0.25)
     axn.set_title("N_opt(C): fits (bands: 95% bootstrap) vs published laws")
-    axd.set_title("D_opt(C), C = 6·N·D  (N_opt ∝ C^a, D_opt ∝ C^b)")
+    axd.set_title(f"D_opt(C), {per_token.describe().split(': ', 1)[1].split(' (')[0]}  (N_opt ∝ C^a, D_opt ∝ C^b)")
     axd.legend(loc="upper left", ncols=1)
     return fig
 
 
 def approach3_contours(df, fit) -> Figure:
     """Contours of the fitted L(N, D) with the efficient frontier and IsoFLOP lines."""
-    r = fit["approach3"]
-    law = ChinchillaLaw(r["E"], r["A"], r["B"], r["alpha"], r["beta"])
+    per_token = _per_token(df, fit)
+    law = _law(fit["approach3"], per_token)
     fig, (ax,) = _figure(w=6.4, h=5)
     n = np.geomspace(df["N"].min() / 10, df["N"].max() * 10, 200)
     d = np.geomspace(df["D"].min() / 10, df["D"].max() * 10, 200)
@@ -167,12 +186,12 @@ def approach3_contours(df, fit) -> Figure:
     cs = ax.contourf(NN, DD, Lg, levels=levels, cmap="viridis_r")
     ax.contour(NN, DD, Lg, levels=levels, colors="white", linewidths=0.3)
     fig.colorbar(cs, ax=ax, label="predicted loss (nats/token)", format="%.2f")
-    cgrid = np.geomspace(6 * n.min() * d.min(), 6 * n.max() * d.max(), 200)
+    cgrid = np.geomspace(per_token(n.min()) * d.min(), per_token(n.max()) * d.max(), 200)
     nf, df_ = law.n_opt(cgrid), law.d_opt(cgrid)
     m = (nf >= n.min()) & (nf <= n.max()) & (df_ >= d.min()) & (df_ <= d.max())
     ax.plot(nf[m], df_[m], color="red", lw=2, label=f"efficient frontier: N_opt ∝ C^{law.a:.3f}")
     for c in np.unique(df["C"].round(-int(np.floor(np.log10(df["C"].min()))) + 3))[:12]:
-        ax.plot(n, c / (6 * n), color="white", lw=0.6, ls="--", alpha=0.7)
+        ax.plot(n, c / per_token(n), color="white", lw=0.6, ls="--", alpha=0.7)  # IsoFLOP line D = C / f(N)
     ax.scatter(df["N"], df["D"], s=10, color="black", label="runs", zorder=3)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -189,8 +208,7 @@ def residuals(df, fit) -> Figure:
     """Approach-3 (and Kaplan L(N, D)) relative residuals of loss against N and D."""
     fig, (axn, axd) = _figure(w=10, h=3.8, ncols=2)
     norm = _budget_norm(df["C"])
-    r = fit["approach3"]
-    law = ChinchillaLaw(r["E"], r["A"], r["B"], r["alpha"], r["beta"])
+    law = _law(fit["approach3"], SIX_N)  # residuals need only L(N, D), no convention
     res = 100 * (df["L"] / law.loss(df["N"], df["D"]) - 1)
     for ax, x, lab in ((axn, df["N"], "parameters N"), (axd, df["D"], "training tokens D")):
         sc = ax.scatter(x, res, c=df["C"], cmap="viridis", norm=norm, s=16, label="Approach 3")
