@@ -185,6 +185,8 @@ def read_toml(path: str | Path) -> dict:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"{path} is not valid TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text (TOML files must be UTF-8)") from None
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -243,6 +245,35 @@ def validate(config: RunConfig) -> None:
     for name in ("eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "eval_tokens"):
         if getattr(t, name) < 1:
             raise UserError(f"[train] {name} must be at least 1")
+    _check_ranges(config)
+
+
+# (section, key, test, what the value must be) for keys whose range no other check covers
+RANGES = [
+    ("data", "val_fraction", lambda v: 0 < v < 1, "between 0 and 1"),
+    ("data", "seed", lambda v: 0 <= v < 2**63, "a non-negative integer"),
+    ("model", "ffw", lambda v: v is None or v >= 1, "at least 1"),
+    ("model", "vocab_size", lambda v: v is None or v >= 1, "at least 1"),
+    ("model", "rope_theta", lambda v: v > 0, "positive"),
+    ("model", "init_std", lambda v: v > 0, "positive"),
+    ("train", "seed", lambda v: 0 <= v < 2**63, "a non-negative integer"),
+    ("train", "warmup_steps", lambda v: v is None or v >= 0, "at least 0"),
+    ("train", "weight_decay", lambda v: v >= 0, "at least 0"),
+    ("train", "beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train", "beta2", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train", "eps", lambda v: v > 0, "positive"),
+    ("train", "grad_clip", lambda v: v >= 0, "at least 0 (0 disables clipping)"),
+    ("train", "prefetch", lambda v: v >= 0, "at least 0"),
+    ("train", "mesh_fsdp", lambda v: v >= 1, "at least 1"),
+    ("train", "mesh_data", lambda v: v == -1 or v >= 1, "-1 (all devices) or at least 1"),
+]
+
+
+def _check_ranges(config: RunConfig) -> None:
+    for section, key, ok, must in RANGES:
+        value = getattr(getattr(config, section), key)
+        if not ok(value):
+            raise UserError(f"[{section}] {key} = {value!r} must be {must}")
 
 
 def _heads_hint(d_model: int) -> str:

@@ -61,7 +61,7 @@ def parse_design(raw) -> DesignConfig:
     if not isinstance(raw, dict):
         raise UserError(f"[design] must be a table of keys, got {raw!r}"[:200])
     kind = raw.get("kind")
-    if kind not in DESIGN_KEYS:
+    if not isinstance(kind, str) or kind not in DESIGN_KEYS:
         raise UserError(f"[design] kind = {kind!r}: expected 'isoflop' or 'grid'"[:200] + closest(str(kind), DESIGN_KEYS))
     for key in raw:
         if key not in DESIGN_KEYS[kind]:

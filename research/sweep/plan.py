@@ -159,7 +159,10 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
         train = dataclasses.replace(base.train, steps=steps,
                                     **sweep.recipe.hyperparameters(counts.n_params, tokens, steps))
         config = base.replace(model=model, train=train)
-        validate(config)
+        try:
+            validate(config)
+        except UserError as err:
+            raise UserError(f"[recipe] gives the trial with N = {counts.n_params:,} an invalid setting: {err}") from None
         trial_id = identity_hash(identity(config, dataset.fingerprint))
         if trial_id in seen:
             dropped.append({**where, "reason": f"the same trial (shape and horizon) as the point at "

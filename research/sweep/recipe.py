@@ -54,6 +54,9 @@ class AspectRatioRecipe:
         if self.max_width // self.head_dim > MAX_SHAPES:
             raise UserError(f"[recipe] max_width / head_dim = {self.max_width // self.head_dim:,} shapes; at most "
                             f"{MAX_SHAPES:,} (raise head_dim or lower max_width)")
+        if not -2 <= self.lr_exponent <= 2:
+            raise UserError(f"[recipe] lr_exponent = {self.lr_exponent} is outside [-2, 2] (published LR rules "
+                            "scale as N^-0.5 .. N^0)")
         if not self.lr_max < 1:
             raise UserError(f"[recipe] lr_max = {self.lr_max} must be below 1")
         if not 0 <= self.warmup_fraction <= 1:
@@ -69,7 +72,8 @@ class AspectRatioRecipe:
 
     def hyperparameters(self, n_params: int, tokens: int, steps: int) -> dict:
         """[train] values for a model of n_params trained for `steps` steps (on `tokens` tokens)."""
-        lr = min(self.lr_max, self.lr_base * (n_params / self.lr_ref_params) ** self.lr_exponent)
+        log_scale = self.lr_exponent * math.log(n_params / self.lr_ref_params)
+        lr = min(self.lr_max, self.lr_base * math.exp(min(log_scale, 700.0)))  # min(): no overflow, lr_max caps it
         return {"lr": lr, "warmup_steps": max(1, round(self.warmup_fraction * steps))}
 
 

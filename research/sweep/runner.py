@@ -34,18 +34,26 @@ EXIT_DIVERGED = 3
 
 
 def prepare_sweep_dir(plan: Plan, sweep_dir: Path) -> list[Path]:
-    """Create or check <sweep>/sweep.json, write plan.json and each trial.json."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    """Create or check <sweep>/sweep.json, write plan.json and each trial.json.
+
+    Every check runs before the first write: a directory of another sweep (another name, other
+    data, another FLOP convention), an unreadable sweep.json, or a non-empty directory that is not a
+    sweep directory is refused with one line and left exactly as it was."""
     sweep = plan.sweep
     record = {"name": sweep.name, "source": str(sweep.source), "flops_convention": sweep.design.flops_convention,
               "design": sweep.design.to_dict(), "data_fingerprint": plan.data_fingerprint}
-    existing = read_json(sweep_dir / "sweep.json")
+    existing = _existing_sweep_record(sweep_dir)
+    if existing is not None and existing.get("flops_convention", record["flops_convention"]) != record["flops_convention"]:
+        raise UserError(f"{sweep_dir} holds budgets in the {existing.get('flops_convention')!r} FLOP convention, this "
+                        f"sweep file uses {record['flops_convention']!r}; results would mix conventions: use --out "
+                        "to choose another directory")
     if existing is not None and existing.get("name") != sweep.name:
         raise UserError(f"{sweep_dir} belongs to sweep {existing.get('name')!r} (from {existing.get('source')}), "
                         f"not {sweep.name!r}; use --out to choose another directory")
     if existing is not None and existing.get("data_fingerprint") != plan.data_fingerprint:
         raise UserError(f"{sweep_dir} was run on different data (fingerprint {existing.get('data_fingerprint')}, "
                         f"now {plan.data_fingerprint}); use --out to choose another directory")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
     if existing is None:
         record["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     else:
@@ -59,6 +67,28 @@ def prepare_sweep_dir(plan: Plan, sweep_dir: Path) -> list[Path]:
         write_trial(trial_dir, trial, sweep.name)
         dirs.append(trial_dir)
     return dirs
+
+
+def _existing_sweep_record(sweep_dir: Path) -> dict | None:
+    """The sweep.json of an existing sweep directory; None for a new or empty directory; UserError otherwise."""
+    if not sweep_dir.exists():
+        return None
+    if not sweep_dir.is_dir():
+        raise UserError(f"{sweep_dir} exists and is not a directory; use --out to choose a sweep directory")
+    path = sweep_dir / "sweep.json"
+    if not path.exists():
+        if any(sweep_dir.iterdir()):
+            raise UserError(f"{sweep_dir} is not empty and is not a sweep directory (no sweep.json); use --out "
+                            "to choose a new or empty directory")
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path} is unreadable ({type(err).__name__}); it is left as it is: repair it or use --out "
+                        "to choose another directory") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{path} is not a sweep record (a JSON object); use --out to choose another directory")
+    return record
 
 
 def measured_flops_per_s(sweep_dir: Path) -> float:
