@@ -112,15 +112,18 @@ def cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array) -> jax.Array:
 
 
 def chunked_cross_entropy(model: Transformer, x_BTD: jax.Array, targets_BT: jax.Array, chunk: int) -> jax.Array:
-    """`cross_entropy(model.logits(x_BTD), targets_BT)` without holding all the logits at once."""
+    """`cross_entropy(model.logits(x_BTD), targets_BT)` without holding all the logits at once.
+
+    Shape letters here: P = B·T token positions, M = number of chunks, K = positions per chunk
+    (not N, C: those are parameters and compute in this package)."""
     D = x_BTD.shape[-1]
-    x_ND, t_N = x_BTD.reshape(-1, D), targets_BT.reshape(-1)
-    N = t_N.shape[0]
-    chunk = min(chunk, N)
-    n_chunks = -(-N // chunk)
-    pad = n_chunks * chunk - N
-    x_CKD = jnp.pad(x_ND, ((0, pad), (0, 0))).reshape(n_chunks, chunk, D)
-    t_CK = jnp.pad(t_N, (0, pad)).reshape(n_chunks, chunk)
+    x_PD, t_P = x_BTD.reshape(-1, D), targets_BT.reshape(-1)
+    n_positions = t_P.shape[0]
+    chunk = min(chunk, n_positions)
+    n_chunks = -(-n_positions // chunk)
+    pad = n_chunks * chunk - n_positions
+    x_MKD = jnp.pad(x_PD, ((0, pad), (0, 0))).reshape(n_chunks, chunk, D)
+    t_MK = jnp.pad(t_P, (0, pad)).reshape(n_chunks, chunk)
 
     @jax.checkpoint  # keep only the chunk's input; rebuild its logits in the backward pass
     def chunk_losses(x_KD, t_K):
@@ -128,8 +131,8 @@ def chunked_cross_entropy(model: Transformer, x_BTD: jax.Array, targets_BT: jax.
         target_K = jnp.take_along_axis(logits_KV, t_K[:, None], axis=-1)[:, 0]
         return jax.nn.logsumexp(logits_KV, axis=-1) - target_K
 
-    losses_CK = jax.lax.map(lambda xt: chunk_losses(*xt), (x_CKD, t_CK))
-    return losses_CK.reshape(-1)[:N].sum() / N
+    losses_MK = jax.lax.map(lambda xt: chunk_losses(*xt), (x_MKD, t_MK))
+    return losses_MK.reshape(-1)[:n_positions].sum() / n_positions
 
 
 @dataclasses.dataclass
