@@ -78,7 +78,7 @@ def test_plan_json_contract():
     assert set(got) >= {"trials", "total_flops_6n", "total_flops_chinchilla"}
     for t in got["trials"]:
         assert set(t) >= {"trial", "n_params", "tokens", "flops_6n", "flops_chinchilla", "budget",
-                          "requested_n", "multiple", "n_params_nonembedding", "tokens_per_param", "est_time_s"}
+                          "requested_n", "requested_tokens_per_param", "n_params_nonembedding", "tokens_per_param", "est_time_s"}
     # a different design point changes the id; the same one keeps it
     again = json.loads(subprocess.run(SCALING + ["sweep", "plan", str(SMOKE), "--json"],
                                       capture_output=True, text=True, check=True).stdout)

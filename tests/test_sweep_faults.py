@@ -85,8 +85,8 @@ def _design_points(sweep) -> set:
 def test_every_isoflop_point_is_planned_or_recorded(path, overrides):
     sweep = load_sweep(path, overrides)
     p = plan(sweep)
-    planned = {(t.coords["budget"], round(t.coords["multiple"], 6)) for t in p.trials}
-    recorded = {(r["budget"], round(r["multiple"], 6)) for r in p.dropped + p.rejected}
+    planned = {(t.coords["budget"], round(t.coords["requested_tokens_per_param"], 6)) for t in p.trials}
+    recorded = {(r["budget"], round(r["requested_tokens_per_param"], 6)) for r in p.dropped + p.rejected}
     assert planned | recorded == _design_points(sweep) and not planned & recorded
     assert all(r["reason"] for r in p.dropped)
     for budget in sweep.design.budgets:  # one trial per shape and budget
@@ -97,7 +97,7 @@ def test_every_isoflop_point_is_planned_or_recorded(path, overrides):
     half = math.sqrt(hi / lo) ** (1 / (sweep.design.sizes - 1))
     for t in p.trials:
         assert lo / half <= t.tokens / t.n_params * (1 + 1e-3) and t.tokens / t.n_params <= hi * half * (1 + 1e-3) \
-            or t.coords["multiple"] in (lo, hi)
+            or t.coords["requested_tokens_per_param"] in (lo, hi)
 
 
 def test_demo_plans_nineteen_of_twenty_points_and_shows_the_dropped_one(capsys):

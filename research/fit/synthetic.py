@@ -102,7 +102,7 @@ def write_sweep_dir(path, law=None, budgets=DEMO_BUDGETS, per_budget=7, span=6.0
             tokens = float(steps * bt)
             final_eval = float(law.loss(n, tokens) * math.exp(rng.normal(0.0, noise)))
             row = {"trial": name, "status": "completed", "budget": c, "requested_n": n,
-                   "multiple": tokens / n, "layers": layers, "d_model": d_model, "heads": heads,
+                   "requested_tokens_per_param": tokens / n, "layers": layers, "d_model": d_model, "heads": heads,
                    "seq_len": seq, "vocab_size": vocab, "n_params": n,
                    "n_params_nonembedding": n - vocab * d_model, "tokens": tokens,
                    "flops_6n": 6.0 * n * tokens, "flops_chinchilla": 6.0 * n * tokens * 1.04,

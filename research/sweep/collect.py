@@ -8,7 +8,7 @@ from pathlib import Path
 from research.fsutil import atomic_write_text, read_json
 from research.sweep.trial import trial_status
 
-COLUMNS = ["trial", "status", "budget", "requested_n", "multiple", "layers", "d_model", "heads", "seq_len",
+COLUMNS = ["trial", "status", "budget", "requested_n", "requested_tokens_per_param", "layers", "d_model", "heads", "seq_len",
            "vocab_size", "n_params", "n_params_nonembedding", "tokens", "flops_6n", "flops_chinchilla",
            "final_train_loss", "final_eval_loss", "eval_bits_per_byte", "wall_time_s", "steps", "batch_size",
            "lr", "error"]
@@ -36,6 +36,8 @@ def trial_row(trial_dir: Path) -> dict:
         row[key] = summary.get(key, planned.get(key))
     for key in ("final_train_loss", "final_eval_loss", "eval_bits_per_byte", "wall_time_s"):
         row[key] = summary.get(key)
+    if "multiple" in row:  # trial.json written before the coordinate got its self-explaining name
+        row.setdefault("requested_tokens_per_param", row.pop("multiple"))
     return row
 
 

@@ -13,7 +13,7 @@ A sweep file is a run file ([data], [model], [train] shared by every trial) plus
     [recipe]                 # architecture and hyperparameter rules (see recipe.py)
     [slurm]                  # options for --executor slurm (see runner.py)
 
-Every trial keeps its design coordinates (budget, requested_n, multiple) next to its
+Every trial keeps its design coordinates (budget, requested_n, requested_tokens_per_param) next to its
 real counted n_params and tokens; its id is the hash of its resolved config.
 """
 
@@ -51,9 +51,9 @@ class Sweep:
 
 @dataclass
 class Trial:
-    trial: str
+    trial_id: str  # hash of the resolved config: the trial's directory name and its row's "trial"
     config: RunConfig
-    coords: dict  # design coordinates: budget, requested_n, multiple
+    coords: dict  # design coordinates: budget, requested_n, requested_tokens_per_param
     n_params: int
     n_params_nonembedding: int
     tokens: int
@@ -64,7 +64,7 @@ class Trial:
 
     def row(self) -> dict:
         m, t = self.config.model, self.config.train
-        return {"trial": self.trial, **self.coords, "layers": m.layers, "d_model": m.d_model, "heads": m.heads,
+        return {"trial": self.trial_id, **self.coords, "layers": m.layers, "d_model": m.d_model, "heads": m.heads,
                 "n_params": self.n_params, "n_params_nonembedding": self.n_params_nonembedding,
                 "tokens": self.tokens, "tokens_per_param": self.tokens / self.n_params, "steps": self.steps,
                 "batch_size": t.batch_size, "lr": t.lr, "flops_6n": self.flops_6n,
@@ -169,7 +169,7 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
                                                f"{_where(seen[trial_id])}"})
             continue
         seen[trial_id] = coords
-        trials.append(Trial(trial=trial_id, config=config, coords=coords, n_params=counts.n_params,
+        trials.append(Trial(trial_id=trial_id, config=config, coords=coords, n_params=counts.n_params,
                             n_params_nonembedding=counts.n_params_nonembedding, tokens=tokens, steps=steps,
                             flops_6n=counts.training_flops(tokens, "6n"),
                             flops_chinchilla=counts.training_flops(tokens, "chinchilla"),
@@ -183,23 +183,23 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
 
 def _where(coords: dict) -> str:
     budget = f"budget {coords['budget']:.3g}, " if coords.get("budget") else ""
-    return f"{budget}tokens_per_param {coords['multiple']:.3g}"
+    return f"{budget}tokens_per_param {coords['requested_tokens_per_param']:.3g}"
 
 
 def _isoflop_candidates(sweep: Sweep, ladder, convention: str, tokens_per_step: int, dropped: list):
     """(model, counts, coords, tokens) per design point; points that cannot get a shape of their own go
     to `dropped` with their reason.
 
-    Each budget's multiples (tokens per parameter) first snap to the shape whose C = FLOPs/token·m·N
-    is closest to the budget. Where several multiples snap to the same shape, the one closest to it
+    Each budget's ratios (tokens per parameter) first snap to the shape whose C = FLOPs/token·m·N
+    is closest to the budget. Where several ratios snap to the same shape, the one closest to it
     keeps it and each other takes the nearest shape not used at this budget, provided that shape's
     own tokens per parameter stays within the design's range (widened by half a step of the
-    multiples' grid); otherwise the point is dropped and recorded."""
+    ratios' grid); otherwise the point is dropped and recorded."""
     design = sweep.design
     budgets = design.budgets
     lo_hi = design.tokens_per_param or [4.0, 150.0]
     sizes = design.sizes
-    multiples = np.geomspace(lo_hi[0], lo_hi[1], sizes) if sizes > 1 else [math.sqrt(lo_hi[0] * lo_hi[1])]
+    ratios = np.geomspace(lo_hi[0], lo_hi[1], sizes) if sizes > 1 else [math.sqrt(lo_hi[0] * lo_hi[1])]
     half_step = math.sqrt(lo_hi[1] / lo_hi[0]) ** (1 / (sizes - 1)) if sizes > 1 else 1.0
     allowed = (lo_hi[0] / half_step, lo_hi[1] * half_step)
     smallest = ladder[0][1]
@@ -210,25 +210,25 @@ def _isoflop_candidates(sweep: Sweep, ladder, convention: str, tokens_per_step: 
                             f"(N = {smallest.n_params:,}): one step of {tokens_per_step:,} tokens costs "
                             f"{one_step:.3g} FLOPs [{convention}]; raise the budget or shrink batch_size/seq_len")
 
-        def own_multiple(i):  # tokens per parameter that shape i trains at under this budget
+        def own_ratio(i):  # tokens per parameter that shape i trains at under this budget
             counts = ladder[i][1]
             return budget / counts.flops_per_token(convention) / counts.n_params
 
-        distance = lambda i, m: abs(math.log(own_multiple(i) / m))  # noqa: E731
-        best = {float(m): min(range(len(ladder)), key=lambda i: distance(i, m)) for m in multiples}
-        keeper = {}  # shape index -> the multiple closest to it among those that snapped to it
+        distance = lambda i, m: abs(math.log(own_ratio(i) / m))  # noqa: E731
+        best = {float(m): min(range(len(ladder)), key=lambda i: distance(i, m)) for m in ratios}
+        keeper = {}  # shape index -> the ratio closest to it among those that snapped to it
         for m, i in best.items():
             if i not in keeper or distance(i, m) < distance(i, keeper[i]):
                 keeper[i] = m
         used = set(keeper)
         assigned = {m: i for i, m in keeper.items()}
-        for m in sorted(best, reverse=True):  # large multiple = small model first
+        for m in sorted(best, reverse=True):  # large ratio = small model first
             if m in assigned:
                 continue
             taken = best[m]
             free = [i for i in range(len(ladder)) if i not in used]
             nearest = min(free, key=lambda i: distance(i, m)) if free else None
-            if nearest is not None and allowed[0] <= own_multiple(nearest) <= allowed[1]:
+            if nearest is not None and allowed[0] <= own_ratio(nearest) <= allowed[1]:
                 assigned[m] = nearest
                 used.add(nearest)
                 continue
@@ -240,16 +240,16 @@ def _isoflop_candidates(sweep: Sweep, ladder, convention: str, tokens_per_step: 
             else:
                 other = ladder[nearest][0]
                 why += (f"the nearest unused shape (layers {other.layers}, d_model {other.d_model}) would train at "
-                        f"{own_multiple(nearest):.3g} tokens/param, outside the design's range "
+                        f"{own_ratio(nearest):.3g} tokens/param, outside the design's range "
                         f"[{lo_hi[0]:g}, {lo_hi[1]:g}] (widened by half a step)")
-            dropped.append({"budget": budget, "multiple": m, "layers": model.layers, "d_model": model.d_model,
+            dropped.append({"budget": budget, "requested_tokens_per_param": m, "layers": model.layers, "d_model": model.d_model,
                             "n_params": counts.n_params, "reason": why})
         for m in sorted(assigned, reverse=True):
             model, counts = ladder[assigned[m]]
             ratio = counts.flops_per_token(convention) / counts.n_params
             requested = math.sqrt(budget / (ratio * m))
             tokens = budget / counts.flops_per_token(convention)
-            yield model, counts, {"budget": budget, "requested_n": requested, "multiple": m}, tokens
+            yield model, counts, {"budget": budget, "requested_n": requested, "requested_tokens_per_param": m}, tokens
 
 
 def _grid_candidates(sweep: Sweep, ladder):
@@ -259,14 +259,14 @@ def _grid_candidates(sweep: Sweep, ladder):
         picked = []
         for w in design.d_model:
             if w not in by_width:
-                raise UserError(f"[design] d_model = {w} is not a shape of the recipe; widths are multiples of "
+                raise UserError(f"[design] d_model = {w} is not a shape of the recipe; widths are ratios of "
                                 f"its head_dim up to its max_width: {sorted(by_width)[:6]}...")
             picked.append((by_width[w], float(by_width[w][1].n_params)))
     else:
         picked = [(min(ladder, key=lambda mc: abs(math.log(mc[1].n_params / n))), n) for n in design.n_params]
-    tokens, multiples = design.tokens, design.tokens_per_param
+    tokens, ratios = design.tokens, design.tokens_per_param
     for (model, counts), requested in picked:
-        for value in tokens or multiples:
+        for value in tokens or ratios:
             wanted = value if tokens else value * counts.n_params
-            coords = {"budget": None, "requested_n": requested, "multiple": wanted / counts.n_params}
+            coords = {"budget": None, "requested_n": requested, "requested_tokens_per_param": wanted / counts.n_params}
             yield model, counts, coords, wanted

@@ -62,7 +62,7 @@ def prepare_sweep_dir(plan: Plan, sweep_dir: Path) -> list[Path]:
     atomic_write_json(sweep_dir / "plan.json", plan.to_dict(measured_flops_per_s(sweep_dir)))
     dirs = []
     for trial in plan.trials:
-        trial_dir = sweep_dir / "trials" / trial.trial
+        trial_dir = sweep_dir / "trials" / trial.trial_id
         trial_dir.mkdir(parents=True, exist_ok=True)
         write_trial(trial_dir, trial, sweep.name)
         dirs.append(trial_dir)
@@ -141,8 +141,8 @@ class LocalRunner:
         self.workers = max(1, workers)
         self.retries, self.retry_failed, self.live = retries, retry_failed, live
         self.attempts: dict[Path, int] = {}
-        self.flops = {sweep_dir / "trials" / t.trial: t.flops_6n for t in plan.trials}
-        self.steps = {sweep_dir / "trials" / t.trial: t.steps for t in plan.trials}
+        self.flops = {sweep_dir / "trials" / t.trial_id: t.flops_6n for t in plan.trials}
+        self.steps = {sweep_dir / "trials" / t.trial_id: t.steps for t in plan.trials}
         self._stop = False
 
     def run(self, trial_dirs: list[Path]) -> None:
