@@ -14,7 +14,8 @@ L-BFGS (scipy's default tolerances: ftol 2.2e-9 relative to max(|f|, 1), gtol
 1e-5) stops a few iterations from its start. `reduction="sum"` is the default.
 
 Two interchangeable solvers minimise the same objective:
-* ``backend="jax"``: optax L-BFGS (zoom line search, memory 10), run in float64
+* ``backend="jax"``: L-BFGS directions from optax (memory 10) with a parallel Armijo line
+  search (all step candidates evaluated at once; see `_jax_solver`), run in float64
   inside ``jax.enable_x64(True)``, jitted and ``vmap``-ed over starts and
   bootstrap resamples, with scipy's stopping rules re-implemented
   (ftol/gtol/maxiter) so both backends stop at the same criteria.
