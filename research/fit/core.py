@@ -153,7 +153,9 @@ def write_fit(path, result: dict, merge=True) -> Path:
     if merge and path.exists():
         try:
             data = json.loads(path.read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = {}
+        if not isinstance(data, dict):  # not a fit record: replaced, as an unreadable one is
             data = {}
     data.update(result)
     tmp = path.with_suffix(".json.tmp")

@@ -198,7 +198,8 @@ def _record_skipped(sweep_dir: Path, stage: str, reason: str) -> None:
 def _print_fit_summary(fit: dict) -> None:
     for name, result in (fit or {}).items():
         if isinstance(result, dict) and "a" in result and "b" in result:
-            print(f"  {name}: N_opt ~ C^{result['a']:.3f}, D_opt ~ C^{result['b']:.3f}", file=sys.stderr)
+            print(f"  {name}: N_opt ~ C^{result['a']:.3f}, D_opt ~ C^{result['b']:.3f} "
+                  f"(C in {result.get('flops_convention', '6n')} FLOPs)", file=sys.stderr)
 
 
 def cmd_status(args) -> int:
