@@ -32,7 +32,7 @@ def atomic_write_json(path: str | Path, obj) -> None:
 def read_json(path: str | Path) -> dict | None:
     try:
         return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
 
 

@@ -334,3 +334,49 @@ def test_the_installed_command_prints_one_line(tmp_path, args, message):
         or (res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and message in res.stderr), res.stderr
     assert not (tmp_path / "out").exists() and snapshot(REPO / "sweeps") == before
     record("sweep run: subprocess")
+
+
+# ---------------------------------------------------------------- status / collect on foreign and damaged dirs
+
+junk = st.one_of(st.binary(max_size=40), st.sampled_from([b"[1, 2]", b'"x"', b"null", b'{"status": 3}',
+                                                          b'{"config": [], "coords": 5, "planned": {"n_params": "x"}}',
+                                                          b'{"status": "completed", "n_params": "many"}']))
+
+
+@st.composite
+def damaged_dir(draw):
+    """(files, is_sweep_dir): a non-sweep directory, or a sweep directory whose trial files are damaged."""
+    if draw(st.booleans()):
+        files = draw(st.sampled_from([{"results.csv": b"mine,not,yours\n1,2,3\n"}, {"sweep.json": b"[1]"},
+                                      {"sweep.json": b"\xff\xfe"}, {"notes.txt": b"thesis"}]))
+        return files, False
+    files = {"sweep.json": b'{"name": "smoke", "flops_convention": "6n"}'}
+    if draw(st.booleans()):
+        files["plan.json"] = draw(junk)
+    for i in range(draw(st.integers(1, 3))):
+        for name in draw(st.lists(st.sampled_from(["trial.json", "summary.json", "failed.json", "metrics.jsonl"]),
+                                  min_size=1, max_size=3, unique=True)):
+            files[f"trials/t{i}/{name}"] = draw(junk)
+    return files, True
+
+
+@settings(max_examples=40 * SCALE, **SETTINGS)
+@given(case=damaged_dir(), command=st.sampled_from(["status", "collect"]))
+def test_status_and_collect_refuse_or_survive_damaged_dirs(tmp_path_factory, case, command):
+    files, is_sweep = case
+    root = tmp_path_factory.mktemp("damaged")
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    before = snapshot(root)
+    code, out, err = cli(["sweep", command, str(root)])
+    assert "Traceback" not in err
+    after = snapshot(root)
+    if not is_sweep:  # refused, untouched
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert after == before
+    else:  # a sweep directory: damaged trials read as pending; only the derived results.csv is (re)written
+        assert code == 0, err
+        assert {k: v for k, v in after.items() if k != "results.csv"} == \
+            {k: v for k, v in before.items() if k != "results.csv"}
+    record(f"sweep {command}: damaged directories")

@@ -202,13 +202,26 @@ def _print_fit_summary(fit: dict) -> None:
                   f"(C in {result.get('flops_convention', '6n')} FLOPs)", file=sys.stderr)
 
 
+def require_sweep_dir(path) -> Path:
+    """A directory `scaling sweep run` made (a readable sweep.json object), before results.csv is rebuilt in it."""
+    sweep_dir = Path(path)
+    record = sweep_dir / "sweep.json"
+    if not record.is_file():
+        raise UserError(f"{sweep_dir} is not a sweep directory (no sweep.json); run 'scaling sweep run' first")
+    try:
+        ok = isinstance(json.loads(record.read_text()), dict)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        ok = False
+    if not ok:
+        raise UserError(f"{record} is not a readable sweep record (a JSON object); it is left as it is")
+    return sweep_dir
+
+
 def cmd_status(args) -> int:
     from research.sweep.collect import collect, status_counts
     from research.sweep.runner import measured_flops_per_s
 
-    sweep_dir = Path(args.dir)
-    if not (sweep_dir / "sweep.json").exists():
-        raise UserError(f"{sweep_dir} is not a sweep directory (no sweep.json); run 'scaling sweep run' first")
+    sweep_dir = require_sweep_dir(args.dir)
     frame = collect(sweep_dir)
     counts = status_counts(frame)
     done = frame["status"].isin(["completed", "diverged", "failed"])
@@ -223,9 +236,12 @@ def cmd_status(args) -> int:
         return 0
     from research.sweep.collect import fmt_seconds
 
+    def shown(value, fmt):  # "-" for a number a damaged or unstarted trial does not have
+        return format(value, fmt) if value is not None and value == value else "-"
+
     for row in out["per_trial"]:
-        loss = f"{row['final_eval_loss']:.4f}" if row["final_eval_loss"] == row["final_eval_loss"] and row["final_eval_loss"] is not None else "-"
-        print(f"{row['trial']:16} {row['status']:10} N {int(row['n_params']):>10,}  D {int(row['tokens']):>11,}  eval loss {loss}")
+        print(f"{row['trial']:16} {row['status']:10} N {shown(row['n_params'], '>10,.0f')}  "
+              f"D {shown(row['tokens'], '>11,.0f')}  eval loss {shown(row['final_eval_loss'], '.4f')}")
     print(f"{out['trials']} trials: " + ", ".join(f"{counts[k]} {k}" for k in counts)
           + f"; FLOPs {out['flops_6n_done']:.2e} of {out['flops_6n_total']:.2e} [6n] done; "
             f"about {fmt_seconds(out['est_time_left_s'])} left one at a time")
@@ -235,7 +251,7 @@ def cmd_status(args) -> int:
 def cmd_collect(args) -> int:
     from research.sweep.collect import collect
 
-    frame = collect(Path(args.dir))
+    frame = collect(require_sweep_dir(args.dir))
     print(f"{Path(args.dir) / 'results.csv'}: {len(frame)} rows")
     return 0
 

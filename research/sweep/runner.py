@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import signal
 import subprocess
@@ -95,9 +96,11 @@ def measured_flops_per_s(sweep_dir: Path) -> float:
     """Median training throughput (6n FLOPs/s) of completed trials, or the default guess."""
     rates = []
     for summary_path in sweep_dir.glob("trials/*/summary.json"):
-        s = read_json(summary_path) or {}
-        if s.get("status") == "completed" and s.get("wall_time_s"):
-            rates.append(s["flops_6n"] / s["wall_time_s"])
+        s = read_json(summary_path)
+        if isinstance(s, dict) and s.get("status") == "completed":  # a damaged summary is no measurement
+            flops, wall = s.get("flops_6n"), s.get("wall_time_s")
+            if all(isinstance(v, (int, float)) and 0 < v < math.inf for v in (flops, wall)):
+                rates.append(flops / wall)
     return sorted(rates)[len(rates) // 2] if rates else DEFAULT_FLOPS_PER_S
 
 

@@ -45,8 +45,8 @@ def run_trial(trial_dir: str) -> dict:
 
 def trial_status(trial_dir: Path) -> str:
     """completed / diverged / failed / running / pending (pending includes partly trained)."""
-    summary = read_json(trial_dir / "summary.json") or {}
-    if summary.get("status") in ("completed", "diverged"):
+    summary = read_json(trial_dir / "summary.json")
+    if isinstance(summary, dict) and summary.get("status") in ("completed", "diverged"):
         return summary["status"]
     if ProcessLock(trial_dir / ".lock").is_held() or ProcessLock(trial_dir / ".claim").is_held():
         return "running"
