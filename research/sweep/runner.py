@@ -78,7 +78,8 @@ def _existing_sweep_record(sweep_dir: Path) -> dict | None:
         raise UserError(f"{sweep_dir} exists and is not a directory; use --out to choose a sweep directory")
     path = sweep_dir / "sweep.json"
     if not path.exists():
-        if any(sweep_dir.iterdir()):
+        # another runner of this sweep may be writing sweep.json right now (its temporary file)
+        if any(not p.name.startswith(".sweep.json.") for p in sweep_dir.iterdir()):
             raise UserError(f"{sweep_dir} is not empty and is not a sweep directory (no sweep.json); use --out "
                             "to choose a new or empty directory")
         return None
