@@ -279,13 +279,33 @@ def _read_parquet(path: Path, field: str) -> Iterator[Document]:
 
     try:
         parquet = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as err:
+    except (pa.ArrowException, OSError) as err:
         raise UserError(f"{path} is not a readable Parquet file ({err})") from None
     names = parquet.schema_arrow.names
     if field not in names:
         raise UserError(f"{path} has no column {field!r} (columns: {', '.join(names)}); choose one with --text-field")
+    yield from _rows(_guarded(parquet.iter_batches(batch_size=4096, columns=[field]), path), path, field)
+
+
+def _guarded(batches, path: Path):
+    """Record batches, a damaged file's error turned into a UserError naming it."""
+    import pyarrow as pa
+
+    count = 0
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as err:
+            raise UserError(f"{path}: data damaged after {count} record batches ({err})") from None
+        count += 1
+        yield batch
+
+
+def _rows(batches, path: Path, field: str) -> Iterator[Document]:
     row = 0
-    for batch in parquet.iter_batches(batch_size=4096, columns=[field]):
+    for batch in batches:
         for text in _text_column(batch, path, field, row):
             yield Document(f"{path}:{row}", None, text)
             row += 1
@@ -298,29 +318,16 @@ def _arrow_batches(path: Path):
     try:
         reader = pa.ipc.open_file(source)
         return (reader.get_batch(i) for i in range(reader.num_record_batches))
-    except pa.ArrowInvalid:
-        pass
+    except (pa.ArrowException, OSError):
+        source.seek(0)
     try:
         return iter(pa.ipc.open_stream(source))  # what datasets' save_to_disk writes
-    except pa.ArrowInvalid as err:
+    except (pa.ArrowException, OSError) as err:
         raise UserError(f"{path} is not an Arrow IPC file or stream ({err})") from None
 
 
 def _read_arrow(path: Path, field: str) -> Iterator[Document]:
-    import pyarrow as pa
-
-    row = 0
-    batches = _arrow_batches(path)
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except (pa.ArrowInvalid, OSError) as err:
-            raise UserError(f"{path}: Arrow data damaged after row {row} ({err})") from None
-        for text in _text_column(batch, path, field, row):
-            yield Document(f"{path}:{row}", None, text)
-            row += 1
+    yield from _rows(_guarded(_arrow_batches(path), path), path, field)
 
 
 # --- token files ------------------------------------------------------------------------------------------
@@ -338,7 +345,8 @@ def open_token_file(path: Path, options: ReadOptions) -> np.ndarray:
         return array
     size = path.stat().st_size
     with open(path, "rb") as handle:
-        head = np.frombuffer(handle.read(4 * LLMC_HEADER_INTS), dtype="<i4")
+        first = handle.read(4 * LLMC_HEADER_INTS)
+    head = np.frombuffer(first[: len(first) // 4 * 4], dtype="<i4")
     if len(head) and head[0] == LLMC_MAGIC:
         if len(head) < LLMC_HEADER_INTS:
             raise UserError(f"{path} has the llm.c magic number but a truncated header ({size} bytes)")
