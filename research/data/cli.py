@@ -76,7 +76,8 @@ def _summary(ds, seconds: float | None = None, reused: bool | None = None) -> st
     for split in ("train", "val"):
         r = m["splits"][split]
         lines.append(
-            f"  {split:5s}: {r['documents']:>7,d} {m.get('split_unit', 'document')}s {r['tokens']:>13,d} tokens "
+            f"  {split:5s}: {r['documents']:>7,d} {'chunks' if m.get('split_unit') == 'chunk' else 'documents'} "
+            f"{r['tokens']:>13,d} tokens "
             f"{r['bytes']:>13,d} bytes  {ds.bytes_per_token(split):.3f} bytes/token"
         )
     if m.get("entropy_rate_nats_per_byte") is not None:

@@ -64,7 +64,7 @@ SPLITS = ("train", "val")
 DEFAULT_BATCH_BYTES = 1 << 24  # text per tokenizer batch: sets peak memory
 BPE_SAMPLE_BYTES = 1 << 30  # training text a bpe:V tokenizer learns from, at most
 TOKEN_CHUNK = 1 << 20  # split unit of an already tokenized corpus, in tokens
-MAX_LISTED_DOCUMENTS = 100_000  # documents.json lists documents only up to this many
+MAX_LISTED_DOCUMENTS = 20_000  # documents.json lists documents only up to this many
 QUEUE_BATCHES = 2
 
 
