@@ -38,8 +38,8 @@ def register(subparsers) -> None:
                          help="JSON field / Parquet or Arrow column holding the text; default 'text'")
     prepare.add_argument("--token-dtype", default="uint16", choices=("uint16", "uint32"),
                          help="dtype of raw (headerless) .bin token files; default uint16 as nanoGPT writes them")
-    prepare.add_argument("--batch-mb", type=float, default=16.0,
-                         help="MB of text per tokenizer batch; peak memory is a few batches; default 16")
+    prepare.add_argument("--batch-mb", type=float, default=4.0,
+                         help="MiB of text per tokenizer batch; peak memory is about 50x this; default 4")
     prepare.add_argument("--json", action="store_true", help="print the manifest as JSON")
     prepare.set_defaults(func=_prepare)
 

@@ -61,7 +61,7 @@ from research.errors import UserError
 
 DEFAULT_DATA_DIR = "~/.cache/scaling/data"
 SPLITS = ("train", "val")
-DEFAULT_BATCH_BYTES = 1 << 24  # text per tokenizer batch: sets peak memory
+DEFAULT_BATCH_BYTES = 1 << 22  # text per tokenizer batch: sets peak memory (its encodings take ~20x)
 BPE_SAMPLE_BYTES = 1 << 30  # training text a bpe:V tokenizer learns from, at most
 TOKEN_CHUNK = 1 << 20  # split unit of an already tokenized corpus, in tokens
 MAX_LISTED_DOCUMENTS = 20_000  # documents.json lists documents only up to this many
@@ -321,8 +321,8 @@ class StreamStats:
     digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
 
 
-def labelled_documents(source: CorpusSource, splitter: Splitter, stats: StreamStats) -> Iterator[tuple[int, Document, bytes]]:
-    """(0 = train | 1 = val, document, its UTF-8 bytes) for every document piece of the corpus, in order."""
+def labelled_documents(source: CorpusSource, splitter: Splitter, stats: StreamStats) -> Iterator[tuple[int, Document, int]]:
+    """(0 = train | 1 = val, document, its UTF-8 length) for every document piece of the corpus, in order."""
     for doc in source.documents():
         data = doc.text.encode("utf-8")
         stats.bytes += len(data)
@@ -331,7 +331,7 @@ def labelled_documents(source: CorpusSource, splitter: Splitter, stats: StreamSt
             encoded = part.encode("utf-8") if isinstance(part, str) else part
             stats.digest.update(len(encoded).to_bytes(8, "little"))
             stats.digest.update(encoded)
-        yield int(splitter.is_val(doc, data)), doc, data
+        yield int(splitter.is_val(doc, data)), doc, len(data)
 
 
 def batches(items: Iterator, batch_bytes: int) -> Iterator[list]:
@@ -339,7 +339,7 @@ def batches(items: Iterator, batch_bytes: int) -> Iterator[list]:
     batch, size = [], 0
     for item in items:
         batch.append(item)
-        size += len(item[2])
+        size += item[2]
         if size >= batch_bytes:
             yield batch
             batch, size = [], 0
@@ -393,9 +393,9 @@ class _Reader(threading.Thread):
 def _train_texts(source: CorpusSource, splitter: Splitter, limit: int, used: dict) -> Iterator[str]:
     """Texts of training documents in corpus order, until `limit` bytes (recorded in used['bytes'])."""
     used["bytes"] = 0
-    for side, doc, data in labelled_documents(source, splitter, StreamStats()):
+    for side, doc, n_bytes in labelled_documents(source, splitter, StreamStats()):
         if side == 0:
-            used["bytes"] += len(data)
+            used["bytes"] += n_bytes
             yield doc.text
             if used["bytes"] >= limit:
                 used["capped"] = True
@@ -495,12 +495,12 @@ def _encode_stream(source, tokenizer, splitter, writers, stats, separator_id, ba
         encoded = tokenizer.encode_batch([doc.text for _, doc, _ in batch])
         pieces: tuple[list, list] = ([], [])
         n_bytes = 0
-        for (side, doc, data), ids in zip(batch, encoded):
+        for (side, doc, size), ids in zip(batch, encoded):
             pieces[side].append(ids)
             if doc.end and separator is not None:
                 pieces[side].append(separator)
-            writers[side].count_document(doc, len(data))
-            n_bytes += len(data)
+            writers[side].count_document(doc, size)
+            n_bytes += size
         written = 0
         for side, parts in enumerate(pieces):
             if parts:
