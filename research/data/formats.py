@@ -338,7 +338,7 @@ def open_token_file(path: Path, options: ReadOptions) -> np.ndarray:
     if suffix_of(path) == ".npy":
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as err:
+        except (ValueError, OSError, EOFError) as err:
             raise UserError(f"{path} is not a readable .npy array ({err})") from None
         if array.ndim != 1 or array.dtype.kind not in "ui":
             raise UserError(f"{path} holds a {array.ndim}-D {array.dtype} array; token files need 1-D integers")
