@@ -339,6 +339,7 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str], str]]:
     cases.append((str(tmp / "latin"), [], "b.txt:3 is not UTF-8"))
     (tmp / "notjson.jsonl").write_text('{"text": "a"}\n{"text": "b"\n')
     cases.append((str(tmp / "notjson.jsonl"), [], "notjson.jsonl:2 is not valid JSON"))
+    cases.append((str(tmp / "notjson.jsonl"), ["--tokenizer", "bpe:300"], "notjson.jsonl:2 is not valid JSON"))
     (tmp / "nofield.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n{"body": "c"}\n')
     cases.append((str(tmp / "nofield.jsonl"), [], "nofield.jsonl:3 has no string field 'text'"))
     (tmp / "odd.bin").write_bytes(b"\x01\x00\x02\x00\x03")

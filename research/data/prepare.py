@@ -417,7 +417,7 @@ def build_dataset(
     splitter = _splitter(source, val_fraction, seed)
     bpe_used: dict = {}
     if spec.kind == "bpe":
-        say(f"training tokenizer {spec.name} on up to {BPE_SAMPLE_BYTES / 1e9:.1f} GB of training text")
+        say(f"training tokenizer {spec.name} on up to {BPE_SAMPLE_BYTES / 2**30:g} GiB of training text")
     tokenizer = train_tokenizer(spec, _train_texts(source, splitter, BPE_SAMPLE_BYTES, bpe_used))
     dtype = token_dtype(tokenizer.vocab_size)
     separator_id = tokenizer.separator_id if source.join_with_separator else None
