@@ -227,7 +227,6 @@ class HFTokenizer:
         return [TOKENIZER_FILE]
 
 
-BPETokenizer = HFTokenizer  # the trained byte-level BPE is an HFTokenizer of kind 'bpe'
 
 
 class IdsTokenizer:
