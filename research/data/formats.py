@@ -153,6 +153,10 @@ def find_files(corpus: str) -> list[Path]:
     else:
         raise FileNotFoundError(corpus)
     files = [f.resolve() for f in files]
+    unreadable = [f for f in files if not os.access(f, os.R_OK)]
+    if unreadable:
+        raise UserError(f"corpus file {unreadable[0]} is not readable (permissions); fix them or leave it out"
+                        + (f" ({len(unreadable)} such files)" if len(unreadable) > 1 else ""))
     kinds = {suffix_of(f) in TOKEN_SUFFIXES for f in files}
     if len(kinds) > 1:
         first_tok = next(f for f in files if suffix_of(f) in TOKEN_SUFFIXES)
