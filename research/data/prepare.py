@@ -269,8 +269,9 @@ class SplitWriter:
     tokens: int = 0
     documents: int = 0
     bytes: int = 0
+    track_groups: bool = True  # False: every document is its own group (local corpora), nothing is kept
     groups: set = field(default_factory=set)
-    hashed_groups: int = 0  # documents split by their content (each its own group)
+    hashed_groups: int = 0  # documents that are their own group
     listed: list = field(default_factory=list)
 
     def __post_init__(self):
@@ -288,7 +289,7 @@ class SplitWriter:
         if not doc.end:
             return
         self.documents += 1
-        if doc.group is None:
+        if doc.group is None or not self.track_groups:
             self.hashed_groups += 1
         else:
             self.groups.add(doc.group)
@@ -421,7 +422,7 @@ def build_dataset(
     tokenizer = train_tokenizer(spec, _train_texts(source, splitter, BPE_SAMPLE_BYTES, bpe_used))
     dtype = token_dtype(tokenizer.vocab_size)
     separator_id = tokenizer.separator_id if source.join_with_separator else None
-    writers = [SplitWriter(directory / f"{name}.bin", dtype) for name in SPLITS]
+    writers = [SplitWriter(directory / f"{name}.bin", dtype, track_groups=source.groups is not None) for name in SPLITS]
     stats = StreamStats()
     say(f"reading corpus {source.name}")
     try:
