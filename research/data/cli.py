@@ -34,10 +34,6 @@ def register(subparsers) -> None:
     prepare.add_argument("corpus", help=CORPUS_HELP)
     _add_dataset_options(prepare, tokenizer_required=True)
     prepare.add_argument("--out", help="write the dataset to this directory instead of the cache")
-    prepare.add_argument("--text-field", default="text",
-                         help="JSON field / Parquet or Arrow column holding the text; default 'text'")
-    prepare.add_argument("--token-dtype", default="uint16", choices=("uint16", "uint32"),
-                         help="dtype of raw (headerless) .bin token files; default uint16 as nanoGPT writes them")
     prepare.add_argument("--batch-mb", type=float, default=4.0,
                          help="MiB of text per tokenizer batch; peak memory is about 50x this; default 4")
     prepare.add_argument("--json", action="store_true", help="print the manifest as JSON")
@@ -64,6 +60,10 @@ def _add_dataset_options(parser, tokenizer_required: bool) -> None:
                         help="fraction of documents (of plays, for shakespeare) held out; default 0.1")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/validation split; default 0")
     parser.add_argument("--data-dir", help="cache root (default $SCALING_DATA_DIR or ~/.cache/scaling/data)")
+    parser.add_argument("--text-field", default="text",
+                        help="JSON field / Parquet or Arrow column holding the text; default 'text'")
+    parser.add_argument("--token-dtype", default="uint16", choices=("uint16", "uint32"),
+                        help="dtype of raw (headerless) .bin token files; default uint16 as nanoGPT writes them")
 
 
 def _summary(ds, seconds: float | None = None, reused: bool | None = None) -> str:
@@ -120,7 +120,11 @@ def _info(args) -> int:
     if (target / "manifest.json").is_file():
         ds = load_dataset(target)
     elif args.tokenizer:
-        _, spec, _, path = resolve_dataset(args.target, args.tokenizer, args.val_fraction, args.seed, args.data_dir)
+        from research.data.formats import ReadOptions
+
+        options = ReadOptions(text_field=args.text_field, token_dtype=args.token_dtype)
+        _, spec, _, path = resolve_dataset(args.target, args.tokenizer, args.val_fraction, args.seed, args.data_dir,
+                                           options)
         if not (path / "manifest.json").is_file():
             raise UserError(f"{args.target} / {spec.name} is not prepared in {path.parent}; run "
                             f"'scaling data prepare {args.target} --tokenizer {spec.name}'")
