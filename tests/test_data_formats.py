@@ -297,6 +297,23 @@ def test_tokenizer_file_without_separator_and_with_token_files(data_dir, tmp_pat
     assert tokens.vocab_size == ds.vocab_size and tokens.decode(tokens.tokens("train")[:50])
 
 
+def test_llama_style_tokenizer_file_separates_with_eos_and_adds_no_bos(data_dir, tmp_path):
+    """A Llama-like tokenizer.json (<s>/</s>, a post-processor that prepends <s>): documents end in </s>, no <s>."""
+    from tokenizers import Tokenizer, processors
+
+    path = build_tokenizer_file(tmp_path / "llama-like.json", specials=("<unk>", "<s>", "</s>"))
+    tok = Tokenizer.from_file(str(path))
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    tok.save(str(path))
+    assert tok.encode("hello").ids[0] == bos  # the file itself would add BOS
+    write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in TEXTS])
+    ds = get_dataset(str(tmp_path / "c.jsonl"), f"file:{path}", val_fraction=0.3)
+    assert ds.manifest["separator_id"] == eos and ds.manifest["tokenizer"]["separator_token"] == "</s>"
+    stream = np.concatenate([ds.tokens("train"), ds.tokens("val")])
+    assert int(np.sum(stream == eos)) == len(TEXTS) and not np.any(stream == bos)
+
+
 def test_prepared_directory_as_corpus(data_dir, tmp_path):
     write_jsonl(tmp_path / "c.jsonl", [{"body": t} for t in TEXTS])
     out = tmp_path / "prepared"
