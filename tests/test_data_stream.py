@@ -72,39 +72,48 @@ def test_peak_memory_is_set_by_the_batch_not_the_corpus(tmp_path):
 
 KILL_SCRIPT = """
 import sys
-from research.data import prepare_dataset
-prepare_dataset(sys.argv[1], "bytes", data_dir=sys.argv[2], out=sys.argv[3], batch_bytes=1 << 16)
+import research.data.prepare as prepare
+prepare.CHECKPOINT_SECONDS = 0.1  # checkpoint often, so that the kill lands after some
+prepare.prepare_dataset(sys.argv[1], sys.argv[4], data_dir=sys.argv[2], out=sys.argv[3], batch_bytes=1 << 16)
 """
 
 
-def test_killed_preparation_leaves_no_manifest_and_a_rerun_finishes(tmp_path):
+@pytest.mark.parametrize("tokenizer, corpus_mb", [("bytes", 24), ("bpe:300", 3)])
+def test_killed_preparation_leaves_no_manifest_and_a_rerun_resumes_it(tmp_path, tokenizer, corpus_mb):
     corpus = tmp_path / "c.jsonl"
-    write_corpus(corpus, 24 << 20)
+    write_corpus(corpus, corpus_mb << 20)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(corpus), str(tmp_path / "cache"), str(out)],
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-    deadline = time.time() + 120
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(corpus), str(tmp_path / "cache"), str(out),
+                             tokenizer], env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.time() + 240
     staged = []
-    while time.time() < deadline and proc.poll() is None:  # wait until it is half-way through writing shards
-        staged = [p for p in tmp_path.glob(".tmp-out-*/train.bin") if p.stat().st_size > 4 << 20]
+    while time.time() < deadline and proc.poll() is None:  # wait until it has checkpointed part of the shards
+        staged = list(tmp_path.glob(".tmp-out-*/progress.json"))
         if staged:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert staged and proc.poll() is None, "preparation finished before it could be killed; use a larger corpus"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists()  # nothing in place, in particular no manifest
-    assert list(tmp_path.glob(".tmp-out-*"))  # the half-written staging directory is still there
+    staging = list(tmp_path.glob(".tmp-out-*"))
+    assert len(staging) == 1 and not (staging[0] / "manifest.json").exists()
+    checkpointed = json.loads((staging[0] / "progress.json").read_text())["pieces"]
+    assert checkpointed > 0
 
-    path, reused = prepare_dataset(str(corpus), "bytes", data_dir=tmp_path / "cache", out=out)
+    messages = []
+    path, reused = prepare_dataset(str(corpus), tokenizer, data_dir=tmp_path / "cache", out=out, log=messages.append)
     assert (path, reused) == (out.resolve(), False)
+    assert f"resuming a killed preparation after {checkpointed:,} document pieces" in messages
+    assert not (out / "progress.json").exists()
     assert not list(tmp_path.glob(".tmp-out-*"))  # the re-run cleared the killed run's files
     ds = load_dataset(out)
     assert ds.verify() == []
     # the same content as an uninterrupted preparation
-    fresh, _ = prepare_dataset(str(corpus), "bytes", data_dir=tmp_path / "cache", out=tmp_path / "fresh")
+    fresh, _ = prepare_dataset(str(corpus), tokenizer, data_dir=tmp_path / "cache", out=tmp_path / "fresh")
     for split in ("train", "val"):
         assert ds.manifest["splits"][split]["sha256"] == load_dataset(fresh).manifest["splits"][split]["sha256"]
+    assert ds.manifest["files"] == load_dataset(fresh).manifest["files"]  # tokenizer.json too
     assert ds.manifest["splits"]["train"]["bytes"] + ds.manifest["splits"]["val"]["bytes"] == sum(
         len(json.loads(line)["text"].encode()) for line in corpus.open())
 

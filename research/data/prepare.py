@@ -37,13 +37,13 @@ from __future__ import annotations
 import datetime
 import fcntl
 import hashlib
+import itertools
 import json
 import math
 import os
 import queue
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -56,7 +56,9 @@ import numpy as np
 from research.data import shards
 from research.data.corpora import CorpusSource, resolve_corpus
 from research.data.formats import Document, ReadOptions, check_token_dtype, open_token_file
-from research.data.tokenizer import TokenizerSpec, parse_tokenizer_spec, token_dtype, train_tokenizer
+from research.data.tokenizer import (
+    TOKENIZER_FILE, TokenizerSpec, load_tokenizer, parse_tokenizer_spec, token_dtype, train_tokenizer,
+)
 from research.errors import UserError
 
 DEFAULT_DATA_DIR = "~/.cache/scaling/data"
@@ -66,6 +68,8 @@ BPE_SAMPLE_BYTES = 1 << 30  # training text a bpe:V tokenizer learns from, at mo
 TOKEN_CHUNK = 1 << 20  # split unit of an already tokenized corpus, in tokens
 MAX_LISTED_DOCUMENTS = 20_000  # documents.json lists documents only up to this many
 QUEUE_BATCHES = 2
+CHECKPOINT_SECONDS = 10.0  # how often a preparation records how far it got (resume point)
+PROGRESS_FILE = "progress.json"
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
@@ -212,17 +216,21 @@ def prepare_dataset(
                 "choose a new or empty directory, or delete it"
             )
         target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f".tmp-{target.name}-{key[:12]}"
         for stale in target.parent.glob(f".tmp-{target.name}-*"):  # left by a killed run; we hold the lock
-            shutil.rmtree(stale, ignore_errors=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+            if stale != staging:
+                shutil.rmtree(stale, ignore_errors=True)
+        staging.mkdir(exist_ok=True)  # an existing one holds a killed run of this very dataset: resumed
         try:
             meter = Progress(source.total_bytes) if progress else None
             build_dataset(source, spec, val_fraction, seed, key, staging, log=log, batch_bytes=batch_bytes,
                           meter=meter)
-            staging.chmod(0o755)  # mkdtemp makes it private; a shared cache should be readable
+            staging.chmod(0o755)
             if target.exists():
                 shutil.rmtree(target)  # stale, incomplete or differently-keyed dataset
             os.rename(staging, target)
+        except KeyboardInterrupt:
+            raise  # the staging directory stays: the next run resumes from its last checkpoint
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -273,10 +281,34 @@ class SplitWriter:
     groups: set = field(default_factory=set)
     hashed_groups: int = 0  # documents that are their own group
     listed: list = field(default_factory=list)
+    resume_state: dict | None = None  # a checkpoint of a killed run: continue its file
 
     def __post_init__(self):
-        self.handle = open(self.path, "wb")
         self.digest = hashlib.sha256()
+        if self.resume_state is None:
+            self.handle = open(self.path, "wb")
+        else:
+            self._restore(self.resume_state)
+
+    def flush(self) -> None:
+        """Everything written so far reaches the file system (a checkpoint may then point past it)."""
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def state(self) -> dict:
+        return {"size": self.handle.tell(), "tokens": self.tokens, "documents": self.documents, "bytes": self.bytes,
+                "groups": sorted(self.groups), "hashed_groups": self.hashed_groups, "listed": self.listed}
+
+    def _restore(self, state: dict) -> None:
+        """Continue a killed run: keep the checkpointed prefix of the file (re-hashed), drop what followed."""
+        self.handle = open(self.path, "r+b")
+        self.handle.truncate(state["size"])
+        self.digest = hashlib.sha256()
+        for block in iter(lambda: self.handle.read(1 << 22), b""):
+            self.digest.update(block)
+        self.handle.seek(state["size"])
+        self.tokens, self.documents, self.bytes = state["tokens"], state["documents"], state["bytes"]
+        self.groups, self.hashed_groups, self.listed = set(state["groups"]), state["hashed_groups"], state["listed"]
 
     def write(self, ids: np.ndarray) -> None:
         data = np.asarray(ids).astype(self.dtype, copy=False).tobytes()
@@ -391,6 +423,47 @@ class _Reader(threading.Thread):
             self.stopped.set()
 
 
+class Checkpoint:
+    """`progress.json` in the staging directory: how many document pieces the shards hold, and their state.
+
+    Written at most every CHECKPOINT_SECONDS, after the shards are flushed, by an atomic rename; a
+    run that finds one with its own key resumes from it (the pieces before it are read again but
+    not tokenized again), so a killed preparation of a large corpus loses at most a few seconds.
+    """
+
+    def __init__(self, directory: Path, key: str):
+        self.path = directory / PROGRESS_FILE
+        self.key = key
+        self.last = time.monotonic()
+
+    def load(self, paths: list[Path]) -> dict | None:
+        """The saved state when it belongs to this dataset and the shard files still hold what it counts."""
+        try:
+            state = json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if state.get("key") != self.key or len(state.get("writers", [])) != len(paths):
+            return None
+        if any(not p.is_file() or p.stat().st_size < st["size"] for p, st in zip(paths, state["writers"])):
+            return None
+        return state
+
+    def save(self, pieces: int, writers: list[SplitWriter], extra: dict, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < CHECKPOINT_SECONDS:
+            return
+        self.last = now
+        for writer in writers:
+            writer.flush()
+        state = {"key": self.key, "pieces": pieces, "writers": [w.state() for w in writers], **extra}
+        partial = self.path.with_suffix(".partial")
+        partial.write_text(json.dumps(state))
+        os.replace(partial, self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def _train_texts(source: CorpusSource, splitter: Splitter, limit: int, used: dict) -> Iterator[str]:
     """Texts of training documents in corpus order, until `limit` bytes (recorded in used['bytes'])."""
     used["bytes"] = 0
@@ -416,28 +489,43 @@ def build_dataset(
     say = log or (lambda message: None)
     started = time.time()
     splitter = _splitter(source, val_fraction, seed)
-    bpe_used: dict = {}
-    if spec.kind == "bpe":
-        say(f"training tokenizer {spec.name} on up to {BPE_SAMPLE_BYTES / 2**30:g} GiB of training text")
-    tokenizer = train_tokenizer(spec, _train_texts(source, splitter, BPE_SAMPLE_BYTES, bpe_used))
+    checkpoint = Checkpoint(directory, key)
+    paths = [directory / f"{name}.bin" for name in SPLITS]
+    saved = checkpoint.load(paths)
+    if saved is not None and spec.kind == "bpe" and not (directory / TOKENIZER_FILE).is_file():
+        saved = None  # shards made with a tokenizer that is gone: start again
+    bpe_used: dict = saved.get("bpe_used", {}) if saved is not None else {}
+    if saved is not None and spec.kind == "bpe":
+        tokenizer = load_tokenizer("bpe", directory)  # trained by the killed run this one resumes
+    else:
+        if spec.kind == "bpe":
+            say(f"training tokenizer {spec.name} on up to {BPE_SAMPLE_BYTES / 2**30:g} GiB of training text")
+        tokenizer = train_tokenizer(spec, _train_texts(source, splitter, BPE_SAMPLE_BYTES, bpe_used))
+    tokenizer_files = tokenizer.save(directory)
     dtype = token_dtype(tokenizer.vocab_size)
     separator_id = tokenizer.separator_id if source.join_with_separator else None
-    writers = [SplitWriter(directory / f"{name}.bin", dtype, track_groups=source.groups is not None) for name in SPLITS]
+    states = saved["writers"] if saved is not None else [None] * len(paths)
+    writers = [SplitWriter(path, dtype, track_groups=source.groups is not None, resume_state=state)
+               for path, state in zip(paths, states)]
+    skip = saved["pieces"] if saved is not None else 0
+    if skip:
+        say(f"resuming a killed preparation after {skip:,} document pieces")
     stats = StreamStats()
     say(f"reading corpus {source.name}")
     try:
         if source.token_files is not None:
-            _copy_tokens(source, tokenizer.vocab_size, splitter, writers, stats, meter)
+            _copy_tokens(source, tokenizer.vocab_size, splitter, writers, stats, meter, skip, checkpoint)
         else:
-            _encode_stream(source, tokenizer, splitter, writers, stats, separator_id, batch_bytes, meter)
+            _encode_stream(source, tokenizer, splitter, writers, stats, separator_id, batch_bytes, meter, skip,
+                           checkpoint, {"bpe_used": bpe_used})
     finally:
         for writer in writers:
             writer.close()
     if meter is not None:
         meter.update(0, 0, final=True)
     _check_not_empty(source, stats, writers)
+    checkpoint.remove()
 
-    tokenizer_files = tokenizer.save(directory)
     split_records = {name: writer.record() for name, writer in zip(SPLITS, writers)}
     listed = all(writer.listed is not None for writer in writers)
     if listed:
@@ -488,10 +576,16 @@ def build_dataset(
     return manifest
 
 
-def _encode_stream(source, tokenizer, splitter, writers, stats, separator_id, batch_bytes, meter) -> None:
-    """Tokenize the labelled document stream batch by batch and append the ids to the split files."""
+def _encode_stream(source, tokenizer, splitter, writers, stats, separator_id, batch_bytes, meter, skip, checkpoint,
+                   extra) -> None:
+    """Tokenize the labelled document stream batch by batch and append the ids to the split files.
+
+    The first `skip` pieces are already in the shards (a resumed run): they are read, not encoded.
+    """
     separator = None if separator_id is None else np.array([separator_id], dtype=np.int64)
-    reader = _Reader(batches(labelled_documents(source, splitter, stats), batch_bytes))
+    items = itertools.islice(labelled_documents(source, splitter, stats), skip, None)
+    reader = _Reader(batches(items, batch_bytes))
+    done = skip
     for batch in reader:
         encoded = tokenizer.encode_batch([doc.text for _, doc, _ in batch])
         pieces: tuple[list, list] = ([], [])
@@ -510,10 +604,13 @@ def _encode_stream(source, tokenizer, splitter, writers, stats, separator_id, ba
                 written += len(ids)
         if meter is not None:
             meter.update(n_bytes, written)
+        done += len(batch)
+        checkpoint.save(done, writers, extra)
 
 
-def _copy_tokens(source, vocab_size, splitter, writers, stats, meter) -> None:
+def _copy_tokens(source, vocab_size, splitter, writers, stats, meter, skip, checkpoint) -> None:
     """Copy an already tokenized corpus chunk by chunk, checking every id against the vocabulary."""
+    index = 0
     for path in source.token_files:
         array = open_token_file(path, source.read_options)
         name = path.relative_to(source.root).as_posix() if source.root else str(path)
@@ -524,15 +621,19 @@ def _copy_tokens(source, vocab_size, splitter, writers, stats, meter) -> None:
                 bad = start + int(np.flatnonzero((chunk < 0) | (chunk >= vocab_size))[0])
                 raise UserError(f"{path}: token {bad} has id {int(array[bad])}, outside the vocabulary of "
                                 f"{vocab_size}; pass the right vocabulary size (--tokenizer ids:V) or tokenizer")
+            stats.documents += 1
+            stats.bytes += chunk.nbytes
+            stats.digest.update(chunk.tobytes())
+            index += 1
+            if index <= skip:
+                continue  # copied by the killed run this one resumes
             doc = Document(f"{name}@{start}", f"{name}@{start // TOKEN_CHUNK}", "")
             side = int(splitter.is_val(doc, b""))
             writers[side].write(chunk)
             writers[side].count_document(doc, 0)
-            stats.documents += 1
-            stats.bytes += chunk.nbytes
-            stats.digest.update(chunk.tobytes())
             if meter is not None:
                 meter.update(chunk.nbytes, len(chunk))
+            checkpoint.save(index, writers, {})
 
 
 def _check_not_empty(source: CorpusSource, stats: StreamStats, writers: list[SplitWriter]) -> None:
