@@ -25,11 +25,11 @@ a hash of everything that determines its content, e.g.
 ``shakespeare-bpe4096-1a2b3c4d``; ``downloads/`` holds fetched sources and
 ``.locks/`` the lock files.
 
-A dataset is built in a temporary sibling directory and renamed into place,
-under an exclusive `fcntl` lock, so concurrent preparations of the same
-dataset do not clash (the second waits, then reuses the first one's result),
-and a killed preparation leaves no manifest: the next run deletes its
-temporary directory and starts again (restart-clean, not resumed).
+A dataset is built in a temporary sibling directory (named by the dataset key)
+and renamed into place, under an exclusive `fcntl` lock, so concurrent
+preparations of the same dataset do not clash (the second waits, then reuses
+the first one's result), and a killed preparation leaves no manifest. It
+leaves a `Checkpoint` instead, from which the next run resumes.
 """
 
 from __future__ import annotations
