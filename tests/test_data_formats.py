@@ -429,3 +429,34 @@ def test_any_file_content_prepares_or_fails_with_one_line(tmp_path_factory, suff
         assert leftovers == []
     assert neighbour.read_text() == "existing file, must not change"
     assert path.read_bytes() == prefix + content
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(st.sampled_from(["a", "b", "*", "?", "[", "]", "[a-z]", "**", "/", " ", "~", "-", "x.txt",
+                                       "r.jsonl", "t.bin", "sub", "empty", "ghost.parquet"]), max_size=6))
+def test_any_corpus_path_prepares_or_fails_with_one_line(tmp_path_factory, parts):
+    """Corpus strings below a small tree: exit 0 or one error line (status 2), no traceback, nothing touched."""
+    import contextlib
+    import io
+
+    tmp = tmp_path_factory.mktemp("paths")
+    (tmp / "sub").mkdir()
+    (tmp / "empty").mkdir()
+    (tmp / "sub" / "x.txt").write_text("one document ✓\n")
+    (tmp / "sub" / "y.txt").write_text("another document\n")
+    (tmp / "r.jsonl").write_text('{"text": "a record"}\n{"text": "b record"}\n{"text": "c"}\n')
+    np.arange(5000, dtype=np.uint16).tofile(tmp / "t.bin")
+    before = {p: p.read_bytes() for p in tmp.rglob("*") if p.is_file()}
+    corpus = str(tmp) + "/" + "".join(parts)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = scaling_main(["data", "prepare", corpus, "--tokenizer", "bytes", "--out", str(tmp / "out"),
+                             "--data-dir", str(tmp / "cache"), "--val-fraction", "0.5", "--json"])
+    lines = [line for line in err.getvalue().splitlines() if not line.startswith("  ")]
+    assert "Traceback" not in err.getvalue()
+    if code == 0:
+        assert (tmp / "out" / "manifest.json").is_file()
+    else:
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("scaling data: error:"), err.getvalue()
+        assert not (tmp / "out").exists()
+    assert {p: p.read_bytes() for p in before} == before
