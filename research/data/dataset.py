@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from research.data import shards
+from research.data.formats import ReadOptions
 from research.data.prepare import SPLITS, bits_per_byte, prepare_dataset
 from research.data.tokenizer import load_tokenizer
 from research.errors import UserError
@@ -96,7 +97,7 @@ class Dataset:
     def tokenizer(self):
         """The tokenizer that produced the shards (has encode/decode)."""
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.manifest["tokenizer"]["kind"], self.path)
+            self._tokenizer = load_tokenizer(self.manifest["tokenizer"]["kind"], self.path, self.vocab_size)
         return self._tokenizer
 
     def decode(self, ids) -> str:
@@ -182,7 +183,16 @@ def get_dataset(
     val_fraction: float = 0.1,
     seed: int = 0,
     data_dir: str | os.PathLike | None = None,
+    options: ReadOptions = ReadOptions(),
 ) -> Dataset:
-    """The prepared dataset for (corpus, tokenizer, val_fraction, seed): loaded from cache, else prepared."""
-    path, _ = prepare_dataset(corpus, tokenizer, val_fraction=val_fraction, seed=seed, data_dir=data_dir)
+    """The prepared dataset for (corpus, tokenizer, val_fraction, seed): loaded from cache, else prepared.
+
+    A corpus that is itself a prepared dataset directory (one with a manifest,
+    e.g. written by `scaling data prepare --out DIR`) is opened as it is; its
+    own tokenizer, split and preparation options apply.
+    """
+    if (Path(str(corpus)).expanduser() / shards.MANIFEST_FILE).is_file():
+        return load_dataset(corpus)
+    path, _ = prepare_dataset(corpus, tokenizer, val_fraction=val_fraction, seed=seed, data_dir=data_dir,
+                              options=options)
     return load_dataset(path)

@@ -2,7 +2,8 @@
 
 A split's file holds its documents' token ids back to back (uint16, or uint32
 for vocabularies above 65536 entries), each document followed by the
-separator id when the corpus uses one. Files are read with `np.memmap`, so a
+separator id when the corpus uses one; `research.data.prepare` appends to it
+batch by batch. Files are read with `np.memmap`, so a
 dataset larger than memory costs nothing to open.
 
 The manifest lists every file with its size and sha256. `check_files` compares
@@ -14,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Iterable
-
 import numpy as np
 
 from research.errors import UserError
@@ -30,20 +29,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_token_file(path: Path, documents: Iterable[np.ndarray], dtype: np.dtype, separator_id: int | None) -> int:
-    """Write documents' ids to path (separator after each when given); return the token count."""
-    count = 0
-    separator = None if separator_id is None else np.array([separator_id], dtype=dtype)
-    with open(path, "wb") as handle:
-        for ids in documents:
-            handle.write(np.asarray(ids).astype(dtype, copy=False).tobytes())
-            count += len(ids)
-            if separator is not None:
-                handle.write(separator.tobytes())
-                count += 1
-    return count
 
 
 def open_token_file(path: Path, dtype: str, n_tokens: int) -> np.ndarray:
