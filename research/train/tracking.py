@@ -46,7 +46,7 @@ TENSORBOARD_DIR = "tensorboard"
 
 def _numbers(row: dict) -> dict:
     """The numeric entries of a row (bools and strings are not scalars to plot)."""
-    return {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
