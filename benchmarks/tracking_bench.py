@@ -57,6 +57,7 @@ def main() -> None:
         "wandb_offline": measure(LoggingConfig(wandb=WandbConfig(project="bench")), args.rows),
     }
     record = {"rows": args.rows, "host": platform.node(), "cpus": os.cpu_count(),
+              "load_average_1m": os.getloadavg()[0],  # > cpus: the numbers are inflated by other work
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")

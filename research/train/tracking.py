@@ -128,8 +128,11 @@ class TensorBoardSink:
     def open(self, run_dir: Path, config: dict, start_step: int) -> None:
         try:
             from tensorboardX import SummaryWriter
+            from tensorboardX.proto.summary_pb2 import Summary
+            from tensorboardX.summary import scalar
         except ImportError:
             raise ImportError("the tensorboardX package is not installed (pip install -e '.[tensorboard]')") from None
+        self._summary, self._scalar = Summary, scalar
         # purge_step: a resumed run's events past the restored checkpoint are dropped on reading,
         # as its metrics.jsonl rows are.
         self.writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=start_step + 1 if start_step else None,
@@ -138,9 +141,10 @@ class TensorBoardSink:
         self.writer.add_text("config", _code_block(config), start_step)
 
     def log_row(self, step: int, row: dict) -> None:
-        for key, value in _numbers(row).items():
-            if key != "step":
-                self.writer.add_scalar(key, value, step)
+        # One event holding the row's scalars, not one event per scalar (add_scalar): each event
+        # is a put on tensorboardX's writer queue, and one per row measured ~6x cheaper per row.
+        values = [self._scalar(key, value).value[0] for key, value in _numbers(row).items() if key != "step"]
+        self.writer.file_writer.add_summary(self._summary(value=values), step)
         self.last_step = step
 
     def log_summary(self, summary: dict) -> None:
