@@ -176,6 +176,27 @@ def test_failing_trackers_warn_once_and_training_completes(tmp_path, monkeypatch
     assert any("TensorBoard" in w for w in warnings)
 
 
+def test_tracker_broken_mid_run_warns_once_and_the_others_carry_on(tmp_path, offline_wandb, capfd):
+    from research.train.tracking import open_run_tracking
+
+    config = tiny({"wandb": {"project": "p"}, "tensorboard": True})
+    tracking = open_run_tracking(config.logging, tmp_path, {"x": 1}, 0)
+    rows = [{"step": s, "loss": 3.0 - 0.1 * s, "tokens": 256 * s} for s in range(1, 7)]
+    for row in rows[:3]:
+        tracking.log_row(row["step"], row)
+    tracking.sinks[0].run.finish()  # the W&B run ends under the tracker: every later call fails
+    for row in rows[3:]:
+        tracking.log_row(row["step"], row)
+    tracking.log_summary({"status": "completed"})
+    tracking.close()
+    warnings = [line for line in capfd.readouterr().err.splitlines() if "tracking is off" in line]
+    assert len(warnings) == 1 and "W&B" in warnings[0] and "log_row failed" in warnings[0]
+    scalars = tensorboard_scalars(tmp_path / "tensorboard")
+    assert scalars["loss"] == {r["step"]: np.float32(r["loss"]) for r in rows}
+    [(_, run)] = wandb_runs(offline_wandb)
+    assert [h["step"] for h in run["history"]] == [1, 2, 3]
+
+
 # ---------------------------------------------------------------- sweeps
 
 def test_trial_is_grouped_under_its_sweep(tmp_path, offline_wandb):
