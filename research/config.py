@@ -1,10 +1,11 @@
 """Run configuration: typed sections, TOML loading, `--set` overrides, validation.
 
-A run file has three sections, each a dataclass below:
+A run file has three sections, each a dataclass below, and an optional fourth:
 
     [data]   what text and which tokenizer        -> DataConfig
     [model]  the architecture                      -> ModelConfig
     [train]  optimiser, schedule, horizon, logging -> TrainConfig
+    [logging] experiment trackers (W&B, TensorBoard) -> LoggingConfig
 
 Unknown keys, wrong types and impossible shapes raise `UserError` with one
 line naming the key (and the closest valid one). Sweep files add their own
@@ -85,6 +86,33 @@ class TrainConfig:
     mesh_data: int = -1  # data-parallel axis size; -1 = all devices not used by fsdp
     mesh_fsdp: int = 1  # parameters and optimiser state sharded over this many devices
     prefetch: int = 2  # batches prepared ahead on a background thread
+    loss_chunk: int | str = "auto"  # tokens per chunk of the loss; 0 = off; "auto" = 256 on CPU, off on GPU/TPU
+
+
+WANDB_MODES = ("online", "offline")
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    """`[logging] wandb = { project = "...", group = "..." }`; see research/train/tracking.py."""
+
+    project: str | None = None  # default: WANDB_PROJECT, else W&B's own default
+    entity: str | None = None  # team or user; default: the logged-in account's
+    group: str | None = None  # default: the sweep's name for the trials of a sweep
+    mode: str | None = None  # "online" or "offline"; default: WANDB_MODE, else online
+
+    def __post_init__(self):
+        if self.mode is not None and self.mode not in WANDB_MODES:
+            raise UserError(f"[logging] wandb.mode = {self.mode!r}: expected 'online' or 'offline'"
+                            f"{closest(self.mode, WANDB_MODES)}")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Experiment trackers beside metrics.jsonl (which stays the record); none by default."""
+
+    wandb: WandbConfig | None = None  # Weights & Biases; needs `pip install -e '.[wandb]'`
+    tensorboard: bool = False  # event files under <run dir>/tensorboard; needs '.[tensorboard]'
 
 
 @dataclass(frozen=True)
@@ -92,6 +120,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -105,7 +134,7 @@ class RunConfig:
         return dataclasses.replace(self, **sections)
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "logging": LoggingConfig}
 
 
 MAX_LIST = 10_000  # longest list a config key accepts
@@ -134,6 +163,8 @@ def _check_type(section: str, key: str, value, annotation):
             return value
         if hint is dict and isinstance(value, dict):
             return dict(value)
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):  # an inline table: [logging] wandb = {...}
+            return section_from_dict(f"{section}.{key}", hint, value)
         if typing.get_origin(hint) is list and isinstance(value, list):
             if len(value) > MAX_LIST:
                 raise UserError(f"{where} has {len(value):,} entries; at most {MAX_LIST:,}")
@@ -147,6 +178,8 @@ def _check_type(section: str, key: str, value, annotation):
 def _type_name(hint) -> str:
     if typing.get_origin(hint) is list:
         return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    if dataclasses.is_dataclass(hint):
+        return "a table"
     return {dict: "a table"}.get(hint, getattr(hint, "__name__", str(hint)))
 
 
@@ -234,6 +267,8 @@ def validate(config: RunConfig) -> None:
         raise UserError(f"[train] schedule = {t.schedule!r}: expected 'cosine', 'constant' or 'wsd'{closest(t.schedule, ['cosine', 'constant', 'wsd'])}")
     if t.decay_shape not in ("1-sqrt", "linear"):
         raise UserError(f"[train] decay_shape = {t.decay_shape!r}: expected '1-sqrt' or 'linear'")
+    if t.loss_chunk != "auto" and not (isinstance(t.loss_chunk, int) and t.loss_chunk >= 0):
+        raise UserError(f"[train] loss_chunk = {t.loss_chunk!r}: expected a number of tokens, 0 (off) or \"auto\"")
     if (t.steps is None) == (t.tokens is None):
         raise UserError("[train] give exactly one horizon: steps = ... or tokens = ...")
     if t.batch_size < 1 or (t.steps is not None and t.steps < 1) or (t.tokens is not None and t.tokens < 1):

@@ -149,7 +149,7 @@ def benchmark(config: RunConfig, *, steps: int = 20, warmup: int = 3, data: str 
                    "peak_name": peak.name if peak else None,
                    "peak_bf16_flops_per_device": peak.bf16_flops if peak else None},
         "compute_dtype": str(np.dtype(compute_dtype(m))), "attention": attention_impl(m),
-        "loss_chunk": loss_chunk(), "remat": m.remat, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "loss_chunk": loss_chunk(t.loss_chunk), "remat": m.remat, "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "steps": steps, "warmup": warmup, "tokens_per_step": tokens_per_step,
         "compile_s": compile_s, "step_time_s": step_s, "step_time_logged_s": logged_s / steps,
         "logging_overhead": logged_s / quiet_s - 1.0,

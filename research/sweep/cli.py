@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from research.errors import UserError
+from research.train.tracking import add_flags as add_tracking_flags
 
 
 def register(sub) -> None:
@@ -36,6 +37,7 @@ def register(sub) -> None:
     run.add_argument("--time-min", type=int, default=None, help="slurm: time limit per job in minutes")
     run.add_argument("--gpus", type=int, default=None, help="slurm: GPUs per job")
     run.add_argument("--quiet", action="store_true", help="no live progress lines")
+    add_tracking_flags(run)
     run.set_defaults(func=cmd_run)
 
     status = s.add_parser("status", help="done / running / failed / diverged / pending, with totals")
@@ -100,8 +102,10 @@ def cmd_run(args) -> int:
     from research.sweep.collect import collect, status_counts
     from research.sweep.plan import load_sweep, plan
     from research.sweep.runner import LocalRunner, prepare_sweep_dir, run_slurm
+    from research.train.tracking import apply_flags, log_sweep
 
     sweep = load_sweep(args.sweep, args.overrides)
+    sweep.base = sweep.base.replace(logging=apply_flags(sweep.base.logging, args))
     p = plan(sweep)
     sweep_dir = _sweep_dir(args, sweep).absolute()
     trial_dirs = prepare_sweep_dir(p, sweep_dir)
@@ -123,6 +127,7 @@ def cmd_run(args) -> int:
           file=sys.stderr)
     if not args.no_fit:
         fit_and_plot(sweep_dir)
+        log_sweep(sweep_dir, sweep.base.logging, sweep.name)  # the sweep's own W&B/TensorBoard run
     return 0 if counts["failed"] == 0 else 1
 
 

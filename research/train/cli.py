@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from research.train.tracking import add_flags as add_tracking_flags
+
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train one model from a run file (resumes if --out holds its checkpoint)",
@@ -17,6 +19,7 @@ def register(sub) -> None:
                    help="override one config value, e.g. --set train.lr=1e-3 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON at the end")
+    add_tracking_flags(p)
     p.set_defaults(func=run)
 
 
@@ -24,8 +27,10 @@ def run(args) -> int:
     from research.config import load_run_config
     from research.train.loop import EXIT_DIVERGED, EXIT_INTERRUPTED, train
     from research.train.step import initialize_distributed
+    from research.train.tracking import apply_flags
 
     config = load_run_config(args.config, args.overrides)
+    config = config.replace(logging=apply_flags(config.logging, args))
     initialize_distributed()  # multi-process launches (Slurm, JAX_* variables); before any device use
     out = Path(args.out) if args.out else Path("results/runs") / Path(args.config).stem
     summary = train(config, out, progress=not args.no_progress)

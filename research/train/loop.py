@@ -166,6 +166,10 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
         wall_before = float(meta.get("wall_time_s", 0.0))
         print(f"resuming from the checkpoint at step {start}", file=sys.stderr)
     run.truncate_metrics(start)
+    from research.fsutil import read_json
+    from research.train.tracking import open_run_tracking  # W&B / TensorBoard copies of the rows ([logging])
+
+    tracking = open_run_tracking(config.logging, run.path, read_json(run.config_path), start, enabled=run.writer)
 
     lr_at = learning_rate_schedule(config)
     val = [stepper.put_batch(b) for b in dataset.val_batches(t.batch_size, m.seq_len, t.eval_tokens)]
@@ -200,6 +204,7 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
             row.update(eval_loss=eval_loss, eval_bits_per_byte=eval_loss / math.log(2) / bytes_per_token)
         t_mark, step_mark = now, step
         run.append_metrics(row)
+        tracking.log_row(step, row)
         bar.update(step, row)
         last_train_loss = row["loss"]
         return math.isfinite(row["loss"]) and (eval_loss is None or math.isfinite(eval_loss))
@@ -254,6 +259,8 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
         "versions": versions(), "device": device_info(), "host": platform.node(), "pid": os.getpid(),
     }
     run.write_summary(summary)
+    tracking.log_summary(summary)
+    tracking.close(ok=status == "completed")
     if status == "completed":
         print(f"done: eval loss {last_eval:.4f} nats/token ({summary['eval_bits_per_byte']:.4f} bits/byte) "
               f"after D = {tokens:,} tokens, C = {summary['flops_6n']:.3e} FLOPs [6n]; {run.path}", file=sys.stderr)

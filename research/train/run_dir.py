@@ -17,7 +17,8 @@ from research.errors import UserError
 from research.fsutil import ProcessLock, atomic_write_json, atomic_write_text, read_json, read_jsonl
 
 # Keys that change how a run is operated, not what it trains: they may differ on resume.
-OPERATIONAL_KEYS = {"train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.prefetch"}
+OPERATIONAL_KEYS = {"train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.prefetch",
+                    "train.loss_chunk", "logging.wandb", "logging.tensorboard"}  # loss_chunk: same loss to rounding
 
 
 def identity(config: RunConfig, data_fingerprint: str) -> dict:

@@ -13,7 +13,8 @@ The loss can be computed over chunks of tokens (`loss_chunk`): each chunk's logi
 built, reduced to a log-sum-exp and dropped, and rebuilt in the backward pass, so the
 full [B, T, V] float32 logits never exist. It trades one extra unembedding matmul for
 that memory traffic: on by default on CPU (faster there, cache-sized chunks), off on
-GPU/TPU unless SCALING_LOSS_CHUNK says otherwise. Losses agree to float rounding.
+GPU/TPU unless `[train] loss_chunk` (or SCALING_LOSS_CHUNK) says otherwise. Losses agree
+to float rounding.
 """
 
 from __future__ import annotations
@@ -67,18 +68,21 @@ _DISTRIBUTED = False
 CPU_LOSS_CHUNK = 256  # tokens; measured fastest on CPU (cache-sized logits chunks), see results/bench
 
 
-def loss_chunk() -> int:
+def loss_chunk(configured: int | str = "auto") -> int:
     """Tokens per chunk of the chunked loss; 0 = the plain loss.
 
-    SCALING_LOSS_CHUNK = N sets it; unset or "auto": CPU_LOSS_CHUNK on CPU, where it is
-    measured faster, and off on GPU/TPU until `scaling bench` shows it faster there.
+    `configured` is `[train] loss_chunk` (N tokens, 0 = off, or "auto"); the environment
+    variable SCALING_LOSS_CHUNK, when set, overrides it (benchmark variants use that).
+    "auto": CPU_LOSS_CHUNK on CPU, where it is measured faster, and off on GPU/TPU until
+    `scaling bench` shows it faster there.
     """
-    text = os.environ.get("SCALING_LOSS_CHUNK", "auto").strip().lower() or "auto"
-    if text == "auto":
-        return CPU_LOSS_CHUNK if jax.default_backend() == "cpu" else 0
-    if not text.isdigit():
+    text = os.environ.get("SCALING_LOSS_CHUNK", "").strip().lower()
+    if text and text != "auto" and not text.isdigit():
         raise UserError(f"SCALING_LOSS_CHUNK = {text!r}: expected a number of tokens, 0 (off) or auto")
-    return int(text)
+    value = (int(text) if text.isdigit() else text) if text else configured
+    if value == "auto":
+        return CPU_LOSS_CHUNK if jax.default_backend() == "cpu" else 0
+    return int(value)
 
 
 def make_mesh(config: RunConfig) -> Mesh:
@@ -145,7 +149,7 @@ class Stepper:
     def __post_init__(self):
         cfg = self.config.model
         seed = self.config.train.seed
-        self.loss_chunk = loss_chunk()
+        self.loss_chunk = loss_chunk(self.config.train.loss_chunk)
         abstract = nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(seed)))
         self.graphdef, abstract_params = nnx.split(abstract, nnx.Param)
         fsdp = self.mesh.shape["fsdp"]
