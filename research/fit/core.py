@@ -144,12 +144,13 @@ def write_fit(path, result: dict, merge=True) -> Path:
 
 
 def fit_sweep_dir(path, *, bootstrap: int = 0, seed: int = 0, grid="full", quiet: bool = True,
-                  holdout: str | None = None, **kw) -> dict:
+                  holdout: str | None = None, holdout_bootstrap: int = 200, **kw) -> dict:
     """Fit every approach the sweep directory's data supports and write DIR/fit.json.
 
     Approaches without enough points are recorded as {"skipped": reason} instead of failing.
-    `holdout` (e.g. "largest-budget"): also refit on the other runs and check the held-out ones,
-    under "extrapolation" (`research.fit.holdout`; {"skipped": reason} when it cannot).
+    `holdout` (e.g. "largest-budget"): also refit on the other runs (bootstrap: the larger of
+    `bootstrap` and `holdout_bootstrap`, for prediction intervals) and check the held-out ones, under
+    "extrapolation" (`research.fit.holdout`; {"skipped": reason} when it cannot).
     Returns the dict written."""
     from research.fit.data import load_table
 
@@ -162,10 +163,10 @@ def fit_sweep_dir(path, *, bootstrap: int = 0, seed: int = 0, grid="full", quiet
     result = run_fits(table, bootstrap=bootstrap, seed=seed, grid=grid, kaplan_df=kaplan_table,
                       kaplan_n="nonembedding" if kaplan_table is not None else "total", log=log, **kw)
     if holdout:
-        from research.fit.holdout import DEFAULT_BOOTSTRAP, holdout_or_skip
+        from research.fit.holdout import holdout_or_skip
 
         kw = {k: v for k, v in kw.items() if k in ("reduction", "backend", "tol", "level")}
-        result["extrapolation"] = holdout_or_skip(table, holdout, bootstrap=max(bootstrap, DEFAULT_BOOTSTRAP),
+        result["extrapolation"] = holdout_or_skip(table, holdout, bootstrap=max(bootstrap, holdout_bootstrap),
                                                   seed=seed, grid=grid, log=log, **kw)
     sweep_dir = table.sweep_dir or (path if path.is_dir() else path.parent)
     write_fit(sweep_dir / "fit.json", result, merge=False)

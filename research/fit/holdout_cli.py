@@ -10,15 +10,16 @@ from research.errors import UserError
 
 def holdout_command(args, table) -> int:
     from research.fit.core import dumps, write_fit
-    from research.fit.holdout import DEFAULT_BOOTSTRAP, LOSS_LAWS, run_holdout
+    from research.fit.holdout import DEFAULT_BOOTSTRAP, LOSS_LAWS, check_split, holdout_mask, run_holdout
 
     methods = list(LOSS_LAWS) if args.method == "all" else [args.method]
     bootstrap = args.bootstrap
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if bootstrap == 0 and "approach3" in methods:
         bootstrap = DEFAULT_BOOTSTRAP
-        print(f"holdout: using --bootstrap {bootstrap} (prediction intervals need a bootstrap of the fit)",
-              file=sys.stderr)
-    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+        mask = holdout_mask(table.df, args.holdout)  # a bad spec fails before any message
+        check_split(table.df, mask, args.holdout, methods)
+        log(f"holdout: using --bootstrap {bootstrap} (prediction intervals need a bootstrap of the fit)")
     result = run_holdout(table, args.holdout, methods, bootstrap=bootstrap, seed=args.seed, level=args.level,
                          grid=args.grid, reduction=args.reduction, backend=args.backend, tol=args.tolerances,
                          log=log)
