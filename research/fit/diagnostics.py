@@ -9,7 +9,8 @@ it was fitted on, so `scaling predict` can give honest intervals later.
 Thresholds (one place, named):
   WIDTH_MAX              interval on a or b wider than this (absolute): the data do not pin the exponent
   MIN_DISTINCT           fewer budgets or sizes than this cannot show curvature or a trend
-  EXPONENT_EDGE          Approach-3 alpha/beta below this: loss barely depends on N (or D) in the data
+  TERM_SPREAD_MIN        Approach-3 A/N^alpha (or B/D^beta) varying less than this fraction of the loss
+                         across the data: the loss barely depends on N (or D), the exponent is unidentified
   LACK_OF_FIT_RATIO      residual scatter this many times the replicate spread: the form misses the data
   EXTRAPOLATION_DECADES_C  decades beyond the largest budget before N_opt/D_opt are flagged
   EXTRAPOLATION_DECADES_ND decades beyond the sampled N (or D) range before a prediction is flagged
@@ -24,7 +25,7 @@ import numpy as np
 
 WIDTH_MAX = 0.1
 MIN_DISTINCT = 3
-EXPONENT_EDGE = 0.05
+TERM_SPREAD_MIN = 0.01
 LACK_OF_FIT_RATIO = 2.0
 EXTRAPOLATION_DECADES_C = 2.0
 EXTRAPOLATION_DECADES_ND = 1.0
@@ -117,11 +118,15 @@ def approach1_warnings(block: dict) -> list[str]:
 
 def approach3_warnings(block: dict, df) -> list[str]:
     out = []
-    for k in ("alpha", "beta"):
-        if block[k] < EXPONENT_EDGE:
-            var = "N" if k == "alpha" else "D"
-            out.append(f"{k} = {block[k]:.3g} is near zero: the loss barely depends on {var} in these data, so a "
-                       "and b are set by noise")
+    L_med = float(np.median(df["L"]))
+    for k, coef, col, var in (("alpha", "A", "N", "N"), ("beta", "B", "D", "D")):
+        with np.errstate(all="ignore"):
+            term = block[coef] / df[col].to_numpy(float) ** block[k]
+        spread = float(np.max(term) - np.min(term)) / L_med if np.all(np.isfinite(term)) else float("nan")
+        if not spread >= TERM_SPREAD_MIN:
+            out.append(f"the {var} term {coef}/{var}^{k} changes the loss by {spread:.2%} across the data "
+                       f"(< {TERM_SPREAD_MIN:.0%}; {k} = {block[k]:.3g}): the loss barely depends on {var} here, "
+                       f"so {k}, a and b are set by noise")
     if block["E"] >= float(df["L"].min()):
         out.append(f"E = {block['E']:.3g} is above the lowest measured loss ({float(df['L'].min()):.3g}): "
                    "the fit's irreducible loss contradicts the data")
