@@ -110,15 +110,16 @@ def _summary(points: list[dict], level: float, sigma: float | None) -> dict:
     return {"n": len(points), "level": level,
             "mean_abs_rel_error": float(np.mean(np.abs(rel))), "mean_rel_error": float(np.mean(rel)),
             "max_abs_rel_error": float(np.max(np.abs(rel))),
-            "rms_log_error": float(np.sqrt(np.mean(log_err ** 2))),
+            "rms_log_error": float(np.sqrt(np.mean(log_err ** 2))), "mean_log_error": float(np.mean(log_err)),
             "noise_sigma_log": sigma,
             "rms_error_over_noise": float(np.sqrt(np.mean(log_err ** 2)) / sigma) if sigma else None,
             "coverage": float(np.mean(inside)) if inside else None, "n_inside": int(sum(inside)),
             "definition": "rel_error = predicted/measured - 1 (positive: the law predicts too high a loss)"}
 
 
-def holdout_warnings(summary: dict, rel) -> list[str]:
-    """Coverage below what an honest interval reaches 97.5% of the time; a bias beyond 2 standard errors."""
+def holdout_warnings(summary: dict) -> list[str]:
+    """Coverage below what an honest interval reaches 97.5% of the time; a mean error beyond 2 standard
+    errors (`mean_error_se`)."""
     from scipy.stats import binom
 
     out = []
@@ -129,13 +130,25 @@ def holdout_warnings(summary: dict, rel) -> list[str]:
             out.append(f"only {summary['n_inside']} of {n} held-out runs lie inside their {level:.0%} prediction "
                        f"intervals (coverage {summary['coverage']:.0%}, below {floor:.0%}): the law does not "
                        "extrapolate to them as claimed")
-    if n >= 3:
-        sd = float(np.std(rel, ddof=1))
-        if abs(summary["mean_rel_error"]) > 2 * sd / math.sqrt(n) and abs(summary["mean_rel_error"]) > 0.002:
-            way = "over" if summary["mean_rel_error"] > 0 else "under"
-            out.append(f"held-out losses are systematically {way}-predicted ({summary['mean_rel_error']:+.2%} on "
-                       f"average, {n} runs): a bias, not noise")
+    se = summary.get("mean_log_error_se")
+    if n >= 3 and se and abs(summary["mean_log_error"]) > 2 * se:
+        way = "over" if summary["mean_log_error"] > 0 else "under"
+        out.append(f"held-out losses are systematically {way}-predicted ({summary['mean_rel_error']:+.2%} on "
+                   f"average over {n} runs, more than twice its standard error {se:.2%} from noise and the "
+                   "law's parameter uncertainty): a bias of the law, not noise")
     return out
+
+
+def mean_error_se(pred, held, sigma: float | None) -> float | None:
+    """Standard error of the mean ln(predicted/measured) over the held-out runs under an honest law:
+    independent noise (sigma^2/n) plus the parameter uncertainty, which is shared by every held-out
+    run and so does not average away (variance over bootstrap laws of their mean ln L)."""
+    n = len(held)
+    var = (sigma or 0.0) ** 2 / n
+    samples = pred.loss_samples(held["N"].to_numpy(float), held["D"].to_numpy(float))
+    if samples is not None:
+        var += float(np.nanvar(np.mean(np.log(samples), axis=1), ddof=1))
+    return math.sqrt(var) if var > 0 else None
 
 
 def _distance(train, held) -> dict:
@@ -164,7 +177,8 @@ def check_law(fit: dict, method: str, train, held, level: float, seed: int = 0) 
                        "inside": None if lo is None else bool(lo <= r["L"] <= hi)})
     sigma = out_rows["interval"]["sigma_log"]
     summary = _summary(points, level, sigma)
-    warns = holdout_warnings(summary, np.array([p["rel_error"] for p in points]))
+    summary["mean_log_error_se"] = mean_error_se(pred, held, sigma)
+    warns = holdout_warnings(summary)
     return {"law": pred.form, "params": pred.params, "n_kind": pred.n_kind,
             "interval": out_rows["interval"], "summary": summary, "points": points,
             "train_points": [{"n_params": r["n_params"], "tokens": r["tokens"], "flops": float(f),
