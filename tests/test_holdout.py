@@ -157,3 +157,25 @@ def test_fit_sweep_dir_holdout_is_recorded_or_skipped_never_raised(tmp_path):
     ex = saved["extrapolation"]
     assert ex["n_heldout"] == 7 and ex["bootstrap"] == 20
     assert ex["approach3"]["summary"]["mean_abs_rel_error"] < 0.05
+
+
+def test_approach2_is_judged_on_n_opt_at_held_out_budgets(table, tmp_path):
+    """Approach 2 gives no loss, but its N_opt at a held-out budget can be checked against that budget's
+    own IsoFLOP minimum; a budget whose minimum moved (its losses tilted in log N) is inconsistent."""
+    from research.fit.holdout import check_allocation
+
+    df = table.df
+    top = holdout_mask(df, "largest-budget")
+    ok = check_allocation(df[~top].reset_index(drop=True), df[top].reset_index(drop=True), 0.95, 0, 100)
+    (b,) = ok["budgets"]
+    assert b["flops"] == pytest.approx(df["C"].max())
+    assert b["n_opt_predicted"] == pytest.approx(ok["k_N"] * b["flops"] ** ok["a"])
+    assert 0.75 < b["ratio"] < 1.33 and b["consistent"] and ok["warnings"] == []
+    held = df[top].reset_index(drop=True)
+    held["L"] = held["L"] * np.exp(0.03 * np.log(held["N"] / held["N"].median()))  # minimum moves to smaller N
+    bad = check_allocation(df[~top].reset_index(drop=True), held, 0.95, 0, 100)
+    assert bad["budgets"][0]["ratio"] > 2 and not bad["budgets"][0]["consistent"]
+    assert "does not extrapolate" in bad["warnings"][0]
+    top_n = holdout_mask(df, "largest-n")
+    skipped = check_allocation(df[~top_n].reset_index(drop=True), df[top_n].reset_index(drop=True), 0.95)
+    assert "no held-out budget has an interior IsoFLOP minimum" in skipped["skipped"]

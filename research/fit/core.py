@@ -167,7 +167,7 @@ def fit_sweep_dir(path, *, bootstrap: int = 0, seed: int = 0, grid="full", quiet
 
         kw = {k: v for k, v in kw.items() if k in ("reduction", "backend", "tol", "level")}
         result["extrapolation"] = holdout_or_skip(table, holdout, bootstrap=max(bootstrap, holdout_bootstrap),
-                                                  seed=seed, grid=grid, log=log, **kw)
+                                                  seed=seed, grid=grid, log=log, allocation=True, **kw)
     sweep_dir = table.sweep_dir or (path if path.is_dir() else path.parent)
     write_fit(sweep_dir / "fit.json", result, merge=False)
     return json.loads(dumps(result))

@@ -187,9 +187,70 @@ def check_law(fit: dict, method: str, train, held, level: float, seed: int = 0) 
             "warnings": warns}
 
 
+def _overlap(a, b) -> bool:
+    return a[0] is not None and b[0] is not None and a[0] <= b[1] and b[0] <= a[1]
+
+
+def _measured_nopt_interval(rows, n_resamples: int, seed: int, level: float) -> list:
+    """Percentile interval of one budget's IsoFLOP minimum, resampling its runs with replacement."""
+    from research.fit.isoflop import BudgetRejected, parabola_min
+    from research.fit.powerlaw import percentile_interval
+
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n_resamples):
+        idx = rng.integers(0, len(rows), len(rows))
+        try:
+            vals.append(parabola_min(rows["N"].to_numpy()[idx], rows["L"].to_numpy()[idx])[0])
+        except (BudgetRejected, np.linalg.LinAlgError):
+            continue
+    return percentile_interval(vals, level)
+
+
+def check_allocation(train, held, level: float, seed: int = 0, n_resamples: int = DEFAULT_BOOTSTRAP) -> dict:
+    """Approach 2 predicts no loss, but it can be judged out of sample on what it does predict: N_opt at a
+    held-out budget (k_N·C^a from the other budgets) against that budget's own IsoFLOP minimum.
+    `consistent`: the predicted interval (bootstrap of the fit) overlaps the measured one (bootstrap of
+    the held-out budget's runs)."""
+    from research.fit.isoflop import fit_approach2, isoflop_points
+
+    good, rejected = isoflop_points(held)
+    if not good:
+        why = "; ".join(f"C={r['flops']:.3g}: {r['reason']}" for r in rejected) or "no budgets"
+        return {"skipped": f"no held-out budget has an interior IsoFLOP minimum to compare with ({why})"}
+    try:
+        a2 = fit_approach2(train, bootstrap=n_resamples, seed=seed, level=level, budgets=[g["flops"] for g in good])
+    except UserError as err:
+        return {"skipped": str(err)}
+    opt = {round(math.log(o["flops"]), 6): o for o in a2.get("bootstrap", {}).get("optimal", [])}
+    budgets = []
+    for g in good:
+        c = g["flops"]
+        rows = held[np.abs(np.log(held["C"].to_numpy(float) / c)) < math.log(1.1)]
+        pred_n = a2["k_N"] * c ** a2["a"]
+        pred_iv = opt.get(round(math.log(c), 6), {}).get("n_opt", [None, None])
+        meas_iv = _measured_nopt_interval(rows, n_resamples, seed, level)
+        budgets.append({"flops": c, "n_opt_measured": g["n_opt"], "n_opt_measured_interval": meas_iv,
+                        "n_opt_predicted": pred_n, "n_opt_predicted_interval": pred_iv,
+                        "d_opt_measured": g["d_opt"], "d_opt_predicted": a2["k_D"] * c ** a2["b"],
+                        "ratio": pred_n / g["n_opt"], "consistent": _overlap(pred_iv, meas_iv)})
+    warns = [f"held-out budget C={b['flops']:.3g}: Approach 2 predicts N_opt={b['n_opt_predicted']:.3g} "
+             f"{interval_text(b['n_opt_predicted_interval'])}, its runs' IsoFLOP minimum is {b['n_opt_measured']:.3g} "
+             f"{interval_text(b['n_opt_measured_interval'])}: the allocation law does not extrapolate to it"
+             for b in budgets if not b["consistent"]]
+    return {"what": "compute-optimal N at held-out budgets (Approach 2 gives no loss for arbitrary N, D)",
+            "a": a2["a"], "b": a2["b"], "k_N": a2["k_N"], "k_D": a2["k_D"], "budgets": budgets,
+            "rejected_budgets": rejected, "fit_warnings": list(a2.get("warnings", [])), "warnings": warns}
+
+
+def interval_text(iv) -> str:
+    return "[n/a]" if iv[0] is None else f"[{iv[0]:.3g}, {iv[1]:.3g}]"
+
+
 def run_holdout(table, spec: str, methods=LOSS_LAWS, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
-                level: float = 0.95, log=None, **fit_kw) -> dict:
-    """Fit `methods` on the rows outside `spec` (with `bootstrap` resamples) and check the rows inside.
+                level: float = 0.95, log=None, allocation: bool = False, **fit_kw) -> dict:
+    """Fit `methods` on the rows outside `spec` (with `bootstrap` resamples) and check the rows inside;
+    with `allocation`, also judge Approach 2's N_opt at held-out budgets (`check_allocation`).
 
     `fit_kw` go to `research.fit.core.run_fits` (grid, reduction, backend, tol). Raises UserError."""
     from research.fit.core import run_fits
@@ -217,6 +278,9 @@ def run_holdout(table, spec: str, methods=LOSS_LAWS, *, bootstrap: int = DEFAULT
         out[m] = check_law(fit, m, train, held, level, seed)
         out[m]["fit_warnings"] = list(fit[m].get("warnings", []))
         out["warnings"] += [f"{m}: {w}" for w in out[m]["warnings"]]
+    if allocation:
+        out["approach2"] = check_allocation(train, held, level, seed, max(bootstrap, 20))
+        out["warnings"] += [f"approach2: {w}" for w in out["approach2"].get("warnings", [])]
     return out
 
 

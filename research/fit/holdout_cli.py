@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from research.errors import UserError
+from research.fit.holdout import interval_text
 
 
 def holdout_command(args, table) -> int:
@@ -22,7 +23,7 @@ def holdout_command(args, table) -> int:
         log(f"holdout: using --bootstrap {bootstrap} (prediction intervals need a bootstrap of the fit)")
     result = run_holdout(table, args.holdout, methods, bootstrap=bootstrap, seed=args.seed, level=args.level,
                          grid=args.grid, reduction=args.reduction, backend=args.backend, tol=args.tolerances,
-                         log=log)
+                         log=log, allocation=args.method == "all")
     out = None
     if not args.no_write:
         if args.out:
@@ -86,5 +87,15 @@ def print_holdout(r: dict) -> None:
               f"max |rel.err| {s['max_abs_rel_error']:.2%}, coverage of the {s['level']:.0%} intervals {cov}")
         for w in b.get("fit_warnings", []):
             print(f"  fit warning: {w}")
+    a2 = r.get("approach2")
+    if a2 and "skipped" in a2:
+        print(f"approach2 (N_opt at held-out budgets): skipped: {a2['skipped']}")
+    elif a2:
+        print(f"approach2: N_opt = k_N*C^a from the other budgets (a={a2['a']:.3f}) against each held-out budget's "
+              "IsoFLOP minimum")
+        for b in a2["budgets"]:
+            print(f"  C={b['flops']:.3g}: predicted N_opt {b['n_opt_predicted']:.4g} {interval_text(b['n_opt_predicted_interval'])}"
+                  f", measured {b['n_opt_measured']:.4g} {interval_text(b['n_opt_measured_interval'])}, ratio {b['ratio']:.3f}"
+                  f", {'consistent' if b['consistent'] else 'INCONSISTENT'}")
     for w in r.get("warnings", []):
         print(f"warning: {w}")
