@@ -16,7 +16,7 @@ from research.fit.core import run_fits
 from research.fit.data import load_table
 from research.fit.kaplan import PUBLISHED as KAPLAN
 from research.fit.kaplan import kaplan_joint
-from research.fit.synthetic import CHINCHILLA_BUDGETS, default_truth, isoflop_design, synthetic_table
+from research.fit.synthetic import CHINCHILLA_BUDGETS, default_truth, synthetic_table
 
 DATA = Path(__file__).parent / "data"
 TRUTH = default_truth()

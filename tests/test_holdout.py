@@ -117,7 +117,8 @@ def test_cli_holdout_writes_extrapolation_and_figure_and_keeps_the_rest(tmp_path
     assert saved["extrapolation"]["holdout"] == "largest-budget" == out["holdout"]
     for law in ("approach3", "kaplan"):
         pts = saved["extrapolation"][law]["points"]
-        assert len(pts) == 7 and {"measured", "predicted", "rel_error", "inside", "loss_low", "loss_high"} <= set(pts[0])
+        assert len(pts) == 7
+        assert {"measured", "predicted", "rel_error", "inside", "loss_low", "loss_high"} <= set(pts[0])
     assert (sweep / "plots" / "extrapolation.png").stat().st_size > 10_000
     # a plain table with --out
     dest = tmp_path / "out" / "holdout.json"

@@ -60,7 +60,8 @@ def holdout_mask(df, spec: str) -> np.ndarray:
     if spec == "largest-tokens":
         return _largest(df["D"].to_numpy(float), 0.01)
     if spec.startswith("largest") or spec.startswith("smallest"):
-        raise UserError(f"--holdout {spec!r} is not a known spec{closest(spec, NAMED_SPECS)}; use {', '.join(NAMED_SPECS)} "
+        raise UserError(f"--holdout {spec!r} is not a known spec{closest(spec, NAMED_SPECS)}; "
+                        f"use {', '.join(NAMED_SPECS)} "
                         "or a condition like n_params>=5e8")
     return _query_mask(df, spec)
 

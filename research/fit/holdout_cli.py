@@ -81,7 +81,7 @@ def print_holdout(r: dict) -> None:
         for p in b["points"]:
             iv = (f"[{p['loss_low']:.4f}, {p['loss_high']:.4f}]" if p["loss_low"] is not None else "n/a")
             print(f"  {p['n_params']:>10.4g} {p['tokens']:>10.4g} {p['measured']:>9.4f} {p['predicted']:>9.4f} "
-                  f"{iv:>19} {p['rel_error']:>+8.2%} {'yes' if p['inside'] else 'no' if p['inside'] is not None else '-'}")
+                  f"{iv:>19} {p['rel_error']:>+8.2%} {_yes_no(p['inside'])}")
         cov = "n/a" if s["coverage"] is None else f"{s['coverage']:.0%} ({s['n_inside']}/{s['n']})"
         print(f"  summary: mean |rel.err| {s['mean_abs_rel_error']:.2%}, mean signed {s['mean_rel_error']:+.2%}, "
               f"max |rel.err| {s['max_abs_rel_error']:.2%}, coverage of the {s['level']:.0%} intervals {cov}")
@@ -94,8 +94,13 @@ def print_holdout(r: dict) -> None:
         print(f"approach2: N_opt = k_N*C^a from the other budgets (a={a2['a']:.3f}) against each held-out budget's "
               "IsoFLOP minimum")
         for b in a2["budgets"]:
-            print(f"  C={b['flops']:.3g}: predicted N_opt {b['n_opt_predicted']:.4g} {interval_text(b['n_opt_predicted_interval'])}"
-                  f", measured {b['n_opt_measured']:.4g} {interval_text(b['n_opt_measured_interval'])}, ratio {b['ratio']:.3f}"
+            print(f"  C={b['flops']:.3g}: predicted N_opt {b['n_opt_predicted']:.4g} "
+                  f"{interval_text(b['n_opt_predicted_interval'])}, measured {b['n_opt_measured']:.4g} "
+                  f"{interval_text(b['n_opt_measured_interval'])}, ratio {b['ratio']:.3f}"
                   f", {'consistent' if b['consistent'] else 'INCONSISTENT'}")
     for w in r.get("warnings", []):
         print(f"warning: {w}")
+
+
+def _yes_no(inside) -> str:
+    return "-" if inside is None else "yes" if inside else "no"

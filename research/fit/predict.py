@@ -161,7 +161,8 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
     if approach == "kaplan":
         ld = block.get("L_ND")
         if not _usable(ld):
-            raise UserError(f"{name}'s kaplan result has no joint L(N, D) fit; re-run `scaling fit DIR --method kaplan`")
+            raise UserError(f"{name}'s kaplan result has no joint L(N, D) fit; "
+                            "re-run `scaling fit DIR --method kaplan`")
         params = _check_params(ld, KAPLAN_KEYS, f"{name} kaplan L_ND")
         n_kind = block.get("n_kind", "total")
         return Predictor(f"{name}:kaplan", "kaplan", params, source="Kaplan joint L(N, D) fit",
