@@ -21,6 +21,7 @@ COMMANDS = {
     "sweep": "research.sweep.cli",
     "fit": "research.fit.cli",
     "optimal": "research.fit.cli",
+    "predict": "research.fit.predict_cli",
     "plot": "research.plots.cli",
     "bench": "research.bench.cli",
 }

@@ -44,10 +44,11 @@ def test_sweep_report_notebook(tmp_path):
     shutil.copytree(DATA / "sweep_small", sweep)
     nb = run("sweep_report.ipynb", {"SWEEP_DIR": str(sweep), "BOOTSTRAP": "20", "FIT_GRID": "small"}, tmp_path)
     assert (sweep / "fit.json").exists()
-    assert len(list((sweep / "plots").glob("*.png"))) == 5
+    assert len(list((sweep / "plots").glob("*.png"))) == 6  # 5 fit figures + the held-out check
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
-    assert images == 5
+    assert images == 6
     assert "approach3" in text(nb)
+    assert "WARNING: " in text(nb) and "mean_abs_rel_error" in text(nb)
 
 
 def test_compute_optimal_notebook(tmp_path):

@@ -63,6 +63,10 @@ def register(subparsers) -> None:
                    help="Approach 3 start grid: full = Hoffmann's 4,500 starts; small = 243 (quick look)")
     p.add_argument("--backend", choices=("jax", "scipy"), default="jax",
                    help="Approach 3 solver: vectorised jax L-BFGS (default) or a scipy L-BFGS-B loop")
+    p.add_argument("--holdout", default=None, metavar="SPEC",
+                   help="fit on the runs outside SPEC, predict those inside: largest-budget | largest-n | "
+                        "largest-tokens | a condition on n_params, tokens, flops, budget, loss, e.g. "
+                        "'n_params>=5e8' or 'tokens/n_params>100'; result under `extrapolation` in fit.json")
     p.add_argument("--out", default=None, help="write the fit JSON here (default DIR/fit.json for a sweep)")
     p.add_argument("--no-write", action="store_true", help="do not write fit.json")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -150,6 +154,10 @@ def fit_handler(args) -> int:
     if not 0 < args.level < 1:
         raise UserError(f"--level must be between 0 and 1, got {args.level}")
     table = load_table(args.path, args.n_col, args.d_col, args.loss_col, args.flops_col)
+    if args.holdout is not None:
+        from research.fit.holdout_cli import holdout_command
+
+        return holdout_command(args, table)
     methods = list(METHODS) if args.method == "all" else [args.method]
     kaplan_table, kaplan_n = None, "total" if args.n_col is None else f"column {args.n_col}"
     if "kaplan" in methods and args.n_col is None and args.kaplan_n == "nonembedding":
@@ -178,6 +186,8 @@ def fit_handler(args) -> int:
     else:
         for m in methods:
             _print_fit(m, result[m])
+        for w in result.get("warnings", []):
+            print(f"warning: {w}")
     return 0
 
 

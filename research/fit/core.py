@@ -118,6 +118,11 @@ def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction
                 raise
             out[m] = {"skipped": str(err)}
             log(f"{m}: skipped: {err}")
+    from research.fit.diagnostics import annotate  # noise for intervals, reviewer warnings
+
+    annotate(out, df, None if kaplan_df is None else kaplan_df.df)
+    for w in out["warnings"]:
+        log(f"warning: {w}")
     return out
 
 
@@ -165,10 +170,13 @@ def write_fit(path, result: dict, merge=True) -> Path:
 
 
 def fit_sweep_dir(path, *, bootstrap: int = 0, seed: int = 0, grid="full", quiet: bool = True,
-                  **kw) -> dict:
+                  holdout: str | None = None, holdout_bootstrap: int = 200, **kw) -> dict:
     """Fit every approach the sweep directory's data supports and write DIR/fit.json.
 
     Approaches without enough points are recorded as {"skipped": reason} instead of failing.
+    `holdout` (e.g. "largest-budget"): also refit on the other runs (bootstrap: the larger of
+    `bootstrap` and `holdout_bootstrap`, for prediction intervals) and check the held-out ones, under
+    "extrapolation" (`research.fit.holdout`; {"skipped": reason} when it cannot).
     Returns the dict written."""
     from research.fit.data import load_table
 
@@ -180,6 +188,12 @@ def fit_sweep_dir(path, *, bootstrap: int = 0, seed: int = 0, grid="full", quiet
     log = None if quiet else (lambda m: print(m, file=sys.stderr))
     result = run_fits(table, bootstrap=bootstrap, seed=seed, grid=grid, kaplan_df=kaplan_table,
                       kaplan_n="nonembedding" if kaplan_table is not None else "total", log=log, **kw)
+    if holdout:
+        from research.fit.holdout import holdout_or_skip
+
+        kw = {k: v for k, v in kw.items() if k in ("reduction", "backend", "tol", "level")}
+        result["extrapolation"] = holdout_or_skip(table, holdout, bootstrap=max(bootstrap, holdout_bootstrap),
+                                                  seed=seed, grid=grid, log=log, allocation=True, **kw)
     sweep_dir = table.sweep_dir or (path if path.is_dir() else path.parent)
     write_fit(sweep_dir / "fit.json", result, merge=False)
     return json.loads(dumps(result))

@@ -150,6 +150,8 @@ def load_table(path, n_col: str | None = None, d_col: str | None = None, loss_co
         budget_source = f_source
     if "trial" in raw.columns:
         df["trial"] = raw["trial"].astype(str)
+    if "seed" in raw.columns:  # replicate runs (same N, D; other seed) give the run-to-run noise
+        df["seed"] = raw["seed"].astype(str)
     dropped: dict[str, int] = {}
     keep = np.ones(len(df), dtype=bool)
     if "status" in raw.columns:

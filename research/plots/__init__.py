@@ -39,9 +39,15 @@ def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS,
     if ok("approach3"):
         makers.append(("approach3_contours", lambda: F.approach3_contours(df, fit)))
         makers.append(("residuals", lambda: F.residuals(df, fit)))
+    from research.plots.extrapolation import add_warnings, extrapolation_figure, figure_warnings
+
+    if ok("extrapolation"):
+        makers.append(("extrapolation", lambda: extrapolation_figure(fit["extrapolation"])))
     written = []
     for name, make in makers:
         fig = make()
+        if name != "extrapolation":
+            add_warnings(fig, figure_warnings(name, fit))
         for fmt in formats:
             p = out / f"{name}.{fmt}"
             fig.savefig(p, dpi=150 if fmt == "png" else None)

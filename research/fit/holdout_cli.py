@@ -1,0 +1,106 @@
+"""`scaling fit TABLE_OR_DIR --holdout SPEC`: run the held-out check, print it, write it and its figure."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from research.errors import UserError
+from research.fit.holdout import interval_text
+
+
+def holdout_command(args, table) -> int:
+    from research.fit.core import dumps, write_fit
+    from research.fit.holdout import DEFAULT_BOOTSTRAP, LOSS_LAWS, check_split, holdout_mask, run_holdout
+
+    methods = list(LOSS_LAWS) if args.method == "all" else [args.method]
+    bootstrap = args.bootstrap
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if bootstrap == 0 and "approach3" in methods:
+        bootstrap = DEFAULT_BOOTSTRAP
+        mask = holdout_mask(table.df, args.holdout)  # a bad spec fails before any message
+        check_split(table.df, mask, args.holdout, methods)
+        log(f"holdout: using --bootstrap {bootstrap} (prediction intervals need a bootstrap of the fit)")
+    result = run_holdout(table, args.holdout, methods, bootstrap=bootstrap, seed=args.seed, level=args.level,
+                         grid=args.grid, reduction=args.reduction, backend=args.backend, tol=args.tolerances,
+                         log=log, allocation=args.method == "all")
+    out = None
+    if not args.no_write:
+        if args.out:
+            out = Path(args.out)
+        elif table.sweep_dir is not None:
+            out = table.sweep_dir / "fit.json"
+    if out is not None:
+        if out.exists() and out.is_dir():
+            raise UserError(f"--out {out} is a directory; pass a file name like {out / 'fit.json'}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_fit(out, {"extrapolation": result}, merge=True)
+        print(f"wrote {out} (key extrapolation)", file=sys.stderr)
+        for p in write_figure(result, out, table.sweep_dir):
+            print(f"wrote {p}", file=sys.stderr)
+    else:
+        print("holdout: nothing written (plain table without --out); pass --out FILE to keep the result "
+              "and its figure", file=sys.stderr)
+    if args.json:
+        print(dumps(result))
+    else:
+        print_holdout(result)
+    return 0
+
+
+def write_figure(result: dict, out: Path, sweep_dir) -> list[Path]:
+    from research.plots.extrapolation import extrapolation_figure
+
+    fig = extrapolation_figure(result)
+    if sweep_dir is not None and out == sweep_dir / "fit.json":
+        base = sweep_dir / "plots" / "extrapolation"
+    else:
+        base = out.parent / f"{out.stem}_extrapolation"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in ("png", "svg"):
+        p = base.with_suffix(f".{fmt}")
+        fig.savefig(p, dpi=150 if fmt == "png" else None)
+        paths.append(p)
+    return paths
+
+
+def print_holdout(r: dict) -> None:
+    dec = r["extrapolation_decades"]
+    print(f"holdout {r['holdout']!r}: fitted on {r['n_train']} runs, predicting {r['n_heldout']} held-out runs "
+          f"(up to {dec['budget']:.2f} decades beyond the fitted budgets, {dec['n_params']:.2f} in N, "
+          f"{dec['tokens']:.2f} in D)")
+    for m in ("approach3", "kaplan"):
+        if m not in r:
+            continue
+        b, s = r[m], r[m]["summary"]
+        print(f"{m}: {b['law']}  ({', '.join(f'{k}={v:.4g}' for k, v in b['params'].items())})")
+        print(f"  interval: {b['interval']['description']}")
+        print(f"  {'n_params':>10} {'tokens':>10} {'measured':>9} {'predicted':>9} {'interval':>19} "
+              f"{'rel.err':>8} inside")
+        for p in b["points"]:
+            iv = (f"[{p['loss_low']:.4f}, {p['loss_high']:.4f}]" if p["loss_low"] is not None else "n/a")
+            print(f"  {p['n_params']:>10.4g} {p['tokens']:>10.4g} {p['measured']:>9.4f} {p['predicted']:>9.4f} "
+                  f"{iv:>19} {p['rel_error']:>+8.2%} {_yes_no(p['inside'])}")
+        cov = "n/a" if s["coverage"] is None else f"{s['coverage']:.0%} ({s['n_inside']}/{s['n']})"
+        print(f"  summary: mean |rel.err| {s['mean_abs_rel_error']:.2%}, mean signed {s['mean_rel_error']:+.2%}, "
+              f"max |rel.err| {s['max_abs_rel_error']:.2%}, coverage of the {s['level']:.0%} intervals {cov}")
+        for w in b.get("fit_warnings", []):
+            print(f"  fit warning: {w}")
+    a2 = r.get("approach2")
+    if a2 and "skipped" in a2:
+        print(f"approach2 (N_opt at held-out budgets): skipped: {a2['skipped']}")
+    elif a2:
+        print(f"approach2: N_opt = k_N*C^a from the other budgets (a={a2['a']:.3f}) against each held-out budget's "
+              "IsoFLOP minimum")
+        for b in a2["budgets"]:
+            print(f"  C={b['flops']:.3g}: predicted N_opt {b['n_opt_predicted']:.4g} "
+                  f"{interval_text(b['n_opt_predicted_interval'])}, measured {b['n_opt_measured']:.4g} "
+                  f"{interval_text(b['n_opt_measured_interval'])}, ratio {b['ratio']:.3f}"
+                  f", {'consistent' if b['consistent'] else 'INCONSISTENT'}")
+    for w in r.get("warnings", []):
+        print(f"warning: {w}")
+
+
+def _yes_no(inside) -> str:
+    return "-" if inside is None else "yes" if inside else "no"

@@ -1,0 +1,87 @@
+"""Run-to-run noise of measured losses, for prediction intervals.
+
+A prediction interval for a *new run's measured loss* must include the run's own
+noise, not only the uncertainty of the law's parameters. Two estimates, both of
+the standard deviation σ of ln L (noise is multiplicative: L_measured =
+L_true · exp(ε), the same log scale on which Approach 3 fits):
+
+* ``replicates``: runs at the same (N, D) that differ only in their seed (rows
+  with equal N and D; where the table has a ``seed`` column, only rows with
+  distinct seeds count). The pooled within-group variance
+  σ² = Σ_g Σ_i (ln L_gi − mean_g)² / Σ_g (n_g − 1) is pure run-to-run spread.
+* ``residuals``: without replicates, the residual scatter of the fit stands in:
+  σ² = Σ_i (ln L_i − ln L̂_i)² / (n − k), k = the law's fitted parameters. It
+  includes any lack of fit, so it is an upper bound on the noise when the law is
+  misspecified.
+
+Replicates are used when they give at least MIN_REPLICATE_DOF degrees of freedom.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIN_REPLICATE_DOF = 3
+SAME_POINT_REL_TOL = 1e-3  # N and D within 0.1% count as the same (N, D)
+
+
+def replicate_groups(df) -> list[np.ndarray]:
+    """Row indices of each (N, D) point measured by >= 2 runs (distinct seeds where known)."""
+    if len(df) < 2:
+        return []
+    tol = np.log1p(SAME_POINT_REL_TOL)
+    key_n = np.round(np.log(df["N"].to_numpy(float)) / tol).astype(np.int64)
+    key_d = np.round(np.log(df["D"].to_numpy(float)) / tol).astype(np.int64)
+    seeds = df["seed"].astype(str).to_numpy() if "seed" in df.columns else None
+    groups: dict[tuple, list[int]] = {}
+    for i, key in enumerate(zip(key_n, key_d)):
+        groups.setdefault(key, []).append(i)
+    out = []
+    for idx in groups.values():
+        if seeds is not None:  # one row per seed: a re-run with the same seed is not a replicate
+            first = {}
+            for i in idx:
+                first.setdefault(seeds[i], i)
+            idx = list(first.values())
+        if len(idx) >= 2:
+            out.append(np.array(idx))
+    return out
+
+
+def replicate_sigma(df) -> dict | None:
+    """Pooled run-to-run σ of ln L from replicate groups, or None without any."""
+    groups = replicate_groups(df)
+    if not groups:
+        return None
+    lnL = np.log(df["L"].to_numpy(float))
+    ss = sum(float(np.sum((lnL[g] - lnL[g].mean()) ** 2)) for g in groups)
+    dof = sum(len(g) - 1 for g in groups)
+    return {"sigma_log": float(np.sqrt(ss / dof)), "dof": int(dof), "n_groups": len(groups),
+            "n_runs": int(sum(len(g) for g in groups)),
+            "seed_column": "seed" in df.columns}
+
+
+def residual_sigma(L, L_pred, n_fitted: int) -> dict:
+    """Residual σ of ln L about a fit with `n_fitted` free parameters."""
+    r = np.log(np.asarray(L, float)) - np.log(np.asarray(L_pred, float))
+    dof = max(1, len(r) - n_fitted)
+    return {"sigma_log": float(np.sqrt(np.sum(r * r) / dof)), "dof": int(dof), "n_runs": int(len(r)),
+            "n_fitted_params": int(n_fitted)}
+
+
+def estimate_noise(df, L_pred, n_fitted: int) -> dict:
+    """The σ of ln L to add to prediction intervals, saying which estimate it is."""
+    res = residual_sigma(df["L"], L_pred, n_fitted)
+    rep = replicate_sigma(df)
+    out = {"residuals": res, "replicates": rep}
+    if rep is not None and rep["dof"] >= MIN_REPLICATE_DOF:
+        out.update(kind="replicates", sigma_log=rep["sigma_log"],
+                   description=f"run-to-run spread of {rep['n_runs']} replicate runs at {rep['n_groups']} "
+                               f"(N, D) points (sigma of ln L {rep['sigma_log']:.3g}, {rep['dof']} dof)")
+    else:
+        why = ("no replicate runs (same N and D, different seed)" if rep is None
+               else f"only {rep['dof']} replicate dof (need >= {MIN_REPLICATE_DOF})")
+        out.update(kind="residuals", sigma_log=res["sigma_log"],
+                   description=f"residual scatter of the fit stands in for run-to-run noise ({why}; "
+                               f"sigma of ln L {res['sigma_log']:.3g}, {res['dof']} dof)")
+    return out

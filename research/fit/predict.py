@@ -1,0 +1,305 @@
+"""Predicted loss L(N, D) with prediction intervals, from a published law or a `fit.json`.
+
+Only two of the fitted forms give the loss of an arbitrary (N, D):
+
+* Approach 3 (Hoffmann et al. 2022 §3.3): L(N, D) = E + A/N^α + B/D^β
+  (`research.fit.laws.ChinchillaLaw.loss`);
+* Kaplan et al. 2020's joint law: L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D
+  (`research.fit.kaplan.kaplan_joint`; N as the fit counted it, non-embedding by default).
+
+Approaches 1 and 2 (the training-curve envelope and IsoFLOP profiles) give only
+the compute-optimal allocation N_opt(C), D_opt(C): they say nothing about the
+loss of a model off that frontier, so they cannot predict L(N, D).
+
+The prediction interval is for a *new run's measured loss* at (N, D), at `level`:
+parameter uncertainty (one law per bootstrap resample of the fit) combined with
+run-to-run noise (σ of ln L, from replicate runs or the fit's residual scatter,
+see `research.fit.noise`), by Monte Carlo: ln L = ln L_s(N, D) + σ·z over resamples
+s and standard normal z. Published laws carry no published uncertainty here, so
+they give point predictions only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from research.errors import UserError
+
+CHINCHILLA_KEYS = ("E", "A", "B", "alpha", "beta")
+KAPLAN_KEYS = ("N_c", "D_c", "alpha_N", "alpha_D")
+FAMILY_KEYS = {"chinchilla": CHINCHILLA_KEYS, "kaplan": KAPLAN_KEYS}
+FAMILY_FORMS = {"chinchilla": "L(N, D) = E + A/N^alpha + B/D^beta",
+                "kaplan": "L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D"}
+MC_DRAWS = 4000  # Monte Carlo draws per (N, D) for the interval
+
+# Ranges of the data behind the published laws (from the papers' abstracts), for extrapolation warnings.
+PUBLISHED_RANGES = {
+    "chinchilla": {"n_params": [70e6, 16e9], "tokens": [5e9, 500e9]},  # "70M to over 16B ... 5 to 500B tokens"
+    "epoch-2024": {"n_params": [70e6, 16e9], "tokens": [5e9, 500e9]},  # refit of the same runs
+    "kaplan-2020": {"n_params": [768, 1.5e9], "tokens": [22e6, 23e9]},  # non-embedding N
+}
+NO_LOSS_APPROACHES = ("approach1", "approach2")
+NO_LOSS_MESSAGE = ("{which} gives only the compute-optimal allocation N_opt(C), D_opt(C), not the loss of an "
+                   "arbitrary (N, D); predict with --approach approach3 (E + A/N^alpha + B/D^beta) or kaplan "
+                   "(Kaplan's joint L(N, D)), fitted by `scaling fit DIR --method approach3|kaplan`")
+
+
+@dataclass
+class Predictor:
+    """A law that gives L(N, D), with optional bootstrap samples and a noise σ of ln L."""
+
+    name: str
+    family: str  # "chinchilla" | "kaplan"
+    params: dict
+    source: str = ""
+    samples: dict | None = None  # family keys -> arrays (S,), one law per bootstrap resample
+    noise: dict | None = None  # research.fit.noise.estimate_noise output
+    n_kind: str = "total"
+    data_range: dict | None = None
+    notes: list = field(default_factory=list)
+
+    @property
+    def form(self) -> str:
+        return FAMILY_FORMS[self.family]
+
+    def loss(self, N, D):
+        return family_loss(self.family, self.params, N, D)
+
+    def loss_samples(self, N, D):
+        """(S, P) losses of every bootstrap law at the P pairs, or None without a bootstrap."""
+        if not self.samples:
+            return None
+        p = {k: np.asarray(v, float)[:, None] for k, v in self.samples.items()}
+        return family_loss(self.family, p, np.asarray(N, float)[None, :], np.asarray(D, float)[None, :])
+
+
+def family_loss(family: str, p: dict, N, D):
+    """L(N, D) of one law family, through the one function for each formula."""
+    if family == "chinchilla":
+        from research.fit.laws import ChinchillaLaw
+
+        return ChinchillaLaw(p["E"], p["A"], p["B"], p["alpha"], p["beta"]).loss(N, D)
+    from research.fit.kaplan import kaplan_joint
+
+    return kaplan_joint(p, N, D)
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _check_params(params: dict, keys, where: str) -> dict:
+    missing = [k for k in keys if k not in params]
+    if missing:
+        raise UserError(f"{where} lacks {', '.join(missing)} (needs {', '.join(keys)}); "
+                        "re-run `scaling fit` or complete the law file")
+    out = {}
+    for k in keys:
+        v = params[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise UserError(f"{where}: parameter {k} must be a finite number, got {v!r}")
+        out[k] = float(v)
+    bad = [k for k in keys if k != "E" and not out[k] > 0] + (["E"] if out.get("E", 0) < 0 else [])
+    if bad:
+        raise UserError(f"{where}: parameter(s) {', '.join(bad)} must be positive "
+                        f"({', '.join(f'{k}={out[k]:g}' for k in bad)})")
+    return out
+
+
+def _samples(block: dict, keys) -> dict | None:
+    s = (block.get("bootstrap") or {}).get("samples")
+    if not isinstance(s, dict) or not all(k in s for k in keys):
+        return None
+    arr = {k: np.asarray([np.nan if v is None else v for v in s[k]], float) for k in keys}
+    ok = np.all([np.isfinite(v) for v in arr.values()], axis=0)
+    ok &= np.all([arr[k] > 0 for k in keys if k != "E"], axis=0)
+    if ok.sum() < 2:
+        return None
+    return {k: v[ok] for k, v in arr.items()}
+
+
+def _usable(block) -> bool:
+    return isinstance(block, dict) and "skipped" not in block
+
+
+def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit") -> Predictor:
+    """A Predictor from a fit.json dict: its approach3 or kaplan block, or a bare law file holding
+    E, A, B, alpha, beta (or N_c, D_c, alpha_N, alpha_D) at the top level."""
+    if not isinstance(fit, dict):
+        raise UserError(f"{name} does not hold a JSON object; pass a fit.json written by `scaling fit`")
+    if approach in NO_LOSS_APPROACHES:
+        raise UserError(NO_LOSS_MESSAGE.format(which=f"{approach} (Chinchilla Approach {approach[-1]})"))
+    for family, keys in FAMILY_KEYS.items():
+        if approach is None and any(k in fit for k in keys) and not any(k in fit for k in APPROACH_KEYS):
+            params = _check_params(fit, keys, f"law file {name}")
+            return Predictor(name, family, params, source=f"law file {name}", samples=_samples(fit, keys),
+                             noise=fit.get("noise"), n_kind=fit.get("n_kind", "total"),
+                             data_range=fit.get("data_range"))
+    if approach is None:
+        if _usable(fit.get("approach3")):
+            approach = "approach3"
+        elif _usable(fit.get("kaplan")) and _usable(fit["kaplan"].get("L_ND")):
+            approach = "kaplan"
+        else:
+            have = [k for k in NO_LOSS_APPROACHES if _usable(fit.get(k))]
+            if have:
+                raise UserError(NO_LOSS_MESSAGE.format(which=f"{name} holds only {' and '.join(have)}, which"))
+            raise UserError(f"{name} holds no Approach 3 or Kaplan L(N, D) result; run "
+                            "`scaling fit DIR --method approach3` first, or pass a published law "
+                            f"({', '.join(PUBLISHED_RANGES)})")
+    block = fit.get(approach)
+    if not _usable(block):
+        why = f" ({block['skipped']})" if isinstance(block, dict) else ""
+        raise UserError(f"{name} has no usable {approach!r} result{why}; run "
+                        f"`scaling fit DIR --method {approach}` first or pick another --approach")
+    if approach == "approach3":
+        params = _check_params(block, CHINCHILLA_KEYS, f"{name} approach3")
+        return Predictor(f"{name}:approach3", "chinchilla", params, source="Approach 3 fit",
+                         samples=_samples(block, CHINCHILLA_KEYS), noise=block.get("noise"),
+                         data_range=block.get("data_range"))
+    if approach == "kaplan":
+        ld = block.get("L_ND")
+        if not _usable(ld):
+            raise UserError(f"{name}'s kaplan result has no joint L(N, D) fit; "
+                            "re-run `scaling fit DIR --method kaplan`")
+        params = _check_params(ld, KAPLAN_KEYS, f"{name} kaplan L_ND")
+        n_kind = block.get("n_kind", "total")
+        return Predictor(f"{name}:kaplan", "kaplan", params, source="Kaplan joint L(N, D) fit",
+                         samples=_samples(ld, KAPLAN_KEYS), noise=ld.get("noise"), n_kind=n_kind,
+                         data_range=ld.get("data_range"),
+                         notes=[f"N is {n_kind} parameters, as the Kaplan fit counted them"])
+    raise UserError(f"unknown approach {approach!r}; use approach3 or kaplan")
+
+
+APPROACH_KEYS = ("approach1", "approach2", "approach3", "kaplan")
+
+
+def published_predictor(name: str) -> Predictor:
+    from research.fit.kaplan import PUBLISHED as KAPLAN_PUBLISHED
+    from research.fit.laws import published
+
+    if name == "kaplan-2020":
+        return Predictor("kaplan-2020", "kaplan", dict(KAPLAN_PUBLISHED["L_ND"]),
+                         source="Kaplan et al. 2020 joint law (alpha_N 0.076, alpha_D 0.103, N_c 6.4e13, "
+                                "D_c 1.8e13)", n_kind="nonembedding",
+                         data_range=PUBLISHED_RANGES[name],
+                         notes=["N is non-embedding parameters and the loss is Kaplan's (WebText2, their "
+                                "tokenizer), as published",
+                                "no published uncertainty: point prediction only"])
+    law = published(name)
+    return Predictor(name, "chinchilla", {k: getattr(law, k) for k in CHINCHILLA_KEYS}, source=law.source,
+                     data_range=PUBLISHED_RANGES.get(name),
+                     notes=["no published uncertainty: point prediction only"])
+
+
+def load_predictor(spec: str, approach: str | None = None) -> Predictor:
+    """A published law name (chinchilla, epoch-2024, kaplan-2020) or a fit.json / sweep dir / law file."""
+    import json
+    from pathlib import Path
+
+    from research.errors import closest
+
+    if spec in PUBLISHED_RANGES:
+        if approach is not None:
+            raise UserError(f"--approach applies to a fit.json, not to the published law {spec!r}")
+        return published_predictor(spec)
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "fit.json"
+    if not path.exists():
+        raise UserError(f"unknown law {spec!r}{closest(spec, PUBLISHED_RANGES)}: not a published law "
+                        f"({', '.join(PUBLISHED_RANGES)}) and no such file; run `scaling fit` first")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON ({err}); pass a fit.json written by `scaling fit`") from None
+    return predictor_from_fit(data, approach, name=str(path))
+
+
+# ----------------------------------------------------------------------------- predicting
+
+def check_pairs(N, D) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) float arrays of equal length, every value positive and finite; or one UserError line."""
+    N = np.atleast_1d(np.asarray(N, dtype=float))
+    D = np.atleast_1d(np.asarray(D, dtype=float))
+    if len(N) == 1 and len(D) > 1:
+        N = np.full(len(D), N[0])
+    elif len(D) == 1 and len(N) > 1:
+        D = np.full(len(N), D[0])
+    if len(N) != len(D):
+        raise UserError(f"got {len(N)} --n-params values and {len(D)} --tokens values; give one of each per "
+                        "pair (or a single value to pair with every value of the other)")
+    if len(N) == 0:
+        raise UserError("no (N, D) pairs to predict; pass --n-params and --tokens, or --csv FILE")
+    for arr, what in ((N, "n_params"), (D, "tokens")):
+        bad = ~(np.isfinite(arr) & (arr > 0))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise UserError(f"{what} must be a positive finite number, got {arr[i]:g} (pair {i + 1}); "
+                            "e.g. --n-params 1e9 --tokens 2e10")
+    return N, D
+
+
+def interval_description(pred: Predictor, level: float) -> dict:
+    params = "bootstrap" if pred.samples else None
+    noise = pred.noise.get("kind") if pred.noise else None
+    if params and noise:
+        text = (f"{level:.0%} prediction interval for a new run: parameter uncertainty "
+                f"({len(next(iter(pred.samples.values())))} bootstrap laws) plus run-to-run noise: "
+                f"{pred.noise['description']}")
+    elif noise:
+        fix = ("the Kaplan fit has no bootstrap" if pred.family == "kaplan"
+               else "the fit has no bootstrap (re-run `scaling fit --bootstrap 200`)")
+        text = (f"{level:.0%} interval from run-to-run noise only ({pred.noise['description']}); parameter "
+                f"uncertainty NOT included: {fix}")
+    elif params:
+        text = (f"{level:.0%} interval from parameter uncertainty only; run-to-run noise NOT included "
+                "(the fit records no noise estimate: re-run `scaling fit`)")
+    else:
+        text = "no interval: the law carries no uncertainty (point prediction)"
+    return {"level": level, "parameter_uncertainty": params, "noise": noise,
+            "sigma_log": pred.noise.get("sigma_log") if pred.noise else None, "description": text}
+
+
+def predict(pred: Predictor, N, D, level: float = 0.95, seed: int = 0) -> dict:
+    """{"rows": [{n_params, tokens, loss, loss_low, loss_high, ...}], "interval": {...}, "warnings": [...]}."""
+    from research.fit.diagnostics import extrapolation_warnings
+
+    if not 0 < level < 1:
+        raise UserError(f"--level must be between 0 and 1, got {level}")
+    N, D = check_pairs(N, D)
+    point = np.asarray(pred.loss(N, D), float)
+    lo = hi = p_lo = p_hi = None
+    q = [(1 - level) / 2, (1 + level) / 2]
+    sigma = float(pred.noise["sigma_log"]) if pred.noise and pred.noise.get("sigma_log") is not None else None
+    samples = pred.loss_samples(N, D)
+    if samples is not None:
+        ln_s = np.log(samples)  # (S, P)
+        p_lo, p_hi = np.exp(np.nanquantile(ln_s, q, axis=0))
+        if sigma:
+            reps = max(1, -(-MC_DRAWS // len(ln_s)))
+            z = np.random.default_rng(seed).standard_normal((len(ln_s) * reps, 1))
+            draws = np.repeat(ln_s, reps, axis=0) + sigma * z
+            lo, hi = np.exp(np.nanquantile(draws, q, axis=0))
+        else:
+            lo, hi = p_lo, p_hi
+    elif sigma:
+        from statistics import NormalDist
+
+        k = NormalDist().inv_cdf(q[1])
+        lo, hi = point * math.exp(-k * sigma), point * math.exp(k * sigma)
+    rows = []
+    for i in range(len(N)):
+        row = {"n_params": float(N[i]), "tokens": float(D[i]), "tokens_per_param": float(D[i] / N[i]),
+               "flops_6nd": 6.0 * float(N[i]) * float(D[i]), "loss": float(point[i]),
+               "loss_low": None if lo is None else float(lo[i]),
+               "loss_high": None if hi is None else float(hi[i])}
+        if p_lo is not None:
+            row["loss_low_params_only"] = float(p_lo[i])
+            row["loss_high_params_only"] = float(p_hi[i])
+        rows.append(row)
+    warns = extrapolation_warnings(N, D, pred.data_range)
+    return {"law": pred.name, "form": pred.form, "params": pred.params, "source": pred.source,
+            "n_kind": pred.n_kind, "interval": interval_description(pred, level), "notes": list(pred.notes),
+            "warnings": warns, "rows": rows}
