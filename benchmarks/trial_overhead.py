@@ -9,12 +9,14 @@ stages     For a few trials of the sweep, a fresh process (as the local executor
            stages of `research.train.loop.train` one by one with the real components, timing each:
            interpreter start, imports (jax, flax, optax, orbax, research), data open (cached shards),
            model + optimiser init, compiling the train step, compiling the eval step, the first
-           checkpoint (saved and waited for), and the steady step time. Done twice per trial: with an
-           empty JAX compilation cache and again with the cache the first run filled (which is what
-           another trial of the same shape finds: the horizon is an argument of the compiled step).
+           checkpoint (saved and waited for), and the steady step time. Done three times per trial: with
+           an empty JAX compilation cache; again with the cache the first run filled (which is what
+           another trial of the same shape finds: the horizon is an argument of the compiled step); and
+           forked from a process that has preloaded what the warm worker preloads, with that cache
+           ("interpreter start" is then the fork).
 sweeps     The sweep run end to end (`scaling sweep run --no-fit`) under each variant of VARIANTS (fresh
-           process per trial without the compilation cache, as before; with it), each in its own sweep
-           directory: wall time,
+           process per trial without the compilation cache, as before; with it; trials forked from the
+           warm worker with the cache, the default), each in its own sweep directory: wall time,
            the sum of the trials' training loops, and the overhead per trial = (wall - loops) / trials.
            A trial's training loop is its steps at its steady rate (steps x tokens per step / the
            median logged tokens_per_s, first logged interval excluded because it holds the compile),
@@ -148,8 +150,9 @@ def stages_child(trial_dir: str, parent_t0: float, cache_dir: str) -> dict:
 
 # executor variants timed end to end: name -> (extra `sweep run` arguments, environment changes)
 VARIANTS = {
-    "fresh-process-no-cache": ([], {"SCALING_COMPILATION_CACHE": "off"}),  # what every trial did before
-    "fresh-process-cache": ([], {}),
+    "fresh-process-no-cache": (["--fresh-processes"], {"SCALING_COMPILATION_CACHE": "off"}),  # as before
+    "fresh-process-cache": (["--fresh-processes"], {}),
+    "warm-worker-cache": ([], {}),  # the default now
 }
 
 
@@ -161,15 +164,41 @@ def _env(changes: dict | None = None) -> dict:
     return env
 
 
-def measure_stages(trial_dir: Path, cache_dir: Path | None) -> dict:
+def forked_child(trial_dir: str, cache_dir: str) -> dict:
+    """As the warm worker runs a trial: preload (not timed), then fork; the child times its stages."""
+    import importlib
+
+    from research.sweep.warm import PRELOAD
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    read, write = os.pipe()
     t0 = time.time()
-    proc = subprocess.run([sys.executable, __file__, "--child", str(trial_dir), str(t0), str(cache_dir)],
-                          capture_output=True, text=True, env=_env())
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            os.write(write, json.dumps(stages_child(trial_dir, t0, cache_dir)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        out = json.loads(f.read())
+    os.waitpid(pid, 0)
+    out["process_wall_s"] = time.time() - t0
+    return out
+
+
+def measure_stages(trial_dir: Path, cache_dir: Path | None, forked: bool = False) -> dict:
+    t0 = time.time()
+    mode = "--forked-child" if forked else "--child"
+    args = [str(trial_dir), str(cache_dir)] if forked else [str(trial_dir), str(t0), str(cache_dir)]
+    proc = subprocess.run([sys.executable, __file__, mode, *args], capture_output=True, text=True, env=_env())
     wall = time.time() - t0
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "child failed")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["process_wall_s"] = wall
+    out.setdefault("process_wall_s", wall)
     out["outside_loop_s"] = sum(out[k] for k in STAGES)
     return out
 
@@ -213,9 +242,13 @@ def main() -> None:
     ap.add_argument("--skip-stages", action="store_true")
     ap.add_argument("--skip-sweeps", action="store_true")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--forked-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(stages_child(args.child[0], float(args.child[1]), args.child[2])))
+        return
+    if args.forked_child:
+        print(json.dumps(forked_child(*args.forked_child)))
         return
 
     work = Path(tempfile.mkdtemp(prefix="trial-overhead-"))
@@ -240,15 +273,16 @@ def main() -> None:
                 cache = work / f"jax-cache-{d.name}"  # empty for the cold run, filled by it for the warm one
                 cold = measure_stages(d, cache)
                 warm = measure_stages(d, cache)
-                rows.append({"trial": d.name, "cold_cache": cold, "warm_cache": warm})
-                print(f"{d.name} {cold['shape']}: outside the loop {cold['outside_loop_s']:.2f} s cold cache, "
-                      f"{warm['outside_loop_s']:.2f} s warm; " + ", ".join(
-                          f"{k[:-2]} {cold[k]:.2f}/{warm[k]:.2f}" for k in STAGES), file=sys.stderr)
+                forked = measure_stages(d, cache, forked=True)
+                rows.append({"trial": d.name, "cold_cache": cold, "warm_cache": warm, "warm_worker_warm_cache": forked})
+                print(f"{d.name} {cold['shape']}: outside the loop {cold['outside_loop_s']:.2f} s fresh process, cold "
+                      f"cache; {warm['outside_loop_s']:.2f} s warm cache; {forked['outside_loop_s']:.2f} s forked from "
+                      "the warm worker, warm cache; " + ", ".join(
+                          f"{k[:-2]} {cold[k]:.2f}/{warm[k]:.2f}/{forked[k]:.2f}" for k in STAGES), file=sys.stderr)
             result["stages"] = rows
-            result["stages_mean_cold"] = {k: statistics.mean(r["cold_cache"][k] for r in rows)
-                                          for k in (*STAGES, "outside_loop_s")}
-            result["stages_mean_warm_cache"] = {k: statistics.mean(r["warm_cache"][k] for r in rows)
-                                                for k in (*STAGES, "outside_loop_s")}
+            for case in ("cold_cache", "warm_cache", "warm_worker_warm_cache"):
+                result[f"stages_mean_{case}"] = {k: statistics.mean(r[case][k] for r in rows)
+                                                 for k in (*STAGES, "outside_loop_s")}
         if not args.skip_sweeps:
             result["sweeps"] = []
             for variant in args.variants.split(","):
