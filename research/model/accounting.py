@@ -64,7 +64,7 @@ def bytes_per_param(precision: str) -> int:
 
 
 def memory_convention(precision: str) -> str:
-    """'16 B/param: master_weights_fp32 4 + ...; activations excluded' for a precision."""
+    """'16 B/param (bf16_mixed): master_weights_fp32 4 + ...; activations excluded' for a precision."""
     parts = " + ".join(f"{k} {v}" for k, v in TRAINING_BYTES_PER_PARAM[precision].items())
     return f"{bytes_per_param(precision)} B/param ({precision}): {parts}; activations excluded"
 
