@@ -39,10 +39,10 @@ steps = 100
     ("NVIDIA H100 NVL", "H100 NVL", 835),
     ("NVIDIA H200", "H200", 989),
     ("NVIDIA GH200 480GB", "GH200", 989),
-    ("NVIDIA A100-SXM4-80GB", "A100", 312),
-    ("NVIDIA A100-SXM4-40GB", "A100", 312),
-    ("NVIDIA A100-PCIE-40GB", "A100", 312),
-    ("NVIDIA A100 80GB PCIe", "A100", 312),
+    ("NVIDIA A100-SXM4-80GB", "A100 80GB", 312),
+    ("NVIDIA A100-SXM4-40GB", "A100 40GB", 312),
+    ("NVIDIA A100-PCIE-40GB", "A100 40GB", 312),
+    ("NVIDIA A100 80GB PCIe", "A100 80GB", 312),
     ("NVIDIA L4", "L4", 121),
     ("TPU v4", "TPU v4", 275),
     ("TPU v5 lite", "TPU v5e", 197),
@@ -83,7 +83,9 @@ def test_bench_cli_on_cpu_reports_throughput_and_unknown_mfu(tiny_config, tmp_pa
     counts = count_model(cfg.model)
     assert r["config"]["model"]["layers"] == 2 and r["n_params"] == counts.n_params
     assert r["device"]["kind"] == "cpu" and r["device"]["peak_name"] is None
-    assert r["mfu"] == {"6n": None, "chinchilla": None}
+    assert r["mfu"] == {"model": None, "6n": None, "chinchilla": None}
+    assert r["flops_per_token"]["model"] == counts.flops_per_token_model
+    assert r["flops_per_s"]["model"] == pytest.approx(r["tokens_per_s"] * counts.flops_per_token_model)
     assert r["tokens_per_step"] == 8 * 32
     assert r["step_time_s"] > 0 and r["tokens_per_s"] == pytest.approx(r["tokens_per_step"] / r["step_time_s"])
     for conv in ("6n", "chinchilla"):
@@ -97,6 +99,7 @@ def test_bench_cli_on_cpu_reports_throughput_and_unknown_mfu(tiny_config, tmp_pa
     assert math.isfinite(r["loss_first"]) and math.isfinite(r["loss_last"])
     assert r["data"] == "uniform random tokens" and r["attention"] == "xla" and r["compute_dtype"] == "float32"
     assert "MFU unknown" in proc.stderr and "no causal halving" in proc.stderr
+    assert "a convention for C, not MFU" in proc.stderr
 
 
 def test_bench_steps_do_not_recompile(tiny_config):

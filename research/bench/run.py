@@ -12,12 +12,17 @@ Two timed windows of `steps` steps each:
               host one step behind (the worst case of logging)
 `step_time_s` is the quiet window's mean; `logging_overhead` = logged / quiet - 1.
 
-Throughput in FLOP/s under both conventions of `research.model.accounting`:
+MFU (the headline) counts model FLOPs as PaLM (Chowdhery et al. 2022, App. B) and nanoGPT
+do: `research.model.accounting.model_flops_per_token` = 6 x the parameters that take part
+in matmuls (layers' matrices + output head; the input-embedding lookup excluded; tied
+embeddings counted once) + 12 x L x T x d for attention, causal masking NOT halved.
+MFU = model FLOP/s / (devices x dense bf16 peak of the device kind); None (unknown) when
+the device kind is not in `research.bench.devices`.
+
+The FLOP/s under the two conventions for C are reported beside it, labelled as what they
+are, with the would-be utilisation they imply (not MFU):
     "6n"          6 x n_params per token (embeddings included, attention ignored)
-    "chinchilla"  Hoffmann et al. 2022 App. F, attention over the full s x s square
-                  (no causal halving, so it counts more than a causal kernel computes)
-MFU = achieved FLOP/s / (devices x dense bf16 peak of the device kind); None (unknown)
-when the device kind is not in `research.bench.devices`.
+    "chinchilla"  Hoffmann et al. 2022 App. F, embeddings and attention over the full s x s square
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ import numpy as np
 from research.bench.devices import peak_for_kind
 from research.config import RunConfig
 from research.model.accounting import FLOP_CONVENTIONS, count_model
+
+COUNTS = ("model", *FLOP_CONVENTIONS)  # "model": the MFU count; the others: conventions for C
 
 N_RANDOM_BATCHES = 4  # distinct random batches, cycled
 
@@ -135,11 +142,13 @@ def benchmark(config: RunConfig, *, steps: int = 20, warmup: int = 3, data: str 
     tokens_per_s = tokens_per_step / step_s
     kind = jax.devices()[0].device_kind
     peak = peak_for_kind(kind)
+    per_token = {"model": counts.flops_per_token_model,
+                 **{c: counts.flops_per_token(c) for c in FLOP_CONVENTIONS}}
     flops, mfu = {}, {}
-    for conv in FLOP_CONVENTIONS:
-        achieved = counts.flops_per_token(conv) * tokens_per_s
-        flops[conv] = achieved
-        mfu[conv] = achieved / (peak.bf16_flops * n_devices) if peak else None
+    for name in COUNTS:
+        achieved = per_token[name] * tokens_per_s
+        flops[name] = achieved
+        mfu[name] = achieved / (peak.bf16_flops * n_devices) if peak else None
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "config": config.to_dict(),
@@ -154,12 +163,15 @@ def benchmark(config: RunConfig, *, steps: int = 20, warmup: int = 3, data: str 
         "compile_s": compile_s, "step_time_s": step_s, "step_time_logged_s": logged_s / steps,
         "logging_overhead": logged_s / quiet_s - 1.0,
         "tokens_per_s": tokens_per_s, "tokens_per_s_per_device": tokens_per_s / n_devices,
-        "flops_per_token": {c: counts.flops_per_token(c) for c in FLOP_CONVENTIONS},
+        "flops_per_token": per_token,
         "flops_per_s": flops, "tflops_per_s_per_device": {c: v / n_devices / 1e12 for c, v in flops.items()},
         "mfu": mfu,
-        "mfu_note": "MFU = FLOP/s / (devices x dense bf16 peak); '6n' = 6 x n_params per token; "
-                    "'chinchilla' = Hoffmann et al. App. F with attention over the full s x s "
-                    "square (no causal halving)",
+        "mfu_note": "MFU = mfu['model'] = model FLOP/s / (devices x dense bf16 peak); model FLOPs per token "
+                    "= 6 x matmul params (input-embedding lookup excluded, tied head counted once) + "
+                    "12 x L x T x d attention, causal masking not halved (PaLM App. B). '6n' (6 x n_params) "
+                    "and 'chinchilla' (Hoffmann et al. App. F) are conventions for C, not MFU: their "
+                    "entries are the utilisation those counts would imply",
+        "n_params_matmul": counts.n_params_matmul,
         "memory": memory,
         "n_params": counts.n_params,
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
@@ -192,10 +204,15 @@ def format_report(r: dict) -> str:
         f"({100 * r['logging_overhead']:+.1f}%)",
         f"tokens/s    {r['tokens_per_s']:,.0f}  ({r['tokens_per_s_per_device']:,.0f} per device)",
     ]
+    lines.append(f"MFU         {_fmt_mfu(r['mfu']['model'])}  ({r['tflops_per_s_per_device']['model']:.2f} TFLOP/s "
+                 f"per device of model FLOPs, {r['flops_per_token']['model']:.3e} FLOP/token: 6 x "
+                 f"{r['n_params_matmul']:,} matmul params + 12 L T d attention, no causal halving; PaLM App. B)")
     for conv in FLOP_CONVENTIONS:
-        label = "6N" if conv == "6n" else "Chinchilla (attention full s x s, no causal halving)"
-        lines.append(f"[{conv:10s}] {r['tflops_per_s_per_device'][conv]:8.2f} TFLOP/s per device, "
-                     f"MFU {_fmt_mfu(r['mfu'][conv])}   ({label}, {r['flops_per_token'][conv]:.3e} FLOP/token)")
+        label = ("6 x all params" if conv == "6n"
+                 else "Hoffmann et al. App. F, embeddings + attention full s x s")
+        lines.append(f"C [{conv:10s}] {r['tflops_per_s_per_device'][conv]:8.2f} TFLOP/s per device "
+                     f"({label}, {r['flops_per_token'][conv]:.3e} FLOP/token; a convention for C, "
+                     f"not MFU: would be {_fmt_mfu(r['mfu'][conv])})")
     mem = r["memory"]
     lines.append(f"memory      peak in use {_fmt_bytes(mem['peak_bytes_in_use'])}; compiled step needs "
                  f"{_fmt_bytes(mem.get('compiled_total_bytes'))} per device (arguments + outputs + temporaries)")
@@ -207,5 +224,5 @@ def summary_row(r: dict) -> dict:
     m, t = r["config"]["model"], r["config"]["train"]
     return {"config": f"L{m['layers']} d{m['d_model']} s{m['seq_len']} b{t['batch_size']}",
             "device": f"{r['device']['count']} x {r['device']['kind']}", "tokens_per_s": r["tokens_per_s"],
-            "mfu_6n": r["mfu"]["6n"], "mfu_chinchilla": r["mfu"]["chinchilla"],
+            "mfu": r["mfu"]["model"], "mfu_6n": r["mfu"]["6n"], "mfu_chinchilla": r["mfu"]["chinchilla"],
             "peak_bytes": r["memory"]["peak_bytes_in_use"], "date": r["date"][:10]}

@@ -65,18 +65,18 @@ def run_one(config: str, variant: str, steps: int, warmup: int, out: Path, extra
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| config | variant | device | tokens/s | MFU 6N | MFU Chinchilla | peak memory | compile | date |",
-             "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| config | variant | device | tokens/s | MFU | (6N) | (Chinchilla) | peak memory | compile | date |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {Path(r['config_file']).stem} | {r['variant']} | failed: {r['error'][:80]} |"
-                         " | | | | | |")
+                         " | | | | | | |")
             continue
         mfu = {k: "unknown" if v is None else f"{100 * v:.1f}%" for k, v in r["mfu"].items()}
         peak = r["memory"]["peak_bytes_in_use"]
         mem = "unknown" if peak is None else f"{peak / 2**30:.1f} GiB"
         lines.append(f"| {Path(r['config_file']).stem} | {r['variant']} | {r['device']['count']} x "
-                     f"{r['device']['kind']} | {r['tokens_per_s']:,.0f} | {mfu['6n']} | {mfu['chinchilla']} | "
+                     f"{r['device']['kind']} | {r['tokens_per_s']:,.0f} | {mfu['model']} | {mfu['6n']} | {mfu['chinchilla']} | "
                      f"{mem} | {r['compile_s']:.0f} s | {r['date'][:10]} |")
     return "\n".join(lines)
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             if "error" in row:
                 print(f"  failed: {row['error']}", file=sys.stderr)
             else:
-                print(f"  {row['tokens_per_s']:,.0f} tokens/s, MFU 6N {row['mfu']['6n']}", file=sys.stderr)
+                print(f"  {row['tokens_per_s']:,.0f} tokens/s, MFU {row['mfu']['model']}", file=sys.stderr)
             rows.append(row)
     summary = {"date": date, "device": device, "rows": rows}
     (out_dir / f"suite-{date}-{device}.json").write_text(json.dumps(summary, indent=2) + "\n")

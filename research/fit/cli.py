@@ -83,7 +83,8 @@ def register(subparsers) -> None:
                    help="chinchilla | epoch-2024 | kaplan-2020 | path to fit.json (or a sweep dir)")
     o.add_argument("--approach", choices=("approach1", "approach2", "approach3"), default=None,
                    help="which fit in a fit.json (default: approach3, else 2, else 1)")
-    o.add_argument("--gpu", default=None, help="h100 | h200 | a100 | l4: estimate memory and device-hours")
+    o.add_argument("--gpu", default=None, help="h100 | h200 | a100 | l4 | b200 | tpu-v5p | ... (research/bench/devices.py): "
+                   "estimate memory and device-hours")
     o.add_argument("--peak-flops", type=_positive_float, default=None,
                    help="device dense peak FLOP/s (overrides --gpu's)")
     o.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation (default 0.4)")

@@ -1,11 +1,11 @@
 """Training-cost estimates for a compute-optimal model: memory and device-hours.
 
-Peaks are DENSE bf16 tensor-core FLOP/s (never the 2:4-sparse figures NVIDIA
-also quotes): H100 SXM and H200 989 TFLOP/s, A100 312 TFLOP/s (as in the
-project reference on MFU), L4 121 TFLOP/s (NVIDIA L4 datasheet: 242.5 with
-sparsity, half of that dense). Memory sizes are per device.
+Peaks and device memories come from the one device table, `research.bench.devices`
+(DENSE bf16 tensor-core FLOP/s, never the 2:4-sparse figures; sources there); `--gpu`
+takes its short names (h100, h200, a100, l4, b200, tpu-v5p, ...).
 
-Memory convention (mixed-precision AdamW, activations NOT included):
+Memory convention: `research.model.accounting.TRAINING_BYTES_PER_PARAM["bf16_mixed"]`
+(mixed-precision AdamW, activations NOT included):
     4 B fp32 master weights + 8 B AdamW m and v (fp32)
     + 2 B bf16 working copy of the weights + 2 B bf16 gradients = 16 B/param.
 Device-hours = C / (peak · MFU) / 3600.
@@ -15,27 +15,19 @@ from __future__ import annotations
 
 import math
 
+from research.bench.devices import PEAKS, Peak, peak_for_name
 from research.errors import UserError, closest
+from research.model.accounting import bytes_per_param, memory_convention
 
-GPUS = {
-    # name: (dense bf16 peak FLOP/s, memory bytes, description)
-    "h100": (989e12, 80e9, "NVIDIA H100 SXM"),
-    "h200": (989e12, 141e9, "NVIDIA H200"),
-    "a100": (312e12, 80e9, "NVIDIA A100 80GB"),
-    "l4": (121e12, 24e9, "NVIDIA L4"),
-}
-
-BYTES_PER_PARAM = {"fp32_master": 4, "adamw_m_v": 8, "bf16_weights": 2, "bf16_grads": 2}
-TRAIN_BYTES_PER_PARAM = sum(BYTES_PER_PARAM.values())  # 16
+PRECISION = "bf16_mixed"  # what a large run on these devices trains in
 
 
-def gpu_spec(name: str):
-    key = name.lower().replace("-", "").replace(" ", "")
-    key = {"h100sxm": "h100", "a10080gb": "a100"}.get(key, key)
-    if key not in GPUS:
-        raise UserError(f"unknown --gpu {name!r}{closest(key, GPUS)}; known: {', '.join(GPUS)} "
+def gpu_spec(name: str) -> Peak:
+    peak = peak_for_name(name)
+    if peak is None:
+        raise UserError(f"unknown --gpu {name!r}{closest(name.lower(), PEAKS)}; known: {', '.join(PEAKS)} "
                         "(or give --peak-flops in FLOP/s)")
-    return key, GPUS[key]
+    return peak
 
 
 def training_cost(flops: float, n_params: float, gpu: str | None = None,
@@ -45,12 +37,13 @@ def training_cost(flops: float, n_params: float, gpu: str | None = None,
     mem_bytes = None
     desc = "custom peak"
     if gpu:
-        key, (peak, mem_bytes, desc) = gpu_spec(gpu)
+        spec = gpu_spec(gpu)
+        mem_bytes, desc = spec.memory_bytes, spec.name
         if peak_flops is None:
-            peak_flops = peak
+            peak_flops = spec.bf16_flops
     if peak_flops is None or not peak_flops > 0:
         raise UserError("need --gpu NAME or a positive --peak-flops to estimate device-hours")
-    state = TRAIN_BYTES_PER_PARAM * n_params
+    state = bytes_per_param(PRECISION) * n_params
     hours = flops / (peak_flops * mfu) / 3600.0
     out = {
         "device": desc,
@@ -59,9 +52,8 @@ def training_cost(flops: float, n_params: float, gpu: str | None = None,
         "device_hours": hours,
         "device_days": hours / 24.0,
         "train_state_bytes": state,
-        "bytes_per_param": TRAIN_BYTES_PER_PARAM,
-        "memory_convention": "16 B/param: fp32 master 4 + AdamW m,v 8 + bf16 weights 2 + bf16 grads 2; "
-                             "activations excluded",
+        "bytes_per_param": bytes_per_param(PRECISION),
+        "memory_convention": memory_convention(PRECISION),
     }
     if mem_bytes:
         out["device_memory_bytes"] = mem_bytes

@@ -53,6 +53,8 @@ def run(args) -> int:
     print(f"FLOPs/token      {counts.flops_per_token_6n:>16.4e}  [6n: 6 x n_params]")
     print(f"FLOPs/token      {counts.flops_per_token_chinchilla:>16.4e}  [chinchilla: Hoffmann et al. 2022 App. F]"
           f"  ratio {out['flops_per_token_ratio_chinchilla_to_6n']:.3f}")
+    print(f"FLOPs/token      {counts.flops_per_token_model:>16.4e}  [model, for MFU: 6 x {counts.n_params_matmul:,} "
+          "matmul params + 12 L T d; PaLM App. B, no causal halving]")
     for name, nbytes in counts.memory_bytes().items():
         print(f"train memory     {nbytes / 2**30:>16.3f} GiB  [{name}: {counts.to_dict()['memory_bytes_per_param'][name]}"
               f" bytes/param: weights+grads+AdamW, no activations]")

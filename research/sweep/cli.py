@@ -32,6 +32,8 @@ def register(sub) -> None:
     run.add_argument("--workers", type=int, default=1, help="local: trials at once (one per GPU when several)")
     run.add_argument("--retries", type=int, default=2, help="extra attempts for a failing trial (default 2)")
     run.add_argument("--retry-failed", action="store_true", help="also retry trials recorded as failed")
+    run.add_argument("--fresh-processes", action="store_true",
+                     help="local: a new Python process per trial instead of forking each from a warm worker")
     run.add_argument("--no-fit", action="store_true", help="skip fitting and plotting at the end")
     run.add_argument("--partition", default=None, help="slurm: partition (overrides [slurm] partition)")
     run.add_argument("--time-min", type=int, default=None, help="slurm: time limit per job in minutes")
@@ -114,7 +116,7 @@ def cmd_run(args) -> int:
              if p.rejected or p.dropped else ""), file=sys.stderr)
     if args.executor == "local":
         LocalRunner(p, sweep_dir, workers=args.workers, retries=args.retries, retry_failed=args.retry_failed,
-                    live=not args.quiet).run(trial_dirs)
+                    live=not args.quiet, warm=not args.fresh_processes).run(trial_dirs)
     else:
         options = dict(sweep.slurm)
         for key, value in (("partition", args.partition), ("time_min", args.time_min), ("gpus_per_node", args.gpus)):

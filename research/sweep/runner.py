@@ -4,7 +4,9 @@ trial twice at once, retry failures a bounded number of times, show progress.
 Executors
     local  trials as subprocesses (`scaling sweep trial DIR`), `workers` at a time, each
            pinned to its own GPU when there are several; a dying runner takes its
-           children down with it (they checkpoint on SIGTERM).
+           children down with it (they checkpoint on SIGTERM). By default each trial's
+           process is forked from a warm worker that has imported JAX, Flax and orbax
+           once (warm.py); `warm=False` starts a fresh interpreter per trial instead.
     slurm  one submitit job array (see slurm.py); preempted jobs requeue and resume.
 
 Two locks per trial, both `flock`s that the kernel drops when their holder dies:
@@ -30,6 +32,7 @@ from research.fsutil import ProcessLock, atomic_write_json, read_json
 from research.sweep.collect import fmt_seconds
 from research.sweep.plan import DEFAULT_FLOPS_PER_S, Plan
 from research.sweep.trial import trial_status, steps_done, write_trial
+from research.sweep.warm import WarmProcess, WarmWorker
 
 EXIT_DIVERGED = 3
 
@@ -130,7 +133,7 @@ def _gpu_count() -> int:
 @dataclass
 class _Running:
     trial_dir: Path
-    proc: subprocess.Popen
+    proc: subprocess.Popen | WarmProcess
     claim: ProcessLock
     slot: int
     attempt: int
@@ -139,7 +142,7 @@ class _Running:
 
 class LocalRunner:
     def __init__(self, plan: Plan, sweep_dir: Path, workers: int = 1, retries: int = 2,
-                 retry_failed: bool = False, live: bool = True):
+                 retry_failed: bool = False, live: bool = True, warm: bool = True):
         self.plan, self.sweep_dir = plan, sweep_dir
         self.gpus = _gpu_count()
         self.workers = max(1, workers)
@@ -148,6 +151,7 @@ class LocalRunner:
         self.flops = {sweep_dir / "trials" / t.trial_id: t.flops_6n for t in plan.trials}
         self.steps = {sweep_dir / "trials" / t.trial_id: t.steps for t in plan.trials}
         self._stop = False
+        self.worker = WarmWorker() if warm else None
 
     def run(self, trial_dirs: list[Path]) -> None:
         todo = []
@@ -194,6 +198,8 @@ class LocalRunner:
             for r in running:
                 r.proc.wait()
                 r.claim.release()
+            if self.worker is not None:
+                self.worker.close()
             for s, handler in old.items():
                 signal.signal(s, handler)
         if self._stop:
@@ -213,15 +219,21 @@ class LocalRunner:
             return None      # the caller watches it until it is no longer running
         attempt = self.attempts.get(trial_dir, 0) + 1
         self.attempts[trial_dir] = attempt
-        env = dict(os.environ)
-        if self.gpus > 1:
-            env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
-        log = open(trial_dir / "train.log", "a")
-        log.write(f"\n=== attempt {attempt}, runner pid {os.getpid()}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        log.flush()
-        proc = subprocess.Popen([sys.executable, "-m", "research", "sweep", "trial", str(trial_dir)],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
-        log.close()
+        env = {"CUDA_VISIBLE_DEVICES": str(slot % self.gpus)} if self.gpus > 1 else {}
+        with open(trial_dir / "train.log", "a") as log:
+            log.write(f"\n=== attempt {attempt}, runner pid {os.getpid()}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            log.flush()
+            proc = None
+            if self.worker is not None:
+                try:
+                    proc = self.worker.launch(trial_dir, trial_dir / "train.log", env)
+                except RuntimeError as err:  # e.g. the worker cannot start: fresh processes instead
+                    self._say(f"warning: {err}; starting a fresh process per trial instead")
+                    self.worker = None
+            if proc is None:
+                proc = subprocess.Popen([sys.executable, "-m", "research", "sweep", "trial", str(trial_dir)],
+                                        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
+                                        preexec_fn=_die_with_parent)
         _events(self.sweep_dir, trial=trial_dir.name, event="start", attempt=attempt, pid=proc.pid)
         return _Running(trial_dir, proc, claim, slot, attempt)
 

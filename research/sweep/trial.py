@@ -4,6 +4,13 @@
     <sweep>/trials/<trial id>/...           a normal run directory (config.json, metrics.jsonl, summary.json)
     <sweep>/trials/<trial id>/failed.json   written when the trial failed every attempt
     <sweep>/trials/<trial id>/train.log     the trial's stdout and stderr (local executor)
+    <sweep>/jax_cache/                      JAX's persistent compilation cache, shared by the trials
+
+The trials of one shape differ only in their horizon, which the train step takes as an
+argument (research/train/step.py), so the first trial of a shape compiles and the others
+read the compiled programs from the cache (init, train step, eval step). Entries are keyed
+by the program, the device kind and the jax/jaxlib versions; deleting the folder is safe.
+SCALING_COMPILATION_CACHE=off turns it off.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from pathlib import Path
 from research.config import run_config_from_dict
 from research.fsutil import ProcessLock, atomic_write_json, read_json
 
+CACHE_ENV = "SCALING_COMPILATION_CACHE"  # "off" disables the sweep's persistent compilation cache
 FAULT_ENV = "SCALING_FAIL_TRIALS"  # comma-separated trial ids that raise on purpose (fault injection for tests)
 
 
@@ -24,6 +32,19 @@ def write_trial(trial_dir: Path, trial, sweep_name: str) -> None:
                           "flops_chinchilla": trial.flops_chinchilla}}
     if read_json(trial_dir / "trial.json") != record:
         atomic_write_json(trial_dir / "trial.json", record)
+
+
+def use_compilation_cache(directory: Path) -> bool:
+    """Point JAX's persistent compilation cache at `directory`, caching every program
+    however small or quick to compile; False (nothing changed) when SCALING_COMPILATION_CACHE=off."""
+    if os.environ.get(CACHE_ENV, "").strip().lower() in ("off", "0", "false", "no"):
+        return False
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(Path(directory).absolute()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return True
 
 
 def run_trial(trial_dir: str) -> dict:
@@ -40,6 +61,7 @@ def run_trial(trial_dir: str) -> dict:
     if record["trial"] in os.environ.get(FAULT_ENV, "").split(","):
         raise RuntimeError(f"fault injected into trial {record['trial']} by {FAULT_ENV}")
     config = run_config_from_dict(record["config"])
+    use_compilation_cache(trial_dir.parent.parent / "jax_cache")  # <sweep>/trials/<id> -> <sweep>/jax_cache
     return train(config, trial_dir, progress=False)
 
 

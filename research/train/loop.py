@@ -141,6 +141,7 @@ def train(config: RunConfig, out_dir: str | Path, *, progress: bool = True) -> d
 
 
 def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress: bool) -> dict:
+    from research.bench.devices import mfu_fields
     from research.train.checkpoint import Checkpoints, abstract_like
     from research.train.optim import learning_rate_schedule
     from research.train.step import Stepper, make_mesh
@@ -200,6 +201,7 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
         row.update(loss=float(values["loss"]), grad_norm=float(values["grad_norm"]),
                    tokens_per_s=(step - step_mark) * tokens_per_step / max(now - t_mark, 1e-9),
                    wall_time_s=wall_before + now - t_start)
+        row.update(mfu_fields(counts, row["tokens_per_s"], stepper.mesh.devices.flat))  # where the peak is known
         if eval_loss is not None:
             row.update(eval_loss=eval_loss, eval_bits_per_byte=eval_loss / math.log(2) / bytes_per_token)
         t_mark, step_mark = now, step

@@ -11,15 +11,34 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from research.config import RunConfig, total_steps, warmup_steps
 
 
-def learning_rate_schedule(config: RunConfig):
+SCHEDULE_FIELDS = ("peak", "floor", "warmup", "steps", "decay_steps")
+
+
+def schedule_numbers(config: RunConfig) -> np.ndarray:
+    """The run's schedule as numbers (float32, in SCHEDULE_FIELDS order).
+
+    The train step takes them as an argument rather than as constants baked into the
+    compiled program, so runs that differ only in their horizon (the trials of one shape
+    across the budgets of a sweep) compile to the same program and share one entry of
+    the persistent compilation cache.
+    """
     t = config.train
-    steps, warmup = total_steps(config), warmup_steps(config)
-    peak, floor = t.lr, t.lr * t.min_lr_ratio
+    steps = total_steps(config)
+    return np.array([t.lr, t.lr * t.min_lr_ratio, warmup_steps(config), steps,
+                     max(1, round(t.decay_fraction * steps))], np.float32)
+
+
+def learning_rate_schedule(config: RunConfig, numbers=None):
+    """step -> learning rate; `numbers` (traced or not) default to `schedule_numbers(config)`."""
+    t = config.train
+    numbers = schedule_numbers(config) if numbers is None else numbers
+    peak, floor, warmup, steps, decay_steps = (numbers[i] for i in range(len(SCHEDULE_FIELDS)))
 
     def schedule(step):
         # `step` counts updates already applied, so the first update uses step 0.
@@ -28,10 +47,9 @@ def learning_rate_schedule(config: RunConfig):
         if t.schedule == "constant":
             return warm
         if t.schedule == "cosine":
-            frac = jnp.clip((s - warmup) / max(steps - warmup, 1), 0.0, 1.0)
+            frac = jnp.clip((s - warmup) / jnp.maximum(steps - warmup, 1.0), 0.0, 1.0)
             decayed = floor + (peak - floor) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
         else:  # wsd
-            decay_steps = max(1, round(t.decay_fraction * steps))
             frac = jnp.clip((s - (steps - decay_steps)) / decay_steps, 0.0, 1.0)
             shape = 1.0 - jnp.sqrt(frac) if t.decay_shape == "1-sqrt" else 1.0 - frac
             decayed = floor + (peak - floor) * shape
@@ -45,8 +63,9 @@ def _decay_mask(params):
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def make_optimizer(config: RunConfig) -> optax.GradientTransformation:
+def make_optimizer(config: RunConfig, numbers=None) -> optax.GradientTransformation:
+    """AdamW on `learning_rate_schedule(config, numbers)`; the state's structure does not depend on `numbers`."""
     t = config.train
-    adamw = optax.adamw(learning_rate_schedule(config), b1=t.beta1, b2=t.beta2, eps=t.eps,
+    adamw = optax.adamw(learning_rate_schedule(config, numbers), b1=t.beta1, b2=t.beta2, eps=t.eps,
                         weight_decay=t.weight_decay, mask=_decay_mask)
     return optax.chain(optax.clip_by_global_norm(t.grad_clip), adamw) if t.grad_clip > 0 else adamw

@@ -32,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from research.config import RunConfig
 from research.errors import UserError
 from research.model.transformer import Transformer
-from research.train.optim import make_optimizer
+from research.train.optim import make_optimizer, schedule_numbers
 
 
 def initialize_distributed() -> bool:
@@ -139,6 +139,27 @@ def chunked_cross_entropy(model: Transformer, x_BTD: jax.Array, targets_BT: jax.
     return losses_MK.reshape(-1)[:n_positions].sum() / n_positions
 
 
+class TrainStep:
+    """`step(params, opt_state, tokens_BT1)` -> (params, opt_state, metrics), one jitted program.
+
+    The run's schedule numbers (`schedule_numbers`) are passed to the program as an
+    argument, not compiled into it: runs of one shape and optimiser that differ only in
+    their horizon share a compiled program (and a persistent compilation cache entry).
+    """
+
+    def __init__(self, jitted, schedule_S: jax.Array):
+        self.jitted, self.schedule_S = jitted, schedule_S
+
+    def __call__(self, params, opt_state, tokens_BT1):
+        return self.jitted(params, opt_state, tokens_BT1, self.schedule_S)
+
+    def lower(self, params, opt_state, tokens_BT1):
+        return self.jitted.lower(params, opt_state, tokens_BT1, self.schedule_S)
+
+    def _cache_size(self) -> int:
+        return self.jitted._cache_size()
+
+
 @dataclasses.dataclass
 class Stepper:
     """Builds the model, optimiser and jitted steps for one run config on one mesh."""
@@ -161,11 +182,13 @@ class Stepper:
         self.opt_shardings = optax.tree_map_params(
             self.tx, lambda _, sharding: sharding, jax.eval_shape(self.tx.init, abstract_params),
             self.param_shardings, transform_non_params=lambda _: self.replicated)
-        self.train_step = jax.jit(
+        jitted = jax.jit(
             self._train_step,
-            in_shardings=(self.param_shardings, self.opt_shardings, self.batch_sharding),
+            in_shardings=(self.param_shardings, self.opt_shardings, self.batch_sharding, self.replicated),
             out_shardings=(self.param_shardings, self.opt_shardings, self.replicated),
             donate_argnums=(0, 1))
+        numbers = jax.device_put(schedule_numbers(self.config), self.replicated)
+        self.train_step = TrainStep(jitted, numbers)
         self.eval_step = jax.jit(self._eval_loss, in_shardings=(self.param_shardings, self.batch_sharding),
                                  out_shardings=self.replicated)
 
@@ -187,9 +210,9 @@ class Stepper:
             return chunked_cross_entropy(model, x_BTD, tokens_BT1[:, 1:], self.loss_chunk)
         return cross_entropy(model.logits(x_BTD), tokens_BT1[:, 1:])
 
-    def _train_step(self, params, opt_state, tokens_BT1):
+    def _train_step(self, params, opt_state, tokens_BT1, schedule_S):
         loss, grads = jax.value_and_grad(self._loss)(params, tokens_BT1)
-        updates, opt_state = self.tx.update(grads, opt_state, params)
+        updates, opt_state = make_optimizer(self.config, schedule_S).update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return params, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
