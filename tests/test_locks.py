@@ -6,31 +6,34 @@ import subprocess
 import sys
 import time
 
+from research.errors import UserError
 from research.fsutil import ProcessLock
+from research.train.run_dir import RunDir
 from tests.conftest import REPO
 
-# Probes the lock as fast as it can until the stop file appears.
+# What `sweep status`, the live view and waiting runners do per trial (trial_status probes
+# the trial's .lock and .claim), as fast as it can until the stop file appears.
 _HAMMER = """
 import sys, pathlib
-from research.fsutil import ProcessLock
-lock, stop = ProcessLock(sys.argv[1]), pathlib.Path(sys.argv[2])
+from research.sweep.trial import trial_status
+trial, stop = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 pathlib.Path(sys.argv[3]).touch()
 n = 0
 while not stop.exists():
-    for _ in range(200):
-        lock.is_held()
-    n += 200
+    for _ in range(100):
+        trial_status(trial)
+    n += 100
 print(n)
 """
 
 
-def _start_hammers(tmp_path, lock_path, count):
+def _start_hammers(tmp_path, trial_dir, count):
     stop = tmp_path / "stop"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     procs = []
     for i in range(count):
         ready = tmp_path / f"ready{i}"
-        procs.append((subprocess.Popen([sys.executable, "-c", _HAMMER, str(lock_path), str(stop), str(ready)],
+        procs.append((subprocess.Popen([sys.executable, "-c", _HAMMER, str(trial_dir), str(stop), str(ready)],
                                        stdout=subprocess.PIPE, text=True, env=env), ready))
     deadline = time.time() + 60
     while not all(ready.exists() for _, ready in procs) and time.time() < deadline:
@@ -38,24 +41,27 @@ def _start_hammers(tmp_path, lock_path, count):
     return stop, [p for p, _ in procs]
 
 
-def test_acquire_never_fails_while_others_probe(tmp_path):
-    lock_path = tmp_path / ".lock"
-    stop, hammers = _start_hammers(tmp_path, lock_path, 2)
-    failures, attempts = 0, 0
+def test_trial_start_never_fails_while_status_probes(tmp_path):
+    """A trial starting (its run directory taking .lock) while status probes hammer it."""
+    trial_dir = tmp_path / "trial"
+    trial_dir.mkdir()
+    stop, hammers = _start_hammers(tmp_path, trial_dir, 2)
+    failures, attempts = [], 0
     try:
         deadline = time.time() + 3
         while time.time() < deadline:
-            lock = ProcessLock(lock_path)
+            run = RunDir(trial_dir)
             attempts += 1
-            if lock.acquire():
-                lock.release()
-            else:
-                failures += 1
+            try:
+                run.acquire()
+                run.release()
+            except UserError as err:
+                failures.append(str(err))
     finally:
         stop.touch()
         probes = [int(p.communicate(timeout=60)[0]) for p in hammers]
     assert min(probes) > 1000, f"the probing processes barely ran ({probes})"
-    assert failures == 0, f"{failures} of {attempts} acquires failed while {sum(probes)} probes ran"
+    assert not failures, f"{len(failures)} of {attempts} starts failed while {sum(probes)} probes ran: {failures[0]}"
 
 
 def test_probe_sees_holder_in_other_process_and_this_one(tmp_path):

@@ -6,7 +6,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -186,38 +185,3 @@ def test_failing_trial_is_retried_then_recorded_while_others_complete(tmp_path):
                                        capture_output=True, text=True, check=True).stdout)
     assert status["completed"] == len(ids) and status["failed"] == 0
 
-
-_STATUS_HAMMER = """
-import sys, pathlib
-from research.sweep.trial import trial_status
-out, stop = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-n = 0
-while not stop.exists():
-    for d in out.glob("trials/*"):
-        trial_status(d)
-        n += 1
-print(n)
-"""
-
-
-def test_status_probes_never_make_a_starting_trial_fail(tmp_path):
-    """`sweep status` and the runners' probes run while trials start: none may fail to lock."""
-    out, stop = tmp_path / "sweep", tmp_path / "stop"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    hammers = [subprocess.Popen([sys.executable, "-c", _STATUS_HAMMER, str(out), str(stop)],
-                                stdout=subprocess.PIPE, text=True, env=env)]
-    runner = subprocess.Popen(SCALING + ["sweep", "run", str(SMOKE), "--out", str(out), "--no-fit", "--quiet",
-                                         "--retries", "0", *SMALL], stderr=subprocess.PIPE, text=True)
-    statuses = 0
-    try:
-        while runner.poll() is None:
-            subprocess.run(SCALING + ["sweep", "status", str(out), "--json"], capture_output=True, env=env)
-            statuses += 1
-            time.sleep(0.2)
-    finally:
-        stop.touch()
-        probes = [int(h.communicate(timeout=60)[0]) for h in hammers]
-    assert runner.returncode == 0, runner.stderr.read()[-2000:]
-    assert min(probes) > 100 and statuses >= 1, (probes, statuses)
-    assert_all_completed_once(out)
-    assert not events(out, "retry") and not events(out, "failed")
