@@ -82,6 +82,22 @@ class Dataset:
         """Convert a loss on `split` from nats/token to bits/byte."""
         return bits_per_byte(nats_per_token, self.bytes_per_token(split))
 
+    def token_byte_lengths(self) -> np.ndarray:
+        """UTF-8 bytes of text each token id stands for (the document separator: 0)."""
+        lengths = np.asarray(self.tokenizer.token_byte_lengths(), dtype=np.int64).copy()
+        separator = self.manifest.get("separator_id")
+        if separator is not None:
+            lengths[int(separator)] = 0
+        return lengths
+
+    def bytes_per_token_of(self, tokens) -> float:
+        """UTF-8 bytes of text per token in `tokens` (arrays of ids), e.g. the targets an
+        evaluation scores; nan when there are none."""
+        lengths = self.token_byte_lengths()
+        n = sum(int(np.size(t)) for t in tokens)
+        n_bytes = sum(int(lengths[np.asarray(t, dtype=np.int64)].sum()) for t in tokens)
+        return n_bytes / n if n else math.nan
+
     # --- tokens --------------------------------------------------------------------
     def tokens(self, split: str) -> np.ndarray:
         """The split's whole token stream as a read-only memmap."""

@@ -96,6 +96,10 @@ class ByteTokenizer:
         """Text from ids; invalid UTF-8 (e.g. a window cut mid-character) is replaced."""
         return bytes(np.asarray(ids, dtype=np.uint8).tobytes()).decode("utf-8", errors="replace")
 
+    def token_byte_lengths(self) -> np.ndarray:
+        """UTF-8 bytes of text each id stands for (1 each; see Dataset.token_byte_lengths for the separator)."""
+        return np.ones(self.vocab_size, dtype=np.int64)
+
     def save(self, directory: Path) -> list[str]:
         """Nothing to save: the byte tokenizer has no learned state."""
         return []
@@ -152,6 +156,15 @@ class BPETokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def token_byte_lengths(self) -> np.ndarray:
+        """UTF-8 bytes of text each id stands for: byte-level BPE spells every byte as one
+        symbol, so a token's length in symbols is its length in bytes; special tokens are 0."""
+        lengths = np.zeros(self.vocab_size, dtype=np.int64)
+        special = {t.content for t in self._tok.get_added_tokens_decoder().values()}
+        for symbols, token_id in self._tok.get_vocab(with_added_tokens=True).items():
+            lengths[token_id] = 0 if symbols in special else len(symbols)
+        return lengths
 
     def save(self, directory: Path) -> list[str]:
         """Write tokenizer.json into directory; return the file names written."""

@@ -200,7 +200,7 @@ class LocalRunner:
         elif code == EXIT_DIVERGED:
             _events(self.sweep_dir, trial=name, event="diverged", attempt=r.attempt)
             self._say(f"diverged  {name} (recorded; the sweep goes on)")
-        elif self._stop or code in (-signal.SIGTERM, 143):
+        elif self._stop or code in (-signal.SIGTERM, 143, 130):  # checkpointed on SIGTERM / Ctrl-C
             _events(self.sweep_dir, trial=name, event="interrupted", attempt=r.attempt)
         elif r.attempt <= self.retries:
             _events(self.sweep_dir, trial=name, event="retry", attempt=r.attempt, exit_code=code)
