@@ -112,11 +112,12 @@ class Checkpoints:
         return step, restored["state"], dict(restored["meta"])
 
     def _set_aside(self, steps: list[int]) -> None:
-        """Move corrupt steps aside (process 0 only); every process then sees the same steps."""
+        """Move corrupt steps aside (process 0 only); every process then sees the same steps.
+        Every process makes the same orbax calls in the same order (they are collective)."""
         if not steps:
             return
+        self.manager.close()
         if jax.process_index() == 0:
-            self.manager.close()
             self.aside_dir.mkdir(exist_ok=True)
             for step in steps:
                 target = self.aside_dir / str(step)
@@ -127,10 +128,7 @@ class Checkpoints:
             from jax.experimental import multihost_utils
 
             multihost_utils.sync_global_devices("research.checkpoint.set_aside")
-        if jax.process_index() == 0:
-            self._open()
-        else:
-            self.manager.reload()
+        self._open()
 
     def close(self) -> None:
         self.manager.wait_until_finished()

@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from research.config import RunConfig, total_steps, warmup_steps
 from research.data.prepare import bits_per_byte
@@ -93,8 +94,11 @@ class StopSignals:
     SIGUSR2 (Slurm's pre-timeout / preemption warning) set `signal` instead of killing the
     process: the loop finishes its step, checkpoints and stops. A second Ctrl-C stops at once.
 
-    After the loop, `forward()` hands a SIGUSR2 on to the handler that was installed before
-    (submitit's, which requeues the job), now that the checkpoint is written.
+    With several processes, `agreed()` is the first signal any of them received (a collective
+    call: every process must make it at the same steps), so all stop at the same step and
+    write the checkpoint together. After the loop, `forward()` hands a SIGUSR2 on to the
+    handler installed before (submitit's, which requeues the job), now that the checkpoint
+    is written.
     """
 
     HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
@@ -102,19 +106,31 @@ class StopSignals:
     def __init__(self):
         self.signal: int | None = None
         self._old: dict = {}
+        self._usr2_before = None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             self._old = {s: signal.signal(s, self._handle) for s in self.HANDLED}
+            self._usr2_before = self._old[signal.SIGUSR2]
         return self
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum, frame):  # no I/O here: the main thread may be mid-write
         if signum == signal.SIGINT and self.signal == signal.SIGINT:
             self._restore()
             raise KeyboardInterrupt
         if self.signal is None:
             self.signal = signum
-            print(f"\n{signal.Signals(signum).name} received: checkpointing after this step", file=sys.stderr)
+
+    def agreed(self) -> int | None:
+        if jax.process_count() == 1:
+            return self.signal
+        from jax.experimental import multihost_utils
+
+        received = multihost_utils.process_allgather(np.int32(self.signal or 0))
+        first = next((int(s) for s in np.ravel(received) if s), 0)
+        if first:
+            self.signal = first  # the same on every process
+        return first or None
 
     def _restore(self) -> None:
         for s, handler in self._old.items():
@@ -122,12 +138,11 @@ class StopSignals:
         self._old = {}
 
     def __exit__(self, *exc):
-        self._forward_to = self._old.get(signal.SIGUSR2)
         self._restore()
 
     def forward(self) -> None:
         """Re-raise a SIGUSR2 caught in the loop if someone else (submitit) was handling it."""
-        if self.signal == signal.SIGUSR2 and callable(getattr(self, "_forward_to", None)):
+        if self.signal == signal.SIGUSR2 and callable(self._usr2_before):
             signal.raise_signal(signal.SIGUSR2)
 
 
@@ -360,7 +375,9 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
                     break
             if step % t.checkpoint_every == 0 or step == steps:
                 save(step)
-            if stop.signal is not None and step < steps:
+            if step < steps and (step % t.log_every == 0 or jax.process_count() == 1) and stop.agreed():
+                print(f"{signal.Signals(stop.signal).name} received: checkpointing at step {step} and stopping",
+                      file=sys.stderr)
                 save(step)
                 status = "interrupted"
                 break
