@@ -7,7 +7,7 @@ Executors
            children down with it (they checkpoint on SIGTERM).
     slurm  one submitit job array (see slurm.py); preempted jobs requeue and resume.
 
-Two locks per trial, both `flock`s that the kernel drops when their holder dies:
+Two locks per trial, both `ProcessLock`s that the kernel drops when their holder dies:
 `.claim` (held by the runner that launched the trial) and `.lock` (held by the
 training process). A runner skips any trial whose either lock is held.
 """
