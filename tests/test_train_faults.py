@@ -75,6 +75,21 @@ def test_corrupt_checkpoint_is_set_aside_and_dropped_rows_are_kept(tmp_path):
     assert sorted(losses(run_dir)) == list(range(1, 31))
 
 
+def test_restore_failures_that_prove_nothing_about_the_files_move_nothing(tmp_path):
+    """Out of memory, or an error the restore cannot attribute to the files, is not corruption."""
+    from research.train.checkpoint import CheckpointCorrupt, CheckpointIncompatible, _classify
+
+    where = tmp_path / "checkpoints" / "7"
+    oom = _classify(MemoryError(), 7, where, "restoring it")
+    assert isinstance(oom, CheckpointIncompatible) and "out of memory" in str(oom)
+    xla_oom = _classify(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.2GiB"),
+                        7, where, "restoring it")
+    assert isinstance(xla_oom, CheckpointIncompatible) and "out of memory" in str(xla_oom)
+    unknown = _classify(ValueError("sharding mismatch: 8 devices vs 4"), 7, where, "restoring it")
+    assert isinstance(unknown, CheckpointIncompatible) and "nothing was moved" in str(unknown)
+    assert isinstance(_classify(FileNotFoundError(where / "state"), 7, where, "reading"), CheckpointCorrupt)
+
+
 # ---------------------------------------------------------------- fault 3: signals
 
 SIGNAL_RUN = dict(TINY, train=dict(TINY["train"], steps=200, eval_every=100, checkpoint_every=1000))
@@ -120,9 +135,26 @@ def test_signal_checkpoints_then_resume_loses_nothing(tmp_path, straight_losses,
 def test_logged_rates_exclude_compilation_and_name_their_convention(tmp_path):
     from research.model import count_model
 
-    run_dir = tmp_path / "run"
-    train(tiny(train={"steps": 60, "log_every": 5, "eval_every": 30}), run_dir, progress=False)
+    class Recorder:  # what an experiment tracker attaches
+        def __init__(self):
+            self.rows, self.config, self.summary = [], None, None
+
+        def log_config(self, record):
+            self.config = record
+
+        def log_row(self, step, row):
+            self.rows.append((step, row))
+
+        def log_summary(self, summary):
+            self.summary = summary
+
+    run_dir, sink = tmp_path / "run", Recorder()
+    train(tiny(train={"steps": 60, "log_every": 5, "eval_every": 30}), run_dir, progress=False, sinks=[sink])
     rows = read_jsonl(run_dir / "metrics.jsonl")
+    assert [step for step, _ in sink.rows] == [r["step"] for r in rows] == list(range(5, 61, 5))
+    assert [row for _, row in sink.rows] == rows
+    assert sink.config["identity_hash"] == json.loads((run_dir / "config.json").read_text())["identity_hash"]
+    assert sink.summary == json.loads((run_dir / "summary.json").read_text())
     assert all(r["tokens_per_s"] > 0 for r in rows)
     # The first row's rate covers steps 2..5, after the step compiled (seconds, where a step
     # takes milliseconds); the time it implies must be a small part of the run's wall time

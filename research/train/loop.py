@@ -163,8 +163,9 @@ def exit_code(summary: dict) -> int:
 def train(config: RunConfig, out_dir: str | Path, *, progress: bool = True, sinks=()) -> dict:
     """Train (or resume, or recognise as finished) the run in `out_dir`; return its summary.
 
-    `sinks`: extra receivers of every metrics row (`sink.log_row(step, row)`) and, if they
-    have it, of the summary (`sink.log_summary(summary)`), e.g. experiment trackers.
+    `sinks`: experiment trackers and the like, called on process 0 only: `sink.log_row(step, row)`
+    for every metrics row, and where defined `sink.log_config(record)` (config.json's record,
+    before training) and `sink.log_summary(summary)` (at the end, whatever the status).
     """
     from research.data import get_dataset
 
@@ -187,6 +188,9 @@ def train(config: RunConfig, out_dir: str | Path, *, progress: bool = True, sink
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         run.check_or_write_config(record)
+        for sink in sinks if run.writer else ():
+            if hasattr(sink, "log_config"):
+                sink.log_config(record)
         done = run.summary()
         if done and done.get("status") in ("completed", "diverged"):
             print(f"{run.path}: already finished ({done['status']} at step {done.get('steps_done')}); "
@@ -257,7 +261,7 @@ class MetricsLogger:
         values = jax.device_get(dev)
         row = self.row(step, float(values["loss"]), float(values["grad_norm"]), eval_loss)
         self.run.append_metrics(row)
-        for sink in self.sinks:
+        for sink in self.sinks if self.run.writer else ():  # like metrics.jsonl: process 0 only
             sink.log_row(step, row)
         self.last_train_loss = row["loss"]
         return math.isfinite(row["loss"]) and (eval_loss is None or math.isfinite(eval_loss))
@@ -373,12 +377,14 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
                 if not log.flush(eval_loss=last_eval):
                     status = "diverged"
                     break
-            if step % t.checkpoint_every == 0 or step == steps:
+            periodic = step % t.checkpoint_every == 0 or step == steps
+            if periodic:
                 save(step)
             if step < steps and (step % t.log_every == 0 or jax.process_count() == 1) and stop.agreed():
                 print(f"{signal.Signals(stop.signal).name} received: checkpointing at step {step} and stopping",
                       file=sys.stderr)
-                save(step)
+                if not periodic:
+                    save(step)
                 status = "interrupted"
                 break
     if not log.flush():
@@ -394,7 +400,7 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
                             eval_bytes_per_token=eval_bytes_per_token, wall_time_s=log.wall_time_s(),
                             stop_signal=stop.signal if status == "interrupted" else None)
     run.write_summary(summary)
-    for sink in sinks:
+    for sink in sinks if run.writer else ():
         if hasattr(sink, "log_summary"):
             sink.log_summary(summary)
     if status == "completed":
@@ -405,5 +411,6 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
         print(f"stopped at step {step}: {status}"
               + (f" ({summary['stop_signal']}; checkpointed)" if summary["stop_signal"] else "") + f"; {run.path}",
               file=sys.stderr)
-    stop.forward()  # a SIGUSR2 under submitit: now that the checkpoint is written, let it requeue the job
+    if status == "interrupted":
+        stop.forward()  # a SIGUSR2 under submitit: now that the checkpoint is written, let it requeue the job
     return summary
