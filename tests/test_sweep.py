@@ -184,4 +184,3 @@ def test_failing_trial_is_retried_then_recorded_while_others_complete(tmp_path):
     status = json.loads(subprocess.run(SCALING + ["sweep", "status", str(out), "--json"],
                                        capture_output=True, text=True, check=True).stdout)
     assert status["completed"] == len(ids) and status["failed"] == 0
-
