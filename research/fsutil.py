@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import struct
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -51,9 +54,28 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
+# Open-file-description locks (Linux >= 3.15): owned by the open file, like flock, so the
+# kernel drops one when its holder dies and closing another handle on the file does not;
+# unlike flock they can be *tested* (F_OFD_GETLK) without being taken, and they work on NFS.
+_OFD = hasattr(fcntl, "F_OFD_SETLK") and hasattr(fcntl, "F_OFD_GETLK")
+_FLOCK_STRUCT = "hhqqi4x"  # struct flock: l_type, l_whence, l_start, l_len, l_pid (+ padding)
+
+
+def _whole_file(lock_type: int) -> bytes:
+    return struct.pack(_FLOCK_STRUCT, lock_type, os.SEEK_SET, 0, 0, 0)
+
+
 class ProcessLock:
-    """An exclusive `flock` on a file. The kernel drops it when the holder dies, so a
-    lock left by a killed process is reclaimed by the next taker without any cleanup."""
+    """An exclusive lock on a file that the kernel drops when its holder dies, so a lock
+    left by a killed process is reclaimed by the next taker without any cleanup.
+
+    `is_held` only tests the lock, never takes it: probing (status views, waiting runners)
+    cannot make a process that is starting a trial fail to acquire. Where open-file-description
+    locks are missing (not Linux), `flock` is used and `acquire` retries through a probe's
+    brief hold instead.
+    """
+
+    _RETRY_S = 0.05  # flock fallback only: how long acquire keeps trying through probes
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -62,9 +84,7 @@ class ProcessLock:
     def acquire(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not (_take_ofd(fd) if _OFD else _take_flock(fd, self._RETRY_S)):
             os.close(fd)
             return False
         os.ftruncate(fd, 0)
@@ -79,11 +99,15 @@ class ProcessLock:
         except FileNotFoundError:
             return False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        except BlockingIOError:
-            return True
+            if _OFD:
+                got = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _whole_file(fcntl.F_WRLCK))
+                return struct.unpack(_FLOCK_STRUCT, got)[0] != fcntl.F_UNLCK
+            try:  # flock has no test: take and drop it at once (acquire retries through this)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return False
+            except BlockingIOError:
+                return True
         finally:
             os.close(fd)
 
@@ -95,8 +119,7 @@ class ProcessLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
+            os.close(self._fd)  # closing the only handle drops either kind of lock
             self._fd = None
 
     def __enter__(self):
@@ -106,3 +129,25 @@ class ProcessLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def _take_ofd(fd: int) -> bool:
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _whole_file(fcntl.F_WRLCK))
+        return True
+    except OSError as err:
+        if err.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+
+
+def _take_flock(fd: int, retry_s: float) -> bool:
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)

@@ -153,23 +153,6 @@ def test_killed_run_resumes_to_the_same_losses(tmp_path):
     assert "already finished" in again.stderr
 
 
-def test_sigterm_checkpoints_and_resumes(tmp_path):
-    cfg = write_toml(tmp_path / "run.toml", dict(TINY, train=dict(TINY["train"], steps=400, checkpoint_every=1000)))
-    run_dir = tmp_path / "run"
-    cmd = SCALING + ["train", str(cfg), "--no-progress", "--out", str(run_dir)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not read_jsonl(run_dir / "metrics.jsonl"):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 143
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "interrupted"
-    stopped = summary["steps_done"]
-    assert 0 < stopped < 400
-    assert (run_dir / "checkpoints" / str(stopped)).is_dir()
-
-
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
     run_dir = tmp_path / "run"
     config = tiny(train={"steps": 30})
@@ -177,13 +160,20 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
     reference = losses(run_dir)
     ckpts = run_dir / "checkpoints"
     assert sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) == [10, 20, 30]
+    original = (run_dir / "metrics.jsonl").read_text().splitlines()
     for f in (ckpts / "30").rglob("*"):
         if f.is_file() and f.stat().st_size > 0 and "meta" not in f.parts:
             f.write_bytes(b"\0garbage" * 8)
     (run_dir / "summary.json").unlink()  # as if killed right after writing step 30
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 31, "lo')  # a torn line from the killed writer
 
     second = train(config, run_dir, progress=False)
     assert (run_dir / "checkpoints.corrupt" / "30").is_dir(), "the corrupt checkpoint was not set aside"
+    # rows past the restored step 20 were moved, byte for byte, to the side file (issue 10, fault 1)
+    removed = read_jsonl(run_dir / "metrics.removed.jsonl")
+    assert [r["line"] for r in removed] == original[20:30] + ['{"step": 31, "lo']
+    assert {r["resumed_from_step"] for r in removed} == {20}
     assert second["final_eval_loss"] == pytest.approx(first["final_eval_loss"], rel=1e-6)
     again = losses(run_dir)
     assert sorted(again) == sorted(reference)

@@ -83,6 +83,27 @@ class Dataset:
         """Convert a loss on `split` from nats/token to bits/byte."""
         return bits_per_byte(nats_per_token, self.bytes_per_token(split))
 
+    def token_byte_lengths(self) -> np.ndarray | None:
+        """UTF-8 bytes of text each token id stands for (the document separator: 0); None for a
+        corpus that came already tokenized (`ids:V`), whose text is unknown."""
+        if not hasattr(self.tokenizer, "token_byte_lengths"):
+            return None
+        lengths = np.asarray(self.tokenizer.token_byte_lengths(), dtype=np.int64).copy()
+        separator = self.manifest.get("separator_id")
+        if separator is not None:
+            lengths[int(separator)] = 0
+        return lengths
+
+    def bytes_per_token_of(self, tokens) -> float:
+        """UTF-8 bytes of text per token in `tokens` (arrays of ids), e.g. the targets an
+        evaluation scores; nan when there are none or the text is unknown (`ids:V`)."""
+        lengths = self.token_byte_lengths()
+        if lengths is None:
+            return math.nan
+        n = sum(int(np.size(t)) for t in tokens)
+        n_bytes = sum(int(lengths[np.asarray(t, dtype=np.int64)].sum()) for t in tokens)
+        return n_bytes / n if n else math.nan
+
     # --- tokens --------------------------------------------------------------------
     def tokens(self, split: str) -> np.ndarray:
         """The split's whole token stream as a read-only memmap."""

@@ -132,6 +132,9 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
+_BYTE_FALLBACK = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
 class ByteTokenizer:
     """One token per UTF-8 byte; vocabulary 256; documents separated by byte 0."""
 
@@ -149,6 +152,10 @@ class ByteTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         """Text from ids; invalid UTF-8 (e.g. a window cut mid-character) is replaced."""
         return bytes(np.asarray(ids, dtype=np.uint8).tobytes()).decode("utf-8", errors="replace")
+
+    def token_byte_lengths(self) -> np.ndarray:
+        """UTF-8 bytes of text each id stands for (1 each; see Dataset.token_byte_lengths for the separator)."""
+        return np.ones(self.vocab_size, dtype=np.int64)
 
     def save(self, directory: Path) -> list[str]:
         """Nothing to save: the byte tokenizer has no learned state."""
@@ -220,6 +227,27 @@ class HFTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def token_byte_lengths(self) -> np.ndarray:
+        """UTF-8 bytes of text each id stands for; special tokens are 0.
+
+        Byte-level BPE (GPT-2 style, and this package's `bpe:V`) spells every byte as one
+        symbol, so a token's length in symbols is its length in bytes. Other tokenizer files
+        (SentencePiece-style, Llama) spell a space as U+2581 and a fallback byte as `<0xHH>`:
+        those are one byte each, and the rest counts its UTF-8 bytes."""
+        lengths = np.zeros(self.vocab_size, dtype=np.int64)
+        special = {t.content for t in self._tok.get_added_tokens_decoder().values()}
+        byte_level = '"ByteLevel"' in json.dumps(json.loads(self._tok.to_str()).get("decoder"))
+        for symbols, token_id in self._tok.get_vocab(with_added_tokens=True).items():
+            if symbols in special:
+                continue
+            if byte_level:
+                lengths[token_id] = len(symbols)
+            elif _BYTE_FALLBACK.fullmatch(symbols):
+                lengths[token_id] = 1
+            else:
+                lengths[token_id] = len(symbols.replace("\u2581", " ").encode("utf-8"))
+        return lengths
 
     def save(self, directory: Path) -> list[str]:
         """Write tokenizer.json into directory; return the file names written."""

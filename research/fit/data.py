@@ -45,8 +45,15 @@ class Table:
         parts = ", ".join(f"{v} {k}" for k, v in self.dropped.items())
         return f"using {len(self.df)} of {self.n_rows_read} rows; dropped {sum(self.dropped.values())}: {parts}"
 
+    def source_name(self) -> str:
+        """The table as recorded in fit.json: relative to its sweep directory, else as given,
+        so a committed fit.json names no machine's temporary or home directory."""
+        if self.sweep_dir is not None and self.source.is_relative_to(self.sweep_dir):
+            return self.source.relative_to(self.sweep_dir).as_posix()
+        return str(self.source)
+
     def meta(self) -> dict:
-        return {"source": str(self.source), "n_rows_read": self.n_rows_read, "n_points": int(len(self.df)),
+        return {"source": self.source_name(), "n_rows_read": self.n_rows_read, "n_points": int(len(self.df)),
                 "dropped": dict(self.dropped), "columns": dict(self.columns),
                 "budget_source": self.budget_source, "flops_convention": self.convention}
 

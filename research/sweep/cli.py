@@ -265,7 +265,6 @@ def cmd_collect(args) -> int:
 
 def cmd_trial(args) -> int:
     from research.sweep.trial import run_trial
-    from research.train.loop import EXIT_DIVERGED, EXIT_INTERRUPTED
+    from research.train.loop import exit_code
 
-    summary = run_trial(args.dir)
-    return {"completed": 0, "diverged": EXIT_DIVERGED, "interrupted": EXIT_INTERRUPTED}.get(summary["status"], 1)
+    return exit_code(run_trial(args.dir))

@@ -9,7 +9,7 @@ Executors
            once (warm.py); `warm=False` starts a fresh interpreter per trial instead.
     slurm  one submitit job array (see slurm.py); preempted jobs requeue and resume.
 
-Two locks per trial, both `flock`s that the kernel drops when their holder dies:
+Two locks per trial, both `ProcessLock`s that the kernel drops when their holder dies:
 `.claim` (held by the runner that launched the trial) and `.lock` (held by the
 training process). A runner skips any trial whose either lock is held.
 """
@@ -246,7 +246,7 @@ class LocalRunner:
         elif code == EXIT_DIVERGED:
             _events(self.sweep_dir, trial=name, event="diverged", attempt=r.attempt)
             self._say(f"diverged  {name} (recorded; the sweep goes on)")
-        elif self._stop or code in (-signal.SIGTERM, 143):
+        elif self._stop or code in (-signal.SIGTERM, 143, 130):  # checkpointed on SIGTERM / Ctrl-C
             _events(self.sweep_dir, trial=name, event="interrupted", attempt=r.attempt)
         elif r.attempt <= self.retries:
             _events(self.sweep_dir, trial=name, event="retry", attempt=r.attempt, exit_code=code)

@@ -25,7 +25,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from research.config import load_run_config
-    from research.train.loop import EXIT_DIVERGED, EXIT_INTERRUPTED, train
+    from research.train.loop import exit_code, train
     from research.train.step import initialize_distributed
     from research.train.tracking import apply_flags
 
@@ -36,4 +36,4 @@ def run(args) -> int:
     summary = train(config, out, progress=not args.no_progress)
     if args.json:
         print(json.dumps(summary, indent=2))
-    return {"completed": 0, "diverged": EXIT_DIVERGED, "interrupted": EXIT_INTERRUPTED}.get(summary["status"], 1)
+    return exit_code(summary)

@@ -29,13 +29,16 @@ class Progress:
         eta = (self.total - step) / rate if rate > 0 else float("nan")
         text = (f"step {step}/{self.total} | loss {row['loss']:.4f}"
                 + (f" | eval {row['eval_loss']:.4f}" if "eval_loss" in row else "")
-                + f" | {row['tokens_per_s'] / 1e3:.1f}k tok/s | ETA {_clock(eta) if eta == eta else '?'}")
+                + (f" | {row['tokens_per_s'] / 1e3:.1f}k tok/s" if row.get("tokens_per_s") else "")
+                + f" | ETA {_clock(eta) if eta == eta else '?'}")
         if self.tty:
             self.stream.write("\r" + text.ljust(90))
             self.stream.flush()
         elif time.perf_counter() - self._last_print >= self.every_s or step == self.total or "eval_loss" in row:
             self._last_print = time.perf_counter()
             print(text, file=self.stream, flush=True)
+
+    log_row = update  # a metrics sink, like the trackers
 
     def close(self) -> None:
         if self.enabled and self.tty:

@@ -2,6 +2,7 @@
 
     config.json      resolved config, its hash, the dataset fingerprint, counts
     metrics.jsonl    one row per logged step (FLOPs name their convention)
+    metrics.removed.jsonl  rows dropped on resume (past the restored checkpoint), kept here
     summary.json     written at the end (status completed / diverged / interrupted)
     checkpoints/     orbax steps (never committed)
     .lock            held while a process trains here
@@ -10,6 +11,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 from research.config import RunConfig
@@ -45,6 +48,7 @@ class RunDir:
         self.writer = writer
         self.config_path = self.path / "config.json"
         self.metrics_path = self.path / "metrics.jsonl"
+        self.removed_metrics_path = self.path / "metrics.removed.jsonl"
         self.summary_path = self.path / "summary.json"
         self.checkpoint_dir = self.path / "checkpoints"
         self.lock = ProcessLock(self.path / ".lock")
@@ -87,13 +91,40 @@ class RunDir:
     def metrics(self) -> list[dict]:
         return read_jsonl(self.metrics_path)
 
-    def truncate_metrics(self, last_step: int) -> None:
-        """Drop rows past the restored checkpoint (and any torn line) so a resumed run's log
-        reads exactly like an uninterrupted one."""
+    def truncate_metrics(self, last_step: int) -> int:
+        """Drop rows past the restored checkpoint's step (and any torn line), so a resumed run's
+        log reads exactly like an uninterrupted one; return how many lines were dropped.
+
+        Rows up to `last_step` are kept byte for byte. Dropped lines are first appended to
+        metrics.removed.jsonl, each wrapped with when and why it was removed, so nothing
+        that was logged is ever lost.
+        """
         if not self.writer:
-            return
-        rows = [r for r in self.metrics() if r.get("step", 0) <= last_step]
-        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+            return 0
+        try:
+            lines = self.metrics_path.read_text().splitlines(keepends=True)
+        except FileNotFoundError:
+            return 0
+        keep, drop = [], []
+        for line in lines:
+            try:
+                row = json.loads(line)
+                step = row.get("step") if isinstance(row, dict) else None
+            except json.JSONDecodeError:
+                step = None
+            whole = line.endswith("\n")
+            (keep if whole and isinstance(step, int) and step <= last_step else drop).append(line)
+        if not drop:
+            return 0
+        removed_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        with open(self.removed_metrics_path, "a") as f:
+            for line in drop:
+                f.write(json.dumps({"removed_at": removed_at, "resumed_from_step": last_step,
+                                    "line": line.rstrip("\n")}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        atomic_write_text(self.metrics_path, "".join(keep))
+        return len(drop)
 
     def append_metrics(self, row: dict) -> None:
         if not self.writer:
