@@ -460,3 +460,20 @@ def test_any_corpus_path_prepares_or_fails_with_one_line(tmp_path_factory, parts
         assert code == 2 and len(lines) == 1 and lines[0].startswith("scaling data: error:"), err.getvalue()
         assert not (tmp / "out").exists()
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_sentencepiece_style_tokenizer_file_counts_utf8_bytes_per_token(tmp_path):
+    """bits/byte needs each token's UTF-8 bytes: a Metaspace (U+2581) tokenizer with accented
+    text must count bytes, not symbols (the prepended space of Metaspace is one byte)."""
+    from tokenizers import SentencePieceBPETokenizer
+
+    from research.data.tokenizer import HFTokenizer
+
+    texts = ["héllo wörld, ça va? naïve café", "the quick brown fox jumps over the lazy dog"] * 50
+    sp = SentencePieceBPETokenizer()
+    sp.train_from_iterator(texts, vocab_size=120, min_frequency=1, special_tokens=["<unk>"])
+    sp.save(str(tmp_path / "sp.json"))
+    lengths = HFTokenizer.from_file(tmp_path / "sp.json", "file").token_byte_lengths()
+    for text in texts[:2]:
+        ids = sp.encode(text).ids
+        assert sum(int(lengths[i]) for i in ids) == len((" " + text).encode("utf-8"))
