@@ -121,7 +121,10 @@ def _check_type(section: str, key: str, value, annotation):
         if hint is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise UserError(f"{where} = {value} is too large for a float") from None
         if hint is str and isinstance(value, str):
             return value
     names = " or ".join(h.__name__ for h in hints if h is not type(None))
@@ -157,16 +160,23 @@ def read_toml(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"{path} is not valid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); a run file is TOML") from None
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from None
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     for text in overrides:
         section, key, value = parse_override(text)
-        raw.setdefault(section, {})[key] = value
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise UserError(f"--set {text!r}: {section} is a value in the file ({table!r}), not a [{section}] table")
+        table[key] = value
     return raw
 
 
@@ -190,9 +200,12 @@ def load_run_config(path: str | Path, overrides: list[str] = (), extra_sections:
 def validate(config: RunConfig) -> None:
     """Shape and range checks that need no data; `resolve` checks the rest."""
     m, t = config.model, config.train
+    _check_numbers(config)
     for name in ("layers", "d_model", "heads", "seq_len"):
         if getattr(m, name) < 1:
             raise UserError(f"[model] {name} must be at least 1, got {getattr(m, name)}")
+    if m.d_model > MAX_D_MODEL:
+        raise UserError(f"[model] d_model = {m.d_model:,} is beyond any trainable width (at most {MAX_D_MODEL:,})")
     if m.d_model % m.heads:
         raise UserError(f"[model] heads = {m.heads} does not divide d_model = {m.d_model}; pick heads from {_divisors(m.d_model)}")
     if m.head_dim % 2:
@@ -211,6 +224,9 @@ def validate(config: RunConfig) -> None:
         raise UserError("[train] give exactly one horizon: steps = ... or tokens = ...")
     if t.batch_size < 1 or (t.steps is not None and t.steps < 1) or (t.tokens is not None and t.tokens < 1):
         raise UserError("[train] batch_size, steps and tokens must be positive")
+    if total_steps(config) > MAX_STEPS:
+        raise UserError(f"[train] a horizon of {total_steps(config):,} steps exceeds the optimiser's int32 step "
+                        f"counter ({MAX_STEPS:,}); lower steps or tokens")
     if not (0 < t.lr < 1):
         raise UserError(f"[train] lr = {t.lr} is outside (0, 1)")
     if not (0 <= t.min_lr_ratio <= 1) or not (0 < t.decay_fraction <= 1):
@@ -218,6 +234,49 @@ def validate(config: RunConfig) -> None:
     for name in ("eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "eval_tokens"):
         if getattr(t, name) < 1:
             raise UserError(f"[train] {name} must be at least 1")
+
+
+MAX_D_MODEL = 2**20  # ~40x the widest published transformers; also bounds the divisor search below
+MAX_SEED = 2**63 - 1  # numpy and jax take seeds as 64-bit integers
+MAX_STEPS = 2**31 - 1  # optax counts steps in int32
+
+# Numeric keys with a range: (section, key) -> (low, high, low inclusive, high inclusive); None = unbounded.
+RANGES = {
+    ("data", "val_fraction"): (0.0, 1.0, False, False),
+    ("data", "seed"): (0, MAX_SEED, True, True),
+    ("model", "ffw"): (1, None, True, True),
+    ("model", "vocab_size"): (1, None, True, True),
+    ("model", "rope_theta"): (0.0, None, False, True),
+    ("model", "init_std"): (0.0, None, False, True),
+    ("train", "warmup_steps"): (0, None, True, True),
+    ("train", "weight_decay"): (0.0, None, True, True),
+    ("train", "beta1"): (0.0, 1.0, True, False),
+    ("train", "beta2"): (0.0, 1.0, True, False),
+    ("train", "eps"): (0.0, None, False, True),
+    ("train", "grad_clip"): (0.0, None, True, True),
+    ("train", "seed"): (0, MAX_SEED, True, True),
+    ("train", "mesh_fsdp"): (1, None, True, True),
+    ("train", "prefetch"): (0, None, True, True),
+}
+
+
+def _check_numbers(config: RunConfig) -> None:
+    """Every float finite (no nan/inf anywhere), and the keys of RANGES inside their range."""
+    for section, values in config.to_dict().items():
+        for key, value in values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"[{section}] {key} = {value} must be a finite number")
+    for (section, key), (lo, hi, lo_incl, hi_incl) in RANGES.items():
+        value = getattr(getattr(config, section), key)
+        if value is None:
+            continue
+        low_ok = lo is None or (value >= lo if lo_incl else value > lo)
+        high_ok = hi is None or (value <= hi if hi_incl else value < hi)
+        if not (low_ok and high_ok):
+            span = f"{'[' if lo_incl else '('}{lo}, {'inf' if hi is None else hi}{']' if hi_incl and hi is not None else ')'}"
+            raise UserError(f"[{section}] {key} = {value} is outside {span}")
+    if config.train.mesh_data != -1 and config.train.mesh_data < 1:
+        raise UserError(f"[train] mesh_data = {config.train.mesh_data}: expected -1 (all devices) or at least 1")
 
 
 def _divisors(n: int) -> list[int]:
