@@ -22,10 +22,12 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from research.config import load_run_config
+
+    config = load_run_config(args.config, args.overrides)  # a bad run file fails before jax is imported
+
     from research.train.loop import EXIT_DIVERGED, EXIT_INTERRUPTED, train
     from research.train.step import initialize_distributed
 
-    config = load_run_config(args.config, args.overrides)
     initialize_distributed()  # multi-process launches (Slurm, JAX_* variables); before any device use
     out = Path(args.out) if args.out else Path("results/runs") / Path(args.config).stem
     summary = train(config, out, progress=not args.no_progress)

@@ -113,7 +113,7 @@ def check_memory(config: RunConfig, n_params: int, mesh: Mesh) -> None:
     data, fsdp = mesh.shape["data"], mesh.shape["fsdp"]
     state = MEMORY_BYTES_PER_PARAM["fp32"] * n_params / fsdp
     batch = 4 * t.batch_size * (m.seq_len + 1) / (data * fsdp)
-    device = mesh.devices.flat[0]
+    device = next(d for d in mesh.devices.flat if d.process_index == jax.process_index())  # one of ours
     limit = device_memory_bytes(device)
     if state + batch > limit:
         raise UserError(f"the run needs at least {(state + batch) / 2**30:,.4g} GiB per device (fp32 weights, "
