@@ -147,7 +147,9 @@ def parse_override(text: str) -> tuple[str, str, object]:
     if "=" not in text or "." not in text.split("=", 1)[0]:
         raise UserError(f"--set {text!r}: expected section.key=value, e.g. --set train.lr=1e-3")
     dotted, literal = text.split("=", 1)
-    section, key = dotted.strip().split(".", 1)
+    section, key = (part.strip() for part in dotted.split(".", 1))
+    if not section or not key:
+        raise UserError(f"--set {text!r}: expected section.key=value, e.g. --set train.lr=1e-3")
     try:
         value = tomllib.loads(f"v = {literal}")["v"]
     except tomllib.TOMLDecodeError:

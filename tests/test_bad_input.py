@@ -17,7 +17,8 @@ and mtime of every path under the workspace, and the prepared dataset it reads).
 
 Every generated input is invalid by construction, so no model is trained. The CLI runs
 in-process (research.cli.main) for speed; a few subprocess runs prove the same end to end.
-Generated cases are counted per entry point; set BAD_INPUT_COUNTS=FILE to get the counts as JSON.
+Generated cases are counted per entry point; set BAD_INPUT_COUNTS=FILE to get the counts as JSON,
+and BAD_INPUT_SCALE=K to run K times as many examples.
 """
 
 from __future__ import annotations
@@ -46,8 +47,10 @@ CASES: Counter = Counter()  # entry point -> generated cases run
 
 
 def campaign(max_examples: int):
-    """Bounded examples, no deadline (a contended CI core), no example database written into the repo."""
-    return settings(max_examples=max_examples, deadline=None, database=None,
+    """Bounded examples (times BAD_INPUT_SCALE for a deeper run), no deadline (a contended CI core),
+    no example database written into the repo."""
+    return settings(max_examples=max_examples * int(os.environ.get("BAD_INPUT_SCALE", "1")), deadline=None,
+                    database=None,
                     suppress_health_check=list(HealthCheck))
 
 SMOKE_SWEEP = REPO / "sweeps" / "smoke.toml"
@@ -371,7 +374,7 @@ def bad_overrides(draw, keys=tuple(INVALID)):
         last = f"{section}.{key}={toml_value(value)}"
         names += list(n)
     elif kind == "malformed":
-        last = draw(st.sampled_from(["lr=1", "train.lr", "=", "train=1", "", ".=", "=train.lr"]))
+        last = draw(st.sampled_from(["lr=1", "train.lr", "=", "train=1", "", ".=", "=train.lr", "train.=1", ".lr=1"]))
         names += [repr(last)]
     elif kind == "unknown_key":
         key = draw(KEY.filter(lambda k: k not in {f for s in BASE_RUN for f in _fields(s)}))
@@ -667,6 +670,14 @@ def test_non_utf8_run_file_is_one_line(tmp_path):
     rc, out, err = run_cli(["train", tmp_path / "r.toml", "--out", tmp_path / "run"])
     assert "UTF-8" in assert_refused(rc, out, err, ["r.toml"])
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text", [".=", "train.=1", ".lr=1", " . = 3"])
+def test_set_without_section_or_key(tmp_path, text):
+    """'.=' used to say only 'unknown section []'."""
+    (tmp_path / "r.toml").write_text(toml_text(BASE_RUN))
+    rc, out, err = run_cli(["train", tmp_path / "r.toml", f"--set={text}"])
+    assert "expected section.key=value" in assert_refused(rc, out, err, [repr(text)])
 
 
 def test_set_into_a_section_that_is_a_value(tmp_path):
