@@ -289,7 +289,7 @@ def total_steps(config: RunConfig) -> int:
     t = config.train
     if t.steps is not None:
         return t.steps
-    return max(1, math.ceil(t.tokens / (t.batch_size * config.model.seq_len)))
+    return max(1, -(-t.tokens // (t.batch_size * config.model.seq_len)))  # exact ceil, even for huge ints
 
 
 def warmup_steps(config: RunConfig) -> int:

@@ -704,6 +704,7 @@ def test_set_into_a_section_that_is_a_value(tmp_path):
     ("model", "ffw", "0", "ffw"),
     ("model", "d_model", "1000000000001", "d_model"),
     ("train", "steps", "100000000000000", "int32"),
+    ("train", "tokens", "1" + "0" * 400, "int32"),  # was an OverflowError in the float ceil of tokens/step
     ("train", "lr", "1" + "0" * 400, "too large"),
 ])
 def test_run_config_refuses(section, key, value, expected):
@@ -711,8 +712,11 @@ def test_run_config_refuses(section, key, value, expected):
     from research.config import apply_overrides, run_config_from_dict
     from research.errors import UserError
 
+    raw = json.loads(json.dumps(BASE_RUN))
+    if key == "tokens":
+        del raw["train"]["steps"]  # one horizon only
     with pytest.raises(UserError, match=expected):
-        run_config_from_dict(apply_overrides(BASE_RUN, [f"{section}.{key}={value}"]))
+        run_config_from_dict(apply_overrides(raw, [f"{section}.{key}={value}"]))
 
 
 @pytest.mark.parametrize("override,expected", [
