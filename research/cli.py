@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as err:
-        print(f"scaling {args.command}: error: {err}", file=sys.stderr)
+        one_line = " ".join(str(err).splitlines())  # a value or path with a line break still gives one line
+        print(f"scaling {args.command}: error: {one_line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"scaling {args.command}: interrupted", file=sys.stderr)

@@ -156,9 +156,13 @@ def _check_type(section: str, key: str, value, annotation):
         if hint is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
+            try:
+                number = float(value)
+            except OverflowError:
+                raise UserError(f"{where} = {value} is too large for a float") from None
+            if not math.isfinite(number):
                 raise UserError(f"{where} = {value!r} must be a finite number")
-            return float(value)
+            return number
         if hint is str and isinstance(value, str):
             return value
         if hint is dict and isinstance(value, dict):
@@ -202,7 +206,9 @@ def parse_override(text: str) -> tuple[str, str, object]:
     if "=" not in text or "." not in text.split("=", 1)[0]:
         raise UserError(f"--set {text!r}: expected section.key=value, e.g. --set train.lr=1e-3")
     dotted, literal = text.split("=", 1)
-    section, key = dotted.strip().split(".", 1)
+    section, key = (part.strip() for part in dotted.split(".", 1))
+    if not section or not key:
+        raise UserError(f"--set {text!r}: expected section.key=value, e.g. --set train.lr=1e-3")
     try:
         value = tomllib.loads(f"v = {literal}")["v"]
     except tomllib.TOMLDecodeError:
@@ -215,18 +221,23 @@ def read_toml(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"{path} is not valid TOML: {err}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text (TOML files must be UTF-8)") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); a run file is TOML") from None
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from None
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     for text in overrides:
         section, key, value = parse_override(text)
-        raw.setdefault(section, {})[key] = value
+        table = raw.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise UserError(f"--set {text!r}: {section} is a value in the file ({table!r}), not a [{section}] table")
+        table[key] = value
     return raw
 
 
@@ -250,9 +261,12 @@ def load_run_config(path: str | Path, overrides: list[str] = (), extra_sections:
 def validate(config: RunConfig) -> None:
     """Shape and range checks that need no data; `resolve` checks the rest."""
     m, t = config.model, config.train
+    _check_numbers(config)
     for name in ("layers", "d_model", "heads", "seq_len"):
         if getattr(m, name) < 1:
             raise UserError(f"[model] {name} must be at least 1, got {getattr(m, name)}")
+    if m.d_model > MAX_D_MODEL:
+        raise UserError(f"[model] d_model = {m.d_model:,} is beyond any trainable width (at most {MAX_D_MODEL:,})")
     if m.d_model % m.heads:
         raise UserError(f"[model] heads = {m.heads} does not divide d_model = {m.d_model}; {_heads_hint(m.d_model)}")
     if m.head_dim % 2:
@@ -273,6 +287,9 @@ def validate(config: RunConfig) -> None:
         raise UserError("[train] give exactly one horizon: steps = ... or tokens = ...")
     if t.batch_size < 1 or (t.steps is not None and t.steps < 1) or (t.tokens is not None and t.tokens < 1):
         raise UserError("[train] batch_size, steps and tokens must be positive")
+    if total_steps(config) > MAX_STEPS:
+        raise UserError(f"[train] a horizon of {total_steps(config):,} steps exceeds the optimiser's int32 step "
+                        f"counter ({MAX_STEPS:,}); lower steps or tokens")
     if not (0 < t.lr < 1):
         raise UserError(f"[train] lr = {t.lr} is outside (0, 1)")
     if not (0 <= t.min_lr_ratio <= 1) or not (0 < t.decay_fraction <= 1):
@@ -282,6 +299,10 @@ def validate(config: RunConfig) -> None:
             raise UserError(f"[train] {name} must be at least 1")
     _check_ranges(config)
 
+
+MAX_D_MODEL = 2**20  # ~40x the widest published transformers; also bounds the divisor search below
+MAX_SEED = 2**63 - 1  # numpy and jax take seeds as 64-bit integers
+MAX_STEPS = 2**31 - 1  # optax counts steps in int32
 
 # (section, key, test, what the value must be) for keys whose range no other check covers
 RANGES = [
@@ -302,6 +323,15 @@ RANGES = [
     ("train", "mesh_fsdp", lambda v: v >= 1, "at least 1"),
     ("train", "mesh_data", lambda v: v == -1 or v >= 1, "-1 (all devices) or at least 1"),
 ]
+
+
+def _check_numbers(config: RunConfig) -> None:
+    """Every float finite: NaN or inf is never a meaningful setting (a config built in code, not
+    parsed from TOML, reaches here unchecked)."""
+    for section, values in config.to_dict().items():
+        for key, value in values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"[{section}] {key} = {value} must be a finite number")
 
 
 def _check_ranges(config: RunConfig) -> None:
@@ -325,7 +355,7 @@ def total_steps(config: RunConfig) -> int:
     t = config.train
     if t.steps is not None:
         return t.steps
-    return max(1, math.ceil(t.tokens / (t.batch_size * config.model.seq_len)))
+    return max(1, -(-t.tokens // (t.batch_size * config.model.seq_len)))  # exact ceil, even for huge ints
 
 
 def warmup_steps(config: RunConfig) -> int:

@@ -154,6 +154,8 @@ def fit_handler(args) -> int:
         raise UserError("--bootstrap must be >= 0")
     if not 0 < args.level < 1:
         raise UserError(f"--level must be between 0 and 1, got {args.level}")
+    if args.out and not args.no_write and (Path(args.out).is_dir() or not Path(args.out).parent.is_dir()):
+        raise UserError(f"--out {args.out}: expected a file path in an existing directory")
     table = load_table(args.path, args.n_col, args.d_col, args.loss_col, args.flops_col)
     if args.holdout is not None:
         from research.fit.holdout_cli import holdout_command
@@ -173,6 +175,9 @@ def fit_handler(args) -> int:
                       reduction=args.reduction, backend=args.backend, tol=args.tolerances, level=args.level,
                       budgets=args.budgets, strict=args.method != "all", kaplan_df=kaplan_table,
                       kaplan_n=kaplan_n, log=log)
+    if all("skipped" in result[m] for m in methods):  # nothing fitted: say so, and leave fit.json as it is
+        reasons = "; ".join(f"{m}: {result[m]['skipped']}" for m in methods)
+        raise UserError(f"no fit possible on {table.drop_message().replace('using', 'the', 1)} ({reasons})")
     out = None
     if not args.no_write:
         if args.out:

@@ -73,6 +73,10 @@ def resolve(path) -> tuple[Path, Path | None]:
     return p, sweep
 
 
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def read_frame(path: Path):
     import pandas as pd
 
@@ -82,16 +86,21 @@ def read_frame(path: Path):
             try:
                 return pd.read_parquet(path)
             except ImportError as err:
-                raise UserError(f"reading {path.name} needs a parquet engine ({err}); "
+                raise UserError(f"reading {path.name} needs a parquet engine ({_first_line(err)}); "
                                 "`pip install pyarrow` or convert the table to CSV") from None
+            except ValueError as err:  # pyarrow's ArrowInvalid: not a parquet file, torn footer
+                raise UserError(f"cannot read {path} as parquet ({_first_line(err)}); "
+                                "pass a CSV or parquet file") from None
         if suffix in (".tsv", ".tab"):
             return pd.read_csv(path, sep="\t")
         return pd.read_csv(path)
     except UserError:
         raise
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot parse {path} as a table ({str(err).splitlines()[0]}); "
+        raise UserError(f"cannot parse {path} as a table ({_first_line(err)}); "
                         "pass a CSV or parquet file") from None
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror or err}") from None
 
 
 def sweep_convention(sweep_dir: Path | None) -> str:

@@ -177,14 +177,38 @@ def published(name: str):
 APPROACH_ORDER = ("approach3", "approach2", "approach1")
 
 
+# Law parameters read from a file: name -> smallest allowed value (exclusive, except E which may be 0).
+CHINCHILLA_KEYS = {"E": 0.0, "A": 0.0, "B": 0.0, "alpha": 0.0, "beta": 0.0}
+ALLOCATION_KEYS = {"k_N": 0.0, "a": 0.0, "k_D": 0.0, "b": 0.0}
+
+
+def _law_numbers(block: dict, keys: dict, name: str) -> list[float]:
+    """The values of `keys` in a fit block as floats; a missing, non-numeric, non-finite or
+    out-of-range value raises UserError naming the key."""
+    out = []
+    for key, low in keys.items():
+        if key not in block:
+            raise UserError(f"{name}: the law has no {key!r} (has {', '.join(map(str, block)) or 'nothing'}); "
+                            "re-run `scaling fit`")
+        v = block[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise UserError(f"{name}: {key} = {v!r} is not a finite number; re-run `scaling fit`")
+        if v < low or (v == low and key != "E"):
+            raise UserError(f"{name}: {key} = {v!r} must be {'>=' if key == 'E' else '>'} {low:g}")
+        out.append(float(v))
+    return out
+
+
 def law_from_fit(fit: dict, approach: str | None = None, name: str = "fit"):
     """A law from a fit.json dict (or one approach's block)."""
+    if not isinstance(fit, dict):
+        raise UserError(f"{name} holds a JSON {type(fit).__name__}, not a fit object; run `scaling fit` to make one")
     if "E" in fit and "alpha" in fit:
-        return ChinchillaLaw(fit["E"], fit["A"], fit["B"], fit["alpha"], fit["beta"], name=name,
-                             source="Approach 3 fit", per_token=FlopsPerToken.from_dict(fit.get("flops_per_token")))
+        return ChinchillaLaw(*_law_numbers(fit, CHINCHILLA_KEYS, name), name=name, source="Approach 3 fit",
+                             per_token=FlopsPerToken.from_dict(fit.get("flops_per_token")))
     if "k_N" in fit and "a" in fit:
-        return AllocationLaw(fit["k_N"], fit["a"], fit["k_D"], fit["b"], name=name,
-                             source=f"{fit.get('method', 'power-law')} fit",
+        k_n, a, k_d, b = _law_numbers(fit, ALLOCATION_KEYS, name)
+        return AllocationLaw(k_n, a, k_d, b, name=name, source=f"{fit.get('method', 'power-law')} fit",
                              notes=["loss unavailable: an IsoFLOP/envelope fit gives only N_opt, D_opt"],
                              convention=str(fit.get("flops_convention", "6n")))
     choices = [approach] if approach else [k for k in APPROACH_ORDER if isinstance(fit.get(k), dict)
@@ -196,7 +220,7 @@ def law_from_fit(fit: dict, approach: str | None = None, name: str = "fit"):
                             + (f" ({block['skipped']})" if isinstance(block, dict) else "")
                             + "; run `scaling fit DIR --method " + key + "` first or pick another --approach")
         return law_from_fit(block, name=f"{name}:{key}")
-    raise UserError("fit.json holds no Approach 1/2/3 result; run `scaling fit` on the sweep first")
+    raise UserError(f"{name} holds no Approach 1/2/3 result; run `scaling fit` on the sweep first")
 
 
 def load_law(spec: str, approach: str | None = None):
@@ -211,9 +235,11 @@ def load_law(spec: str, approach: str | None = None):
             raise UserError(f"fit file {path} does not exist; run `scaling fit` first or use a "
                             f"published law ({', '.join(PUBLISHED)})")
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise UserError(f"{path} is not valid JSON ({err}); re-run `scaling fit`") from None
+        except OSError as err:
+            raise UserError(f"cannot read {path}: {err.strerror}") from None
         return law_from_fit(data, approach, name=str(path))
     return published(spec)
 
@@ -223,9 +249,15 @@ def optimum(law, flops: float) -> dict:
     (`flops` is read in that convention, and the row says which)."""
     if not (flops > 0 and math.isfinite(flops)):
         raise UserError(f"--flops must be a positive finite number, got {flops}")
-    n = float(law.n_opt(flops))
-    d = float(law.d_opt(flops))
-    loss = law.loss_opt(flops)
+    try:
+        n = float(law.n_opt(flops))
+        d = float(law.d_opt(flops))
+        loss = law.loss_opt(flops)
+    except (OverflowError, ZeroDivisionError):
+        n = d = loss = math.inf
+    if not all(math.isfinite(v) and v > 0 for v in (n, d)) or (loss is not None and not math.isfinite(loss)):
+        raise UserError(f"law {law.name} ({law.describe()}) gives no finite optimum at C = {flops:.4g} "
+                        "(N, D or loss overflow); check the law's parameters or the budget")
     per_token = getattr(law, "per_token", SIX_N)
     return {
         "law": law.name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from research.errors import UserError
 
@@ -31,6 +32,8 @@ def run(args) -> int:
 
     if args.vocab < 1:
         raise UserError(f"--vocab must be positive, got {args.vocab}")
+    if args.tokens is not None and not (math.isfinite(args.tokens) and args.tokens > 0):
+        raise UserError(f"--tokens must be a positive finite number of training tokens, got {args.tokens}")
     cfg = ModelConfig(layers=args.layers, d_model=args.d_model, heads=args.heads, ffw=args.ffw,
                       vocab_size=args.vocab, seq_len=args.seq_len, mlp=args.mlp,
                       tie_embeddings=args.tie_embeddings)

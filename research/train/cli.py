@@ -25,11 +25,13 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from research.config import load_run_config
-    from research.train.loop import exit_code, train
+
+    config = load_run_config(args.config, args.overrides)  # a bad run file fails before jax is imported
+
+    from research.train.loop import EXIT_DIVERGED, EXIT_INTERRUPTED, train
     from research.train.step import initialize_distributed
     from research.train.tracking import apply_flags
 
-    config = load_run_config(args.config, args.overrides)
     config = config.replace(logging=apply_flags(config.logging, args))
     initialize_distributed()  # multi-process launches (Slurm, JAX_* variables); before any device use
     out = Path(args.out) if args.out else Path("results/runs") / Path(args.config).stem

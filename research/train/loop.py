@@ -169,16 +169,19 @@ def train(config: RunConfig, out_dir: str | Path, *, progress: bool = True, sink
     before training) and `sink.log_summary(summary)` (at the end, whatever the status).
     """
     from research.data import get_dataset
+    from research.train.step import check_memory, make_mesh
 
+    # Everything the config and the data can refuse is refused before the run directory is touched.
+    d = config.data
+    dataset = get_dataset(d.corpus, d.tokenizer, val_fraction=d.val_fraction, seed=d.seed)
+    config = resolve(config, dataset)
+    counts = count_model(config.model)
+    check_memory(config, counts.n_params, make_mesh(config))
     run = RunDir(out_dir, writer=jax.process_index() == 0)
     run.path.mkdir(parents=True, exist_ok=True)
     run.acquire()
     try:
-        d = config.data
-        dataset = get_dataset(d.corpus, d.tokenizer, val_fraction=d.val_fraction, seed=d.seed)
-        config = resolve(config, dataset)
         ident = identity(config, dataset.fingerprint)
-        counts = count_model(config.model)
         steps = total_steps(config)
         tokens_per_step = config.train.batch_size * config.model.seq_len
         record = {

@@ -98,6 +98,34 @@ def make_mesh(config: RunConfig) -> Mesh:
     return Mesh(np.array(devices[: data * fsdp]).reshape(data, fsdp), ("data", "fsdp"))
 
 
+def device_memory_bytes(device) -> int:
+    """What one device can hold: its allocator limit on GPU/TPU, the host's RAM on CPU."""
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(config: RunConfig, n_params: int, mesh: Mesh) -> None:
+    """Refuse a run that cannot fit, before anything is allocated or written. A lower bound:
+    fp32 weights, gradients and AdamW moments (16 bytes/parameter, sharded over fsdp at best)
+    plus one int32 batch per device; activations are not counted, so this never refuses a run
+    that could fit."""
+    from research.model.accounting import MEMORY_BYTES_PER_PARAM
+
+    t, m = config.train, config.model
+    data, fsdp = mesh.shape["data"], mesh.shape["fsdp"]
+    state = MEMORY_BYTES_PER_PARAM["fp32"] * n_params / fsdp
+    batch = 4 * t.batch_size * (m.seq_len + 1) / (data * fsdp)
+    device = next(d for d in mesh.devices.flat if d.process_index == jax.process_index())  # one of ours
+    limit = device_memory_bytes(device)
+    if state + batch > limit:
+        raise UserError(f"the run needs at least {(state + batch) / 2**30:,.4g} GiB per device (fp32 weights, "
+                        f"gradients and AdamW moments of {n_params:,} parameters over fsdp {fsdp}, plus a batch of "
+                        f"{t.batch_size:,} x {m.seq_len + 1:,} tokens) but a {device.platform} device holds "
+                        f"{limit / 2**30:,.4g} GiB; lower [model] sizes or [train] batch_size, or raise mesh_fsdp")
+
+
 def param_spec(shape: tuple[int, ...], fsdp: int) -> P:
     """Shard the largest dimension that fsdp divides; replicate small or indivisible arrays."""
     if fsdp == 1 or len(shape) < 2:
