@@ -498,8 +498,6 @@ def test_fit_refuses_unusable_tables(data):
         shutil.rmtree(ws)
 
 
-@pytest.mark.xfail(reason="fixed on branch work-d2 (issue 10 fault 8: default_budgets on a table with no "
-                          "usable rows)", strict=False)
 @pytest.mark.parametrize("cells", ["nan,inf,-1", "abc,1e8,3.0", "1e6,1e8,"])
 def test_fit_refuses_tables_without_usable_rows(tmp_path, cells):
     (tmp_path / "t.csv").write_text(f"n_params,tokens,final_eval_loss\n{cells}\n")
@@ -824,15 +822,12 @@ def test_size_tokens_must_be_positive_and_finite(tokens):
     assert_refused(rc, out, err, ["--tokens"])
 
 
-@pytest.mark.xfail(reason="fixed on branch work-d2 (issue 10 fault 8: `scaling size` heads message)", strict=False)
 def test_size_heads_message_lists_real_divisors():
     rc, out, err = run_cli(["size", "--layers=1", "--d-model=65", "--heads=4", "--vocab=10", "--seq-len=8"])
     line = assert_refused(rc, out, err, ["heads"])
     assert "[]" not in line and "5" in line
 
 
-@pytest.mark.xfail(reason="data preparation is rewritten on branch work-e1; a --data-dir that is a file "
-                          "gives a NotADirectoryError traceback here", strict=False)
 def test_data_dir_that_is_a_file(tmp_path):
     (tmp_path / "file").write_text("x")
     rc, out, err = run_cli(["data", "prepare", "synthetic:tokens=2000", "--tokenizer", "bytes",

@@ -75,7 +75,15 @@ PROGRESS_FILE = "progress.json"
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
     """Cache root: data_dir, else $SCALING_DATA_DIR, else ~/.cache/scaling/data."""
     chosen = data_dir or os.environ.get("SCALING_DATA_DIR") or DEFAULT_DATA_DIR
-    return Path(chosen).expanduser()
+    root = Path(chosen).expanduser()
+    for parent in (root, *root.parents):  # a file where the cache (or a folder above it) should be
+        if parent.exists():
+            if not parent.is_dir():
+                where = "--data-dir" if data_dir else ("$SCALING_DATA_DIR" if os.environ.get("SCALING_DATA_DIR")
+                                                        else "the data cache")
+                raise UserError(f"{where} {root} cannot be a directory: {parent} is a file; choose another path")
+            break
+    return root
 
 
 def check_val_fraction(val_fraction: float) -> float:

@@ -141,6 +141,10 @@ def load_table(path, n_col: str | None = None, d_col: str | None = None, loss_co
                 loss_col = cand
                 break
         else:
+            present = [c for c in LOSS_CANDIDATES if c in raw.columns]
+            if present:
+                raise UserError(f"no usable rows in {file.name}: 0 of {len(raw)} rows have a numeric loss in "
+                                f"{', '.join(present)}")
             raise UserError(f"no loss column in {file.name} (looked for {', '.join(LOSS_CANDIDATES)}); "
                             "pass --loss-col")
     _need(raw, loss_col, "--loss-col", file)
