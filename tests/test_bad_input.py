@@ -808,9 +808,9 @@ def test_fit_with_nothing_fittable_exits_2_and_keeps_fit_json(tmp_path):
     assert snapshot(tmp_path) == before
 
 
-def test_fit_out_must_be_a_file_in_an_existing_directory(tmp_path):
+def test_fit_out_must_be_a_file_path_not_a_directory_or_under_a_file(tmp_path):
     (tmp_path / "t.csv").write_text("n_params,tokens,final_eval_loss\n1e6,1e8,3.0\n")
-    for out in (tmp_path, tmp_path / "missing" / "fit.json"):
+    for out in (tmp_path, tmp_path / "t.csv" / "fit.json"):
         rc, stdout, err = run_cli(["fit", tmp_path / "t.csv", "--out", out])
         assert_refused(rc, stdout, err, ["--out"])
 

@@ -154,8 +154,13 @@ def fit_handler(args) -> int:
         raise UserError("--bootstrap must be >= 0")
     if not 0 < args.level < 1:
         raise UserError(f"--level must be between 0 and 1, got {args.level}")
-    if args.out and not args.no_write and (Path(args.out).is_dir() or not Path(args.out).parent.is_dir()):
-        raise UserError(f"--out {args.out}: expected a file path in an existing directory")
+    if args.out and not args.no_write:
+        out_path = Path(args.out)
+        if out_path.is_dir():
+            raise UserError(f"--out {out_path} is a directory; pass a file name like {out_path / 'fit.json'}")
+        blocker = next((p for p in out_path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise UserError(f"--out {out_path}: {blocker} is a file, not a directory")
     table = load_table(args.path, args.n_col, args.d_col, args.loss_col, args.flops_col)
     if args.holdout is not None:
         from research.fit.holdout_cli import holdout_command
@@ -185,6 +190,7 @@ def fit_handler(args) -> int:
         elif table.sweep_dir is not None:
             out = table.sweep_dir / "fit.json"
     if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_fit(out, result, merge=True)
         print(f"wrote {out}", file=sys.stderr)
     if args.json:

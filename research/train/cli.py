@@ -28,7 +28,7 @@ def run(args) -> int:
 
     config = load_run_config(args.config, args.overrides)  # a bad run file fails before jax is imported
 
-    from research.train.loop import EXIT_DIVERGED, EXIT_INTERRUPTED, train
+    from research.train.loop import exit_code, train
     from research.train.step import initialize_distributed
     from research.train.tracking import apply_flags
 
