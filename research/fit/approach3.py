@@ -13,13 +13,14 @@ et al. 2024 (Epoch AI) showed the published Chinchilla parameters come from the
 L-BFGS (scipy's default tolerances: ftol 2.2e-9 relative to max(|f|, 1), gtol
 1e-5) stops a few iterations from its start. `reduction="sum"` is the default.
 
-Two interchangeable solvers minimise the same objective:
-* ``backend="jax"``: optax L-BFGS (zoom line search, memory 10), run in float64
-  inside ``jax.enable_x64(True)``, jitted and ``vmap``-ed over starts and
-  bootstrap resamples, with scipy's stopping rules re-implemented
-  (ftol/gtol/maxiter) so both backends stop at the same criteria.
-* ``backend="scipy"``: a plain loop of ``scipy.optimize.minimize(L-BFGS-B)``
-  with an analytic numpy gradient (the reference and the benchmark baseline).
+Two interchangeable solvers minimise the same objective (`objective_terms`, one function with
+an analytic gradient for numpy and jax):
+* ``backend="jax"``: batched L-BFGS (`research.fit.lbfgs`, memory 10, weak-Wolfe line search) in
+  float64 inside ``jax.enable_x64(True)``: every start (and every bootstrap resample's starts) in
+  ONE compiled device-side loop, convergence tested on device, scipy's stopping rules
+  (ftol/gtol/maxiter/maxfun) re-implemented so both backends stop at the same criteria.
+* ``backend="scipy"``: a plain loop of ``scipy.optimize.minimize(L-BFGS-B)`` with the numpy
+  gradient (the reference and the benchmark baseline).
 
 Bootstrap resamples are expressed as integer weights (multiplicities) on the
 runs, so every resample has the same array shape and vectorises.
@@ -76,23 +77,24 @@ def grid_starts(grid="full") -> np.ndarray:
 def objective_terms(xp, theta_B5, lnN_n, lnD_n, lnL_n, w_Bn, delta=DELTA, reduction="sum"):
     """The Approach-3 objective and its analytic gradient for a batch of parameter vectors, written
     once for numpy (`xp=np`) and jax.numpy (`xp=jnp`). theta_B5 rows are (a, b, e, alpha, beta);
-    w_Bn is one weight row per batch row (or one row broadcast to all). Returns (f_B, g_B5)."""
+    w_Bn is one weight row per batch row (or one row broadcast to all). Returns (f_B, g_B5).
+
+    The log-sum-exp is taken relative to e: LSE(t1, t2, e) = e + log(1 + u1 + u2) with
+    u = exp(t - e), two exponentials per run instead of three and no running maximum. It can only
+    overflow (to +inf, which every solver treats as a failed trial) where A/N^alpha or B/D^beta
+    exceeds E by a factor e^709, far outside any fit."""
     a, b, e, al, be = (theta_B5[:, j:j + 1] for j in range(5))
-    t1 = a - al * lnN_n
-    t2 = b - be * lnD_n
-    m = xp.maximum(xp.maximum(t1, t2), e)
-    x1, x2, x3 = xp.exp(t1 - m), xp.exp(t2 - m), xp.exp(e - m)
-    s = x1 + x2 + x3
-    r = m + xp.log(s) - lnL_n
-    ar = xp.abs(r)
-    quad = ar <= delta
-    h = xp.where(quad, 0.5 * r * r, delta * (ar - 0.5 * delta))
-    dh = xp.where(quad, r, delta * xp.sign(r))
+    u1 = xp.exp(a - e - al * lnN_n)
+    u2 = xp.exp(b - e - be * lnD_n)
+    s = 1.0 + u1 + u2
+    r = e + xp.log(s) - lnL_n
+    dh = xp.clip(r, -delta, delta)  # Huber derivative
+    h = dh * (r - 0.5 * dh)  # r^2/2 inside [-delta, delta], delta (|r| - delta/2) outside
     norm = xp.sum(w_Bn, axis=-1) if reduction == "mean" else xp.ones(w_Bn.shape[:1], dtype=w_Bn.dtype)
     f = xp.sum(w_Bn * h, axis=-1) / norm
-    c = w_Bn * dh / s / norm[:, None]
-    c1, c2 = c * x1, c * x2
-    g = xp.stack([xp.sum(c1, axis=-1), xp.sum(c2, axis=-1), xp.sum(c * x3, axis=-1),
+    c = w_Bn * dh / s / norm[:, None]  # d(w h)/d(LSE) * d(LSE)/de
+    c1, c2 = c * u1, c * u2
+    g = xp.stack([xp.sum(c1, axis=-1), xp.sum(c2, axis=-1), xp.sum(c, axis=-1),
                   -xp.sum(c1 * lnN_n, axis=-1), -xp.sum(c2 * lnD_n, axis=-1)], axis=-1)
     return f, g
 
@@ -100,8 +102,9 @@ def objective_terms(xp, theta_B5, lnN_n, lnD_n, lnL_n, w_Bn, delta=DELTA, reduct
 def objective_np(theta, lnN, lnD, lnL, w, delta=DELTA, reduction="sum"):
     """Objective and analytic gradient at one parameter vector (numpy float64)."""
     lnN, lnD, lnL, w = (np.asarray(v, dtype=np.float64) for v in (lnN, lnD, lnL, w))
-    f, g = objective_terms(np, np.asarray(theta, dtype=np.float64)[None], lnN, lnD, lnL, w[None],
-                           delta, reduction)
+    with np.errstate(over="ignore", invalid="ignore"):
+        f, g = objective_terms(np, np.asarray(theta, dtype=np.float64)[None], lnN, lnD, lnL, w[None],
+                               delta, reduction)
     return float(f[0]), g[0]
 
 
@@ -181,7 +184,10 @@ def solve_jax(starts, lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", maxit
         raise ValueError(f"weights of shape {W.shape} and rows {weight_rows.shape} do not match {S} starts x {n} runs")
     if S == 0:
         return np.zeros((0, 5)), np.zeros(0), np.zeros(0, dtype=int)
-    Sp, n_p, Rp = _bucket(S), _bucket(n, 64), _bucket(len(W), 1)
+    # weight rows padded to at least min(Sp, 1024): the full-grid fit (one row) and a bootstrap of up
+    # to 1,024 resamples x 8 starts then run the very same compiled program
+    Sp, n_p = _bucket(S), _bucket(n, 64)
+    Rp = max(_bucket(len(W), 1), min(Sp, 1024))
     x0 = np.zeros((Sp, 5))
     x0[:S] = starts
     rows = np.zeros(Sp, dtype=np.int32)
