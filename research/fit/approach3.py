@@ -88,15 +88,16 @@ def objective_terms(xp, theta_B5, lnN_n, lnD_n, lnL_n, w_Bn, delta=DELTA, reduct
     u2 = xp.exp(b - e - be * lnD_n)
     s = 1.0 + u1 + u2
     r = e + xp.log(s) - lnL_n
-    dh = xp.clip(r, -delta, delta)  # Huber derivative
+    dh = xp.minimum(xp.maximum(r, -delta), delta)  # Huber derivative
     h = dh * (r - 0.5 * dh)  # r^2/2 inside [-delta, delta], delta (|r| - delta/2) outside
-    norm = xp.sum(w_Bn, axis=-1) if reduction == "mean" else xp.ones(w_Bn.shape[:1], dtype=w_Bn.dtype)
-    f = xp.sum(w_Bn * h, axis=-1) / norm
-    c = w_Bn * dh / s / norm[:, None]  # d(w h)/d(LSE) * d(LSE)/de
+    wh, c = w_Bn * h, w_Bn * dh / s  # c: d(w h)/d(LSE) * d(LSE)/de
+    if reduction == "mean":
+        scale = 1.0 / w_Bn.sum(axis=-1, keepdims=True)
+        wh, c = wh * scale, c * scale
     c1, c2 = c * u1, c * u2
-    g = xp.stack([xp.sum(c1, axis=-1), xp.sum(c2, axis=-1), xp.sum(c, axis=-1),
-                  -xp.sum(c1 * lnN_n, axis=-1), -xp.sum(c2 * lnD_n, axis=-1)], axis=-1)
-    return f, g
+    g = xp.stack([c1.sum(axis=-1), c2.sum(axis=-1), c.sum(axis=-1),
+                  -(c1 * lnN_n).sum(axis=-1), -(c2 * lnD_n).sum(axis=-1)], axis=-1)
+    return wh.sum(axis=-1), g
 
 
 def objective_np(theta, lnN, lnD, lnL, w, delta=DELTA, reduction="sum"):
