@@ -94,7 +94,9 @@ def two_loop(g_BP, s_BMP, y_BMP, rho_BM):
     q, a_BM = jax.lax.fori_loop(0, M, newest_first, (g_BP, jnp.zeros_like(rho_BM)))
     s_new, y_new = s_BMP[:, M - 1], y_BMP[:, M - 1]
     yy = jnp.sum(y_new * y_new, axis=-1)
-    gamma = jnp.where((rho_BM[:, M - 1] > 0) & (yy > 0), jnp.sum(s_new * y_new, axis=-1) / jnp.where(yy > 0, yy, 1.0), 1.0)
+    # initial Hessian scale s.y / y.y of the newest pair (1 with an empty memory)
+    sy = jnp.sum(s_new * y_new, axis=-1)
+    gamma = jnp.where((rho_BM[:, M - 1] > 0) & (yy > 0), sy / jnp.where(yy > 0, yy, 1.0), 1.0)
 
     def oldest_first(i, r):
         b = rho_BM[:, i] * jnp.sum(y_BMP[:, i] * r, axis=-1)
