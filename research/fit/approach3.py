@@ -13,14 +13,14 @@ et al. 2024 (Epoch AI) showed the published Chinchilla parameters come from the
 L-BFGS (scipy's default tolerances: ftol 2.2e-9 relative to max(|f|, 1), gtol
 1e-5) stops a few iterations from its start. `reduction="sum"` is the default.
 
-Two interchangeable solvers minimise the same objective:
-* ``backend="jax"``: L-BFGS directions from optax (memory 10) with a parallel Armijo line
-  search (all step candidates evaluated at once; see `_jax_solver`), run in float64
-  inside ``jax.enable_x64(True)``, jitted and ``vmap``-ed over starts and
-  bootstrap resamples, with scipy's stopping rules re-implemented
-  (ftol/gtol/maxiter) so both backends stop at the same criteria.
-* ``backend="scipy"``: a plain loop of ``scipy.optimize.minimize(L-BFGS-B)``
-  with an analytic numpy gradient (the reference and the benchmark baseline).
+Two interchangeable solvers minimise the same objective (`objective_terms`, one function with
+an analytic gradient for numpy and jax):
+* ``backend="jax"``: batched L-BFGS (`research.fit.lbfgs`, memory 10, weak-Wolfe line search) in
+  float64 inside ``jax.enable_x64(True)``: every start (and every bootstrap resample's starts) in
+  ONE compiled device-side loop, convergence tested on device, scipy's stopping rules
+  (ftol/gtol/maxiter/maxfun) re-implemented so both backends stop at the same criteria.
+* ``backend="scipy"``: a plain loop of ``scipy.optimize.minimize(L-BFGS-B)`` with the numpy
+  gradient (the reference and the benchmark baseline).
 
 Bootstrap resamples are expressed as integer weights (multiplicities) on the
 runs, so every resample has the same array shape and vectorises.
@@ -74,26 +74,39 @@ def grid_starts(grid="full") -> np.ndarray:
 
 # ----------------------------------------------------------------------------- numpy / scipy
 
+def objective_terms(xp, theta_B5, lnN_n, lnD_n, lnL_n, w_Bn, delta=DELTA, reduction="sum"):
+    """The Approach-3 objective and its analytic gradient for a batch of parameter vectors, written
+    once for numpy (`xp=np`) and jax.numpy (`xp=jnp`). theta_B5 rows are (a, b, e, alpha, beta);
+    w_Bn is one weight row per batch row (or one row broadcast to all). Returns (f_B, g_B5).
+
+    The log-sum-exp is taken relative to e: LSE(t1, t2, e) = e + log(1 + u1 + u2) with
+    u = exp(t - e), two exponentials per run instead of three and no running maximum. It can only
+    overflow (to +inf, which every solver treats as a failed trial) where A/N^alpha or B/D^beta
+    exceeds E by a factor e^709, far outside any fit."""
+    a, b, e, al, be = (theta_B5[:, j:j + 1] for j in range(5))
+    u1 = xp.exp(a - e - al * lnN_n)
+    u2 = xp.exp(b - e - be * lnD_n)
+    s = 1.0 + u1 + u2
+    r = e + xp.log(s) - lnL_n
+    dh = xp.minimum(xp.maximum(r, -delta), delta)  # Huber derivative
+    h = dh * (r - 0.5 * dh)  # r^2/2 inside [-delta, delta], delta (|r| - delta/2) outside
+    wh, c = w_Bn * h, w_Bn * dh / s  # c: d(w h)/d(LSE) * d(LSE)/de
+    if reduction == "mean":
+        scale = 1.0 / w_Bn.sum(axis=-1, keepdims=True)
+        wh, c = wh * scale, c * scale
+    c1, c2 = c * u1, c * u2
+    g = xp.stack([c1.sum(axis=-1), c2.sum(axis=-1), c.sum(axis=-1),
+                  -(c1 * lnN_n).sum(axis=-1), -(c2 * lnD_n).sum(axis=-1)], axis=-1)
+    return wh.sum(axis=-1), g
+
+
 def objective_np(theta, lnN, lnD, lnL, w, delta=DELTA, reduction="sum"):
-    """Objective and analytic gradient (numpy float64)."""
-    a, b, e, al, be = theta
-    t1 = a - al * lnN
-    t2 = b - be * lnD
-    t3 = np.full_like(lnN, e)
-    m = np.maximum(np.maximum(t1, t2), t3)
-    x1, x2, x3 = np.exp(t1 - m), np.exp(t2 - m), np.exp(t3 - m)
-    s = x1 + x2 + x3
-    r = m + np.log(s) - lnL
-    ar = np.abs(r)
-    quad = ar <= delta
-    h = np.where(quad, 0.5 * r * r, delta * (ar - 0.5 * delta))
-    dh = np.where(quad, r, delta * np.sign(r))
-    norm = w.sum() if reduction == "mean" else 1.0
-    f = float(np.dot(w, h) / norm)
-    c = w * dh / norm / s
-    g = np.array([np.dot(c, x1), np.dot(c, x2), np.dot(c, x3),
-                  -np.dot(c * x1, lnN), -np.dot(c * x2, lnD)])
-    return f, g
+    """Objective and analytic gradient at one parameter vector (numpy float64)."""
+    lnN, lnD, lnL, w = (np.asarray(v, dtype=np.float64) for v in (lnN, lnD, lnL, w))
+    with np.errstate(over="ignore", invalid="ignore"):
+        f, g = objective_terms(np, np.asarray(theta, dtype=np.float64)[None], lnN, lnD, lnL, w[None],
+                               delta, reduction)
+    return float(f[0]), g[0]
 
 
 def solve_scipy(starts, lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", maxiter=MAXITER,
@@ -118,136 +131,93 @@ def solve_scipy(starts, lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", max
 
 # ----------------------------------------------------------------------------- jax / optax
 
-LS_STEPS = 0.25 ** np.arange(8)  # parallel Armijo candidates: 1, 1/4, ..., 6e-5
-ROUND_ITERS = 16  # iterations per jitted call before finished lanes are refilled
+LANES = 512  # rows of the on-device L-BFGS pool (research.fit.lbfgs); a finished row takes the next start
+MEMORY = 10  # L-BFGS memory, scipy's default maxcor
+MAXLS = 20  # trials per line search, scipy's default
+MAXFUN = 15000  # objective evaluations per start, scipy's default
+
+
+def _bucket(k: int, lo: int = 8) -> int:
+    """Padded size for an array dimension: the next power of two (at least `lo`), so tables and
+    job counts of similar size share one compiled program."""
+    return max(lo, 1 << (max(int(k), 1) - 1).bit_length())
 
 
 @functools.lru_cache(maxsize=None)
-def _jax_solver(reduction: str, delta: float, maxiter: int, gtol: float, ftol: float):
-    """(init, run) jitted and vmapped over lanes; each lane has its own start and weights.
-
-    Direction: optax.scale_by_lbfgs (two-loop recursion, memory 10). Step: the largest of
-    LS_STEPS satisfying Armijo (c1 = 1e-4), all candidates evaluated at once. optax's own zoom
-    line search iterates sequentially, and under vmap every lane waits for the slowest lane's
-    line search: measured 33 ms per step for 256 lanes here versus a few ms with this one."""
+def _jax_solver(reduction: str, delta: float, maxiter: int, gtol: float, ftol: float, lanes: int):
+    """The jitted pool solver for one objective variant; compiled once per padded shape."""
     import jax
     import jax.numpy as jnp
-    import optax
 
-    steps = jnp.asarray(LS_STEPS)
-    direction = optax.scale_by_lbfgs(memory_size=10)
+    from research.fit import lbfgs
 
-    def objective(theta, w, lnN, lnD, lnL):
-        a, b, e, al, be = theta[0], theta[1], theta[2], theta[3], theta[4]
-        t1 = a - al * lnN
-        t2 = b - be * lnD
-        m = jnp.maximum(jnp.maximum(t1, t2), e)
-        r = m + jnp.log(jnp.exp(t1 - m) + jnp.exp(t2 - m) + jnp.exp(e - m)) - lnL
-        ar = jnp.abs(r)
-        h = jnp.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
-        total = jnp.sum(w * h)
-        return total / jnp.sum(w) if reduction == "mean" else total
+    cfg = lbfgs.Config(lanes=lanes, memory=MEMORY, maxiter=maxiter, maxfun=MAXFUN, maxls=MAXLS,
+                       gtol=gtol, ftol=ftol)
 
-    def init_one(x0, w, lnN, lnD, lnL):
-        v, g = jax.value_and_grad(objective)(x0, w, lnN, lnD, lnL)
-        done = (jnp.max(jnp.abs(g)) <= gtol) | ~jnp.isfinite(v)
-        return (x0, v, g, direction.init(x0), jnp.asarray(0), done, jnp.asarray(0))
+    def value_and_grad(theta_B5, wrow_B, data):
+        lnN, lnD, lnL, W_Rn = data
+        return objective_terms(jnp, theta_B5, lnN, lnD, lnL, W_Rn[wrow_B], delta, reduction)
 
-    def run_one(carry, w, lnN, lnD, lnL):
-        f = lambda th: objective(th, w, lnN, lnD, lnL)  # noqa: E731
-        vg = jax.value_and_grad(f)
-
-        def body(c):
-            (x, v, g, s, it, done, fails), k = c
-            d, s2 = direction.update(g, s, x)
-            p = -d
-            slope = jnp.dot(g, p)
-            gn = jnp.maximum(1.0, jnp.linalg.norm(g))
-            # not a descent direction, or the last line search failed: scaled steepest descent
-            bad = ~(slope < 0) | (fails > 0)
-            p = jnp.where(bad, -g / gn, p)
-            slope = jnp.where(bad, -jnp.dot(g, g) / gn, slope)
-            cand = x[None, :] + steps[:, None] * p[None, :]
-            fc = jax.vmap(f)(cand)
-            armijo = (fc <= v + 1e-4 * steps * slope) & jnp.isfinite(fc)
-            x2 = cand[jnp.argmax(armijo)]
-            v2, g2 = vg(x2)
-            ok = jnp.any(armijo) & jnp.isfinite(v2)
-            rel = (v - v2) / jnp.maximum(jnp.maximum(jnp.abs(v), jnp.abs(v2)), 1.0)
-            # a failed search first resets the L-BFGS memory and retries along -grad; a second
-            # consecutive failure means no descent is possible at this resolution: stop.
-            fails2 = jnp.where(ok, 0, fails + 1)
-            s2 = jax.tree.map(lambda a, b: jnp.where(ok, a, b), s2, direction.init(x))
-            stop = (fails2 >= 2) | (ok & ((rel <= ftol) | (jnp.max(jnp.abs(g2)) <= gtol))) | (it + 1 >= maxiter)
-            new = (jnp.where(ok, x2, x), jnp.where(ok, v2, v), jnp.where(ok, g2, g), s2, it + 1, stop, fails2)
-            return new, k + 1
-
-        out, _ = jax.lax.while_loop(lambda c: ~c[0][5] & (c[1] < ROUND_ITERS), body, (carry, 0))
-        return out
-
-    data_axes = (0, None, None, None)
-    return (jax.jit(jax.vmap(init_one, in_axes=(0,) + data_axes)),
-            jax.jit(jax.vmap(run_one, in_axes=(0,) + data_axes)))
+    return jax.jit(functools.partial(lbfgs.solve_pool, value_and_grad, cfg))
 
 
 def solve_jax(starts, lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", maxiter=MAXITER,
-              tol="tight", lanes=128):
-    """Vectorised L-BFGS from every start, with scipy's stopping rules (ftol relative to
-    max(|f|, 1), gtol on the largest gradient component, maxiter). `w` is None (all ones),
-    shape (n,) shared by all starts, or (S, n): one weight vector (bootstrap multiplicities)
-    per start. Runs a fixed-size pool of `lanes` problems: every ROUND_ITERS iterations the
-    finished lanes are refilled with pending starts, so no lane idles waiting for the slowest
-    start of its batch and a single compiled shape serves the whole job."""
+              tol="tight", lanes=LANES, weight_rows=None, return_stats=False):
+    """L-BFGS from every start in one compiled device-side loop (research.fit.lbfgs), with scipy
+    L-BFGS-B's stopping rules (ftol relative to max(|f|, 1), gtol on the largest gradient component,
+    maxiter, maxfun). `w` is None (all ones), shape (n,) shared by all starts, or (R, n): weight
+    rows (bootstrap multiplicities); start i uses row `weight_rows[i]` (default: row i, so R must
+    then equal the number of starts). Returns (x S×5, f S, iterations S), plus a dict of solver
+    statistics (evaluations, loop passes, lane utilisation) with `return_stats=True`.
+
+    Starts, weight rows and runs are padded to powers of two (padded runs carry weight 0, padded
+    starts are never run), so calls of similar size reuse one compiled program."""
     import jax
 
     starts = np.atleast_2d(np.asarray(starts, dtype=np.float64))
+    lnN, lnD, lnL = (np.asarray(v, dtype=np.float64) for v in (lnN, lnD, lnL))
     S, n = len(starts), len(lnN)
-    w = np.ones(n) if w is None else np.asarray(w, dtype=np.float64)
-    wfull = w if w.ndim == 2 else None
-    B = int(min(lanes, S))
+    W = np.ones((1, n)) if w is None else np.atleast_2d(np.asarray(w, dtype=np.float64))
+    if weight_rows is None:
+        weight_rows = np.zeros(S, dtype=np.int32) if len(W) == 1 else np.arange(S, dtype=np.int32)
+    weight_rows = np.asarray(weight_rows, dtype=np.int32)
+    if W.shape[1] != n or len(weight_rows) != S or (S and not 0 <= weight_rows.min() <= weight_rows.max() < len(W)):
+        raise ValueError(f"weights of shape {W.shape} and rows {weight_rows.shape} do not match {S} starts x {n} runs")
+    if S == 0:
+        return np.zeros((0, 5)), np.zeros(0), np.zeros(0, dtype=int)
+    # weight rows padded to at least min(Sp, 1024): the full-grid fit (one row) and a bootstrap of up
+    # to 1,024 resamples x 8 starts then run the very same compiled program
+    Sp, n_p = _bucket(S), _bucket(n, 64)
+    Rp = max(_bucket(len(W), 1), min(Sp, 1024))
+    x0 = np.zeros((Sp, 5))
+    x0[:S] = starts
+    rows = np.zeros(Sp, dtype=np.int32)
+    rows[:S] = weight_rows
+    Wp = np.zeros((Rp, n_p))
+    Wp[:len(W), :n] = W
+    data = [np.zeros(n_p) for _ in range(3)]
+    for d, v in zip(data, (lnN, lnD, lnL)):
+        d[:n] = v
     ftol, gtol = TOLERANCES[tol]
-    init, run = _jax_solver(reduction, float(delta), int(maxiter), float(gtol), float(ftol))
-    xs = np.full((S, 5), np.nan)
-    fs = np.full(S, np.nan)
-    its = np.zeros(S, dtype=int)
+    run = _jax_solver(reduction, float(delta), int(maxiter), float(gtol), float(ftol), int(min(lanes, Sp)))
     with jax.enable_x64(True):
-        data = tuple(jax.numpy.asarray(v, dtype="float64") for v in (lnN, lnD, lnL))
-        lane_job = np.arange(B)  # which start each lane is solving (-1: idle)
-        nxt = B
-        lane_w = wfull[lane_job] if wfull is not None else np.broadcast_to(w, (B, n)).copy()
-        carry = init(jax.numpy.asarray(starts[lane_job]), jax.numpy.asarray(lane_w), *data)
-        while True:
-            carry = run(carry, jax.numpy.asarray(lane_w), *data)
-            x, v, it, done = (np.asarray(carry[i]) for i in (0, 1, 4, 5))
-            fin = np.flatnonzero(done & (lane_job >= 0))
-            jobs = lane_job[fin]
-            xs[jobs], fs[jobs], its[jobs] = x[fin], v[fin], it[fin]
-            lane_job[fin] = -1
-            if nxt >= S and (lane_job < 0).all():
-                break
-            free = np.flatnonzero(lane_job < 0)
-            take = free[: max(0, min(len(free), S - nxt))]
-            if len(take):
-                lane_job[take] = np.arange(nxt, nxt + len(take))
-                nxt += len(take)
-                if wfull is not None:
-                    lane_w[take] = wfull[lane_job[take]]
-                x0 = np.asarray(carry[0]).copy()
-                x0[take] = starts[lane_job[take]]
-                fresh = init(jax.numpy.asarray(x0), jax.numpy.asarray(lane_w), *data)
-                mask = np.zeros(B, dtype=bool)
-                mask[take] = True
-                carry = jax.tree.map(
-                    lambda new, old: jax.numpy.where(
-                        jax.numpy.asarray(mask).reshape((B,) + (1,) * (new.ndim - 1)), new, old),
-                    fresh, carry)
-    return xs, fs, its
+        xs, fs, its, nfev, passes = (np.asarray(v) for v in run(x0, rows, np.int32(S), tuple(data) + (Wp,)))
+    out = (xs[:S], fs[:S], its[:S].astype(int))
+    if return_stats:
+        lanes = int(min(lanes, Sp))
+        return out + ({"evaluations": int(nfev[:S].sum()), "passes": int(passes), "lanes": lanes,
+                       "lane_utilisation": float(nfev[:S].sum() / max(1, passes * lanes)),
+                       "padded_runs": n_p},)
+    return out
 
 
 def solve(starts, lnN, lnD, lnL, w=None, backend="jax", **kw):
     if backend == "jax":
         return solve_jax(starts, lnN, lnD, lnL, w, **kw)
     if backend == "scipy":
+        rows = kw.get("weight_rows")
+        if rows is not None:
+            w = np.atleast_2d(np.asarray(w, dtype=np.float64))[np.asarray(rows)]
         kw = {k: v for k, v in kw.items() if k in ("delta", "reduction", "maxiter", "tol")}
         return solve_scipy(starts, lnN, lnD, lnL, w, **kw)
     raise ValueError(f"unknown backend {backend!r}")
@@ -349,10 +319,9 @@ def bootstrap_approach3(N, D, L, starts, *, n_resamples=1000, seed=0, reduction=
     lnN, lnD, lnL = np.log(N), np.log(D), np.log(L)
     W = resample_weights(len(N), n_resamples, seed) if weights is None else np.asarray(weights, float)
     R, K = len(W), len(starts)
-    x0 = np.tile(np.asarray(starts, dtype=np.float64), (R, 1))  # lane r*K + k
-    Wl = np.repeat(W, K, axis=0)
-    xs, fs, _ = solve(x0, lnN, lnD, lnL, Wl, backend=backend, delta=delta, reduction=reduction,
-                      maxiter=maxiter, tol=tol)
+    x0 = np.tile(np.asarray(starts, dtype=np.float64), (R, 1))  # job r*K + k
+    xs, fs, _ = solve(x0, lnN, lnD, lnL, W, backend=backend, delta=delta, reduction=reduction,
+                      maxiter=maxiter, tol=tol, weight_rows=np.repeat(np.arange(R), K))
     fs = np.where(np.isfinite(fs), fs, np.inf).reshape(R, K)
     xs = xs.reshape(R, K, 5)
     best = np.argmin(fs, axis=1)
