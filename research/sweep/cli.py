@@ -133,6 +133,9 @@ def cmd_run(args) -> int:
     return 0 if counts["failed"] == 0 else 1
 
 
+SWEEP_FIT_BOOTSTRAP = 200  # resamples for the intervals a finished sweep reports (a few seconds)
+
+
 def fit_and_plot(sweep_dir: Path) -> None:
     """Fit every law the results support and draw every figure; never fails the sweep.
 
@@ -151,7 +154,10 @@ def fit_and_plot(sweep_dir: Path) -> None:
 def _fit_stage(sweep_dir: Path):
     from research.fit import fit_sweep_dir
 
-    fit = fit_sweep_dir(sweep_dir)
+    # Intervals on every exponent and a held-out check of the largest budget: a law is printed
+    # with what it takes to judge it (`scaling fit DIR --bootstrap 1000` refits with more).
+    fit = fit_sweep_dir(sweep_dir, bootstrap=SWEEP_FIT_BOOTSTRAP, holdout="largest-budget",
+                        holdout_bootstrap=SWEEP_FIT_BOOTSTRAP)
     print(f"fit: {sweep_dir / 'fit.json'}", file=sys.stderr)
     return fit
 
@@ -203,10 +209,24 @@ def _record_skipped(sweep_dir: Path, stage: str, reason: str) -> None:
 
 
 def _print_fit_summary(fit: dict) -> None:
+    from research.fit.diagnostics import all_warnings
+
     for name, result in (fit or {}).items():
         if isinstance(result, dict) and "a" in result and "b" in result:
-            print(f"  {name}: N_opt ~ C^{result['a']:.3f}, D_opt ~ C^{result['b']:.3f} "
+            bs = result.get("bootstrap") or {}
+            a_iv = (bs.get("intervals") or {}).get("a")
+            level = f"{bs['level']:.0%}" if "level" in bs else ""
+            interval = f" [{level} {a_iv[0]:.3f}, {a_iv[1]:.3f}]" if a_iv and None not in a_iv else ""
+            print(f"  {name}: N_opt ~ C^{result['a']:.3f}{interval}, D_opt ~ C^{result['b']:.3f} "
                   f"(C in {result.get('flops_convention', '6n')} FLOPs)", file=sys.stderr)
+    held = (fit or {}).get("extrapolation") or {}
+    summary = (held.get("approach3") or {}).get("summary")
+    if summary:
+        print(f"  held out ({held.get('holdout')}): Approach 3 predicts {summary['n']} unseen runs with mean |error| "
+              f"{summary['mean_abs_rel_error']:.2%} (signed {summary['mean_rel_error']:+.2%}); "
+              f"{summary['n_inside']}/{summary['n']} inside their {summary['level']:.0%} intervals", file=sys.stderr)
+    for w in all_warnings(fit or {}):
+        print(f"  warning: {w}", file=sys.stderr)
 
 
 def require_sweep_dir(path) -> Path:
