@@ -342,7 +342,8 @@ def summarize_bootstrap(thetas, level=0.95, budgets=(), per_token=None) -> dict:
     for k, v in arr.items():
         v = v[np.isfinite(v)]
         intervals[k] = [float(x) for x in np.percentile(v, q)] if len(v) else [None, None]
-        se[k] = float(np.std(v, ddof=1)) if len(v) > 1 else None
+        with np.errstate(over="ignore"):  # A, B of an unidentified resample reach 1e300: their SE is inf (null in JSON)
+            se[k] = float(np.std(v, ddof=1)) if len(v) > 1 else None
     opt = []
     for c in budgets:
         n, d = compute_optimal(arr["A"], arr["B"], arr["alpha"], arr["beta"], c, per_token)

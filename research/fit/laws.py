@@ -38,6 +38,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from research.errors import UserError, closest
 from research.fit.allocation import SIX_N, FlopsPerToken, allocation_params, compute_optimal
 
@@ -96,7 +98,8 @@ class ChinchillaLaw:
         return float(self._frontier()["G"])
 
     def loss(self, n, d):
-        return self.E + self.A / n**self.alpha + self.B / d**self.beta
+        with np.errstate(over="ignore", divide="ignore"):  # N**alpha -> inf gives the limit A/inf = 0
+            return self.E + self.A / n**self.alpha + self.B / d**self.beta
 
     def n_opt(self, flops):
         return compute_optimal(self.A, self.B, self.alpha, self.beta, flops, self.per_token)[0]
