@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from research.errors import UserError
 
@@ -144,6 +145,17 @@ def _print_fit(name, r):
         print(f"  warning: {w}")
 
 
+def output_path(args, table) -> Path | None:
+    """Where `scaling fit` writes: --out, else DIR/fit.json for a sweep directory, else nowhere
+    (a plain table, or --no-write); the folder is created."""
+    if args.no_write:
+        return None
+    out = Path(args.out) if args.out else (table.sweep_dir / "fit.json" if table.sweep_dir is not None else None)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def fit_handler(args) -> int:
     from pathlib import Path
 
@@ -183,14 +195,8 @@ def fit_handler(args) -> int:
     if all("skipped" in result[m] for m in methods):  # nothing fitted: say so, and leave fit.json as it is
         reasons = "; ".join(f"{m}: {result[m]['skipped']}" for m in methods)
         raise UserError(f"no fit possible on {table.drop_message().replace('using', 'the', 1)} ({reasons})")
-    out = None
-    if not args.no_write:
-        if args.out:
-            out = Path(args.out)
-        elif table.sweep_dir is not None:
-            out = table.sweep_dir / "fit.json"
+    out = output_path(args, table)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
         write_fit(out, result, merge=True)
         print(f"wrote {out}", file=sys.stderr)
     if args.json:

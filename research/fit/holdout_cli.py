@@ -10,6 +10,7 @@ from research.fit.holdout import interval_text
 
 
 def holdout_command(args, table) -> int:
+    from research.fit.cli import output_path
     from research.fit.core import dumps, write_fit
     from research.fit.holdout import DEFAULT_BOOTSTRAP, LOSS_LAWS, check_split, holdout_mask, run_holdout
 
@@ -24,16 +25,8 @@ def holdout_command(args, table) -> int:
     result = run_holdout(table, args.holdout, methods, bootstrap=bootstrap, seed=args.seed, level=args.level,
                          grid=args.grid, reduction=args.reduction, backend=args.backend, tol=args.tolerances,
                          log=log, allocation=args.method == "all")
-    out = None
-    if not args.no_write:
-        if args.out:
-            out = Path(args.out)
-        elif table.sweep_dir is not None:
-            out = table.sweep_dir / "fit.json"
+    out = output_path(args, table)  # --out was checked (not a directory, not under a file) before fitting
     if out is not None:
-        if out.exists() and out.is_dir():
-            raise UserError(f"--out {out} is a directory; pass a file name like {out / 'fit.json'}")
-        out.parent.mkdir(parents=True, exist_ok=True)
         write_fit(out, {"extrapolation": result}, merge=True)
         print(f"wrote {out} (key extrapolation)", file=sys.stderr)
         for p in write_figure(result, out, table.sweep_dir):
