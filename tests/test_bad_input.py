@@ -42,6 +42,7 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from research.cli import main
 from tests.conftest import REPO, SCALING
+from tests.tomlgen import toml_value
 
 CASES: Counter = Counter()  # entry point -> generated cases run
 
@@ -143,26 +144,6 @@ def workspace() -> Path:
 
 
 # ---------------------------------------------------------------- TOML values
-
-
-def toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + "".join(c if c >= " " and c not in '"\\\x7f' else f"\\u{ord(c):04x}" for c in v) + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(v)
 
 
 def toml_text(raw: dict) -> str:

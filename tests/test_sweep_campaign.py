@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 from research.cli import main
 from tests.conftest import REPO, SCALING
+from tests.tomlgen import toml_key, toml_value
 
 SMOKE = tomllib.loads((REPO / "sweeps" / "smoke.toml").read_text())
 CASES: dict[str, int] = {}
@@ -85,32 +86,12 @@ def snapshot(root: Path) -> dict:
     return state
 
 
-def toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(type(v))
-
-
 def to_toml(doc: dict) -> str:
     lines = [f"{k} = {toml_value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
     for name, table in doc.items():
         if isinstance(table, dict):
             lines.append(f"[{name}]")
-            lines += [f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in table.items()]
+            lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"
 
 

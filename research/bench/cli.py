@@ -12,10 +12,10 @@ def register(sub) -> None:
         "bench", help="time the training step: tokens/s, TFLOP/s, MFU, peak memory, compile time",
         description="Compile the training step of a run file (the same step `scaling train` runs), warm it "
                     "up, and time N steps with the device synchronised. Reports step time, tokens/s, "
-                    "TFLOP/s and MFU under both FLOP conventions ('6n' = 6 x params per token; "
-                    "'chinchilla' = Hoffmann et al. App. F, attention over the full s x s square, no causal "
-                    "halving) against the device's dense bf16 peak (MFU unknown for unknown devices, e.g. "
-                    "CPUs), peak device memory and compile time. Batches are uniform random tokens unless "
+                    "TFLOP/s and MFU as PaLM and nanoGPT count it (6 x matmul parameters, no input-embedding "
+                    "lookup, + 12 L T d attention, no causal halving) against the device's dense bf16 peak "
+                    "(MFU unknown for unknown devices, e.g. CPUs), the '6n' and 'chinchilla' training-FLOP "
+                    "conventions beside it, peak device memory and compile time. Batches are uniform random tokens unless "
                     "--data real.")
     p.add_argument("config", help="run file (TOML with [data], [model], [train]); [train] steps is ignored")
     p.add_argument("--steps", type=int, default=20, help="timed steps per window (default 20)")
