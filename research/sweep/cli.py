@@ -78,22 +78,41 @@ def print_plan(out: dict) -> None:
     from research.sweep.collect import fmt_seconds
 
     asked = len(out["trials"]) + len(out.get("rejected", [])) + len(out.get("dropped", []))
-    print(f"sweep {out['sweep']}: {len(out['trials'])} trials of {asked} design points; design FLOPs convention {out['flops_convention']}; "
-          f"N counts embeddings")
+    seeds = out.get("seeds", 1)
+    print(f"sweep {out['sweep']}: {len(out['trials'])} trials of {asked} design points"
+          + (f" ({seeds} seeds each)" if seeds > 1 else "")
+          + (f", trained as {len(out['trunks'])} trunks and their cooldown branches" if out.get("trunks") else "")
+          + f"; design FLOPs convention {out['flops_convention']}; N counts embeddings")
     head = (f"{'trial':16} {'budget':>9} {'L':>3} {'d':>5} {'N':>10} {'N non-emb':>10} {'D':>11} {'D/N':>7} "
-            f"{'C [6n]':>9} {'C [chin]':>9} {'steps':>6} {'lr':>8} {'time':>8} {'mem':>8}")
+            f"{'C [6n]':>9} {'C [chin]':>9} {'steps':>6} {'seed':>4} {'lr':>8} {'time':>8} {'mem':>8}")
     print(head)
     print("-" * len(head))
+    trunks = {t["trial"]: t for t in out.get("trunks", [])}
+    shown = set()
     for t in out["trials"]:
+        trunk = trunks.get(t.get("trunk") or "")
+        if trunk is not None and trunk["trial"] not in shown:
+            shown.add(trunk["trial"])
+            print(f"{trunk['trial']:16} {'trunk':>9} {trunk['layers']:>3} {trunk['d_model']:>5} "
+                  f"{trunk['n_params']:>10,} {trunk['n_params_nonembedding']:>10,} {trunk['tokens']:>11,} "
+                  f"{trunk['tokens_per_param']:>7.1f} {trunk['flops_6n']:>9.2e} {trunk['flops_chinchilla']:>9.2e} "
+                  f"{trunk['steps']:>6} {trunk['seed']:>4} {trunk['lr']:>8.2e} {fmt_seconds(trunk['est_time_s']):>8} "
+                  f"{trunk['memory_bytes_fp32'] / 2**20:>6.1f}MB  constant LR; branches leave at steps "
+                  + ", ".join(map(str, trunk["branch_steps"])))
         budget = f"{t['budget']:.2e}" if t.get("budget") else "-"
         print(f"{t['trial']:16} {budget:>9} {t['layers']:>3} {t['d_model']:>5} {t['n_params']:>10,} "
               f"{t['n_params_nonembedding']:>10,} {t['tokens']:>11,} {t['tokens_per_param']:>7.1f} "
-              f"{t['flops_6n']:>9.2e} {t['flops_chinchilla']:>9.2e} {t['steps']:>6} {t['lr']:>8.2e} "
-              f"{fmt_seconds(t['est_time_s']):>8} {t['memory_bytes_fp32'] / 2**20:>6.1f}MB")
+              f"{t['flops_6n']:>9.2e} {t['flops_chinchilla']:>9.2e} {t['steps']:>6} {t['seed']:>4} {t['lr']:>8.2e} "
+              f"{fmt_seconds(t['est_time_s']):>8} {t['memory_bytes_fp32'] / 2**20:>6.1f}MB"
+              + (f"  branch of {t['trunk'][:8]} from step {t['branch_step']}" if t.get("trunk") else ""))
     print("-" * len(head))
     print(f"total: C = {out['total_flops_6n']:.3e} FLOPs [6n], {out['total_flops_chinchilla']:.3e} [chinchilla]; "
           f"D = {out['total_tokens']:,} tokens; estimated {fmt_seconds(out['est_time_s'])} one at a time at "
           f"{out['throughput_flops_per_s']:.2g} FLOP/s (rough; memory = weights+grads+AdamW in fp32)")
+    if out.get("trunks"):
+        print(f"FLOPs represented {out['total_flops_6n']:.3e} [6n] (each row's whole history), spent "
+              f"{out['total_flops_spent_6n']:.3e} (each trunk once + each cooldown): "
+              f"{out['flops_spent_over_represented']:.2f}x")
     for kind in ("rejected", "dropped"):
         for r in out.get(kind, []):
             print(f"{kind}: layers {r['layers']}, d_model {r['d_model']}, N {r['n_params']:,}"
@@ -111,7 +130,8 @@ def cmd_run(args) -> int:
     p = plan(sweep)
     sweep_dir = _sweep_dir(args, sweep).absolute()
     trial_dirs = prepare_sweep_dir(p, sweep_dir)
-    print(f"sweep {sweep.name}: {len(p.trials)} trials in {sweep_dir}"
+    print(f"sweep {sweep.name}: {len(p.trials)} trials"
+          + (f" ({len(p.trunks)} trunks + their cooldown branches)" if p.trunks else "") + f" in {sweep_dir}"
           + (f" ({len(p.rejected)} rejected, {len(p.dropped)} dropped; see 'scaling sweep plan')"
              if p.rejected or p.dropped else ""), file=sys.stderr)
     if args.executor == "local":
@@ -127,6 +147,10 @@ def cmd_run(args) -> int:
     counts = status_counts(frame)
     print(f"results: {sweep_dir / 'results.csv'} ({', '.join(f'{v} {k}' for k, v in counts.items() if v)})",
           file=sys.stderr)
+    totals = p.to_dict()
+    if p.trunks:
+        print(f"compute: FLOPs represented {totals['total_flops_6n']:.3e} [6n], spent {totals['total_flops_spent_6n']:.3e} "
+              f"({totals['flops_spent_over_represented']:.2f}x; trunks shared by their branches)", file=sys.stderr)
     if not args.no_fit:
         fit_and_plot(sweep_dir)
         log_sweep(sweep_dir, sweep.base.logging, sweep.name)  # the sweep's own W&B/TensorBoard run

@@ -24,9 +24,12 @@ from research.errors import UserError, closest
 from research.model.accounting import FLOP_CONVENTIONS
 
 DESIGN_KEYS = {
-    "isoflop": {"kind", "budgets", "tokens_per_param", "sizes", "flops_convention", "allow_repeat"},
-    "grid": {"kind", "d_model", "n_params", "tokens", "tokens_per_param", "flops_convention", "allow_repeat"},
+    "isoflop": {"kind", "budgets", "tokens_per_param", "sizes", "flops_convention", "allow_repeat", "seeds"},
+    "grid": {"kind", "d_model", "n_params", "tokens", "tokens_per_param", "flops_convention", "allow_repeat", "seeds"},
+    "branches": {"kind", "d_model", "n_params", "budgets", "tokens", "tokens_per_param", "cooldown_fraction",
+                 "cooldown_shape", "trunk_tokens_per_param", "flops_convention", "allow_repeat", "seeds"},
 }
+MAX_SEEDS = 64
 MAX_SIZES = 64  # model sizes per budget; an IsoFLOP parabola needs 5-10
 MAX_POINTS = 10_000  # design points in one sweep
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -34,7 +37,8 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 @dataclass(frozen=True)
 class DesignConfig:
-    """[design]: kind "isoflop" (budgets x sizes) or "grid" (sizes x horizons). See plan.py."""
+    """[design]: kind "isoflop" (budgets x sizes), "grid" (sizes x horizons) or "branches" (sizes x
+    horizons, trained as one constant-LR trunk per size with a cooldown branch per horizon). See plan.py."""
 
     kind: str
     budgets: list[float] | None = None  # isoflop: training FLOPs under flops_convention
@@ -45,6 +49,10 @@ class DesignConfig:
     d_model: list[int] | None = None  # grid: widths of the recipe's shapes ...
     n_params: list[float] | None = None  # ... or target parameter counts
     tokens: list[float] | None = None  # grid: horizons in tokens
+    seeds: int = 1  # replicates of every point, [train] seed, seed + 1, ... (init and data order)
+    cooldown_fraction: float = 0.2  # branches: share of each branch's steps in its cooldown
+    cooldown_shape: str = "1-sqrt"  # branches: "1-sqrt" (Hägele et al. 2024) or "linear"
+    trunk_tokens_per_param: float | None = None  # branches: trunk length as D/N (default: the longest branch's)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -78,6 +86,11 @@ def parse_design(raw) -> DesignConfig:
             raise UserError(f"[design] {key} must not be an empty list")
         if any(v <= 0 for v in values):
             raise UserError(f"[design] {key}: every value must be greater than 0")
+    if not isinstance(design.seeds, int) or not 1 <= design.seeds <= MAX_SEEDS:
+        raise UserError(f"[design] seeds = {design.seeds!r} must be an integer from 1 to {MAX_SEEDS} "
+                        "(replicates of every point)")
+    if kind == "branches":
+        return _check_branches(design)
     if kind == "isoflop":
         if not design.budgets:
             raise UserError("[design] isoflop needs budgets = [...] (training FLOPs)")
@@ -93,6 +106,37 @@ def parse_design(raw) -> DesignConfig:
         if (design.tokens is None) == (design.tokens_per_param is None):
             raise UserError("[design] grid needs exactly one of tokens = [...] or tokens_per_param = [...]")
         points = len(design.d_model or design.n_params) * len(design.tokens or design.tokens_per_param)
+    if points * design.seeds > MAX_POINTS:
+        raise UserError(f"[design] asks for {points * design.seeds:,} design points; at most {MAX_POINTS:,} per sweep "
+                        "(split the study into several sweeps)")
+    for key in ("budgets", "tokens", "n_params"):
+        if any(v > 1e30 for v in getattr(design, key) or ()):
+            raise UserError(f"[design] {key}: values above 1e30 are beyond any trainable model; check the exponent")
+    return design
+
+
+def _check_branches(design: DesignConfig) -> DesignConfig:
+    if not 0 < design.cooldown_fraction < 1:
+        raise UserError(f"[design] cooldown_fraction = {design.cooldown_fraction} must lie strictly between 0 and 1 "
+                        "(the share of each branch's steps spent cooling down; 0.2 is the usual choice)")
+    if design.cooldown_shape not in COOLDOWN_SHAPES:
+        raise UserError(f"[design] cooldown_shape = {design.cooldown_shape!r}: expected one of {COOLDOWN_SHAPES}"
+                        + closest(design.cooldown_shape, COOLDOWN_SHAPES))
+    if (design.d_model is None) == (design.n_params is None):
+        raise UserError("[design] branches needs exactly one of d_model = [...] or n_params = [...] (the sizes)")
+    horizons = [k for k in ("budgets", "tokens") if getattr(design, k) is not None]
+    if design.budgets is None and design.tokens_per_param is not None:
+        horizons.append("tokens_per_param")
+    if len(horizons) != 1:
+        raise UserError("[design] branches needs exactly one of budgets = [...] (IsoFLOP budgets; tokens_per_param "
+                        "= [low, high] bounds them), tokens = [...] or tokens_per_param = [...] (the branch horizons)")
+    if design.budgets is not None and design.tokens_per_param is not None and (
+            len(design.tokens_per_param) != 2 or design.tokens_per_param[0] >= design.tokens_per_param[1]):
+        raise UserError("[design] with budgets, tokens_per_param must be [low, high] with low < high")
+    if design.trunk_tokens_per_param is not None and not design.trunk_tokens_per_param > 0:
+        raise UserError(f"[design] trunk_tokens_per_param = {design.trunk_tokens_per_param} must be positive")
+    sizes = len(design.d_model or design.n_params)
+    points = sizes * len(design.budgets or design.tokens or design.tokens_per_param) * design.seeds
     if points > MAX_POINTS:
         raise UserError(f"[design] asks for {points:,} design points; at most {MAX_POINTS:,} per sweep "
                         "(split the study into several sweeps)")
@@ -100,6 +144,9 @@ def parse_design(raw) -> DesignConfig:
         if any(v > 1e30 for v in getattr(design, key) or ()):
             raise UserError(f"[design] {key}: values above 1e30 are beyond any trainable model; check the exponent")
     return design
+
+
+COOLDOWN_SHAPES = ("1-sqrt", "linear")
 
 
 def recipe_owned_keys(recipe) -> dict[str, set[str]]:

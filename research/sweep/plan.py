@@ -8,13 +8,26 @@ A sweep file is a run file ([data], [model], [train] shared by every trial) plus
     budgets = [2e11, 6e11]   #   training FLOPs, under flops_convention ("6n" or "chinchilla")
     tokens_per_param = [4, 150]   # the range of D/N each budget spans ...
     sizes = 5                #   ... with this many log-spaced model sizes
-    # kind = "grid": layers = [1, 2, 3] (or n_params = [...]) x tokens = [...] (or tokens_per_param = [...])
+    # kind = "grid": d_model = [16, 32] (or n_params = [...]) x tokens = [...] (or tokens_per_param = [...])
+    # kind = "branches": the sizes of a grid, each trained once as a constant-LR trunk, with a
+    #   cooldown branch (warmup-stable-decay) ending at each horizon: tokens = [...],
+    #   tokens_per_param = [...], or budgets = [...] (each size's D = C / FLOPs-per-token, kept
+    #   where D/N lies in tokens_per_param = [low, high]); cooldown_fraction = 0.2,
+    #   cooldown_shape = "1-sqrt"; trunk_tokens_per_param caps the trunk (default: just long enough)
+    seeds = 1                # replicates of every point: [train] seed, seed + 1, ...
     allow_repeat = false     # refuse trials needing more tokens than the training split holds
     [recipe]                 # architecture and hyperparameter rules (see recipe.py)
     [slurm]                  # options for --executor slurm (see runner.py)
 
 Every trial keeps its design coordinates (budget, requested_n, requested_tokens_per_param) next to its
 real counted n_params and tokens; its id is the hash of its resolved config.
+
+Cooldown branches (Hägele et al. 2024; the OLMo and Marin ladders): a branch's config is exactly
+that of a straight WSD run to its horizon D (same id), but it is trained from its trunk's
+checkpoint at step `steps - cooldown_steps(steps, f)`, where the straight run's cooldown would
+begin. Its row means what a run from scratch means: N, D and C count its whole history, trunk
+included (FLOPs *represented*); what the sweep actually computes (FLOPs *spent*) counts each trunk
+once plus each branch's cooldown.
 """
 
 from __future__ import annotations
@@ -49,6 +62,9 @@ class Sweep:
     raw: dict = field(repr=False)
 
 
+ROLES = ("run", "trunk", "branch")
+
+
 @dataclass
 class Trial:
     trial_id: str  # hash of the resolved config: the trial's directory name and its row's "trial"
@@ -58,17 +74,29 @@ class Trial:
     n_params_nonembedding: int
     tokens: int
     steps: int
-    flops_6n: float
+    flops_6n: float  # the run's training FLOPs, whole history (a branch: its trunk's steps too)
     flops_chinchilla: float
     memory_bytes: float
+    role: str = "run"  # "run" (from scratch), "trunk" (constant LR, feeds branches), "branch" (a cooldown)
+    trunk_id: str | None = None  # a branch's trunk
+    branch_step: int = 0  # a branch: the step it leaves its trunk (0 for a run)
+    keep_steps: list[int] = field(default_factory=list)  # a trunk: the steps its branches start from
+
+    @property
+    def own_fraction(self) -> float:
+        """The share of the run's steps this trial computes itself (a branch: its cooldown)."""
+        return (self.steps - self.branch_step) / self.steps
 
     def row(self) -> dict:
         m, t = self.config.model, self.config.train
-        return {"trial": self.trial_id, **self.coords, "layers": m.layers, "d_model": m.d_model, "heads": m.heads,
+        return {"trial": self.trial_id, **self.coords, "kind": self.role, "seed": t.seed, "trunk": self.trunk_id,
+                "branch_step": self.branch_step if self.role == "branch" else None,
+                "layers": m.layers, "d_model": m.d_model, "heads": m.heads,
                 "n_params": self.n_params, "n_params_nonembedding": self.n_params_nonembedding,
                 "tokens": self.tokens, "tokens_per_param": self.tokens / self.n_params, "steps": self.steps,
-                "batch_size": t.batch_size, "lr": t.lr, "flops_6n": self.flops_6n,
-                "flops_chinchilla": self.flops_chinchilla, "memory_bytes_fp32": self.memory_bytes}
+                "batch_size": t.batch_size, "lr": t.lr, "schedule": t.schedule, "flops_6n": self.flops_6n,
+                "flops_chinchilla": self.flops_chinchilla, "flops_spent_6n": self.flops_6n * self.own_fraction,
+                "memory_bytes_fp32": self.memory_bytes}
 
 
 @dataclass
@@ -79,24 +107,42 @@ class Plan:
     data_fingerprint: str
     train_tokens_available: int
     dropped: list[dict] = field(default_factory=list)  # design points without a trial of their own, with why
+    trunks: list[Trial] = field(default_factory=list)  # branch designs: one per size and seed
+
+    def ordered(self) -> list[Trial]:
+        """Every trial to run, each trunk just before its branches (the order a single worker runs them)."""
+        by_trunk: dict[str, list[Trial]] = {}
+        for t in self.trials:
+            by_trunk.setdefault(t.trunk_id or "", []).append(t)
+        out = list(by_trunk.pop("", []))
+        for trunk in self.trunks:
+            out += [trunk] + by_trunk.pop(trunk.trial_id, [])
+        return out
 
     def to_dict(self, flops_per_s: float = DEFAULT_FLOPS_PER_S) -> dict:
-        rows = []
+        rows, trunks = [], []
         for t in self.trials:
-            row = t.row()
-            row["est_time_s"] = estimate_seconds(t, flops_per_s)
-            rows.append(row)
-        return {"sweep": self.sweep.name, "trials": rows, "rejected": self.rejected, "dropped": self.dropped,
-                "total_flops_6n": sum(t.flops_6n for t in self.trials),
-                "total_flops_chinchilla": sum(t.flops_chinchilla for t in self.trials),
+            rows.append(dict(t.row(), est_time_s=estimate_seconds(t, flops_per_s)))
+        for t in self.trunks:
+            trunks.append(dict(t.row(), est_time_s=estimate_seconds(t, flops_per_s), branch_steps=t.keep_steps))
+        represented = {c: sum(getattr(t, f"flops_{c}") for t in self.trials) for c in ("6n", "chinchilla")}
+        spent = {c: sum(getattr(t, f"flops_{c}") * t.own_fraction for t in self.trials + self.trunks)
+                 for c in ("6n", "chinchilla")}
+        return {"sweep": self.sweep.name, "design_kind": self.sweep.design.kind, "trials": rows, "trunks": trunks,
+                "rejected": self.rejected, "dropped": self.dropped,
+                "total_flops_6n": represented["6n"], "total_flops_chinchilla": represented["chinchilla"],
+                "total_flops_spent_6n": spent["6n"], "total_flops_spent_chinchilla": spent["chinchilla"],
+                "flops_spent_over_represented": spent["6n"] / represented["6n"],
                 "total_tokens": sum(t.tokens for t in self.trials),
-                "est_time_s": sum(r["est_time_s"] for r in rows),
+                "est_time_s": sum(r["est_time_s"] for r in rows + trunks),
                 "flops_convention": self.sweep.design.flops_convention,
+                "seeds": self.sweep.design.seeds,
                 "throughput_flops_per_s": flops_per_s}
 
 
 def estimate_seconds(trial: Trial, flops_per_s: float) -> float:
-    return STARTUP_S + trial.flops_6n / flops_per_s
+    """Time to compute the trial's own steps (a branch: its cooldown) plus a process start."""
+    return STARTUP_S + trial.flops_6n * trial.own_fraction / flops_per_s
 
 
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
@@ -113,6 +159,12 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
     for key in ("steps", "tokens"):
         if key in train:
             raise UserError(f"[train] {key}: a sweep's horizons come from its [design]; remove it")
+    if design.kind == "branches":
+        for key, instead in (("decay_fraction", "cooldown_fraction"), ("decay_shape", "cooldown_shape"),
+                             ("schedule", "kind = \"branches\"")):
+            if key in train and not (key == "schedule" and train[key] == "wsd"):
+                raise UserError(f"[train] {key} = {train[key]!r}"[:80] + f": a branch design trains constant-LR trunks "
+                                f"and WSD cooldown branches; remove it (set [design] {instead})")
     shared["train"] = dict(train, steps=1)  # placeholder horizon, replaced per trial
     base = run_config_from_dict(shared, extra_sections=SWEEP_SECTIONS)
     recipe = load_recipe(raw.get("recipe", {}), path.parent)
@@ -140,10 +192,12 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
         ladder.append((model, count_model(model)))
 
     dropped = []
+    available = dataset.n_tokens("train")
+    if sweep.design.kind == "branches":
+        return _plan_branches(sweep, base, ladder, dataset, tokens_per_step, available)
     candidates = _isoflop_candidates(sweep, ladder, convention, tokens_per_step, dropped) \
         if sweep.design.kind == "isoflop" else _grid_candidates(sweep, ladder)
     trials, rejected, seen = [], [], {}
-    available = dataset.n_tokens("train")
     for model, counts, coords, tokens_wanted in candidates:
         steps = round(tokens_wanted / tokens_per_step)
         where = {**coords, "layers": model.layers, "d_model": model.d_model, "n_params": counts.n_params}
@@ -158,27 +212,143 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
             continue
         train = dataclasses.replace(base.train, steps=steps,
                                     **sweep.recipe.hyperparameters(counts.n_params, tokens, steps))
-        config = base.replace(model=model, train=train)
-        try:
-            validate(config)
-        except UserError as err:
-            raise UserError(f"[recipe] gives the trial with N = {counts.n_params:,} an invalid setting: {err}") from None
-        trial_id = identity_hash(identity(config, dataset.fingerprint))
-        if trial_id in seen:
+        duplicate = False
+        for config in seeded(base.replace(model=model, train=train), sweep.design.seeds):
+            checked(config, counts)
+            trial_id = identity_hash(identity(config, dataset.fingerprint))
+            if trial_id in seen:
+                duplicate = True
+                continue
+            seen[trial_id] = coords
+            trials.append(_trial(trial_id, config, coords, counts, tokens, steps))
+        if duplicate:
             dropped.append({**where, "reason": f"the same trial (shape and horizon) as the point at "
                                                f"{_where(seen[trial_id])}"})
-            continue
-        seen[trial_id] = coords
-        trials.append(Trial(trial_id=trial_id, config=config, coords=coords, n_params=counts.n_params,
-                            n_params_nonembedding=counts.n_params_nonembedding, tokens=tokens, steps=steps,
-                            flops_6n=counts.training_flops(tokens, "6n"),
-                            flops_chinchilla=counts.training_flops(tokens, "chinchilla"),
-                            memory_bytes=counts.memory_bytes()["fp32"]))
     if not trials:
         reasons = "; ".join(sorted({r["reason"] for r in rejected}))[:300]
         raise UserError(f"the design yields no trial that can run: {reasons}")
     return Plan(sweep=sweep, trials=trials, rejected=rejected, data_fingerprint=dataset.fingerprint,
                 train_tokens_available=available, dropped=dropped)
+
+
+def seeded(config: RunConfig, seeds: int) -> list[RunConfig]:
+    """`seeds` replicates of a trial: [train] seed, seed + 1, ... (initialisation and data order)."""
+    return [config.replace(train=dataclasses.replace(config.train, seed=config.train.seed + k)) for k in range(seeds)]
+
+
+def checked(config: RunConfig, counts) -> RunConfig:
+    try:
+        validate(config)
+    except UserError as err:
+        raise UserError(f"[recipe] gives the trial with N = {counts.n_params:,} an invalid setting: {err}") from None
+    return config
+
+
+def _trial(trial_id, config, coords, counts, tokens, steps, **kw) -> Trial:
+    return Trial(trial_id=trial_id, config=config, coords=coords, n_params=counts.n_params,
+                 n_params_nonembedding=counts.n_params_nonembedding, tokens=tokens, steps=steps,
+                 flops_6n=counts.training_flops(tokens, "6n"),
+                 flops_chinchilla=counts.training_flops(tokens, "chinchilla"),
+                 memory_bytes=counts.memory_bytes()["fp32"], **kw)
+
+
+def _plan_branches(sweep: Sweep, base: RunConfig, ladder, dataset, tokens_per_step: int, available: int) -> Plan:
+    """One constant-LR trunk per size (and seed), one WSD cooldown branch per horizon.
+
+    A branch to `steps` leaves its trunk at `steps - cooldown_steps(steps, f)`; the trunk runs to
+    the latest such step (or `trunk_tokens_per_param`). Every branch of a size shares the trunk's
+    peak LR and warmup (the recipe's, for the size's shortest branch), so each branch is exactly
+    the straight WSD run to its horizon."""
+    from research.train.optim import cooldown_steps
+
+    design = sweep.design
+    convention = design.flops_convention
+    f = design.cooldown_fraction
+    trials, trunks, rejected, dropped = [], [], [], []
+    for (model, counts), requested in _pick_sizes(design, ladder):
+        size = {"layers": model.layers, "d_model": model.d_model, "n_params": counts.n_params}
+        horizons = {}  # steps -> coords of the first point asking for it
+        for coords, tokens_wanted in _branch_horizons(design, counts, convention, requested):
+            where = {**coords, **size}
+            steps = round(tokens_wanted / tokens_per_step)
+            if steps < 2:
+                rejected.append({**where, "reason": f"needs {tokens_wanted:.3g} tokens, less than two steps "
+                                                    f"({tokens_per_step:,} tokens each): no room for a cooldown"})
+            elif coords.get("reason"):
+                rejected.append({**where, "reason": coords.pop("reason")})
+            elif steps in horizons:
+                dropped.append({**where, "reason": f"the same branch (shape and horizon) as the point at "
+                                                   f"{_where(horizons[steps])}"})
+            else:
+                horizons[steps] = coords
+        if not horizons:
+            continue
+        starts = {steps: steps - cooldown_steps(steps, f) for steps in horizons}
+        shortest = min(horizons)
+        hyper = sweep.recipe.hyperparameters(counts.n_params, shortest * tokens_per_step, shortest)
+        warmup = min(hyper.get("warmup_steps") or 1, shortest)
+        for steps in sorted(horizons):
+            if starts[steps] <= warmup:
+                rejected.append({**horizons.pop(steps), **size, "reason": f"its cooldown would start at step "
+                                 f"{starts[steps]}, inside the trunk's warmup of {warmup} steps; lengthen it"})
+        if not horizons:
+            continue
+        trunk_steps = max(starts[s] for s in horizons)
+        if design.trunk_tokens_per_param is not None:
+            cap = round(design.trunk_tokens_per_param * counts.n_params / tokens_per_step)
+            beyond = [s for s in horizons if starts[s] > cap]
+            if beyond:
+                s = min(beyond)
+                raise UserError(f"[design] the branch to D = {s * tokens_per_step:,} tokens for N = {counts.n_params:,} "
+                                f"leaves its trunk at step {starts[s]:,}, beyond the trunk's {cap:,} steps "
+                                f"(trunk_tokens_per_param = {design.trunk_tokens_per_param:g}); raise it to at least "
+                                f"{starts[max(beyond)] * tokens_per_step / counts.n_params:.4g} or drop that horizon")
+            trunk_steps = cap
+        if trunk_steps * tokens_per_step > available and not design.allow_repeat:
+            rejected += [{**horizons[s], **size, "reason": f"its trunk needs {trunk_steps * tokens_per_step:,} tokens "
+                          f"but the training split holds {available:,} (set allow_repeat = true to repeat data)"}
+                         for s in horizons]
+            continue
+        shared = dict(hyper, warmup_steps=warmup)
+        for trunk_config in seeded(base.replace(model=model, train=dataclasses.replace(
+                base.train, steps=trunk_steps, schedule="constant", decay_fraction=f,
+                decay_shape=design.cooldown_shape, **shared)), design.seeds):
+            checked(trunk_config, counts)
+            trunk_id = identity_hash(identity(trunk_config, dataset.fingerprint))
+            trunks.append(_trial(trunk_id, trunk_config, {"budget": None, "requested_n": requested,
+                                                          "requested_tokens_per_param": None},
+                                 counts, trunk_steps * tokens_per_step, trunk_steps, role="trunk",
+                                 keep_steps=sorted({starts[s] for s in horizons})))
+            for steps, coords in sorted(horizons.items()):
+                config = checked(trunk_config.replace(train=dataclasses.replace(
+                    trunk_config.train, steps=steps, schedule="wsd")), counts)
+                trial_id = identity_hash(identity(config, dataset.fingerprint))
+                trials.append(_trial(trial_id, config, coords, counts, steps * tokens_per_step, steps,
+                                     role="branch", trunk_id=trunk_id, branch_step=starts[steps]))
+    if not trials:
+        reasons = "; ".join(sorted({r["reason"] for r in rejected}))[:300]
+        raise UserError(f"the design yields no branch that can run: {reasons or 'no sizes'}")
+    return Plan(sweep=sweep, trials=trials, rejected=rejected, data_fingerprint=dataset.fingerprint,
+                train_tokens_available=available, dropped=dropped, trunks=trunks)
+
+
+def _branch_horizons(design, counts, convention: str, requested: float):
+    """(coords, tokens wanted) per horizon of one size; coords carry a "reason" for a budget whose
+    D/N falls outside tokens_per_param = [low, high]."""
+    if design.budgets is None:
+        for value in design.tokens or design.tokens_per_param:
+            wanted = value if design.tokens else value * counts.n_params
+            yield {"budget": None, "requested_n": requested,
+                   "requested_tokens_per_param": wanted / counts.n_params}, wanted
+        return
+    low, high = design.tokens_per_param or (0.0, math.inf)
+    for budget in design.budgets:
+        wanted = budget / counts.flops_per_token(convention)
+        coords = {"budget": budget, "requested_n": requested, "requested_tokens_per_param": wanted / counts.n_params}
+        if not low <= wanted / counts.n_params <= high:
+            coords["reason"] = (f"budget {budget:.3g} gives D/N = {wanted / counts.n_params:.3g}, outside "
+                                f"tokens_per_param [{low:g}, {high:g}]")
+        yield coords, wanted
 
 
 def _where(coords: dict) -> str:
@@ -252,8 +422,8 @@ def _isoflop_candidates(sweep: Sweep, ladder, convention: str, tokens_per_step: 
             yield model, counts, {"budget": budget, "requested_n": requested, "requested_tokens_per_param": m}, tokens
 
 
-def _grid_candidates(sweep: Sweep, ladder):
-    design = sweep.design
+def _pick_sizes(design, ladder) -> list[tuple[tuple, float]]:
+    """((model, counts), requested size) for each size a grid or branch design names."""
     if design.d_model is not None:
         by_width = {model.d_model: (model, counts) for model, counts in ladder}
         picked = []
@@ -264,8 +434,13 @@ def _grid_candidates(sweep: Sweep, ladder):
             picked.append((by_width[w], float(by_width[w][1].n_params)))
     else:
         picked = [(min(ladder, key=lambda mc: abs(math.log(mc[1].n_params / n))), n) for n in design.n_params]
+    return picked
+
+
+def _grid_candidates(sweep: Sweep, ladder):
+    design = sweep.design
     tokens, ratios = design.tokens, design.tokens_per_param
-    for (model, counts), requested in picked:
+    for (model, counts), requested in _pick_sizes(design, ladder):
         for value in tokens or ratios:
             wanted = value if tokens else value * counts.n_params
             coords = {"budget": None, "requested_n": requested, "requested_tokens_per_param": wanted / counts.n_params}

@@ -31,7 +31,7 @@ from research.errors import UserError
 from research.fsutil import ProcessLock, atomic_write_json, read_json
 from research.sweep.collect import fmt_seconds
 from research.sweep.plan import DEFAULT_FLOPS_PER_S, Plan
-from research.sweep.trial import trial_status, steps_done, write_trial
+from research.sweep.trial import branch_blocked, steps_done, trial_role, trial_status, write_trial
 from research.sweep.warm import WarmProcess, WarmWorker
 
 EXIT_DIVERGED = 3
@@ -65,7 +65,7 @@ def prepare_sweep_dir(plan: Plan, sweep_dir: Path) -> list[Path]:
     atomic_write_json(sweep_dir / "sweep.json", record)
     atomic_write_json(sweep_dir / "plan.json", plan.to_dict(measured_flops_per_s(sweep_dir)))
     dirs = []
-    for trial in plan.trials:
+    for trial in plan.ordered():  # a trunk before its branches
         trial_dir = sweep_dir / "trials" / trial.trial_id
         trial_dir.mkdir(parents=True, exist_ok=True)
         write_trial(trial_dir, trial, sweep.name)
@@ -101,7 +101,8 @@ def measured_flops_per_s(sweep_dir: Path) -> float:
     rates = []
     for summary_path in sweep_dir.glob("trials/*/summary.json"):
         s = read_json(summary_path)
-        if isinstance(s, dict) and s.get("status") == "completed":  # a damaged summary is no measurement
+        if isinstance(s, dict) and s.get("status") == "completed" and not s.get("branch_from"):
+            # (a branch's FLOPs count its trunk's steps, its wall time only its own; a damaged summary is no measurement)
             flops, wall = s.get("flops_6n"), s.get("wall_time_s")
             if all(isinstance(v, (int, float)) and 0 < v < math.inf for v in (flops, wall)):
                 rates.append(flops / wall)
@@ -148,8 +149,9 @@ class LocalRunner:
         self.workers = max(1, workers)
         self.retries, self.retry_failed, self.live = retries, retry_failed, live
         self.attempts: dict[Path, int] = {}
-        self.flops = {sweep_dir / "trials" / t.trial_id: t.flops_6n for t in plan.trials}
-        self.steps = {sweep_dir / "trials" / t.trial_id: t.steps for t in plan.trials}
+        everything = plan.trials + plan.trunks
+        self.flops = {sweep_dir / "trials" / t.trial_id: t.flops_6n * t.own_fraction for t in everything}  # spent
+        self.steps = {sweep_dir / "trials" / t.trial_id: (t.branch_step, t.steps) for t in everything}
         self._stop = False
         self.worker = WarmWorker() if warm else None
 
@@ -171,7 +173,9 @@ class LocalRunner:
             while (todo or running or waiting_on_others) and not self._stop:
                 free = [s for s in range(self.workers) if s not in {r.slot for r in running}]
                 while free and todo:
-                    trial_dir = todo.pop(0)
+                    trial_dir = self._next_ready(todo)
+                    if trial_dir is None:  # every trial left waits for a trunk still training
+                        break
                     launched = self._launch(trial_dir, free[0])
                     if launched is None:
                         waiting_on_others.add(trial_dir)
@@ -209,6 +213,21 @@ class LocalRunner:
 
     def _on_signal(self, *_):
         self._stop = True
+
+    def _next_ready(self, todo: list[Path]) -> Path | None:
+        """Take from `todo` the first trial that can start now; a branch whose trunk ended without
+        its branch point is recorded as failed (with why) and dropped from `todo`."""
+        for trial_dir in list(todo):
+            waiting, reason = branch_blocked(trial_dir)
+            if reason is not None:
+                todo.remove(trial_dir)
+                atomic_write_json(trial_dir / "failed.json", {"exit_code": None, "attempts": 0, "error": reason})
+                _events(self.sweep_dir, trial=trial_dir.name, event="failed", reason=reason)
+                self._say(f"failed    {trial_dir.name}: {reason}")
+            elif not waiting:
+                todo.remove(trial_dir)
+                return trial_dir
+        return None
 
     def _launch(self, trial_dir: Path, slot: int) -> _Running | None:
         claim = ProcessLock(trial_dir / ".claim")
@@ -268,7 +287,8 @@ class LocalRunner:
             if status in ("completed", "diverged", "failed"):
                 total += flops
             else:
-                total += flops * min(1.0, steps_done(d) / max(self.steps[d], 1))
+                start, end = self.steps[d]
+                total += flops * min(1.0, max(0, steps_done(d) - start) / max(end - start, 1))
         return total
 
     def _view(self, running: list[_Running]) -> None:
@@ -277,10 +297,10 @@ class LocalRunner:
         flops_done, flops_total = self._flops_done(), sum(self.flops.values())
         rate = (flops_done - self.flops_at_start) / max(time.time() - self.t0, 1e-9)
         eta = (flops_total - flops_done) / rate if rate > 0 else float("nan")
-        per_trial = ", ".join(f"{r.trial_dir.name[:8]} {steps_done(r.trial_dir)}/{self.steps[r.trial_dir]}"
+        per_trial = ", ".join(f"{r.trial_dir.name[:8]} {steps_done(r.trial_dir)}/{self.steps[r.trial_dir][1]}"
                               for r in running)
         self._say(f"[{done}/{len(statuses)} done, {statuses.count('failed')} failed, "
-                  f"{statuses.count('diverged')} diverged] FLOPs {flops_done:.2e}/{flops_total:.2e} [6n] "
+                  f"{statuses.count('diverged')} diverged] FLOPs spent {flops_done:.2e}/{flops_total:.2e} [6n] "
                   f"({100 * flops_done / flops_total:.0f}%) ETA {fmt_seconds(eta)}"
                   + (f" | running: {per_trial}" if per_trial else ""))
 
@@ -299,8 +319,7 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def run_slurm(plan: Plan, sweep_dir: Path, trial_dirs: list[Path], options: dict, retries: int,
               retry_failed: bool) -> None:
-    from research.sweep.slurm import SlurmOptions, run_on_slurm
-    from research.sweep.trial import run_trial
+    from research.sweep.slurm import SlurmOptions
 
     todo = []
     for d in trial_dirs:
@@ -310,6 +329,21 @@ def run_slurm(plan: Plan, sweep_dir: Path, trial_dirs: list[Path], options: dict
         (d / "failed.json").unlink(missing_ok=True)
         todo.append(d)
     opts = SlurmOptions(folder=str((sweep_dir / "slurm").absolute()), **options)
+    # Trunks (and runs) first; then the branches, whose trunks have kept their branch points by then.
+    first = [d for d in todo if trial_role(d) != "branch"]
+    for batch in (first, [d for d in todo if trial_role(d) == "branch"]):
+        _slurm_batch(batch, opts, retries)
+
+
+def _slurm_batch(todo: list[Path], opts, retries: int) -> None:
+    from research.sweep.slurm import run_on_slurm
+    from research.sweep.trial import run_trial
+
+    blocked = [(d, reason) for d in todo for waiting, reason in [branch_blocked(d)] if reason is not None]
+    for d, reason in blocked:
+        atomic_write_json(d / "failed.json", {"attempts": 0, "error": reason})
+        print(f"failed {d.name}: {reason}", file=sys.stderr)
+    todo = [d for d in todo if d not in {b for b, _ in blocked}]
     for attempt in range(1, retries + 2):
         if not todo:
             return

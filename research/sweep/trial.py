@@ -4,6 +4,7 @@
     <sweep>/trials/<trial id>/...           a normal run directory (config.json, metrics.jsonl, summary.json)
     <sweep>/trials/<trial id>/failed.json   written when the trial failed every attempt
     <sweep>/trials/<trial id>/train.log     the trial's stdout and stderr (local executor)
+    <sweep>/trials/<trunk id>/branch_points/<step>   a trunk's checkpoints its cooldown branches start from
     <sweep>/jax_cache/                      JAX's persistent compilation cache, shared by the trials
 
 The trials of one shape differ only in their horizon, which the train step takes as an
@@ -30,6 +31,10 @@ def write_trial(trial_dir: Path, trial, sweep_name: str) -> None:
               "planned": {"n_params": trial.n_params, "n_params_nonembedding": trial.n_params_nonembedding,
                           "tokens": trial.tokens, "steps": trial.steps, "flops_6n": trial.flops_6n,
                           "flops_chinchilla": trial.flops_chinchilla}}
+    if trial.role == "trunk":
+        record.update(role="trunk", keep_steps=list(trial.keep_steps))
+    elif trial.role == "branch":
+        record.update(role="branch", branch={"trunk": trial.trunk_id, "step": trial.branch_step})
     if read_json(trial_dir / "trial.json") != record:
         atomic_write_json(trial_dir / "trial.json", record)
 
@@ -62,7 +67,37 @@ def run_trial(trial_dir: str) -> dict:
         raise RuntimeError(f"fault injected into trial {record['trial']} by {FAULT_ENV}")
     config = run_config_from_dict(record["config"])
     use_compilation_cache(trial_dir.parent.parent / "jax_cache")  # <sweep>/trials/<id> -> <sweep>/jax_cache
-    return train(config, trial_dir, progress=False)
+    if record.get("role") == "branch":
+        from research.train.loop import BranchFrom
+
+        branch = record["branch"]
+        return train(config, trial_dir, progress=False,
+                     branch_from=BranchFrom(trial_dir.parent / branch["trunk"], int(branch["step"])))
+    return train(config, trial_dir, progress=False, keep_steps=record.get("keep_steps", ()))
+
+
+def trial_role(trial_dir: Path) -> str:
+    record = read_json(Path(trial_dir) / "trial.json")
+    return record.get("role", "run") if isinstance(record, dict) else "run"
+
+
+def branch_blocked(trial_dir: Path) -> tuple[bool, str | None]:
+    """(waiting, reason) for a trial that may depend on a trunk: (False, None) when it can run now
+    (a run or trunk, or a branch whose branch point is kept); (True, None) while its trunk is still
+    to train or training; (True, reason) when the trunk ended without the branch point."""
+    record = read_json(Path(trial_dir) / "trial.json")
+    branch = record.get("branch") if isinstance(record, dict) and record.get("role") == "branch" else None
+    if not isinstance(branch, dict):
+        return False, None
+    trunk_dir = Path(trial_dir).parent / str(branch.get("trunk"))
+    if (trunk_dir / "branch_points" / str(branch.get("step"))).is_dir():
+        return False, None
+    status = trial_status(trunk_dir)
+    if status in ("pending", "running"):
+        return True, None
+    return True, (f"its trunk {trunk_dir.name} is {status} without the branch point at step {branch.get('step')}"
+                  + ("; delete the trunk's directory to train it again" if status == "completed" else
+                     "; retry the trunk (--retry-failed)"))
 
 
 def trial_status(trial_dir: Path) -> str:

@@ -42,14 +42,19 @@ class CheckpointCorrupt(Exception):
 
 
 class Checkpoints:
-    def __init__(self, directory: str | Path, keep: int):
+    """`read_only=True`: restore only (a cooldown branch reading its trunk's branch points while
+    the trunk, another process, may still be adding to them): nothing is created or moved."""
+
+    def __init__(self, directory: str | Path, keep: int | None, read_only: bool = False):
         self.directory = Path(directory).absolute()  # orbax wants absolute paths
         self.keep = keep
+        self.read_only = read_only
         self._open()
 
     def _open(self) -> None:
-        options = ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True,
-                                               enable_async_checkpointing=True)
+        options = ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=not self.read_only,
+                                               read_only=self.read_only,
+                                               enable_async_checkpointing=not self.read_only)
         self.manager = ocp.CheckpointManager(
             self.directory, options=options,
             item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
@@ -89,6 +94,17 @@ class Checkpoints:
             return restored
         self._set_aside(set_aside)
         return None
+
+    def restore_step(self, step: int, abstract_state) -> tuple[int, object, dict]:
+        """(step, state, meta) of the checkpoint at exactly `step`; a missing or corrupt one is a
+        UserError naming it (nothing is moved: this is how a branch reads its trunk)."""
+        if step not in self.manager.all_steps():
+            raise UserError(f"no checkpoint at step {step} in {self.directory}")
+        try:
+            return self._restore(step, abstract_state)
+        except CheckpointCorrupt as err:
+            raise UserError(f"the checkpoint at step {step} in {self.directory} is corrupt ({err}); nothing was "
+                            f"moved: delete the run that wrote it ({self.directory.parent}) to train it again") from None
 
     def _restore(self, step: int, abstract_state) -> tuple[int, object, dict]:
         where = self.directory / str(step)
@@ -133,6 +149,37 @@ class Checkpoints:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+    def keep_copy(self, step: int, target_dir: Path) -> bool:
+        """Keep the finished checkpoint at `step` for good as `target_dir/<step>` (a cooldown branch
+        point), out of reach of this manager's rotation. Files are hard links where the filesystem
+        allows (a finalised checkpoint's files are never rewritten), else copies; the directory
+        appears whole or not at all (staged beside it, then renamed). Process 0 only. False when
+        the checkpoint is no longer here."""
+        self.manager.wait_until_finished()
+        target = Path(target_dir) / str(step)
+        source = self.directory / str(step)
+        if target.exists() or jax.process_index() != 0:
+            return target.exists()
+        if not source.is_dir():
+            return False
+        staging = Path(target_dir).with_name(Path(target_dir).name + ".incoming") / str(step)
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(source, staging, copy_function=_link_or_copy)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(target)
+        return True
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    import os
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _classify(err: BaseException, step: int, where: Path, doing: str) -> Exception:

@@ -161,12 +161,30 @@ def exit_code(summary: dict) -> int:
     return 1
 
 
-def train(config: RunConfig, out_dir: str | Path, *, progress: bool = True, sinks=()) -> dict:
+@dataclasses.dataclass(frozen=True)
+class BranchFrom:
+    """Start a cooldown branch from its trunk: the trunk run's directory and the step it leaves it.
+
+    The branch's config is that of a straight WSD run to its own horizon; the trunk (a
+    constant-LR run of the same model, optimiser, warmup and seed) kept its checkpoint at
+    `step` in `<trunk>/branch_points/<step>` (see `keep_steps`). Both follow the same data
+    order (a pure function of the seed and step), so the branch continues exactly where a
+    straight run would be at that step."""
+
+    trunk_dir: Path
+    step: int
+
+
+def train(config: RunConfig, out_dir: str | Path, *, progress: bool = True, sinks=(), keep_steps=(),
+          branch_from: BranchFrom | None = None) -> dict:
     """Train (or resume, or recognise as finished) the run in `out_dir`; return its summary.
 
     `sinks`: experiment trackers and the like, called on process 0 only: `sink.log_row(step, row)`
     for every metrics row, and where defined `sink.log_config(record)` (config.json's record,
     before training) and `sink.log_summary(summary)` (at the end, whatever the status).
+    `keep_steps`: steps whose checkpoints are kept for good in `<out_dir>/branch_points` (a trunk's
+    branch points). `branch_from`: start, when the run has no checkpoint of its own, from a trunk's
+    branch point instead of from initialisation.
     """
     from research.data import get_dataset
     from research.train.step import check_memory, make_mesh
@@ -177,6 +195,8 @@ def train(config: RunConfig, out_dir: str | Path, *, progress: bool = True, sink
     config = resolve(config, dataset)
     counts = count_model(config.model)
     check_memory(config, counts.n_params, make_mesh(config))
+    if branch_from is not None:
+        check_trunk(config, branch_from, total_steps(config))
     run = RunDir(out_dir, writer=jax.process_index() == 0)
     run.path.mkdir(parents=True, exist_ok=True)
     run.acquire()
@@ -200,9 +220,37 @@ def train(config: RunConfig, out_dir: str | Path, *, progress: bool = True, sink
             print(f"{run.path}: already finished ({done['status']} at step {done.get('steps_done')}); "
                   "nothing to do", file=sys.stderr)
             return done
-        return _train_loop(config, run, dataset, counts, steps, progress, sinks)
+        return _train_loop(config, run, dataset, counts, steps, progress, sinks, sorted(set(keep_steps)),
+                           branch_from)
     finally:
         run.release()
+
+
+BRANCH_SHARED_KEYS = ("train.lr", "train.warmup_steps", "train.seed", "train.batch_size", "train.beta1", "train.beta2",
+                      "train.eps", "train.weight_decay", "train.grad_clip")
+
+
+def check_trunk(config: RunConfig, branch_from: BranchFrom, steps: int) -> None:
+    """Refuse, before anything is written, a branch its trunk cannot start: a different model,
+    optimiser, warmup, seed or data, or a branch point outside the branch's horizon or beyond
+    the trunk's."""
+    from research.fsutil import read_json
+
+    trunk = read_json(Path(branch_from.trunk_dir) / "config.json")
+    if not isinstance(trunk, dict) or not isinstance(trunk.get("identity"), dict):
+        raise UserError(f"the branch's trunk {branch_from.trunk_dir} has no readable config.json; run the trunk first")
+    if not 0 < branch_from.step < steps:
+        raise UserError(f"a branch of {steps} steps cannot leave its trunk at step {branch_from.step}; the branch "
+                        "point must lie inside the branch's horizon")
+    if branch_from.step > int(trunk.get("steps", 0)):
+        raise UserError(f"the branch leaves its trunk at step {branch_from.step}, beyond the trunk's "
+                        f"{trunk.get('steps')} steps ({branch_from.trunk_dir}); lengthen the trunk or shorten the branch")
+    ident = identity(config, trunk["identity"].get("data.fingerprint"))
+    want = {k: v for k, v in ident.items() if k.startswith(("model.", "data.")) or k in BRANCH_SHARED_KEYS}
+    diffs = [f"{k}: {trunk['identity'].get(k)!r} in the trunk, {v!r} here" for k, v in sorted(want.items())
+             if trunk["identity"].get(k) != v]
+    if diffs:
+        raise UserError(f"the branch does not continue its trunk {branch_from.trunk_dir}: {'; '.join(diffs[:3])}")
 
 
 def _bits_per_byte(nats_per_token: float | None, bytes_per_token: float) -> float | None:
@@ -323,7 +371,8 @@ def build_summary(config, run: RunDir, dataset, counts, *, status: str, steps: i
     }
 
 
-def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress: bool, sinks=()) -> dict:
+def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress: bool, sinks=(), keep_steps=(),
+                branch_from: BranchFrom | None = None) -> dict:
     from research.train.checkpoint import Checkpoints, abstract_like
     from research.train.optim import learning_rate_schedule
     from research.train.step import Stepper, make_mesh
@@ -352,6 +401,20 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
         params, opt_state = state["params"], state["opt_state"]
         wall_before = float(meta.get("wall_time_s", 0.0))
         print(f"resuming from the checkpoint at step {start}", file=sys.stderr)
+    elif branch_from is not None:
+        trunk_points = Checkpoints(Path(branch_from.trunk_dir) / "branch_points", None, read_only=True)
+        try:
+            start, state, _ = trunk_points.restore_step(branch_from.step,
+                                                        abstract_like({"params": params, "opt_state": opt_state}))
+        finally:
+            trunk_points.close()
+        params, opt_state = state["params"], state["opt_state"]
+        print(f"branching from the trunk {branch_from.trunk_dir} at step {start}", file=sys.stderr)
+    branch_points = run.path / "branch_points"
+    for kept in (s for s in keep_steps if s <= start):  # killed between a save and its kept copy
+        if not ckpts.keep_copy(kept, branch_points):
+            print(f"warning: the branch point at step {kept} was not kept (its checkpoint is gone); "
+                  "branches from it cannot start until this run is trained again", file=sys.stderr)
     run.truncate_metrics(start)
     from research.fsutil import read_json
     from research.train.tracking import open_run_tracking  # W&B / TensorBoard copies of the rows ([logging])
@@ -378,6 +441,7 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
     prefetch = Prefetcher(lambda s: dataset.train_batch(s, t.batch_size, m.seq_len, t.seed),
                           stepper.put_batch, start, steps, t.prefetch)
     step = start
+    keep = set(keep_steps)
     with StopSignals() as stop:
         for step in range(start + 1, steps + 1):
             params, opt_state, dev_metrics = stepper.train_step(params, opt_state, prefetch.get(step - 1))
@@ -396,9 +460,11 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
                 if not log.flush(eval_loss=last_eval):
                     status = "diverged"
                     break
-            periodic = step % t.checkpoint_every == 0 or step == steps
+            periodic = step % t.checkpoint_every == 0 or step == steps or step in keep
             if periodic:
                 save(step)
+            if step in keep:
+                ckpts.keep_copy(step, branch_points)  # a cooldown branch may start from here now
             if step < steps and (step % t.log_every == 0 or jax.process_count() == 1) and stop.agreed():
                 print(f"{signal.Signals(stop.signal).name} received: checkpointing at step {step} and stopping",
                       file=sys.stderr)
@@ -418,6 +484,8 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
                             final_train_loss=log.last_train_loss, final_eval_loss=last_eval,
                             eval_bytes_per_token=eval_bytes_per_token, wall_time_s=log.wall_time_s(),
                             stop_signal=stop.signal if status == "interrupted" else None)
+    if branch_from is not None:  # its wall time is its own; its N, D and C count the trunk's steps too
+        summary["branch_from"] = {"trunk": str(branch_from.trunk_dir), "step": branch_from.step}
     run.write_summary(summary)
     for sink in sinks if run.writer else ():
         if hasattr(sink, "log_summary"):

@@ -20,6 +20,15 @@ from research.config import RunConfig, total_steps, warmup_steps
 SCHEDULE_FIELDS = ("peak", "floor", "warmup", "steps", "decay_steps")
 
 
+def cooldown_steps(steps: int, decay_fraction: float) -> int:
+    """Steps in a WSD run's final cooldown: the last `decay_fraction` of `steps`, at least one.
+
+    The one place this is computed: the schedule below, and the sweep planner that starts a
+    cooldown branch from its trunk at step `steps - cooldown_steps(steps, f)` (so a branch
+    and a straight WSD run to the same horizon share every learning rate)."""
+    return max(1, round(decay_fraction * steps))
+
+
 def schedule_numbers(config: RunConfig) -> np.ndarray:
     """The run's schedule as numbers (float32, in SCHEDULE_FIELDS order).
 
@@ -31,7 +40,7 @@ def schedule_numbers(config: RunConfig) -> np.ndarray:
     t = config.train
     steps = total_steps(config)
     return np.array([t.lr, t.lr * t.min_lr_ratio, warmup_steps(config), steps,
-                     max(1, round(t.decay_fraction * steps))], np.float32)
+                     cooldown_steps(steps, t.decay_fraction)], np.float32)
 
 
 def learning_rate_schedule(config: RunConfig, numbers=None):
