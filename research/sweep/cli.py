@@ -272,15 +272,21 @@ def cmd_status(args) -> int:
     from research.sweep.collect import collect, status_counts
     from research.sweep.runner import measured_flops_per_s
 
+    from research.sweep.collect import planned_trunks, trial_row
+
     sweep_dir = require_sweep_dir(args.dir)
     frame = collect(sweep_dir)
     counts = status_counts(frame)
     done = frame["status"].isin(["completed", "diverged", "failed"])
-    left = frame.loc[~done, "flops_6n"].sum()
+    trunks = [trial_row(sweep_dir / "trials" / t) for t in planned_trunks(sweep_dir)]
+    trunk_left = sum(t["flops_6n"] or 0.0 for t in trunks if t["status"] not in ("completed", "diverged", "failed"))
+    spent = frame["flops_spent_6n"].fillna(frame["flops_6n"])  # what each trial computes itself
+    left = spent[~done].sum() + trunk_left
     rate = measured_flops_per_s(sweep_dir)
     out = {"dir": str(sweep_dir), "trials": len(frame), **counts,
            "flops_6n_done": float(frame.loc[done, "flops_6n"].sum()), "flops_6n_total": float(frame["flops_6n"].sum()),
-           "est_time_left_s": float(left / rate + 6.0 * (~done).sum()),
+           "est_time_left_s": float(left / rate + 6.0 * ((~done).sum() + sum(t["status"] == "pending" for t in trunks))),
+           "trunks": [{k: t[k] for k in ("trial", "status", "n_params", "tokens", "seed")} for t in trunks],
            "per_trial": frame[["trial", "status", "n_params", "tokens", "final_eval_loss"]].to_dict("records")}
     if args.json:
         print(json.dumps(out, indent=2, default=float))
@@ -290,6 +296,9 @@ def cmd_status(args) -> int:
     def shown(value, fmt):  # "-" for a number a damaged or unstarted trial does not have
         return format(value, fmt) if value is not None and value == value else "-"
 
+    for row in out["trunks"]:
+        print(f"{row['trial']:16} {row['status']:10} N {shown(row['n_params'], '>10,.0f')}  "
+              f"D {shown(row['tokens'], '>11,.0f')}  trunk (constant LR) of seed {row['seed']}")
     for row in out["per_trial"]:
         print(f"{row['trial']:16} {row['status']:10} N {shown(row['n_params'], '>10,.0f')}  "
               f"D {shown(row['tokens'], '>11,.0f')}  eval loss {shown(row['final_eval_loss'], '.4f')}")
