@@ -132,7 +132,8 @@ def recipe_owned_keys(recipe) -> dict[str, set[str]]:
     """{"model": keys its shapes set, "train": keys its hyperparameters set}, asked of the recipe itself."""
     ladder = recipe.ladder()
     model_keys = set(ladder[0]) if ladder else set()
-    train_keys = set(recipe.hyperparameters(100_000, 2_000_000, 100))
+    probe_n = getattr(recipe, "reference_n_params", 100_000)  # an N inside a fitted LR rule's coverage
+    train_keys = set(recipe.hyperparameters(probe_n, 2_000_000, 100))
     return {"model": model_keys, "train": train_keys}
 
 
