@@ -196,7 +196,7 @@ def _sizes(n_params, lr, loss) -> list[_Size]:
     for label in range(labels.max() + 1 if len(labels) else 0):
         rows = labels == label
         ok = rows & np.isfinite(loss) & np.isfinite(lr) & (lr > 0)
-        size = _Size(n_params=float(np.exp(np.mean(np.log(n_params[rows])))), ln_lr=np.log(lr[ok]), loss=loss[ok],
+        size = _Size(n_params=float(np.median(n_params[rows])), ln_lr=np.log(lr[ok]), loss=loss[ok],
                      n_left_out=int(rows.sum() - ok.sum()))
         distinct = len(np.unique(np.round(size.ln_lr, 9)))
         if distinct < MIN_LRS:
@@ -316,6 +316,8 @@ def _conditions(sweep_dir: Path, frame, design: dict) -> dict:
     """The [train]/[model]/[data] settings the rule was calibrated under, read from a completed trial."""
     done = frame[frame["status"] == "completed"]
     record = _read_json(sweep_dir / "trials" / str(done["trial"].iloc[0]) / "trial.json") if len(done) else {}
+    if not record and (sweep_dir / "lr_rule.json").is_file():  # a reference directory keeps no trials: its rule has them
+        return _read_json(sweep_dir / "lr_rule.json").get("conditions") or {}
     config = record.get("config") if isinstance(record.get("config"), dict) else {}
     train, model, data = (config.get(k) if isinstance(config.get(k), dict) else {} for k in ("train", "model", "data"))
     out = {k: train[k] for k in CONDITION_KEYS if k in train}
@@ -340,7 +342,8 @@ def rule_document(fitted: dict, conditions: dict, source: dict) -> dict:
 
 
 def fit_lr_sweep_dir(sweep_dir, *, out=None, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
-    """Fit the rule from an lr sweep's results.csv (rebuilt from its trials) and write it (default DIR/lr_rule.json)."""
+    """Fit the rule from an lr sweep's results.csv (rebuilt from its trials when DIR has them; a reference
+    directory's table as it is) and write it (default DIR/lr_rule.json)."""
     from research.fsutil import atomic_write_text
     from research.sweep.cli import require_sweep_dir
     from research.sweep.collect import collect
@@ -353,7 +356,14 @@ def fit_lr_sweep_dir(sweep_dir, *, out=None, bootstrap: int = DEFAULT_BOOTSTRAP,
                         "an lr rule is fitted from sizes x lr_multipliers")
     if bootstrap < 0:
         raise UserError(f"--bootstrap {bootstrap}: must be 0 or more")
-    frame = collect(sweep_dir)
+    if (sweep_dir / "trials").is_dir():
+        frame = collect(sweep_dir)  # rebuilt from the trials, so it never disagrees with them
+    elif (sweep_dir / "results.csv").is_file():  # a committed reference result: its table is the record
+        import pandas as pd
+
+        frame = pd.read_csv(sweep_dir / "results.csv")
+    else:
+        raise UserError(f"{sweep_dir} has neither trials/ nor results.csv; run 'scaling sweep run' first")
     used = frame[frame["status"].isin(["completed", "diverged"])]
     if used.empty:
         raise UserError(f"{sweep_dir} has no finished trials yet; run 'scaling sweep run' first")
