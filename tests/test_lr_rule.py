@@ -96,6 +96,14 @@ def test_diverged_runs_are_left_out_and_counted():
     assert rule["per_size"][0]["n_left_out"] == 1 and rule["per_size"][0]["n_runs"] == 5
 
 
+def test_no_interval_where_a_parabola_fits_its_three_runs_exactly():
+    n, lr, loss = synthetic([1e4, 1e5])
+    keep = [i for i in range(len(n)) if i % 5 in (1, 2, 3)]  # three learning rates per size
+    rule = fit_lr_rule(*([v[i] for i in keep] for v in (n, lr, loss)), bootstrap=100)
+    assert rule["intervals"]["exponent"] is None and all(s["interval"] is None for s in rule["per_size"])
+    assert "no residuals to resample" in rule["bootstrap"]["note"]
+
+
 def test_fewer_than_two_calibrated_sizes_is_one_line():
     n, lr, loss = synthetic([1e4])
     with pytest.raises(UserError, match="at least two calibrated sizes, got 1 of 1"):
@@ -250,6 +258,8 @@ def test_tiny_lr_sweep_runs_with_lr_multiplier_in_results(tmp_path):
     if (out / "lr_rule.json").exists():
         rule = load_rule(out / "lr_rule.json")
         assert "lr rule: lr = " in res.stderr and rule.n_range[0] >= frame["n_params"].min()
+        fitted = json.loads((out / "lr_rule.json").read_text())  # 3 runs per size: a parabola through them, no interval
+        assert fitted["intervals"]["exponent"] is None and "passes through its 3 runs exactly" in res.stderr
         assert (out / "plots" / "lr_opt_vs_n.png").exists() and (out / "plots" / "loss_vs_lr.png").exists()
     else:
         assert "fit skipped: an lr rule needs at least two calibrated sizes" in res.stderr

@@ -254,6 +254,11 @@ def fit_lr_rule(n_params, lr, loss, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed:
 
     rng = np.random.default_rng(seed)
     resamplers = {id(s): _residual_resampler(s) for s in good}
+    exact = [s.n_params for s in good if len(s.loss) <= 3]
+    no_interval = (f"no intervals: the parabola of N = {exact[0]:,.0f} passes through its {MIN_LRS} runs exactly (no "
+                   "residuals to resample); add learning rates or seeds") if exact and bootstrap else None
+    if no_interval:
+        bootstrap = 0
     per_size_samples = {id(s): [] for s in good}
     law_samples, unbracketed, skipped = [], 0, 0
     for _ in range(bootstrap):
@@ -298,7 +303,8 @@ def fit_lr_rule(n_params, lr, loss, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed:
             "per_size": per_size,
             "bootstrap": {"resamples": bootstrap, "seed": seed, "used": int(len(law)), "skipped": skipped,
                           "size_vertices_unbracketed": unbracketed,
-                          "method": "residual bootstrap within each size (its LR set kept), percentile intervals"}}
+                          "method": "residual bootstrap within each size (its LR set kept), percentile intervals",
+                          **({"note": no_interval} if no_interval else {})}}
 
 
 # ---------------------------------------------------------------- a sweep directory -> lr_rule.json
@@ -387,6 +393,8 @@ def summary_lines(rule: dict) -> list[str]:
     lines = [f"lr rule: lr = {rule['lr_ref']:.3g} * (N / {rule['n_ref']:,.0f}) ** {rule['exponent']:.3f}"
              + (f"  (exponent {level} [{e_iv[0]:.3f}, {e_iv[1]:.3f}])" if e_iv else "")
              + f"; N counts embeddings, calibrated on N in [{rule['n_range'][0]:,.0f}, {rule['n_range'][1]:,.0f}]"]
+    if (rule.get("bootstrap") or {}).get("note"):
+        lines.append(f"  {rule['bootstrap']['note']}")
     for s in rule["per_size"]:
         if s.get("refused"):
             lines.append(f"  N {s['n_params']:>10,.0f}: refused: {s['refused']}")
