@@ -127,8 +127,8 @@ def load_rule(path) -> LrRule:
         text = path.read_text()
     except FileNotFoundError:
         raise UserError(f"[recipe] lr_rule: file not found: {path} (paths are relative to the sweep file)") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"[recipe] lr_rule: cannot read {path} ({type(err).__name__})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:  # ValueError: a path with a NUL byte
+        raise UserError(f"[recipe] lr_rule: cannot read {str(path)[:200]!r} ({type(err).__name__})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
