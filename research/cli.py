@@ -22,6 +22,7 @@ COMMANDS = {
     "fit": "research.fit.cli",
     "optimal": "research.fit.cli",
     "predict": "research.fit.predict_cli",
+    "lr-rule": "research.fit.lr_rule_cli",
     "plot": "research.plots.cli",
     "bench": "research.bench.cli",
 }

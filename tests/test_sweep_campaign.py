@@ -54,7 +54,7 @@ NUMERIC = {
               "signal_delay_s", "poll_s"],
 }
 STRINGS = {"model": ["mlp", "compute_dtype", "attention"], "train": ["schedule", "decay_shape"],
-           "data": ["corpus", "tokenizer"], "design": ["kind", "flops_convention"], "recipe": ["class"],
+           "data": ["corpus", "tokenizer"], "design": ["kind", "flops_convention"], "recipe": ["class", "lr_rule"],
            "slurm": ["partition", "job_name"]}
 LISTS = {"design": ["budgets", "tokens_per_param"]}
 SECTIONS = ["data", "model", "train", "design", "recipe", "slurm"]

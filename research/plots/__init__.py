@@ -11,7 +11,10 @@ FORMATS = ("png", "svg")
 def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS, quiet=True) -> list[Path]:
     """Write DIR/plots/<figure>.{png,svg} for every figure the data and fit support.
 
-    Uses DIR/fit.json (running `fit_sweep_dir` first when it is missing)."""
+    Uses DIR/fit.json (running `fit_sweep_dir` first when it is missing); an lr sweep's figures
+    come from DIR/lr_rule.json instead (`plot_lr_sweep_dir`)."""
+    if _lr_rule_dir(path):
+        return plot_lr_sweep_dir(Path(path), out_dir=out_dir, formats=formats)
     from research.fit.data import load_table
     from research.fit.envelope import load_curves
     from research.plots import figures as F
@@ -48,6 +51,42 @@ def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS,
         fig = make()
         if name != "extrapolation":
             add_warnings(fig, figure_warnings(name, fit))
+        for fmt in formats:
+            p = out / f"{name}.{fmt}"
+            fig.savefig(p, dpi=150 if fmt == "png" else None)
+            written.append(p)
+    return written
+
+
+def _lr_rule_dir(path) -> bool:
+    """Whether path is the directory of an lr sweep ([design] kind = "lr")."""
+    record = Path(path) / "sweep.json"
+    try:
+        data = json.loads(record.read_text()) if record.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("design"), dict) and data["design"].get("kind") == "lr"
+
+
+def plot_lr_sweep_dir(sweep: Path, out_dir=None, formats=FORMATS) -> list[Path]:
+    """loss_vs_lr and lr_opt_vs_n from DIR/results.csv and DIR/lr_rule.json (fitted first when missing)."""
+    import pandas as pd
+
+    from research.plots import lr_rule as R
+
+    rule_path = sweep / "lr_rule.json"
+    if rule_path.exists():
+        rule = json.loads(rule_path.read_text())
+    else:
+        from research.fit.lr_rule import fit_lr_sweep_dir
+
+        rule = fit_lr_sweep_dir(sweep)
+    df = pd.read_csv(sweep / "results.csv")
+    out = Path(out_dir) if out_dir else sweep / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, make in (("loss_vs_lr", lambda: R.loss_vs_lr(df, rule)), ("lr_opt_vs_n", lambda: R.lr_opt_vs_n(rule))):
+        fig = make()
         for fmt in formats:
             p = out / f"{name}.{fmt}"
             fig.savefig(p, dpi=150 if fmt == "png" else None)

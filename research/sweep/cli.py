@@ -168,7 +168,12 @@ def fit_and_plot(sweep_dir: Path) -> None:
     bug, a missing optional library) may turn a finished sweep into a crashed one. Each
     failure is printed as one line and recorded in fit.json as {"skipped": reason}; the
     command to reproduce it with a full traceback is `scaling fit DIR` / `scaling plot DIR`.
-    Nothing here touches results.csv."""
+    Nothing here touches results.csv. An lr sweep ([design] kind = "lr") fits its learning-rate
+    rule (DIR/lr_rule.json, research/fit/lr_rule.py) instead of the Chinchilla approaches."""
+    if _design_kind(sweep_dir) == "lr":
+        _guarded("fit", sweep_dir, _lr_rule_stage)
+        _guarded("plots", sweep_dir, _plot_stage)
+        return
     fit = _guarded("fit", sweep_dir, _fit_stage)
     if fit is not None:
         _print_fit_summary(fit)
@@ -184,6 +189,25 @@ def _fit_stage(sweep_dir: Path):
                         holdout_bootstrap=SWEEP_FIT_BOOTSTRAP)
     print(f"fit: {sweep_dir / 'fit.json'}", file=sys.stderr)
     return fit
+
+
+def _design_kind(sweep_dir: Path) -> str | None:
+    try:
+        record = json.loads((sweep_dir / "sweep.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    design = record.get("design") if isinstance(record, dict) else None
+    return design.get("kind") if isinstance(design, dict) else None
+
+
+def _lr_rule_stage(sweep_dir: Path):
+    from research.fit.lr_rule import fit_lr_sweep_dir, summary_lines
+
+    rule = fit_lr_sweep_dir(sweep_dir)  # 1000 resamples: well under a second
+    for line in summary_lines(rule):
+        print(line, file=sys.stderr)
+    print(f"lr rule: {rule['path']} (use it with [recipe] lr_rule = \"...\")", file=sys.stderr)
+    return rule
 
 
 def _plot_stage(sweep_dir: Path):

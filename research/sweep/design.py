@@ -28,8 +28,11 @@ DESIGN_KEYS = {
     "grid": {"kind", "d_model", "n_params", "tokens", "tokens_per_param", "flops_convention", "allow_repeat", "seeds"},
     "branches": {"kind", "d_model", "n_params", "budgets", "tokens", "tokens_per_param", "cooldown_fraction",
                  "cooldown_shape", "trunk_tokens_per_param", "flops_convention", "allow_repeat", "seeds"},
+    "lr": {"kind", "d_model", "n_params", "tokens", "tokens_per_param", "lr_multipliers", "flops_convention",
+           "allow_repeat", "seeds"},
 }
 MAX_SEEDS = 64
+MIN_LR_MULTIPLIERS = 3  # distinct learning rates per size: a parabola in ln LR needs three
 MAX_SIZES = 64  # model sizes per budget; an IsoFLOP parabola needs 5-10
 MAX_POINTS = 10_000  # design points in one sweep
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -37,8 +40,9 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 @dataclass(frozen=True)
 class DesignConfig:
-    """[design]: kind "isoflop" (budgets x sizes), "grid" (sizes x horizons) or "branches" (sizes x
-    horizons, trained as one constant-LR trunk per size with a cooldown branch per horizon). See plan.py."""
+    """[design]: kind "isoflop" (budgets x sizes), "grid" (sizes x horizons), "branches" (sizes x
+    horizons, trained as one constant-LR trunk per size with a cooldown branch per horizon) or "lr"
+    (sizes x peak-LR multipliers at one horizon, for research/fit/lr_rule.py). See plan.py."""
 
     kind: str
     budgets: list[float] | None = None  # isoflop: training FLOPs under flops_convention
@@ -53,6 +57,7 @@ class DesignConfig:
     cooldown_fraction: float = 0.2  # branches: share of each branch's steps in its cooldown
     cooldown_shape: str = "1-sqrt"  # branches: "1-sqrt" (Hägele et al. 2024) or "linear"
     trunk_tokens_per_param: float | None = None  # branches: trunk length as D/N (default: the longest branch's)
+    lr_multipliers: list[float] | None = None  # lr: factors on the recipe's own peak lr for each size
 
     def to_dict(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -70,7 +75,7 @@ def parse_design(raw) -> DesignConfig:
         raise UserError(f"[design] must be a table of keys, got {raw!r}"[:200])
     kind = raw.get("kind")
     if not isinstance(kind, str) or kind not in DESIGN_KEYS:
-        raise UserError(f"[design] kind = {kind!r}: expected 'isoflop' or 'grid'"[:200] + closest(str(kind), DESIGN_KEYS))
+        raise UserError(f"[design] kind = {kind!r}: expected 'isoflop', 'grid' or 'lr'"[:200] + closest(str(kind), DESIGN_KEYS))
     for key in raw:
         if key not in DESIGN_KEYS[kind]:
             raise UserError(f"unknown key [design] {key} for kind {kind!r}{closest(key, DESIGN_KEYS[kind])}")
@@ -78,7 +83,7 @@ def parse_design(raw) -> DesignConfig:
     if design.flops_convention not in FLOP_CONVENTIONS:
         raise UserError(f"[design] flops_convention = {design.flops_convention!r}: expected one of {FLOP_CONVENTIONS}"
                         + closest(design.flops_convention, FLOP_CONVENTIONS))
-    for key in ("budgets", "tokens_per_param", "n_params", "tokens", "d_model"):
+    for key in ("budgets", "tokens_per_param", "n_params", "tokens", "d_model", "lr_multipliers"):
         values = getattr(design, key)
         if values is None:
             continue
@@ -100,6 +105,8 @@ def parse_design(raw) -> DesignConfig:
         if not 1 <= design.sizes <= MAX_SIZES:
             raise UserError(f"[design] sizes must be an integer from 1 to {MAX_SIZES}, got {design.sizes!r}")
         points = len(design.budgets) * design.sizes
+    elif kind == "lr":
+        points = _check_lr_design(design)
     else:
         if (design.d_model is None) == (design.n_params is None):
             raise UserError("[design] grid needs exactly one of d_model = [...] or n_params = [...]")
@@ -149,11 +156,31 @@ def _check_branches(design: DesignConfig) -> DesignConfig:
 COOLDOWN_SHAPES = ("1-sqrt", "linear")
 
 
+def _check_lr_design(design: DesignConfig) -> int:
+    """kind "lr": sizes as in grid, ONE horizon (every size's), >= 3 distinct multipliers. Returns the point count."""
+    if (design.d_model is None) == (design.n_params is None):
+        raise UserError("[design] lr needs exactly one of d_model = [...] or n_params = [...]")
+    horizon = design.tokens if design.tokens is not None else design.tokens_per_param
+    if horizon is None or design.tokens is not None and design.tokens_per_param is not None:
+        raise UserError("[design] lr needs exactly one of tokens = [T] or tokens_per_param = [R] (every size's horizon)")
+    if len(horizon) != 1:
+        raise UserError(f"[design] lr calibrates at one horizon: {'tokens' if design.tokens else 'tokens_per_param'} "
+                        f"must hold one value, got {len(horizon)} (run one lr sweep per horizon)")
+    multipliers = design.lr_multipliers
+    if multipliers is None or len(set(multipliers)) < MIN_LR_MULTIPLIERS:
+        raise UserError(f"[design] lr needs lr_multipliers = [...] with at least {MIN_LR_MULTIPLIERS} distinct positive "
+                        "values around 1 (a parabola in ln LR needs three), e.g. [0.25, 0.5, 1, 2, 4]")
+    if any(m > 1e6 or m < 1e-6 for m in multipliers):
+        raise UserError("[design] lr_multipliers: every value must lie in [1e-6, 1e6] (a factor on the recipe's lr)")
+    return len(design.d_model or design.n_params) * len(set(multipliers))
+
+
 def recipe_owned_keys(recipe) -> dict[str, set[str]]:
     """{"model": keys its shapes set, "train": keys its hyperparameters set}, asked of the recipe itself."""
     ladder = recipe.ladder()
     model_keys = set(ladder[0]) if ladder else set()
-    train_keys = set(recipe.hyperparameters(100_000, 2_000_000, 100))
+    probe_n = getattr(recipe, "reference_n_params", 100_000)  # an N inside a fitted LR rule's coverage
+    train_keys = set(recipe.hyperparameters(probe_n, 2_000_000, 100))
     return {"model": model_keys, "train": train_keys}
 
 

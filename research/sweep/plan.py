@@ -15,6 +15,7 @@ A sweep file is a run file ([data], [model], [train] shared by every trial) plus
     #   where D/N lies in tokens_per_param = [low, high]); cooldown_fraction = 0.2,
     #   cooldown_shape = "1-sqrt"; trunk_tokens_per_param caps the trunk (default: just long enough)
     seeds = 1                # replicates of every point: [train] seed, seed + 1, ...
+    # kind = "lr": sizes as in grid x lr_multipliers = [0.25, 0.5, 1, 2, 4] at one horizon tokens = [T]
     allow_repeat = false     # refuse trials needing more tokens than the training split holds
     [recipe]                 # architecture and hyperparameter rules (see recipe.py)
     [slurm]                  # options for --executor slurm (see runner.py)
@@ -196,7 +197,8 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
     if sweep.design.kind == "branches":
         return _plan_branches(sweep, base, ladder, dataset, tokens_per_step, available)
     candidates = _isoflop_candidates(sweep, ladder, convention, tokens_per_step, dropped) \
-        if sweep.design.kind == "isoflop" else _grid_candidates(sweep, ladder)
+        if sweep.design.kind == "isoflop" else _lr_candidates(sweep, ladder) if sweep.design.kind == "lr" \
+        else _grid_candidates(sweep, ladder)
     trials, rejected, seen = [], [], {}
     for model, counts, coords, tokens_wanted in candidates:
         steps = round(tokens_wanted / tokens_per_step)
@@ -210,8 +212,10 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
             rejected.append({**where, "reason": f"needs {tokens:,} tokens but the training split holds "
                                                 f"{available:,} (set allow_repeat = true to repeat data)"})
             continue
-        train = dataclasses.replace(base.train, steps=steps,
-                                    **sweep.recipe.hyperparameters(counts.n_params, tokens, steps))
+        hyper = sweep.recipe.hyperparameters(counts.n_params, tokens, steps)
+        if "lr_multiplier" in coords:  # an lr design: the recipe's own lr for this N, times the multiplier
+            hyper = dict(hyper, lr=hyper["lr"] * coords["lr_multiplier"])
+        train = dataclasses.replace(base.train, steps=steps, **hyper)
         duplicate = False
         for config in seeded(base.replace(model=model, train=train), sweep.design.seeds):
             checked(config, counts)
@@ -420,6 +424,14 @@ def _isoflop_candidates(sweep: Sweep, ladder, convention: str, tokens_per_step: 
             requested = math.sqrt(budget / (ratio * m))
             tokens = budget / counts.flops_per_token(convention)
             yield model, counts, {"budget": budget, "requested_n": requested, "requested_tokens_per_param": m}, tokens
+
+
+def _lr_candidates(sweep: Sweep, ladder):
+    """kind "lr": each size x each distinct lr multiplier, all at the design's one horizon. The
+    multiplier scales the recipe's own peak lr for that N (applied in plan(), beside the recipe call)."""
+    for model, counts, coords, wanted in _grid_candidates(sweep, ladder):
+        for multiplier in sorted(set(sweep.design.lr_multipliers)):
+            yield model, counts, {**coords, "lr_multiplier": float(multiplier)}, wanted
 
 
 def _pick_sizes(design, ladder) -> list[tuple[tuple, float]]:

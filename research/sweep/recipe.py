@@ -6,8 +6,16 @@ candidate into an architecture and hyperparameters. Override it in a sweep file:
     [recipe]
     class = "research.sweep.recipe:AspectRatioRecipe"   # or "my_recipes.py:MyRecipe" beside the sweep file
     aspect_ratio = 32                                    # any constructor argument of that class
+    lr_rule = "lr-rule-cpu.json"                         # a fitted LR rule, relative to the sweep file
 
 A custom recipe subclasses `AspectRatioRecipe` (or implements the same three methods).
+
+Peak learning rate. Without `lr_rule`, lr = lr_base * (N / lr_ref_params) ** lr_exponent, a guessed
+power of N. With `lr_rule` (a JSON file written by `scaling lr-rule` from an lr sweep,
+research/fit/lr_rule.py), lr = the rule's lr(N) = lr_ref * (N / n_ref) ** exponent, which replaces
+lr_base, lr_ref_params and lr_exponent; lr_max still caps it. A rule covers the sizes it was
+calibrated on widened by LR_RULE_MARGIN (2x) each way; a trial outside that is refused when the
+sweep is planned, before anything trains. N counts embeddings throughout.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ class AspectRatioRecipe:
     lr_exponent: float = -0.25  # ... scaled as (N / lr_ref_params) ** lr_exponent
     lr_max: float = 3e-2
     warmup_fraction: float = 0.05
+    lr_rule: str | None = None  # a fitted LR rule file (see the module docstring); replaces lr_base/lr_exponent
 
     def __post_init__(self):
         for name in ("aspect_ratio", "head_dim", "max_width", "lr_base", "lr_ref_params", "lr_max"):
@@ -61,6 +70,16 @@ class AspectRatioRecipe:
             raise UserError(f"[recipe] lr_max = {self.lr_max} must be below 1")
         if not 0 <= self.warmup_fraction <= 1:
             raise UserError(f"[recipe] warmup_fraction = {self.warmup_fraction} must lie in [0, 1]")
+        if self.lr_rule is not None:
+            from research.fit.lr_rule import load_rule
+
+            object.__setattr__(self, "_rule", load_rule(self.lr_rule))  # parsed once, checked before planning
+
+    @property
+    def reference_n_params(self) -> float:
+        """An N this recipe gives hyperparameters for (the rule's n_ref when it has one): for probing its keys."""
+        rule = getattr(self, "_rule", None)
+        return rule.n_ref if rule is not None else self.lr_ref_params
 
     def shape(self, knob: int) -> dict:
         d_model = self.head_dim * knob
@@ -72,8 +91,12 @@ class AspectRatioRecipe:
 
     def hyperparameters(self, n_params: int, tokens: int, steps: int) -> dict:
         """[train] values for a model of n_params trained for `steps` steps (on `tokens` tokens)."""
-        log_scale = self.lr_exponent * math.log(n_params / self.lr_ref_params)
-        lr = min(self.lr_max, self.lr_base * math.exp(min(log_scale, 700.0)))  # min(): no overflow, lr_max caps it
+        rule = getattr(self, "_rule", None)
+        if rule is not None:
+            lr = min(self.lr_max, rule.lr(n_params))  # UserError when N is outside the rule's coverage
+        else:
+            log_scale = self.lr_exponent * math.log(n_params / self.lr_ref_params)
+            lr = min(self.lr_max, self.lr_base * math.exp(min(log_scale, 700.0)))  # min(): no overflow, lr_max caps it
         return {"lr": lr, "warmup_steps": max(1, round(self.warmup_fraction * steps))}
 
 
@@ -83,6 +106,8 @@ def load_recipe(spec: dict, base_dir: Path):
     if not isinstance(spec, dict):
         raise UserError(f"[recipe] must be a table of keys, got {spec!r}"[:200])
     spec = dict(spec)
+    if isinstance(spec.get("lr_rule"), str):  # a rule file named relative to the sweep file
+        spec["lr_rule"] = str((base_dir / spec["lr_rule"]).absolute())
     target = spec.pop("class", DEFAULT_RECIPE)
     if not isinstance(target, str) or ":" not in target:
         raise UserError(f"[recipe] class = {target!r}: expected 'module:Class' or 'file.py:Class'"[:200])

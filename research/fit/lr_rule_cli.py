@@ -1,0 +1,38 @@
+"""`scaling lr-rule DIR`: fit the best peak LR per size and its power law in N from an lr sweep."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    from research.fit.lr_rule import DEFAULT_BOOTSTRAP, LR_RULE_MARGIN
+
+    p = subparsers.add_parser(
+        "lr-rule", help="fit a learning-rate rule lr(N) from an lr sweep ([design] kind = \"lr\")",
+        description="Per model size, a parabola of final eval loss (nats/token) in ln LR gives the best peak LR "
+                    "(sizes whose optimum is not bracketed by the sampled LRs are refused and listed); across sizes, "
+                    "lr = lr_ref * (N / n_ref) ** exponent (N counts embeddings), with 95% bootstrap intervals. "
+                    f"A recipe uses the file with [recipe] lr_rule = \"FILE\" for N within its calibrated range "
+                    f"widened {LR_RULE_MARGIN:g}x each way.")
+    p.add_argument("dir", help="sweep directory of an lr sweep (made by 'scaling sweep run')")
+    p.add_argument("--out", default=None, help="rule file to write (default DIR/lr_rule.json)")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP,
+                   help=f"bootstrap resamples for the intervals (default {DEFAULT_BOOTSTRAP}; 0 = none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print the rule as one JSON object")
+    p.set_defaults(func=handler)
+
+
+def handler(args) -> int:
+    from research.fit.lr_rule import fit_lr_sweep_dir, summary_lines
+
+    rule = fit_lr_sweep_dir(args.dir, out=args.out, bootstrap=args.bootstrap, seed=args.seed)
+    if args.json:
+        print(json.dumps(rule, indent=1))
+        return 0
+    for line in summary_lines(rule):
+        print(line)
+    print(f"wrote {rule['path']}", file=sys.stderr)
+    return 0
