@@ -75,7 +75,7 @@ def parse_design(raw) -> DesignConfig:
         raise UserError(f"[design] must be a table of keys, got {raw!r}"[:200])
     kind = raw.get("kind")
     if not isinstance(kind, str) or kind not in DESIGN_KEYS:
-        raise UserError(f"[design] kind = {kind!r}: expected 'isoflop', 'grid' or 'lr'"[:200] + closest(str(kind), DESIGN_KEYS))
+        raise UserError(f"[design] kind = {kind!r}: expected 'isoflop', 'grid', 'branches' or 'lr'"[:200] + closest(str(kind), DESIGN_KEYS))
     for key in raw:
         if key not in DESIGN_KEYS[kind]:
             raise UserError(f"unknown key [design] {key} for kind {kind!r}{closest(key, DESIGN_KEYS[kind])}")
