@@ -61,8 +61,10 @@ def parabola_min(N, L, F=None, D=None):
     xv = -c1 / (2 * c2)
     if not x.min() < xv < x.max():
         side = "smaller" if xv <= x.min() else "larger"
+        with np.errstate(over="ignore"):  # a nearly flat parabola puts its vertex at N = inf: said so
+            n_vertex = np.exp(xv)
         raise BudgetRejected(
-            f"parabola minimum at N={np.exp(xv):.3g} lies outside the sampled sizes "
+            f"parabola minimum at N={n_vertex:.3g} lies outside the sampled sizes "
             f"[{np.exp(x.min()):.3g}, {np.exp(x.max()):.3g}]; add {side} models to this budget")
     return float(np.exp(xv)), float(c0 + c1 * xv + c2 * xv * xv), [float(c0), float(c1), float(c2)]
 
