@@ -79,7 +79,7 @@ def fit_approach1_endpoints(df, per_token, n_grid=N_GRID, bootstrap=0, seed=0, l
         samples = {"k_N": [], "a": [], "k_D": [], "b": []}
         failed = 0
         for _ in range(bootstrap):
-            p, _ = envelope_points(resample_points(df, groups, rng), per_token, grid)
+            p, _ = envelope_points(resample_points(df, groups, rng, points), per_token, grid)
             if len(np.unique(p["n"])) < 2:
                 failed += 1
                 continue

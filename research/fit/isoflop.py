@@ -37,6 +37,7 @@ import numpy as np
 
 from research.errors import UserError
 from research.fit.data import group_budgets
+from research.fit.noise import point_means
 from research.fit.powerlaw import fit_powerlaw, summarize_allocation_bootstrap
 from research.fit.profiles import (coverage_range, has_replicates, interpolate, mean_points, resample_points,
                                    resampling_scheme, size_profiles)
@@ -182,10 +183,11 @@ def _allocation(good):
 def bootstrap_points(df, groups, slicer, n_resamples, seed=0, level=0.95, budgets=(), convention="6n"):
     """Bootstrap over per-point means (research.fit.profiles.resample_points), re-slicing each draw."""
     rng = np.random.default_rng(seed)
+    points = point_means(df, groups)
     samples = {"k_N": [], "a": [], "k_D": [], "b": []}
     failed = 0
     for _ in range(n_resamples):
-        good, _ = slicer(resample_points(df, groups, rng))
+        good, _ = slicer(resample_points(df, groups, rng, points))
         if len(good) < 2:
             failed += 1
             continue
