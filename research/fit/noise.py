@@ -15,6 +15,10 @@ L_true · exp(ε), the same log scale on which Approach 3 fits):
   misspecified.
 
 Replicates are used when they give at least MIN_REPLICATE_DOF degrees of freedom.
+
+`point_groups` is the one grouping of rows into (N, D) points (used by the fits' per-point means,
+`point_means`, and their cluster bootstraps); `seed_noise` is fit.json's top-level "noise" block
+(the loss's spread between seeds in nats/token, per point and pooled).
 """
 
 from __future__ import annotations
