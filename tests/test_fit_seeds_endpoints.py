@@ -153,3 +153,21 @@ def test_curves_source_refused_for_a_branch_design_in_one_line(tmp_path, capsys)
     assert main(["fit", str(csv), "--method", "approach1", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["approach1"]["source"] == "endpoints"
     assert "agreement: approach1 a=" in capsys.readouterr().out
+
+
+def test_figures_show_seeds_end_point_profiles_and_interpolated_slices(tmp_path):
+    from research.plots import figures
+
+    table = load_table(sizes_x_tokens(tmp_path / "f" / "results.csv", n_sizes=8, n_tokens=6, seeds=2,
+                                      sigma=0.01), quiet=True)
+    fit = run_fits(table, ["approach1", "approach2"])
+    assert fit["approach2"]["slices"] == "interpolated"
+    ax = figures.loss_vs_compute(table.df, fit).axes[0]
+    assert len(ax.containers) == 8 * 6  # one mean +- std error bar per replicated (N, D) point
+    assert sum(len(c.get_offsets()) for c in ax.collections if c.get_alpha() == 0.35) == 8 * 6 * 2  # faint seeds
+    assert any("envelope of end points" in t.get_text() for t in ax.get_legend().get_texts())
+    ax = figures.isoflop(table.df, fit).axes[0]
+    assert "interpolated slices" in ax.get_title()
+    n_slice_points = sum(len(b["slice"]["n_params"]) for b in fit["approach2"]["budgets"])
+    hollow = [c for c in ax.collections if len(c.get_facecolors()) == 0 or c.get_facecolors()[0][3] == 0]
+    assert sum(len(c.get_offsets()) for c in hollow) == n_slice_points

@@ -96,7 +96,7 @@ def _budget_sizes(df, flops):
 def approach2_warnings(block: dict, df) -> list[str]:
     out = []
     for b in block.get("budgets", []):
-        sizes = _budget_sizes(df, b["flops"])
+        sizes = np.sort(b["slice"]["n_params"]) if "slice" in b else _budget_sizes(df, b["flops"])
         if len(sizes) < 3:
             continue
         if b["n_opt"] <= sizes[1] or b["n_opt"] >= sizes[-2]:
