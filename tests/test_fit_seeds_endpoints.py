@@ -171,3 +171,13 @@ def test_figures_show_seeds_end_point_profiles_and_interpolated_slices(tmp_path)
     n_slice_points = sum(len(b["slice"]["n_params"]) for b in fit["approach2"]["budgets"])
     hollow = [c for c in ax.collections if len(c.get_facecolors()) == 0 or c.get_facecolors()[0][3] == 0]
     assert sum(len(c.get_offsets()) for c in hollow) == n_slice_points
+
+
+def test_agreement_in_a_merged_fit_json_compares_every_approach_it_holds(tmp_path):
+    csv = sizes_x_tokens(tmp_path / "m" / "results.csv")
+    out = tmp_path / "fit.json"
+    assert main(["fit", str(csv), "--method", "approach2", "--out", str(out)]) == 0
+    assert main(["fit", str(csv), "--method", "approach1", "--out", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert set(saved["agreement"]["approaches"]) == {"approach1", "approach2"}
+    assert saved["agreement"]["max_abs_diff_a"] == pytest.approx(abs(saved["approach1"]["a"] - saved["approach2"]["a"]))

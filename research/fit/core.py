@@ -137,7 +137,6 @@ def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction
             out[m] = {"skipped": str(err)}
             log(f"{m}: skipped: {err}")
     from research.fit.diagnostics import annotate  # noise for intervals, reviewer warnings
-
     from research.fit.noise import seed_noise
 
     out["noise"] = seed_noise(df)
@@ -184,6 +183,10 @@ def write_fit(path, result: dict, merge=True) -> Path:
         if not isinstance(data, dict):  # not a fit record: replaced, as an unreadable one is
             data = {}
     data.update(result)
+    if merge and "agreement" in result:  # compare every approach the merged file holds, not only this run's
+        from research.fit.diagnostics import agreement
+
+        data["agreement"] = agreement(data)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(dumps(data, indent=1))
     os.replace(tmp, path)
