@@ -181,3 +181,15 @@ def test_agreement_in_a_merged_fit_json_compares_every_approach_it_holds(tmp_pat
     saved = json.loads(out.read_text())
     assert set(saved["agreement"]["approaches"]) == {"approach1", "approach2"}
     assert saved["agreement"]["max_abs_diff_a"] == pytest.approx(abs(saved["approach1"]["a"] - saved["approach2"]["a"]))
+
+
+def test_sweep_fit_summary_prints_agreement_and_seed_noise(tmp_path, capsys):
+    from research.sweep.cli import _print_fit_summary
+
+    table = load_table(sizes_x_tokens(tmp_path / "s" / "results.csv", n_sizes=8, n_tokens=6, seeds=2, sigma=0.01),
+                       quiet=True)
+    fit = json.loads(json.dumps(run_fits(table, ["approach1", "approach2"]), default=float))
+    _print_fit_summary(fit)
+    err = capsys.readouterr().err
+    assert f"agreement: approach1 a={fit['approach1']['a']:.3f}" in err and "largest |difference|" in err
+    assert f"pooled std {fit['noise']['pooled']['std']:.4f} nats/token" in err and "48 dof" in err  # 8 x 6 points, 2 seeds each
