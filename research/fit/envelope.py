@@ -104,7 +104,8 @@ def pick_winners(N_S, L_SG, drop_edges=True):
     lowest loss, whether the column is kept (>= 2 distinct sizes cover it; with drop_edges, its winner
     is neither the smallest nor the largest size) and how many covered columns edge winners cost."""
     covered = np.isfinite(L_SG)
-    n_sizes = np.array([len(np.unique(N_S[covered[:, j]])) for j in range(L_SG.shape[1])])
+    sizes, row_size = np.unique(N_S, return_inverse=True)
+    n_sizes = sum(covered[row_size == k].any(axis=0).astype(int) for k in range(len(sizes)))
     win = np.argmin(L_SG, axis=0)
     keep = n_sizes >= 2
     edge = np.zeros_like(keep)

@@ -154,10 +154,15 @@ def fit_approach2(df, bootstrap=0, seed=0, level=0.95, budgets=(), convention="6
     slicer = isoflop_points if C_B is None else functools.partial(interpolated_points, C_B=C_B, per_token=per_token)
     groups, points = mean_points(df)
     good, rejected = slicer(points)
+    if len(good) < 2 and kind == "grouped run FLOPs" and not any(r["n_points"] >= 3 for r in rejected):
+        raise UserError("Approach 2: the table has no shared FLOP budgets (no `budget` column; --flops-col names "
+                        f"one) and nowhere do >= {MIN_SLICE_SIZES} sizes' end points overlap in FLOPs to interpolate "
+                        "an IsoFLOP slice through; give each size more token counts so neighbouring sizes overlap")
     if len(good) < 2:
-        why = "; ".join(f"C={r['flops']:.3g}: {r['reason']}" for r in rejected) or "no budgets"
+        why = "; ".join(f"C={r['flops']:.3g}: {r['reason']}" for r in rejected[:4]) or "no budgets"
+        more = f"; and {len(rejected) - 4} more" if len(rejected) > 4 else ""
         raise UserError(f"Approach 2 needs >= 2 budgets with an interior IsoFLOP minimum, found {len(good)} "
-                        f"({kind} slices; {why}); add budgets or sizes around each optimum")
+                        f"({kind} slices; {why}{more}); add budgets or sizes around each optimum")
     res = {"method": "approach2", **_allocation(good), "form": "N_opt = k_N*C^a, D_opt = k_D*C^b", "slices": kind, "budgets": good, "rejected_budgets": rejected,
            "n_points": int(len(df)), "n_mean_points": int(len(points)), "n_budgets": len(good),
            "flops_convention": convention,

@@ -28,7 +28,7 @@ ENDPOINTS = "end points ((N, D) points) with replacement"
 def size_profiles(points, min_points: int = 2) -> list[dict]:
     """One dict per model size (N within SAME_POINT_REL_TOL) with >= min_points (N, D) points: N, and its
     points' lnF, lnL, D sorted by F (a size with one point has no profile to interpolate along)."""
-    N = points["N"].to_numpy(float)
+    N, F, L, D = (points[c].to_numpy(float) for c in ("N", "F", "L", "D"))
     tol = np.log1p(SAME_POINT_REL_TOL)
     key = np.round(np.log(N) / tol).astype(np.int64)
     out = []
@@ -36,11 +36,9 @@ def size_profiles(points, min_points: int = 2) -> list[dict]:
         m = key == k
         if m.sum() < min_points:
             continue
-        order = np.argsort(points["F"].to_numpy(float)[m])
-        lnF = np.log(points["F"].to_numpy(float)[m][order])
-        out.append({"N": float(np.exp(np.mean(np.log(N[m])))), "lnF": lnF,
-                    "lnL": np.log(points["L"].to_numpy(float)[m][order]),
-                    "D": points["D"].to_numpy(float)[m][order]})
+        order = np.argsort(F[m])
+        out.append({"N": float(np.exp(np.mean(np.log(N[m])))), "lnF": np.log(F[m][order]),
+                    "lnL": np.log(L[m][order]), "D": D[m][order]})
     out.sort(key=lambda p: p["N"])
     return out
 
