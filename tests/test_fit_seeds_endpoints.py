@@ -193,3 +193,24 @@ def test_sweep_fit_summary_prints_agreement_and_seed_noise(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"agreement: approach1 a={fit['approach1']['a']:.3f}" in err and "largest |difference|" in err
     assert f"pooled std {fit['noise']['pooled']['std']:.4f} nats/token" in err and "48 dof" in err  # 8 x 6 points, 2 seeds each
+
+
+def test_design_budgets_with_seeds_fit_point_means_and_cluster_bootstrap():
+    from research.fit.isoflop import fit_approach2
+    from research.fit.synthetic import isoflop_design
+
+    rng = np.random.default_rng(3)
+    rows = [{"N": n, "D": d, "C": c, "F": 6 * n * d, "seed": str(s), "L": float(LAW.loss(n, d)) + rng.normal(0, 0.005)}
+            for c, n, d in isoflop_design((1e12, 1e13, 1e14, 1e15), per_budget=7, span=6.0, law=LAW)
+            for s in range(3)]
+    r = fit_approach2(pd.DataFrame(rows), bootstrap=40)
+    assert r["slices"] == "design budgets" and r["n_points"] == 4 * 7 * 3 and r["n_mean_points"] == 4 * 7
+    assert all(b["n_points"] == 7 for b in r["budgets"])  # one mean per size in each budget, not 21 rows
+    assert r["bootstrap"]["resampling"] == CLUSTER and abs(r["a"] - TRUE_A) < 0.03
+
+
+def test_no_budgets_and_no_overlap_is_one_short_line(tmp_path):
+    csv = sizes_x_tokens(tmp_path / "sparse" / "results.csv", n_sizes=4, n_tokens=3)  # 10x sizes, 1 decade of D
+    with pytest.raises(UserError, match="no shared FLOP budgets") as err:
+        run_fits(load_table(csv, quiet=True), ["approach2"], strict=True)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300
