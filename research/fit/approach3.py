@@ -311,6 +311,28 @@ def resample_weights(n: int, n_resamples: int, seed: int) -> np.ndarray:
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
 
 
+TWO_STAGE = ("two-stage cluster: (N, D) points drawn with replacement, then each drawn point's seed "
+             "replicates drawn with replacement (seed noise and the choice of points both inside the intervals)")
+
+
+def bootstrap_weights(df, n_resamples: int, seed: int):
+    """(weights R×n, resampling description). Without replicates: runs with replacement
+    (`resample_weights`). With replicates (research.fit.noise.point_groups: some (N, D) point run with
+    >= 2 seeds): the TWO_STAGE scheme, so a resample's seed noise is not frozen at the measured draws."""
+    from research.fit.noise import point_groups
+
+    groups = point_groups(df)
+    if not any(len(g) >= 2 for g in groups):
+        return resample_weights(len(df), n_resamples, seed), "runs with replacement"
+    rng = np.random.default_rng(seed)
+    W = np.zeros((n_resamples, len(df)))
+    for r in range(n_resamples):
+        for p in rng.integers(0, len(groups), len(groups)):
+            g = groups[p]
+            np.add.at(W[r], rng.choice(g, size=len(g), replace=True), 1.0)
+    return W, TWO_STAGE
+
+
 def bootstrap_approach3(N, D, L, starts, *, n_resamples=1000, seed=0, reduction="sum", delta=DELTA,
                         backend="jax", maxiter=MAXITER, tol="tight", weights=None):
     """Refit every resample from each of `starts` (K×5; by default the best distinct local

@@ -64,6 +64,9 @@ def register(subparsers) -> None:
                    help="Approach 3 start grid: full = Hoffmann's 4,500 starts; small = 243 (quick look)")
     p.add_argument("--backend", choices=("jax", "scipy"), default="jax",
                    help="Approach 3 solver: vectorised jax L-BFGS (default) or a scipy L-BFGS-B loop")
+    p.add_argument("--approach1-source", choices=("endpoints", "curves"), default="endpoints",
+                   help="Approach 1 envelope from finished runs' end points (default) or from training curves "
+                        "(trials/*/metrics.jsonl; not for branch designs)")
     p.add_argument("--holdout", default=None, metavar="SPEC",
                    help="fit on the runs outside SPEC, predict those inside: largest-budget | largest-n | "
                         "largest-tokens | a condition on n_params, tokens, flops, budget, loss, e.g. "
@@ -122,13 +125,17 @@ def _print_fit(name, r):
         for k in ("a", "b", "k_N", "k_D"):
             print(f"  {k:6s} {val(k)}")
         if name == "approach2":
+            print(f"  slices: {r.get('slices', 'design budgets')}")
             for g in r["budgets"]:
                 print(f"  C={g['flops']:.3g}: N_opt={g['n_opt']:.4g} D_opt={g['d_opt']:.4g} "
                       f"loss={g['loss_opt']:.4f} ({g['n_points']} runs)")
             for g in r["rejected_budgets"]:
                 print(f"  C={g['flops']:.3g}: refused: {g['reason']}")
+        elif r.get("source") == "endpoints":
+            print(f"  envelope of end points: {r['n_envelope_points']} grid points from {r['n_points']} (N, D) points "
+                  f"of {r['n_sizes']} sizes ({r['n_edge_points_dropped']} edge points dropped)")
         else:
-            print(f"  envelope: {r['n_envelope_points']} points from {r['n_curves']} curves "
+            print(f"  envelope of training curves: {r['n_envelope_points']} points from {r['n_curves']} curves "
                   f"({r['n_edge_points_dropped']} edge points dropped)")
     elif name == "kaplan":
         print(f"kaplan (N = {r['n_kind']}):")
@@ -140,7 +147,8 @@ def _print_fit(name, r):
                 print(f"  {key} = {form}: " + ", ".join(f"{k}={v:.4g}" for k, v in block.items()
                                                           if isinstance(v, float)))
     if bs.get("n_resamples"):
-        print(f"  ({bs['level']:.0%} bootstrap intervals, {bs['n_resamples']} resamples)")
+        print(f"  ({bs['level']:.0%} bootstrap intervals, {bs['n_resamples']} resamples; "
+              f"{bs.get('resampling', 'runs with replacement')})")
     for w in r.get("warnings", []):
         print(f"  warning: {w}")
 
@@ -191,7 +199,7 @@ def fit_handler(args) -> int:
     result = run_fits(table, methods, bootstrap=args.bootstrap, seed=args.seed, grid=args.grid,
                       reduction=args.reduction, backend=args.backend, tol=args.tolerances, level=args.level,
                       budgets=args.budgets, strict=args.method != "all", kaplan_df=kaplan_table,
-                      kaplan_n=kaplan_n, log=log)
+                      kaplan_n=kaplan_n, approach1_source=args.approach1_source, log=log)
     if all("skipped" in result[m] for m in methods):  # nothing fitted: say so, and leave fit.json as it is
         reasons = "; ".join(f"{m}: {result[m]['skipped']}" for m in methods)
         raise UserError(f"no fit possible on {table.drop_message().replace('using', 'the', 1)} ({reasons})")
@@ -202,8 +210,13 @@ def fit_handler(args) -> int:
     if args.json:
         print(dumps(result[methods[0]] if len(methods) == 1 else result))
     else:
+        from research.fit.diagnostics import agreement_line, noise_line
+
         for m in methods:
             _print_fit(m, result[m])
+        for line in (agreement_line(result), noise_line(result)):
+            if line:
+                print(line)
         for w in result.get("warnings", []):
             print(f"warning: {w}")
     return 0

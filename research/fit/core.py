@@ -15,6 +15,7 @@ from research.errors import UserError
 
 METHODS = ("approach1", "approach2", "approach3", "kaplan")
 MIN_POINTS_A3 = 8
+APPROACH1_SOURCES = ("endpoints", "curves")
 
 
 def default_budgets(df) -> list[float]:
@@ -57,11 +58,13 @@ def run_approach3(df, *, bootstrap=0, seed=0, grid="full", reduction="sum", back
                                   per_token.convention) for c in budgets]
     if bootstrap:
         t0 = time.perf_counter()
+        weights, resampling = a3.bootstrap_weights(df, bootstrap, seed)
         thetas, _ = a3.bootstrap_approach3(df["N"], df["D"], df["L"], optima, n_resamples=bootstrap,
-                                           seed=seed, reduction=reduction, backend=backend, tol=tol)
+                                           seed=seed, reduction=reduction, backend=backend, tol=tol,
+                                           weights=weights)
         bs = a3.summarize_bootstrap(thetas, level, budgets, per_token)
         bs.update(n_resamples=int(bootstrap), seed=seed, seconds=time.perf_counter() - t0,
-                  resampling="runs with replacement",
+                  resampling=resampling,
                   starts=f"each resample refitted from the {len(optima)} best distinct local optima "
                          "of the full-data grid fit")
         res["bootstrap"] = bs
@@ -70,14 +73,23 @@ def run_approach3(df, *, bootstrap=0, seed=0, grid="full", reduction="sum", back
 
 def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction="sum", backend="jax", tol="tight",
              level=0.95, budgets=None, strict=False, kaplan_n="nonembedding", kaplan_df=None, smooth=5,
-             log=None) -> dict:
+             approach1_source="endpoints", log=None) -> dict:
     """Run `methods` (default: all) on a loaded Table. With strict=False an approach the data cannot
-    support is recorded as {"skipped": reason}; with strict=True it raises UserError."""
+    support is recorded as {"skipped": reason}; with strict=True it raises UserError.
+    `approach1_source`: "endpoints" (finished runs' end points, research/fit/endpoint_envelope.py) or
+    "curves" (training curves from metrics.jsonl, research/fit/envelope.py; refused for branch designs)."""
     df = table.df
     if len(df) == 0:
         raise UserError(f"{table.source}: no usable rows to fit ({table.drop_message()}); every row needs positive, "
                         "finite N, D, loss and FLOPs (and status 'completed' when there is a status column)")
     methods = list(methods or METHODS)
+    if approach1_source not in APPROACH1_SOURCES:
+        raise UserError(f"approach1 source {approach1_source!r} is not one of {', '.join(APPROACH1_SOURCES)}")
+    if approach1_source == "curves" and "approach1" in methods and "kind" in df.columns \
+            and (df["kind"] == "branch").any():
+        raise UserError("--approach1-source curves: this is a branch design (cooldown branches start mid-way "
+                        "from a trunk, so their training curves are not runs from scratch); use "
+                        "--approach1-source endpoints")
     budgets = list(budgets) if budgets else default_budgets(df)
     out = {"version": 1, "data": table.meta(), "budgets_for_intervals": budgets}
     log = log or (lambda msg: None)
@@ -92,7 +104,13 @@ def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction
                 from research.fit.isoflop import fit_approach2
 
                 out[m] = fit_approach2(df, bootstrap=bootstrap, seed=seed, level=level, budgets=budgets,
-                                       convention=table.convention)
+                                       convention=table.convention, per_token=flops_per_token(table),
+                                       design_budgets=table.budget_source != table.columns.get("flops"))
+            elif m == "approach1" and approach1_source == "endpoints":
+                from research.fit.endpoint_envelope import fit_approach1_endpoints
+
+                out[m] = fit_approach1_endpoints(df, flops_per_token(table), bootstrap=bootstrap, seed=seed,
+                                                 level=level, budgets=budgets)
             elif m == "approach1":
                 from research.fit.envelope import fit_approach1, load_curves
 
@@ -119,7 +137,9 @@ def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction
             out[m] = {"skipped": str(err)}
             log(f"{m}: skipped: {err}")
     from research.fit.diagnostics import annotate  # noise for intervals, reviewer warnings
+    from research.fit.noise import seed_noise
 
+    out["noise"] = seed_noise(df)
     annotate(out, df, None if kaplan_df is None else kaplan_df.df)
     for w in out["warnings"]:
         log(f"warning: {w}")
@@ -163,6 +183,10 @@ def write_fit(path, result: dict, merge=True) -> Path:
         if not isinstance(data, dict):  # not a fit record: replaced, as an unreadable one is
             data = {}
     data.update(result)
+    if merge and "agreement" in result:  # compare every approach the merged file holds, not only this run's
+        from research.fit.diagnostics import agreement
+
+        data["agreement"] = agreement(data)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(dumps(data, indent=1))
     os.replace(tmp, path)

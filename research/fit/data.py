@@ -172,6 +172,8 @@ def load_table(path, n_col: str | None = None, d_col: str | None = None, loss_co
         df["trial"] = raw["trial"].astype(str)
     if "seed" in raw.columns:  # replicate runs (same N, D; other seed) give the run-to-run noise
         df["seed"] = raw["seed"].astype(str)
+    if "kind" in raw.columns:  # "run" (from scratch) or "branch" (a cooldown branch off a shared trunk)
+        df["kind"] = raw["kind"].astype(str).str.strip()
     dropped: dict[str, int] = {}
     keep = np.ones(len(df), dtype=bool)
     if "status" in raw.columns:

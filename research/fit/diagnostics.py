@@ -15,6 +15,7 @@ Thresholds (one place, named):
   EXTRAPOLATION_DECADES_C  decades beyond the largest budget before N_opt/D_opt are flagged
   EXTRAPOLATION_DECADES_ND decades beyond the sampled N (or D) range before a prediction is flagged
   ENVELOPE_EDGE_FRACTION Approach-1 FLOP grid fraction won by the smallest/largest model
+  AGREEMENT_MAX          largest pairwise |difference| in a between Approaches 1-3 before they are said to disagree
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ LACK_OF_FIT_RATIO = 2.0
 EXTRAPOLATION_DECADES_C = 2.0
 EXTRAPOLATION_DECADES_ND = 1.0
 ENVELOPE_EDGE_FRACTION = 0.5
+AGREEMENT_MAX = 0.05
 ALLOCATION_APPROACHES = ("approach1", "approach2", "approach3")
 
 
@@ -94,7 +96,7 @@ def _budget_sizes(df, flops):
 def approach2_warnings(block: dict, df) -> list[str]:
     out = []
     for b in block.get("budgets", []):
-        sizes = _budget_sizes(df, b["flops"])
+        sizes = np.sort(b["slice"]["n_params"]) if "slice" in b else _budget_sizes(df, b["flops"])
         if len(sizes) < 3:
             continue
         if b["n_opt"] <= sizes[1] or b["n_opt"] >= sizes[-2]:
@@ -179,6 +181,70 @@ def disagreement_warnings(result: dict) -> list[str]:
     return out
 
 
+def agreement(result: dict) -> dict:
+    """fit.json's "agreement": a and b of every fitted allocation approach (with its bootstrap interval
+    when there is one) and the largest pairwise |difference| in a, with the pair."""
+    per = {}
+    for k in ALLOCATION_APPROACHES:
+        blk = result.get(k)
+        if not _ok(blk) or blk.get("a") is None:
+            continue
+        bs = blk.get("bootstrap") or {}
+        iv = bs.get("intervals") or {}
+        per[k] = {"a": float(blk["a"]), "b": float(blk["b"]),
+                  "a_interval": (iv.get("a") if iv.get("a") and None not in iv["a"] else None),
+                  "b_interval": (iv.get("b") if iv.get("b") and None not in iv["b"] else None),
+                  "level": bs.get("level") if iv else None}
+    out = {"approaches": per, "threshold": AGREEMENT_MAX, "max_abs_diff_a": None, "pair": None}
+    names = list(per)
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            d = abs(per[names[i]]["a"] - per[names[j]]["a"])
+            if out["max_abs_diff_a"] is None or d > out["max_abs_diff_a"]:
+                out.update(max_abs_diff_a=d, pair=[names[i], names[j]])
+    if out["max_abs_diff_a"] is None:
+        out["note"] = f"{len(per)} allocation approach(es) fitted; agreement needs two"
+    return out
+
+
+def agreement_warnings(block: dict | None) -> list[str]:
+    if not block or block.get("max_abs_diff_a") is None or not block["max_abs_diff_a"] > AGREEMENT_MAX:
+        return []
+    k1, k2 = block["pair"]
+    a1, a2 = block["approaches"][k1]["a"], block["approaches"][k2]["a"]
+    return [f"the approaches disagree on a: {k1} gives {a1:.3f}, {k2} {a2:.3f} (|difference| "
+            f"{block['max_abs_diff_a']:.3f} > {AGREEMENT_MAX}); the compute-optimal exponent is not settled by "
+            "these data: check each approach's warnings, add sizes, token counts or seeds"]
+
+
+def agreement_line(fit: dict) -> str | None:
+    """One printed line: each approach's a [interval] and the largest pairwise difference."""
+    block = fit.get("agreement") or {}
+    per = block.get("approaches") or {}
+    if not per:
+        return None
+    parts = []
+    for k, v in per.items():
+        iv = v.get("a_interval")
+        parts.append(f"{k} a={v['a']:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else ""))
+    if block.get("max_abs_diff_a") is not None:
+        parts.append(f"largest |difference| {block['max_abs_diff_a']:.3f} ({' vs '.join(block['pair'])}; "
+                     f"goal <= {block['threshold']})")
+    return "agreement: " + ", ".join(parts)
+
+
+def noise_line(fit: dict) -> str | None:
+    """One printed line: the pooled seed-to-seed noise, or that there are no replicates."""
+    noise = fit.get("noise")
+    if not isinstance(noise, dict):
+        return None
+    if not noise.get("replicates"):
+        return "seed noise: unmeasured (no (N, D) point has >= 2 seeds)"
+    p = noise["pooled"]
+    return (f"seed noise: pooled std {p['std']:.4f} nats/token ({p['rel_std']:.2%} of the loss, {p['dof']} dof) "
+            f"from {noise['replicates']} runs at {noise['n_points']} (N, D) points")
+
+
 def overall_warnings(result: dict, df) -> list[str]:
     out = _distinct_warnings(df, "data")
     fitted = [k for k in ALLOCATION_APPROACHES if _ok(result.get(k))]
@@ -186,6 +252,7 @@ def overall_warnings(result: dict, df) -> list[str]:
         out.append("no bootstrap: exponents and optima are reported without intervals, so nothing here says how "
                    "well the data determine them; re-run `scaling fit DIR --bootstrap 200`")
     out += disagreement_warnings(result)
+    out += agreement_warnings(result.get("agreement"))
     cmax = float(df["C"].max())
     far = [c for c in result.get("budgets_for_intervals", []) if math.log10(c / cmax) > EXTRAPOLATION_DECADES_C]
     if far and fitted:
@@ -227,6 +294,7 @@ def annotate(result: dict, df, kaplan_df=None) -> dict:
     for k in ALLOCATION_APPROACHES:
         if _ok(result.get(k)):
             _add(result[k], interval_width_warnings(result[k]))
+    result["agreement"] = agreement(result)
     result["warnings"] = overall_warnings(result, df)
     return result
 

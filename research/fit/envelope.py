@@ -1,4 +1,5 @@
-"""Chinchilla Approach 1 (Hoffmann et al. 2022 §3.1): the training-curve envelope.
+"""Chinchilla Approach 1 (Hoffmann et al. 2022 §3.1): the training-curve envelope
+(`--approach1-source curves`; the default is end points, research/fit/endpoint_envelope.py).
 
 From every trial's `metrics.jsonl`: smooth the training loss, interpolate it (in
 log FLOPs) at many log-spaced FLOP values (1,500, as in the paper), take at each
@@ -92,18 +93,26 @@ def envelope(curves, n_grid=N_GRID, drop_edges=True, subset=None, grid=None, mat
     Lm, Tm = mats if mats is not None else _interp_matrix(curves, grid)
     rows = np.arange(len(curves)) if subset is None else np.unique(subset)
     L, T, Nsub = Lm[rows], Tm[rows], Ns[rows]
-    covered = np.isfinite(L)
-    # need >= 2 distinct sizes competing at a FLOP value
-    n_sizes = np.array([len(np.unique(Nsub[covered[:, j]])) for j in range(L.shape[1])])
-    win = np.argmin(L, axis=0)
+    win, keep, n_edge = pick_winners(Nsub, L, drop_edges)
     cols = np.arange(L.shape[1])
+    pts = {"flops": grid[keep], "n": Nsub[win][keep], "d": T[win, cols][keep], "loss": L[win, cols][keep]}
+    return pts, n_edge, grid, (Lm, Tm)
+
+
+def pick_winners(N_S, L_SG, drop_edges=True):
+    """For every compute value (column of L_SG, +inf where a row does not cover it): the row with the
+    lowest loss, whether the column is kept (>= 2 distinct sizes cover it; with drop_edges, its winner
+    is neither the smallest nor the largest size) and how many covered columns edge winners cost."""
+    covered = np.isfinite(L_SG)
+    sizes, row_size = np.unique(N_S, return_inverse=True)
+    n_sizes = sum(covered[row_size == k].any(axis=0).astype(int) for k in range(len(sizes)))
+    win = np.argmin(L_SG, axis=0)
     keep = n_sizes >= 2
     edge = np.zeros_like(keep)
     if drop_edges:
-        edge = (Nsub[win] <= Nsub.min()) | (Nsub[win] >= Nsub.max())
+        edge = (N_S[win] <= N_S.min()) | (N_S[win] >= N_S.max())
         keep &= ~edge
-    pts = {"flops": grid[keep], "n": Nsub[win][keep], "d": T[win, cols][keep], "loss": L[win, cols][keep]}
-    return pts, int((edge & (n_sizes >= 2)).sum()), grid, (Lm, Tm)
+    return win, keep, int((edge & (n_sizes >= 2)).sum())
 
 
 def fit_approach1(curves, n_grid=N_GRID, bootstrap=0, seed=0, level=0.95, budgets=(), convention="6n") -> dict:
@@ -126,7 +135,7 @@ def fit_approach1(curves, n_grid=N_GRID, bootstrap=0, seed=0, level=0.95, budget
         per.append({"n_params": n, "flops_from": float(pts["flops"][m].min()),
                     "flops_to": float(pts["flops"][m].max()), "n_grid_points": int(m.sum())})
     thin = np.unique(np.linspace(0, len(pts["flops"]) - 1, min(60, len(pts["flops"]))).astype(int))
-    res = {"method": "approach1", "a": a, "b": b, "k_N": k_n, "k_D": k_d,
+    res = {"method": "approach1", "source": "curves", "a": a, "b": b, "k_N": k_n, "k_D": k_d,
            "form": "N_opt = k_N*C^a, D_opt = k_D*C^b", "n_curves": len(curves), "n_sizes": int(len(sizes)),
            "n_grid": int(n_grid), "n_envelope_points": int(len(pts["flops"])), "n_edge_points_dropped": n_edge,
            "optima": per, "flops_convention": convention,

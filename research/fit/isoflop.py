@@ -10,15 +10,40 @@ A budget is refused (left out of the power laws, with the reason recorded) when
 it has fewer than 3 distinct sizes, its parabola opens downward, or its minimum
 is not inside the range of sizes it sampled: extrapolating a parabola past its
 data is how IsoFLOP fits go wrong.
+
+Losses are averaged over seeds per (N, D) point first (`research.fit.noise.point_means`).
+
+Slices ("slices" in fit.json):
+* "design budgets": the table's `budget` column (or --flops-col) gives budgets that several
+  sizes share (an IsoFLOP design); runs are grouped by budget as above.
+* "interpolated": a design without shared budgets (sizes x token counts, or cooldown branches
+  given that way). Each size's end points form a profile of ln L against ln C (its runs' real
+  FLOPs), interpolated linearly between its points and never beyond them
+  (`research.fit.profiles.interpolate`, the same function Approach 1's envelope uses). N_SLICES
+  log-spaced budgets are placed inside the compute range where >= MIN_SLICE_SIZES sizes cover
+  the budget; at each, the covering sizes' interpolated losses are the IsoFLOP slice, and the
+  parabola in ln N gives N_opt as above, with D_opt = C / (FLOPs per token at N_opt). The slices
+  share the runs they are interpolated from, so they are not independent: the bootstrap
+  (resampling end points, or every point's seed replicates, and re-slicing) gives the intervals.
+* "grouped run FLOPs": neither budgets nor profiles that overlap: runs whose FLOPs lie within
+  10% of each other form a budget.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
 from research.errors import UserError
 from research.fit.data import group_budgets
+from research.fit.noise import point_means
 from research.fit.powerlaw import fit_powerlaw, summarize_allocation_bootstrap
+from research.fit.profiles import (coverage_range, has_replicates, interpolate, mean_points, resample_points,
+                                   resampling_scheme, size_profiles)
+
+N_SLICES = 8  # interpolated IsoFLOP slices (log-spaced budgets) when the design has no shared budgets
+MIN_SLICE_SIZES = 3  # sizes that must cover an interpolated budget (a parabola needs three)
 
 
 class BudgetRejected(Exception):
@@ -37,8 +62,10 @@ def parabola_min(N, L, F=None, D=None):
     xv = -c1 / (2 * c2)
     if not x.min() < xv < x.max():
         side = "smaller" if xv <= x.min() else "larger"
+        with np.errstate(over="ignore"):  # a nearly flat parabola puts its vertex at N = inf: said so
+            n_vertex = np.exp(xv)
         raise BudgetRejected(
-            f"parabola minimum at N={np.exp(xv):.3g} lies outside the sampled sizes "
+            f"parabola minimum at N={n_vertex:.3g} lies outside the sampled sizes "
             f"[{np.exp(x.min()):.3g}, {np.exp(x.max()):.3g}]; add {side} models to this budget")
     return float(np.exp(xv)), float(c0 + c1 * xv + c2 * xv * xv), [float(c0), float(c1), float(c2)]
 
@@ -72,25 +99,110 @@ def isoflop_points(df, min_points=3):
     return good, rejected
 
 
-def fit_approach2(df, bootstrap=0, seed=0, level=0.95, budgets=(), convention="6n") -> dict:
-    """Approach 2 on a clean table whose budgets C and FLOPs F are in `convention` (labelled so)."""
-    good, rejected = isoflop_points(df)
+def interpolated_budgets(points, n_slices=N_SLICES) -> np.ndarray:
+    """Log-spaced budgets inside the compute range where >= MIN_SLICE_SIZES sizes' profiles cover them
+    (empty when no such range)."""
+    rng = coverage_range(size_profiles(points), MIN_SLICE_SIZES)
+    if rng is None or not rng[1] > rng[0]:
+        return np.zeros(0)
+    lo, hi = rng
+    return np.geomspace(lo * (1 + 1e-9), hi * (1 - 1e-9), n_slices)
+
+
+def interpolated_points(points, C_B, per_token):
+    """Per-budget optima from IsoFLOP slices through the sizes' profiles (research/fit/profiles.py) at
+    budgets C_B; D_opt = C / (FLOPs per token at N_opt)."""
+    profiles = size_profiles(points)
+    N_S = np.array([p["N"] for p in profiles])
+    L_SB = interpolate(profiles, C_B)
+    good, rejected = [], []
+    for j, c in enumerate(C_B):
+        m = np.isfinite(L_SB[:, j])
+        try:
+            n_opt, l_opt, coef = parabola_min(N_S[m], L_SB[m, j])
+        except BudgetRejected as err:
+            rejected.append({"flops": float(c), "n_points": int(m.sum()), "reason": str(err)})
+            continue
+        fpt = float(per_token(n_opt))
+        good.append({"flops": float(c), "n_opt": n_opt, "d_opt": float(c) / fpt, "loss_opt": l_opt,
+                     "flops_per_token": fpt, "n_points": int(m.sum()), "parabola_lnN": coef,
+                     "slice": {"n_params": [float(x) for x in N_S[m]], "loss": [float(x) for x in L_SB[m, j]]}})
+    return good, rejected
+
+
+def slicing(df, design_budgets: bool, per_token, n_slices=N_SLICES):
+    """(kind, budgets or None): "design budgets" where the table has them; else "interpolated" where
+    >= MIN_SLICE_SIZES sizes have >= 2 token counts and overlap; else "grouped run FLOPs" (runs whose
+    FLOPs lie within 10% form a budget)."""
+    if design_budgets:
+        return "design budgets", None
+    _, points = mean_points(df)
+    multi = len(size_profiles(points))
+    C_B = interpolated_budgets(points, n_slices) if multi >= MIN_SLICE_SIZES else np.zeros(0)
+    return ("interpolated", C_B) if len(C_B) else ("grouped run FLOPs", None)
+
+
+def fit_approach2(df, bootstrap=0, seed=0, level=0.95, budgets=(), convention="6n", design_budgets=True,
+                  per_token=None, n_slices=N_SLICES) -> dict:
+    """Approach 2 on a clean table whose budgets C and FLOPs F are in `convention` (labelled so), on the
+    per-point mean loss over seeds. `design_budgets=False`: the table's C are not shared budgets, so
+    slices are interpolated through the sizes' profiles where the design allows (see `slicing`)."""
+    from research.fit.allocation import fit_flops_per_token
+
+    per_token = per_token or fit_flops_per_token(df["N"], df["F"], df["D"], convention)
+    kind, C_B = slicing(df, design_budgets, per_token, n_slices)
+    slicer = isoflop_points if C_B is None else functools.partial(interpolated_points, C_B=C_B, per_token=per_token)
+    groups, points = mean_points(df)
+    good, rejected = slicer(points)
+    if len(good) < 2 and kind == "grouped run FLOPs" and not any(r["n_points"] >= 3 for r in rejected):
+        raise UserError("Approach 2: the table has no shared FLOP budgets (no `budget` column; --flops-col names "
+                        f"one) and nowhere do >= {MIN_SLICE_SIZES} sizes' end points overlap in FLOPs to interpolate "
+                        "an IsoFLOP slice through; give each size more token counts so neighbouring sizes overlap")
     if len(good) < 2:
-        why = "; ".join(f"C={r['flops']:.3g}: {r['reason']}" for r in rejected) or "no budgets"
+        why = "; ".join(f"C={r['flops']:.3g}: {r['reason']}" for r in rejected[:4]) or "no budgets"
+        more = f"; and {len(rejected) - 4} more" if len(rejected) > 4 else ""
         raise UserError(f"Approach 2 needs >= 2 budgets with an interior IsoFLOP minimum, found {len(good)} "
-                        f"({why}); add budgets or sizes around each optimum")
+                        f"({kind} slices; {why}{more}); add budgets or sizes around each optimum")
+    res = {"method": "approach2", **_allocation(good), "form": "N_opt = k_N*C^a, D_opt = k_D*C^b", "slices": kind, "budgets": good, "rejected_budgets": rejected,
+           "n_points": int(len(df)), "n_mean_points": int(len(points)), "n_budgets": len(good),
+           "flops_convention": convention,
+           "warnings": [f"budget C={r['flops']:.3g} refused: {r['reason']}" for r in rejected]}
+    if C_B is not None:
+        res["interpolated_budgets"] = [float(c) for c in C_B]
+    if len(good) == 2:
+        res["warnings"].append("only 2 budgets: the power laws pass exactly through them (no check of fit)")
+    if bootstrap and C_B is None and not has_replicates(groups):
+        res["bootstrap"] = bootstrap_approach2(df, bootstrap, seed, level, budgets, convention)
+    elif bootstrap:
+        res["bootstrap"] = bootstrap_points(df, groups, slicer, bootstrap, seed, level, budgets, convention)
+    return res
+
+
+def _allocation(good):
     C = np.array([g["flops"] for g in good])
     k_n, a = fit_powerlaw(C, [g["n_opt"] for g in good])
     k_d, b = fit_powerlaw(C, [g["d_opt"] for g in good])
-    res = {"method": "approach2", "a": a, "b": b, "k_N": k_n, "k_D": k_d,
-           "form": "N_opt = k_N*C^a, D_opt = k_D*C^b", "budgets": good, "rejected_budgets": rejected,
-           "n_points": int(len(df)), "n_budgets": len(good), "flops_convention": convention,
-           "warnings": [f"budget C={r['flops']:.3g} refused: {r['reason']}" for r in rejected]}
-    if len(good) == 2:
-        res["warnings"].append("only 2 budgets: the power laws pass exactly through them (no check of fit)")
-    if bootstrap:
-        res["bootstrap"] = bootstrap_approach2(df, bootstrap, seed, level, budgets, convention)
-    return res
+    return {"k_N": k_n, "a": a, "k_D": k_d, "b": b}
+
+
+def bootstrap_points(df, groups, slicer, n_resamples, seed=0, level=0.95, budgets=(), convention="6n"):
+    """Bootstrap over per-point means (research.fit.profiles.resample_points), re-slicing each draw."""
+    rng = np.random.default_rng(seed)
+    points = point_means(df, groups)
+    samples = {"k_N": [], "a": [], "k_D": [], "b": []}
+    failed = 0
+    for _ in range(n_resamples):
+        good, _ = slicer(resample_points(df, groups, rng, points))
+        if len(good) < 2:
+            failed += 1
+            continue
+        for k, v in _allocation(good).items():
+            samples[k].append(v)
+    if not samples["a"]:
+        return {"n_resamples": 0, "n_failed": failed, "error": "every resample failed"}
+    out = summarize_allocation_bootstrap(samples, level, budgets, convention)
+    out.update(n_failed=failed, seed=seed, resampling=resampling_scheme(groups))
+    return out
 
 
 def bootstrap_approach2(df, n_resamples, seed=0, level=0.95, budgets=(), convention="6n"):
@@ -106,10 +218,7 @@ def bootstrap_approach2(df, n_resamples, seed=0, level=0.95, budgets=(), convent
         if len(good) < 2:
             failed += 1
             continue
-        C = np.array([g["flops"] for g in good])
-        k_n, a = fit_powerlaw(C, [g["n_opt"] for g in good])
-        k_d, b = fit_powerlaw(C, [g["d_opt"] for g in good])
-        for k, v in zip(("k_N", "a", "k_D", "b"), (k_n, a, k_d, b)):
+        for k, v in _allocation(good).items():
             samples[k].append(v)
     if not samples["a"]:
         return {"n_resamples": 0, "n_failed": failed, "error": "every resample failed"}

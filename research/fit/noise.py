@@ -15,6 +15,10 @@ L_true · exp(ε), the same log scale on which Approach 3 fits):
   misspecified.
 
 Replicates are used when they give at least MIN_REPLICATE_DOF degrees of freedom.
+
+`point_groups` is the one grouping of rows into (N, D) points (used by the fits' per-point means,
+`point_means`, and their cluster bootstraps); `seed_noise` is fit.json's top-level "noise" block
+(the loss's spread between seeds in nats/token, per point and pooled).
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ MIN_REPLICATE_DOF = 3
 SAME_POINT_REL_TOL = 1e-3  # N and D within 0.1% count as the same (N, D)
 
 
-def replicate_groups(df) -> list[np.ndarray]:
-    """Row indices of each (N, D) point measured by >= 2 runs (distinct seeds where known)."""
-    if len(df) < 2:
+def point_groups(df) -> list[np.ndarray]:
+    """Row indices of every (N, D) point (N and D within SAME_POINT_REL_TOL), one row per seed where the
+    table has a ``seed`` column (a re-run with the same seed is not a replicate), in first-seen order."""
+    if len(df) == 0:
         return []
     tol = np.log1p(SAME_POINT_REL_TOL)
     key_n = np.round(np.log(df["N"].to_numpy(float)) / tol).astype(np.int64)
@@ -38,14 +43,53 @@ def replicate_groups(df) -> list[np.ndarray]:
         groups.setdefault(key, []).append(i)
     out = []
     for idx in groups.values():
-        if seeds is not None:  # one row per seed: a re-run with the same seed is not a replicate
+        if seeds is not None:
             first = {}
             for i in idx:
                 first.setdefault(seeds[i], i)
             idx = list(first.values())
-        if len(idx) >= 2:
-            out.append(np.array(idx))
+        out.append(np.array(idx))
     return out
+
+
+def replicate_groups(df) -> list[np.ndarray]:
+    """Row indices of each (N, D) point measured by >= 2 runs (distinct seeds where known)."""
+    return [g for g in point_groups(df) if len(g) >= 2]
+
+
+def point_means(df, groups=None):
+    """One row per (N, D) point: the loss averaged over its replicates (rows `groups[i]`, which may
+    repeat rows, as a bootstrap draw does), with N, D, F, C of the point and `n_seeds`."""
+    import pandas as pd
+
+    groups = point_groups(df) if groups is None else groups
+    cols = {c: df[c].to_numpy(float) for c in ("N", "D", "L", "F", "C") if c in df.columns}
+    rows = {c: [float(np.mean(v[g])) for g in groups] for c, v in cols.items()}
+    rows["n_seeds"] = [int(len(np.unique(g))) for g in groups]
+    return pd.DataFrame(rows)
+
+
+def seed_noise(df) -> dict:
+    """fit.json's top-level "noise": the loss's spread between seeds per replicated (N, D) point and
+    pooled (nats/token and relative to the point's mean loss; standard deviations with ddof=1)."""
+    groups = replicate_groups(df)
+    if not groups:
+        return {"replicates": 0, "note": "no (N, D) point was run with more than one seed, so the run-to-run "
+                                         "noise is unmeasured; a design with seeds = K >= 2 measures it"}
+    L, N, D = (df[c].to_numpy(float) for c in ("L", "N", "D"))
+    points, ss, ss_rel = [], 0.0, 0.0
+    for g in groups:
+        mean = float(np.mean(L[g]))
+        std = float(np.std(L[g], ddof=1))
+        ss += float(np.sum((L[g] - mean) ** 2))
+        ss_rel += float(np.sum(((L[g] - mean) / mean) ** 2))
+        points.append({"N": float(np.mean(N[g])), "D": float(np.mean(D[g])), "n_seeds": int(len(g)),
+                       "mean_loss": mean, "std": std, "rel_std": std / mean})
+    dof = int(sum(len(g) - 1 for g in groups))
+    return {"replicates": int(sum(len(g) for g in groups)), "n_points": len(groups), "points": points,
+            "pooled": {"std": float(np.sqrt(ss / dof)), "rel_std": float(np.sqrt(ss_rel / dof)), "dof": dof},
+            "units": "std in nats/token, rel_std = std / mean loss of the point; pooled: sqrt(sum of squared "
+                     "deviations from each point's mean / sum of (n_seeds - 1))"}
 
 
 def replicate_sigma(df) -> dict | None:

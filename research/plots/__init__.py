@@ -32,7 +32,9 @@ def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS,
     out = Path(out_dir) if out_dir else sweep / "plots"
     out.mkdir(parents=True, exist_ok=True)
     df = table.df
-    curves = load_curves(sweep, df, table.convention) if table.sweep_dir else []
+    curves = []  # training curves are drawn only where Approach 1 used them
+    if table.sweep_dir and F.approach1_source(fit) == "curves":
+        curves = load_curves(sweep, df, table.convention)
     ok = lambda k: isinstance(fit.get(k), dict) and "skipped" not in fit[k]  # noqa: E731
     makers = []
     if ok("approach2") or df["C"].nunique() > 1:

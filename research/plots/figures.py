@@ -49,37 +49,76 @@ def _budget_norm(c):
     return colors.LogNorm(vmin=float(np.min(c)), vmax=float(np.max(c)) * 1.0001)
 
 
+def approach1_source(fit) -> str:
+    """"endpoints" or "curves": what the fit's Approach 1 used (a fit.json from before the choice: curves)."""
+    a1 = fit.get("approach1")
+    if isinstance(a1, dict) and "skipped" not in a1:
+        return a1.get("source", "curves")
+    return "endpoints"
+
+
+def _points_with_seeds(ax, df, x_col, c_col, cmap, norm, label):
+    """One marker per run; where an (N, D) point has several seeds, each seed faintly and the mean with
+    an error bar of their standard deviation (ddof=1)."""
+    from research.fit.noise import point_groups
+
+    groups = point_groups(df)
+    x, y, c = (df[k].to_numpy(float) for k in (x_col, "L", c_col))
+    single = np.array([g[0] for g in groups if len(g) == 1], dtype=int)
+    if len(single):
+        ax.scatter(x[single], y[single], c=c[single], cmap=cmap, norm=norm, s=16, zorder=3, edgecolor="black",
+                   linewidth=0.3, label=label)
+        label = None
+    for g in (g for g in groups if len(g) >= 2):
+        col = cmap(norm(np.mean(c[g])))
+        ax.scatter(x[g], y[g], color=col, s=9, alpha=0.35, zorder=2, lw=0)
+        ax.errorbar(np.exp(np.mean(np.log(x[g]))), np.mean(y[g]), yerr=np.std(y[g], ddof=1), fmt="o", ms=4.5,
+                    color=col, mec="black", mew=0.3, ecolor=col, elinewidth=1.0, capsize=2, zorder=3,
+                    label=label)
+        label = None
+
+
 def isoflop(df, fit) -> Figure:
-    """Loss against N per budget, with each budget's parabola and its minimum."""
+    """Loss against N per budget, with each budget's parabola and its minimum. Interpolated slices
+    (a design without shared budgets) are drawn as hollow markers through the sizes' profiles."""
     fig, (ax,) = _figure()
     a2 = fit.get("approach2", {})
-    norm = _budget_norm(df["C"])
+    interpolated = a2.get("slices") == "interpolated"
     cmap = cm.viridis
-    from research.fit.data import group_budgets
-
-    labels = group_budgets(df["C"].to_numpy())
-    for lab in np.unique(labels):
-        g = df[labels == lab]
-        col = cmap(norm(np.exp(np.log(g["C"]).mean())))
-        ax.scatter(g["N"], g["L"], s=16, color=col, zorder=3, edgecolor="white", linewidth=0.4)
+    if interpolated:
+        c_all = [b["flops"] for b in a2.get("budgets", [])] + [r["flops"] for r in a2.get("rejected_budgets", [])]
+        norm = _budget_norm(c_all)
+        for i, b in enumerate(a2.get("budgets", [])):
+            ax.scatter(b["slice"]["n_params"], b["slice"]["loss"], s=20, facecolor="none",
+                       edgecolor=cmap(norm(b["flops"])), linewidth=1.0, zorder=3,
+                       label="interpolated along each size's end points" if i == 0 else None)
+    else:
+        norm = _budget_norm(df["C"])
+        _points_with_seeds(ax, df, "N", "C", cmap, norm, "runs (seed means with std where replicated)")
     for b in a2.get("budgets", []):
         c0, c1, c2 = b["parabola_lnN"]
-        sub = df[np.abs(np.log(df["C"] / b["flops"])) < np.log(1.1)]
-        x = np.linspace(np.log(sub["N"].min()) - 0.2, np.log(sub["N"].max()) + 0.2, 100)
+        if interpolated:
+            n_lo, n_hi = min(b["slice"]["n_params"]), max(b["slice"]["n_params"])
+        else:
+            sub = df[np.abs(np.log(df["C"] / b["flops"])) < np.log(1.1)]
+            n_lo, n_hi = sub["N"].min(), sub["N"].max()
+        x = np.linspace(np.log(n_lo) - 0.2, np.log(n_hi) + 0.2, 100)
         col = cmap(norm(b["flops"]))
         ax.plot(np.exp(x), c0 + c1 * x + c2 * x * x, color=col, lw=1.2)
         ax.plot(b["n_opt"], b["loss_opt"], marker="*", ms=11, color=col, markeredgecolor="black", mew=0.6, zorder=4)
-    for r in a2.get("rejected_budgets", []):
+    for r in ([] if interpolated else a2.get("rejected_budgets", [])):
         ax.annotate("refused", (df["N"][np.abs(np.log(df["C"] / r["flops"])) < 0.1].median(),
                                 df["L"][np.abs(np.log(df["C"] / r["flops"])) < 0.1].min()),
                     fontsize=7, color="gray")
     ax.set_xscale("log")
     ax.set_xlabel("parameters N")
     ax.set_ylabel("final loss (nats/token)")
-    title = "IsoFLOP profiles (Approach 2)"
+    title = "IsoFLOP profiles (Approach 2" + (", interpolated slices)" if interpolated else ")")
     if _ok(fit, "approach2"):
         title += f": N_opt ∝ C^{a2['a']:.3f}, D_opt ∝ C^{a2['b']:.3f}"
     ax.set_title(title)
+    if interpolated:
+        ax.legend(loc="upper right")
     sm = cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(sm, ax=ax, label="FLOP budget C (FLOPs)")
     ax.grid(True, which="both", alpha=0.25)
@@ -87,24 +126,33 @@ def isoflop(df, fit) -> Figure:
 
 
 def loss_vs_compute(df, fit, curves=None) -> Figure:
-    """Training curves (loss vs FLOPs) coloured by N, the Approach-1 envelope, final losses."""
+    """Final losses against the runs' FLOPs coloured by N (each size's end points joined: the profile
+    Approach 1 interpolates) and the Approach-1 envelope. Training curves are drawn only when the fit's
+    Approach 1 used them (`--approach1-source curves`)."""
+    from research.fit.profiles import mean_points, size_profiles
+
     fig, (ax,) = _figure()
     norm = colors.LogNorm(vmin=float(df["N"].min()), vmax=float(df["N"].max()) * 1.0001)
     cmap = cm.plasma
-    for c in curves or []:
-        ax.plot(c["flops"], c["loss"], color=cmap(norm(c["N"])), lw=0.8, alpha=0.75)
-    ax.scatter(df["F"], df["L"], c=df["N"], cmap=cmap, norm=norm, s=14, zorder=3, edgecolor="black",
-               linewidth=0.3, label="final loss of each run")
+    source = approach1_source(fit)
+    if source == "curves":
+        for c in curves or []:
+            ax.plot(c["flops"], c["loss"], color=cmap(norm(c["N"])), lw=0.8, alpha=0.75)
+    else:
+        for p in size_profiles(mean_points(df)[1]):
+            ax.plot(np.exp(p["lnF"]), np.exp(p["lnL"]), color=cmap(norm(p["N"])), lw=0.8, alpha=0.75)
+    _points_with_seeds(ax, df, "F", "N", cmap, norm, "final loss of each run")
     if _ok(fit, "approach1") and fit["approach1"].get("envelope"):
         env = fit["approach1"]["envelope"]
         order = np.argsort(env["flops"])
+        what = "training curves" if source == "curves" else "end points"
         ax.plot(np.array(env["flops"])[order], np.array(env["loss"])[order], color="black", lw=2.0,
-                label=f"envelope (Approach 1): N_opt ∝ C^{fit['approach1']['a']:.3f}")
+                label=f"envelope of {what} (Approach 1): N_opt ∝ C^{fit['approach1']['a']:.3f}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("training compute C (FLOPs)")
     ax.set_ylabel("loss (nats/token)")
-    ax.set_title("Loss vs compute")
+    ax.set_title("Loss vs compute" + ("" if source == "curves" else " (end points; lines join each size's)"))
     fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="parameters N")
     ax.legend(loc="upper right")
     ax.grid(True, which="both", alpha=0.25)

@@ -257,7 +257,7 @@ def _record_skipped(sweep_dir: Path, stage: str, reason: str) -> None:
 
 
 def _print_fit_summary(fit: dict) -> None:
-    from research.fit.diagnostics import all_warnings
+    from research.fit.diagnostics import agreement_line, all_warnings, noise_line
 
     for name, result in (fit or {}).items():
         if isinstance(result, dict) and "a" in result and "b" in result:
@@ -267,6 +267,9 @@ def _print_fit_summary(fit: dict) -> None:
             interval = f" [{level} {a_iv[0]:.3f}, {a_iv[1]:.3f}]" if a_iv and None not in a_iv else ""
             print(f"  {name}: N_opt ~ C^{result['a']:.3f}{interval}, D_opt ~ C^{result['b']:.3f} "
                   f"(C in {result.get('flops_convention', '6n')} FLOPs)", file=sys.stderr)
+    for line in (agreement_line(fit or {}), noise_line(fit or {})):
+        if line:
+            print(f"  {line}", file=sys.stderr)
     held = (fit or {}).get("extrapolation") or {}
     summary = (held.get("approach3") or {}).get("summary")
     if summary:

@@ -1,0 +1,92 @@
+"""Chinchilla Approach 1 from finished runs' end points (the default `--approach1-source endpoints`).
+
+Hoffmann et al. take, at each compute value, the lowest loss any model size reaches. With a
+cosine (or WSD) schedule that ends at each run's own horizon, the intermediate points of a
+training curve are not what a run of that length reaches, so here only end points count: the
+table's loss (normally `final_eval_loss`) of every finished run (or cooldown branch), averaged
+over seeds per (N, D) point. Each size's end points form a profile along its real FLOPs F
+(`research.fit.profiles.interpolate`: ln L linear in ln F, no extrapolation). On N_GRID
+log-spaced compute values C over the union range, where >= 2 sizes cover C, the size with the
+lowest interpolated loss wins; D at the winner is C / (FLOPs per token at N) in the table's
+convention (`research.fit.allocation`). Winners that are the smallest or largest size are left out
+(the optimum may lie beyond the sizes tried), then N_opt = k_N·C^a and D_opt = k_D·C^b are fitted
+by least squares in log-log.
+
+With only a few D per size the envelope is piecewise: the winner changes at the compute values
+where two profiles cross, so the exponent rests on those crossings (more D per size, more
+crossings).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from research.errors import UserError
+from research.fit.envelope import N_GRID, pick_winners
+from research.fit.powerlaw import fit_powerlaw, summarize_allocation_bootstrap
+from research.fit.profiles import interpolate, mean_points, resample_points, resampling_scheme, size_profiles
+
+
+def envelope_points(points, per_token, grid, drop_edges=True):
+    """Envelope (flops, n, d, loss) on `grid` from per-point mean losses, and the edge points dropped."""
+    profiles = size_profiles(points)
+    N_S = np.array([p["N"] for p in profiles])
+    L_SG = interpolate(profiles, grid)
+    win, keep, n_edge = pick_winners(N_S, L_SG, drop_edges)
+    n = N_S[win][keep]
+    c = grid[keep]
+    return {"flops": c, "n": n, "d": c / per_token(n), "loss": L_SG[win, np.arange(len(grid))][keep]}, n_edge
+
+
+def _fit(pts):
+    k_n, a = fit_powerlaw(pts["flops"], pts["n"])
+    k_d, b = fit_powerlaw(pts["flops"], pts["d"])
+    return {"k_N": k_n, "a": a, "k_D": k_d, "b": b}
+
+
+def fit_approach1_endpoints(df, per_token, n_grid=N_GRID, bootstrap=0, seed=0, level=0.95, budgets=()) -> dict:
+    """Approach 1 on a clean table (N, D, L, F[, seed]); FLOPs in per_token's convention."""
+    groups, points = mean_points(df)
+    n_sizes = len(size_profiles(points))
+    if n_sizes < 3:
+        raise UserError(f"Approach 1 needs end points of >= 3 model sizes with >= 2 token counts each, found "
+                        f"{n_sizes} such sizes in {len(points)} (N, D) points (an IsoFLOP design whose sizes differ "
+                        "per budget gives a size one end point: use Approach 2, or --approach1-source curves on "
+                        "a sweep directory with training curves)")
+    grid = np.geomspace(points["F"].min(), points["F"].max(), n_grid)
+    pts, n_edge = envelope_points(points, per_token, grid)
+    if len(np.unique(pts["n"])) < 2:
+        raise UserError("Approach 1: the end-point envelope has fewer than 2 distinct interior winning sizes "
+                        "(the smallest or largest model wins everywhere, or sizes' token ranges do not overlap); "
+                        "add sizes on both sides of the optimum and overlapping token counts")
+    winners = sorted(set(float(x) for x in pts["n"]))
+    per = []
+    for n in winners:
+        m = pts["n"] == n
+        per.append({"n_params": n, "flops_from": float(pts["flops"][m].min()),
+                    "flops_to": float(pts["flops"][m].max()), "n_grid_points": int(m.sum())})
+    thin = np.unique(np.linspace(0, len(pts["flops"]) - 1, min(60, len(pts["flops"]))).astype(int))
+    res = {"method": "approach1", "source": "endpoints", **_fit(pts),
+           "form": "N_opt = k_N*C^a, D_opt = k_D*C^b", "n_runs": int(len(df)), "n_points": int(len(points)),
+           "n_sizes": n_sizes, "n_grid": int(n_grid), "n_envelope_points": int(len(pts["flops"])),
+           "n_edge_points_dropped": n_edge, "optima": per, "flops_convention": per_token.convention,
+           "flops_per_token": per_token.to_dict(),
+           "envelope": {k: [float(x) for x in v[thin]] for k, v in pts.items()}, "warnings": []}
+    if len(winners) < 3:
+        res["warnings"].append(f"only {len(winners)} sizes win somewhere on the envelope; exponents are coarse")
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        samples = {"k_N": [], "a": [], "k_D": [], "b": []}
+        failed = 0
+        for _ in range(bootstrap):
+            p, _ = envelope_points(resample_points(df, groups, rng, points), per_token, grid)
+            if len(np.unique(p["n"])) < 2:
+                failed += 1
+                continue
+            for k, v in _fit(p).items():
+                samples[k].append(v)
+        if samples["a"]:
+            bs = summarize_allocation_bootstrap(samples, level, budgets, per_token.convention)
+            bs.update(n_failed=failed, seed=seed, resampling=resampling_scheme(groups))
+            res["bootstrap"] = bs
+    return res
