@@ -89,8 +89,11 @@ def test_branches_from_isoflop_budgets_keep_the_budget_and_respect_the_ratio_ran
         assert t.coords["budget"] in (2e9, 6e9)
         assert 5 <= t.coords["requested_tokens_per_param"] <= 200
         assert abs(t.flops_6n / t.coords["budget"] - 1) < 0.2  # whole steps
-    for r in p.rejected:
-        assert "outside tokens_per_param" in r["reason"] or "step" in r["reason"]
+    joined = {(t.n_params, t.coords["budget"]) for t in p.trials}
+    for trunk in p.trunks:  # every (size, budget) pair inside the ratio range is planned, and no other
+        for budget in (2e9, 6e9):
+            ratio = budget / (6 * trunk.n_params) / trunk.n_params
+            assert ((trunk.n_params, budget) in joined) == (5 <= ratio <= 200)
 
 
 @pytest.mark.parametrize("design, message", [
