@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from research.errors import UserError
-from research.fit.envelope import N_GRID, pick_winners
+from research.fit.envelope import N_GRID, pick_winners, winner_ranges
 from research.fit.powerlaw import fit_powerlaw, summarize_allocation_bootstrap
 from research.fit.profiles import interpolate, mean_points, resample_points, resampling_scheme, size_profiles
 
@@ -59,12 +59,8 @@ def fit_approach1_endpoints(df, per_token, n_grid=N_GRID, bootstrap=0, seed=0, l
         raise UserError("Approach 1: the end-point envelope has fewer than 2 distinct interior winning sizes "
                         "(the smallest or largest model wins everywhere, or sizes' token ranges do not overlap); "
                         "add sizes on both sides of the optimum and overlapping token counts")
-    winners = sorted(set(float(x) for x in pts["n"]))
-    per = []
-    for n in winners:
-        m = pts["n"] == n
-        per.append({"n_params": n, "flops_from": float(pts["flops"][m].min()),
-                    "flops_to": float(pts["flops"][m].max()), "n_grid_points": int(m.sum())})
+    per = winner_ranges(pts)
+    winners = [w["n_params"] for w in per]
     thin = np.unique(np.linspace(0, len(pts["flops"]) - 1, min(60, len(pts["flops"]))).astype(int))
     res = {"method": "approach1", "source": "endpoints", **_fit(pts),
            "form": "N_opt = k_N*C^a, D_opt = k_D*C^b", "n_runs": int(len(df)), "n_points": int(len(points)),

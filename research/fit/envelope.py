@@ -115,6 +115,16 @@ def pick_winners(N_S, L_SG, drop_edges=True):
     return win, keep, int((edge & (n_sizes >= 2)).sum())
 
 
+def winner_ranges(pts) -> list[dict]:
+    """Per size that wins somewhere on the envelope: the FLOP range over which it is compute-optimal."""
+    out = []
+    for n in sorted(set(float(x) for x in pts["n"])):
+        m = pts["n"] == n
+        out.append({"n_params": n, "flops_from": float(pts["flops"][m].min()),
+                    "flops_to": float(pts["flops"][m].max()), "n_grid_points": int(m.sum())})
+    return out
+
+
 def fit_approach1(curves, n_grid=N_GRID, bootstrap=0, seed=0, level=0.95, budgets=(), convention="6n") -> dict:
     """Approach 1 on curves whose FLOPs are in `convention` (load_curves' convention; labelled so)."""
     sizes = np.unique([c["N"] for c in curves])
@@ -127,13 +137,8 @@ def fit_approach1(curves, n_grid=N_GRID, bootstrap=0, seed=0, level=0.95, budget
                         "(the smallest or largest model wins everywhere); add sizes on both sides of the optimum")
     k_n, a = fit_powerlaw(pts["flops"], pts["n"])
     k_d, b = fit_powerlaw(pts["flops"], pts["d"])
-    winners = sorted(set(float(x) for x in pts["n"]))
-    # per-winner summary: FLOP range over which each size is compute-optimal
-    per = []
-    for n in winners:
-        m = pts["n"] == n
-        per.append({"n_params": n, "flops_from": float(pts["flops"][m].min()),
-                    "flops_to": float(pts["flops"][m].max()), "n_grid_points": int(m.sum())})
+    per = winner_ranges(pts)
+    winners = [w["n_params"] for w in per]
     thin = np.unique(np.linspace(0, len(pts["flops"]) - 1, min(60, len(pts["flops"]))).astype(int))
     res = {"method": "approach1", "source": "curves", "a": a, "b": b, "k_N": k_n, "k_D": k_d,
            "form": "N_opt = k_N*C^a, D_opt = k_D*C^b", "n_curves": len(curves), "n_sizes": int(len(sizes)),

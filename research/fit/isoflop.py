@@ -185,14 +185,12 @@ def _allocation(good):
     return {"k_N": k_n, "a": a, "k_D": k_d, "b": b}
 
 
-def bootstrap_points(df, groups, slicer, n_resamples, seed=0, level=0.95, budgets=(), convention="6n"):
-    """Bootstrap over per-point means (research.fit.profiles.resample_points), re-slicing each draw."""
-    rng = np.random.default_rng(seed)
-    points = point_means(df, groups)
+def _bootstrap(draw, n_resamples, level, budgets, convention, seed, resampling):
+    """Refit the allocation power laws on `n_resamples` IsoFLOP optima sets from `draw()`, then summarise."""
     samples = {"k_N": [], "a": [], "k_D": [], "b": []}
     failed = 0
     for _ in range(n_resamples):
-        good, _ = slicer(resample_points(df, groups, rng, points))
+        good = draw()
         if len(good) < 2:
             failed += 1
             continue
@@ -201,8 +199,16 @@ def bootstrap_points(df, groups, slicer, n_resamples, seed=0, level=0.95, budget
     if not samples["a"]:
         return {"n_resamples": 0, "n_failed": failed, "error": "every resample failed"}
     out = summarize_allocation_bootstrap(samples, level, budgets, convention)
-    out.update(n_failed=failed, seed=seed, resampling=resampling_scheme(groups))
+    out.update(n_failed=failed, seed=seed, resampling=resampling)
     return out
+
+
+def bootstrap_points(df, groups, slicer, n_resamples, seed=0, level=0.95, budgets=(), convention="6n"):
+    """Bootstrap over per-point means (research.fit.profiles.resample_points), re-slicing each draw."""
+    rng = np.random.default_rng(seed)
+    points = point_means(df, groups)
+    return _bootstrap(lambda: slicer(resample_points(df, groups, rng, points))[0], n_resamples, level, budgets,
+                      convention, seed, resampling_scheme(groups))
 
 
 def bootstrap_approach2(df, n_resamples, seed=0, level=0.95, budgets=(), convention="6n"):
@@ -210,18 +216,9 @@ def bootstrap_approach2(df, n_resamples, seed=0, level=0.95, budgets=(), convent
     rng = np.random.default_rng(seed)
     labels = group_budgets(df["C"].to_numpy())
     groups = [np.flatnonzero(labels == lab) for lab in np.unique(labels)]
-    samples = {"k_N": [], "a": [], "k_D": [], "b": []}
-    failed = 0
-    for _ in range(n_resamples):
+
+    def draw():
         idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
-        good, _ = isoflop_points(df.iloc[idx])
-        if len(good) < 2:
-            failed += 1
-            continue
-        for k, v in _allocation(good).items():
-            samples[k].append(v)
-    if not samples["a"]:
-        return {"n_resamples": 0, "n_failed": failed, "error": "every resample failed"}
-    out = summarize_allocation_bootstrap(samples, level, budgets, convention)
-    out.update(n_failed=failed, seed=seed, resampling="runs with replacement within each budget")
-    return out
+        return isoflop_points(df.iloc[idx])[0]
+
+    return _bootstrap(draw, n_resamples, level, budgets, convention, seed, "runs with replacement within each budget")
