@@ -20,7 +20,7 @@ from research.sweep.cli import fit_and_plot
 from research.sweep.plan import load_sweep, plan
 from tests.conftest import REPO
 
-DEMO = REPO / "sweeps" / "demo.toml"
+DEMO = REPO / "sweeps" / "isoflop-demo.toml"  # an isoflop design (the previous main job)
 SMOKE = REPO / "sweeps" / "smoke.toml"
 
 
@@ -100,7 +100,7 @@ def test_every_isoflop_point_is_planned_or_recorded(path, overrides):
             or t.coords["requested_tokens_per_param"] in (lo, hi)
 
 
-def test_demo_plans_nineteen_of_twenty_points_and_shows_the_dropped_one(capsys):
+def test_isoflop_demo_plans_nineteen_of_twenty_points_and_shows_the_dropped_one(capsys):
     p = plan(load_sweep(DEMO))
     assert len(p.trials) == 19 and len(p.dropped) == 1 and not p.rejected  # was 18, with 2 silently lost
     assert main(["sweep", "plan", str(DEMO)]) == 0

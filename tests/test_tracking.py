@@ -221,7 +221,7 @@ def test_sweep_logs_results_fit_and_figures_as_its_own_run(tmp_path, offline_wan
     from research.train.tracking import log_sweep
 
     sweep_dir = tmp_path / "demo"
-    shutil.copytree(REPO / "results" / "reference" / "demo-cpu2", sweep_dir)
+    shutil.copytree(REPO / "results" / "reference" / "isoflop-demo-cpu2", sweep_dir)
     config = tiny({"wandb": {"project": "p"}, "tensorboard": True})
     log_sweep(sweep_dir, config.logging, "demo")
 

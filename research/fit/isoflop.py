@@ -155,9 +155,9 @@ def fit_approach2(df, bootstrap=0, seed=0, level=0.95, budgets=(), convention="6
     groups, points = mean_points(df)
     good, rejected = slicer(points)
     if len(good) < 2 and kind == "grouped run FLOPs" and not any(r["n_points"] >= 3 for r in rejected):
-        raise UserError("Approach 2: the table has no shared FLOP budgets (no `budget` column; --flops-col names "
-                        f"one) and nowhere do >= {MIN_SLICE_SIZES} sizes' end points overlap in FLOPs to interpolate "
-                        "an IsoFLOP slice through; give each size more token counts so neighbouring sizes overlap")
+        raise UserError("Approach 2 needs IsoFLOP slices: the table has no shared FLOP budgets (no `budget` column; "
+                        f"--flops-col names one) and nowhere do >= {MIN_SLICE_SIZES} sizes' end points overlap in FLOPs "
+                        "to interpolate a slice through; give each size more token counts so neighbouring sizes overlap")
     if len(good) < 2:
         why = "; ".join(f"C={r['flops']:.3g}: {r['reason']}" for r in rejected[:4]) or "no budgets"
         more = f"; and {len(rejected) - 4} more" if len(rejected) > 4 else ""
