@@ -194,8 +194,11 @@ def test_killed_runner_during_a_trunk_and_during_a_branch_completes_every_point_
     subprocess.run(args, capture_output=True, text=True, check=True)
     frame = pd.read_csv(out / "results.csv")
     assert (frame["status"] == "completed").all() and len(frame) == len(p.trials) and set(frame["kind"]) == {"branch"}
+    # every point, and the trunk, finished once (a trial that finished just as its runner was killed
+    # has no "completed" event, and is skipped, never retrained, by the next runner)
     completed = events(out, "completed")
-    assert completed == {t: 1 for t in [*frame["trial"], trunk.trial_id]}  # every point, and the trunk, once
+    assert all(completed.get(t, 0) <= 1 for t in [*frame["trial"], trunk.trial_id]), completed
+    assert json.loads((out / "trials" / trunk.trial_id / "summary.json").read_text())["status"] == "completed"
     for t in frame["trial"]:
         steps = [r["step"] for r in read_jsonl(out / "trials" / t / "metrics.jsonl")]
         assert steps == sorted(set(steps))
