@@ -23,7 +23,7 @@ import numpy as np
 
 from research.errors import UserError
 from research.fit.envelope import N_GRID, pick_winners, winner_ranges
-from research.fit.powerlaw import fit_powerlaw, summarize_allocation_bootstrap
+from research.fit.powerlaw import bootstrap_allocation, fit_allocation
 from research.fit.profiles import interpolate, mean_points, resample_points, resampling_scheme, size_profiles
 
 
@@ -39,9 +39,7 @@ def envelope_points(points, per_token, grid, drop_edges=True):
 
 
 def _fit(pts):
-    k_n, a = fit_powerlaw(pts["flops"], pts["n"])
-    k_d, b = fit_powerlaw(pts["flops"], pts["d"])
-    return {"k_N": k_n, "a": a, "k_D": k_d, "b": b}
+    return fit_allocation(pts["flops"], pts["n"], pts["d"])
 
 
 def fit_approach1_endpoints(df, per_token, n_grid=N_GRID, bootstrap=0, seed=0, level=0.95, budgets=()) -> dict:
@@ -72,17 +70,13 @@ def fit_approach1_endpoints(df, per_token, n_grid=N_GRID, bootstrap=0, seed=0, l
         res["warnings"].append(f"only {len(winners)} sizes win somewhere on the envelope; exponents are coarse")
     if bootstrap:
         rng = np.random.default_rng(seed)
-        samples = {"k_N": [], "a": [], "k_D": [], "b": []}
-        failed = 0
-        for _ in range(bootstrap):
+
+        def fitted():
             p, _ = envelope_points(resample_points(df, groups, rng, points), per_token, grid)
-            if len(np.unique(p["n"])) < 2:
-                failed += 1
-                continue
-            for k, v in _fit(p).items():
-                samples[k].append(v)
-        if samples["a"]:
-            bs = summarize_allocation_bootstrap(samples, level, budgets, per_token.convention)
+            return _fit(p) if len(np.unique(p["n"])) >= 2 else None
+
+        bs, failed = bootstrap_allocation(fitted, bootstrap, level, budgets, per_token.convention)
+        if bs is not None:
             bs.update(n_failed=failed, seed=seed, resampling=resampling_scheme(groups))
             res["bootstrap"] = bs
     return res

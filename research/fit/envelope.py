@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from research.errors import UserError
-from research.fit.powerlaw import fit_powerlaw, summarize_allocation_bootstrap
+from research.fit.powerlaw import bootstrap_allocation, fit_allocation
 
 N_GRID = 1500
 
@@ -135,12 +135,11 @@ def fit_approach1(curves, n_grid=N_GRID, bootstrap=0, seed=0, level=0.95, budget
     if len(np.unique(pts["n"])) < 2:
         raise UserError("Approach 1: the loss envelope has fewer than 2 distinct interior winning sizes "
                         "(the smallest or largest model wins everywhere); add sizes on both sides of the optimum")
-    k_n, a = fit_powerlaw(pts["flops"], pts["n"])
-    k_d, b = fit_powerlaw(pts["flops"], pts["d"])
+    fitted = fit_allocation(pts["flops"], pts["n"], pts["d"])
     per = winner_ranges(pts)
     winners = [w["n_params"] for w in per]
     thin = np.unique(np.linspace(0, len(pts["flops"]) - 1, min(60, len(pts["flops"]))).astype(int))
-    res = {"method": "approach1", "source": "curves", "a": a, "b": b, "k_N": k_n, "k_D": k_d,
+    res = {"method": "approach1", "source": "curves", **fitted,
            "form": "N_opt = k_N*C^a, D_opt = k_D*C^b", "n_curves": len(curves), "n_sizes": int(len(sizes)),
            "n_grid": int(n_grid), "n_envelope_points": int(len(pts["flops"])), "n_edge_points_dropped": n_edge,
            "optima": per, "flops_convention": convention,
@@ -150,20 +149,14 @@ def fit_approach1(curves, n_grid=N_GRID, bootstrap=0, seed=0, level=0.95, budget
         res["warnings"].append(f"only {len(winners)} sizes win somewhere on the envelope; exponents are coarse")
     if bootstrap:
         rng = np.random.default_rng(seed)
-        samples = {"k_N": [], "a": [], "k_D": [], "b": []}
-        failed = 0
-        for _ in range(bootstrap):
+
+        def fitted():
             sub = rng.integers(0, len(curves), len(curves))
             p, _, _, _ = envelope(curves, n_grid, subset=sub, grid=grid, mats=mats)
-            if len(np.unique(p["n"])) < 2:
-                failed += 1
-                continue
-            kn, aa = fit_powerlaw(p["flops"], p["n"])
-            kd, bb = fit_powerlaw(p["flops"], p["d"])
-            for k, v in zip(("k_N", "a", "k_D", "b"), (kn, aa, kd, bb)):
-                samples[k].append(v)
-        if samples["a"]:
-            bs = summarize_allocation_bootstrap(samples, level, budgets, convention)
+            return fit_allocation(p["flops"], p["n"], p["d"]) if len(np.unique(p["n"])) >= 2 else None
+
+        bs, failed = bootstrap_allocation(fitted, bootstrap, level, budgets, convention)
+        if bs is not None:
             bs.update(n_failed=failed, seed=seed, resampling="trials with replacement")
             res["bootstrap"] = bs
     return res

@@ -38,7 +38,7 @@ import numpy as np
 from research.errors import UserError
 from research.fit.data import group_budgets
 from research.fit.noise import point_means
-from research.fit.powerlaw import fit_powerlaw, summarize_allocation_bootstrap
+from research.fit.powerlaw import bootstrap_allocation, fit_allocation
 from research.fit.profiles import (coverage_range, has_replicates, interpolate, mean_points, resample_points,
                                    resampling_scheme, size_profiles)
 
@@ -179,26 +179,18 @@ def fit_approach2(df, bootstrap=0, seed=0, level=0.95, budgets=(), convention="6
 
 
 def _allocation(good):
-    C = np.array([g["flops"] for g in good])
-    k_n, a = fit_powerlaw(C, [g["n_opt"] for g in good])
-    k_d, b = fit_powerlaw(C, [g["d_opt"] for g in good])
-    return {"k_N": k_n, "a": a, "k_D": k_d, "b": b}
+    return fit_allocation([g["flops"] for g in good], [g["n_opt"] for g in good], [g["d_opt"] for g in good])
 
 
 def _bootstrap(draw, n_resamples, level, budgets, convention, seed, resampling):
     """Refit the allocation power laws on `n_resamples` IsoFLOP optima sets from `draw()`, then summarise."""
-    samples = {"k_N": [], "a": [], "k_D": [], "b": []}
-    failed = 0
-    for _ in range(n_resamples):
+    def fitted():
         good = draw()
-        if len(good) < 2:
-            failed += 1
-            continue
-        for k, v in _allocation(good).items():
-            samples[k].append(v)
-    if not samples["a"]:
+        return _allocation(good) if len(good) >= 2 else None
+
+    out, failed = bootstrap_allocation(fitted, n_resamples, level, budgets, convention)
+    if out is None:
         return {"n_resamples": 0, "n_failed": failed, "error": "every resample failed"}
-    out = summarize_allocation_bootstrap(samples, level, budgets, convention)
     out.update(n_failed=failed, seed=seed, resampling=resampling)
     return out
 

@@ -12,6 +12,30 @@ def fit_powerlaw(x, y) -> tuple[float, float]:
     return float(np.exp(logk)), float(p)
 
 
+def fit_allocation(C, N, D) -> dict:
+    """N_opt = k_N·C^a and D_opt = k_D·C^b through compute-optimal points: {"k_N", "a", "k_D", "b"}."""
+    k_n, a = fit_powerlaw(C, N)
+    k_d, b = fit_powerlaw(C, D)
+    return {"k_N": k_n, "a": a, "k_D": k_d, "b": b}
+
+
+def bootstrap_allocation(draw, n_resamples: int, level=0.95, budgets=(), convention="6n") -> tuple[dict | None, int]:
+    """(summary, n_failed) of `n_resamples` calls of `draw()`, each a refitted `fit_allocation` dict or
+    None for a resample that cannot be fitted; the summary is None when every resample failed."""
+    samples = {"k_N": [], "a": [], "k_D": [], "b": []}
+    failed = 0
+    for _ in range(n_resamples):
+        fitted = draw()
+        if fitted is None:
+            failed += 1
+            continue
+        for k, v in fitted.items():
+            samples[k].append(v)
+    if not samples["a"]:
+        return None, failed
+    return summarize_allocation_bootstrap(samples, level, budgets, convention), failed
+
+
 def percentile_interval(v, level=0.95):
     v = np.asarray(v, float)
     v = v[np.isfinite(v)]
