@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from research.fsutil import atomic_write_text, read_json
-from research.sweep.trial import trial_role, trial_status
+from research.sweep.trial import spent_fraction, trial_role, trial_status
 
 COLUMNS = ["trial", "status", "kind", "seed", "budget", "requested_n", "requested_tokens_per_param", "layers", "d_model",
            "heads", "seq_len", "vocab_size", "n_params", "n_params_nonembedding", "tokens", "flops_6n", "flops_chinchilla",
@@ -51,7 +51,7 @@ def trial_row(trial_dir: Path) -> dict:
         row[key] = summary.get(key)
     steps, start = row["steps"], row["branch_step"] or 0
     if isinstance(row["flops_6n"], (int, float)) and isinstance(steps, int) and steps > 0 and isinstance(start, int):
-        row["flops_spent_6n"] = row["flops_6n"] * (steps - start) / steps  # a branch computes its cooldown only
+        row["flops_spent_6n"] = row["flops_6n"] * spent_fraction(steps, start)  # a branch computes its cooldown only
     if "multiple" in row:  # trial.json written before the coordinate got its self-explaining name
         row.setdefault("requested_tokens_per_param", row.pop("multiple"))
     return row

@@ -45,6 +45,7 @@ from research.errors import UserError
 from research.model.accounting import count_model
 from research.sweep.design import DesignConfig, check_name, parse_design, parse_slurm, refuse_recipe_overrides
 from research.sweep.recipe import load_recipe
+from research.sweep.trial import spent_fraction
 from research.train.run_dir import identity, identity_hash
 
 SWEEP_SECTIONS = ("design", "recipe", "slurm")
@@ -86,7 +87,7 @@ class Trial:
     @property
     def own_fraction(self) -> float:
         """The share of the run's steps this trial computes itself (a branch: its cooldown)."""
-        return (self.steps - self.branch_step) / self.steps
+        return spent_fraction(self.steps, self.branch_step)
 
     def row(self) -> dict:
         m, t = self.config.model, self.config.train

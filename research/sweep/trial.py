@@ -26,6 +26,12 @@ CACHE_ENV = "SCALING_COMPILATION_CACHE"  # "off" disables the sweep's persistent
 FAULT_ENV = "SCALING_FAIL_TRIALS"  # comma-separated trial ids that raise on purpose (fault injection for tests)
 
 
+def spent_fraction(steps: int, branch_step: int) -> float:
+    """The share of a run's steps its own trial computes: all of them for a run or trunk, the
+    cooldown for a branch that leaves its trunk at `branch_step` (FLOPs spent = this x represented)."""
+    return (steps - branch_step) / steps
+
+
 def write_trial(trial_dir: Path, trial, sweep_name: str) -> None:
     record = {"trial": trial.trial_id, "sweep": sweep_name, "coords": trial.coords, "config": trial.config.to_dict(),
               "planned": {"n_params": trial.n_params, "n_params_nonembedding": trial.n_params_nonembedding,
