@@ -116,6 +116,33 @@ def test_approach3_two_stage_weights_resample_replicates_within_points():
     assert scheme1 == "runs with replacement"
 
 
+def test_seed_draw_shares_a_sizes_seeds_across_its_points():
+    """A seed's runs of one size share initialisation, data order and trunk, so their noise is correlated;
+    the bootstraps draw a size's seeds once and use that draw at every point of the size."""
+    from research.fit.noise import point_groups, seed_draw
+
+    df = pd.DataFrame({"N": [1e6] * 6 + [2e6] * 6, "D": [1e8, 2e8, 4e8] * 4, "L": 3.0,
+                       "seed": ["0", "0", "0", "1", "1", "1"] * 2})
+    groups = point_groups(df)
+    seeds = df["seed"].to_numpy()
+    rng = np.random.default_rng(0)
+    patterns = set()
+    for _ in range(200):
+        picks = seed_draw(df, groups, rng)
+        for size in (0, 1):  # groups 0-2 are N = 1e6, 3-5 are N = 2e6
+            drawn = {tuple(sorted(seeds[picks[3 * size + j]])) for j in range(3)}
+            assert len(drawn) == 1, drawn  # the same seeds at all three points of the size
+            patterns |= drawn
+    assert patterns == {("0", "0"), ("0", "1"), ("1", "1")}  # and the draw itself varies
+    W, _ = bootstrap_weights(df, 300, seed=0)
+    for r in range(300):  # stage 2 of Approach 3's weights follows the same draw
+        for lo in (0, 6):
+            counts = [W[r, lo:lo + 3].sum(), W[r, lo + 3:lo + 6].sum()]  # seed 0's and seed 1's runs of the size
+            by_point = [(W[r, lo + j], W[r, lo + 3 + j]) for j in range(3)]
+            shares = {a / (a + b) for a, b in by_point if a + b}
+            assert len(shares) <= 1, (r, by_point, counts)
+
+
 def test_no_replicates_noise_block_says_so(tmp_path):
     fit = run_fits(load_table(sizes_x_tokens(tmp_path / "one" / "results.csv"), quiet=True), ["approach1"])
     assert fit["noise"]["replicates"] == 0 and "seed" in fit["noise"]["note"]

@@ -311,15 +311,21 @@ def resample_weights(n: int, n_resamples: int, seed: int) -> np.ndarray:
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
 
 
-TWO_STAGE = ("two-stage cluster: (N, D) points drawn with replacement, then each drawn point's seed "
-             "replicates drawn with replacement (seed noise and the choice of points both inside the intervals)")
+TWO_STAGE = ("two-stage cluster: (N, D) points drawn with replacement, then the seed replicates drawn with "
+             "replacement, one draw per size used at all of its points (seed noise, correlated within a size's "
+             "seed, and the choice of points both inside the intervals)")
+TWO_STAGE_PER_POINT = ("two-stage cluster: (N, D) points drawn with replacement, then each drawn point's seed "
+                       "replicates drawn with replacement on their own")
 
 
-def bootstrap_weights(df, n_resamples: int, seed: int):
+def bootstrap_weights(df, n_resamples: int, seed: int, shared_seeds: bool = True):
     """(weights R×n, resampling description). Without replicates: runs with replacement
     (`resample_weights`). With replicates (research.fit.noise.point_groups: some (N, D) point run with
-    >= 2 seeds): the TWO_STAGE scheme, so a resample's seed noise is not frozen at the measured draws."""
-    from research.fit.noise import point_groups
+    >= 2 seeds): two stages, so a resample's seed noise is not frozen at the measured draws: points with
+    replacement, then their seeds by research.fit.noise.seed_draw (with `shared_seeds`, one draw per
+    size, so the correlated noise of a seed's runs stays inside the interval: TWO_STAGE; else
+    TWO_STAGE_PER_POINT)."""
+    from research.fit.noise import point_groups, seed_draw
 
     groups = point_groups(df)
     if not any(len(g) >= 2 for g in groups):
@@ -327,10 +333,10 @@ def bootstrap_weights(df, n_resamples: int, seed: int):
     rng = np.random.default_rng(seed)
     W = np.zeros((n_resamples, len(df)))
     for r in range(n_resamples):
+        picks = seed_draw(df, groups, rng, shared=shared_seeds)
         for p in rng.integers(0, len(groups), len(groups)):
-            g = groups[p]
-            np.add.at(W[r], rng.choice(g, size=len(g), replace=True), 1.0)
-    return W, TWO_STAGE
+            np.add.at(W[r], picks[p], 1.0)
+    return W, TWO_STAGE if shared_seeds else TWO_STAGE_PER_POINT
 
 
 def bootstrap_approach3(N, D, L, starts, *, n_resamples=1000, seed=0, reduction="sum", delta=DELTA,

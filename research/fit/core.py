@@ -34,8 +34,9 @@ def flops_per_token(table):
 
 
 def run_approach3(df, *, bootstrap=0, seed=0, grid="full", reduction="sum", backend="jax", level=0.95,
-                  budgets=(), bootstrap_starts=8, tol="tight", per_token=None):
-    """Approach 3; its optimum is computed in the convention of the budgets (`per_token`, default 6n)."""
+                  budgets=(), bootstrap_starts=8, tol="tight", per_token=None, shared_seeds=True):
+    """Approach 3; its optimum is computed in the convention of the budgets (`per_token`, default 6n).
+    `shared_seeds`: the bootstrap draws a size's seeds once per resample (approach3.bootstrap_weights)."""
     from research.fit import approach3 as a3
     from research.fit.allocation import SIX_N, allocation_params, compute_optimal, optimal_row
 
@@ -58,7 +59,7 @@ def run_approach3(df, *, bootstrap=0, seed=0, grid="full", reduction="sum", back
                                   per_token.convention) for c in budgets]
     if bootstrap:
         t0 = time.perf_counter()
-        weights, resampling = a3.bootstrap_weights(df, bootstrap, seed)
+        weights, resampling = a3.bootstrap_weights(df, bootstrap, seed, shared_seeds)
         thetas, _ = a3.bootstrap_approach3(df["N"], df["D"], df["L"], optima, n_resamples=bootstrap,
                                            seed=seed, reduction=reduction, backend=backend, tol=tol,
                                            weights=weights)

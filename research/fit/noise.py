@@ -52,6 +52,30 @@ def point_groups(df) -> list[np.ndarray]:
     return out
 
 
+def seed_draw(df, groups, rng, shared: bool = True) -> list[np.ndarray]:
+    """One bootstrap draw of every point's seed replicates (row indices, one array per group, each as long
+    as its group). `shared`: each size's seeds (N within SAME_POINT_REL_TOL) are drawn once with
+    replacement and the same draw is used at all of that size's points. A seed's runs of one size share
+    their initialisation and data order (in a branch design their trunk too), so their noise is
+    correlated: a seed that lags lags at every D. Drawing seeds per point instead treats that noise as
+    independent and gives intervals that are too narrow (benchmarks/design_power.py measures how much).
+    A point that lacks one of its size's drawn seeds, and every point when not `shared`, draws its own."""
+    if not shared or "seed" not in df.columns:
+        return [rng.choice(g, size=len(g), replace=True) for g in groups]
+    seeds = df["seed"].astype(str).to_numpy()
+    size = np.round(np.log(df["N"].to_numpy(float)) / np.log1p(SAME_POINT_REL_TOL)).astype(np.int64)
+    of_size: dict[int, set] = {}
+    for g in groups:
+        of_size.setdefault(int(size[g[0]]), set()).update(seeds[g])
+    drawn = {k: rng.choice(sorted(v), size=len(v), replace=True) for k, v in of_size.items()}
+    out = []
+    for g in groups:
+        row = dict(zip(seeds[g], g))
+        pick = [row[s] for s in drawn[int(size[g[0]])] if s in row]
+        out.append(np.array(pick) if len(pick) == len(g) else rng.choice(g, size=len(g), replace=True))
+    return out
+
+
 def replicate_groups(df) -> list[np.ndarray]:
     """Row indices of each (N, D) point measured by >= 2 runs (distinct seeds where known)."""
     return [g for g in point_groups(df) if len(g) >= 2]

@@ -8,9 +8,10 @@ interpolated loss over sizes at each compute value (the end-point envelope), App
 IsoFLOP slices through the profiles at fixed budgets when the design has no shared budgets.
 
 Resampling for the bootstrap (`resample_points`): with replicates (some (N, D) point run with
->= 2 seeds) every point's replicates are drawn with replacement and re-averaged (a cluster
-bootstrap: the seed noise is inside the intervals, the design stays fixed; `replicate_spread_factor`
-corrects the draw's spread for small K); without replicates
+>= 2 seeds) the replicates are drawn with replacement, one draw of a size's seeds used at all of its
+points (`research.fit.noise.seed_draw`: a seed's runs of one size share their noise), and re-averaged
+(a cluster bootstrap: the seed noise is inside the intervals, the design stays fixed;
+`replicate_spread_factor` corrects the draw's spread for small K); without replicates
 the end points themselves are drawn with replacement.
 """
 
@@ -18,10 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from research.fit.noise import SAME_POINT_REL_TOL, point_groups, point_means
+from research.fit.noise import SAME_POINT_REL_TOL, point_groups, point_means, seed_draw
 
-CLUSTER = ("cluster: every (N, D) point's seed replicates drawn with replacement and averaged, the draw's "
-           "deviation from the point's mean scaled by sqrt(K/(K-1))")
+CLUSTER = ("cluster: the seed replicates drawn with replacement, one draw per size used at all of its (N, D) "
+           "points, and averaged per point, the draw's deviation from the point's mean scaled by sqrt(K/(K-1))")
 ENDPOINTS = "end points ((N, D) points) with replacement"
 
 
@@ -86,7 +87,7 @@ def resample_points(df, groups, rng, means=None):
     point_means(df, groups), passed in to save recomputing it per draw."""
     if has_replicates(groups):
         means = point_means(df, groups) if means is None else means
-        draw = point_means(df, [rng.choice(g, size=len(g), replace=True) for g in groups])
+        draw = point_means(df, seed_draw(df, groups, rng))
         draw["L"] = means["L"] + replicate_spread_factor(means["n_seeds"]) * (draw["L"] - means["L"])
         return draw
     pick = rng.integers(0, len(groups), len(groups))
