@@ -190,3 +190,43 @@ def test_fit_json_keeps_warning_lists_per_approach_and_overall(good_fit):
     assert good_fit["approach3"]["noise"]["kind"] == "residuals"
     assert good_fit["approach3"]["noise"]["sigma_log"] == pytest.approx(0.005, rel=0.3)
     assert math.isclose(good_fit["approach3"]["data_range"]["flops"][1], max(CHINCHILLA_BUDGETS))
+
+
+def _study_like_table(rng_seed):
+    """The 2-seed study design's (N, D) points (6 sizes, 11 budgets a factor sqrt(2) apart, D/N in [10, 400]),
+    losses from a law like the study's fit times exp(trunk offset + run noise) at the measured sizes."""
+    from research.fit.laws import ChinchillaLaw
+
+    law = ChinchillaLaw(1.388, 9.31, 13990.0, 0.311, 0.778)
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for d_model in (16, 24, 32, 40, 48, 56):
+        n = 512 * d_model + max(1, round(d_model / 32)) * (12 * d_model ** 2 + 2 * d_model) + d_model
+        for c in (5e10 * 2 ** (k / 2) for k in range(11)):
+            d = c / (6 * n)
+            if 10 <= d / n <= 400 and d <= 8.39e6:
+                rows += [(n, d, c, str(s)) for s in range(2)]
+    df = pd.DataFrame(rows, columns=["N", "D", "C", "seed"])
+    offset = {(n, s): rng.normal(0, 0.0085) for n, s in zip(df["N"], df["seed"])}
+    eps = rng.normal(0, 0.006, len(df)) + np.array([offset[k] for k in zip(df["N"], df["seed"])])
+    return df.assign(L=law.loss(df["N"].to_numpy(), df["D"].to_numpy()) * np.exp(eps)), law
+
+
+def test_approach3_irreducible_loss_at_zero_is_flagged():
+    """A noisy table over one decade of N can put E at 0 with a tiny alpha (A/N^alpha standing in for E):
+    a confidently wrong a whose resamples share the choice. The fit must say so; a resample-only collapse
+    is named too."""
+    from research.fit.core import run_approach3
+
+    df, law = _study_like_table(101)
+    fit = run_approach3(df, bootstrap=50, seed=0, grid="small")
+    lo, hi = fit["bootstrap"]["intervals"]["a"]
+    assert fit["E"] < 1e-3 and not lo <= law.a <= hi  # the collapsed fit excludes the true a (0.714)
+    assert any("put the irreducible loss at zero" in w for w in dg.approach3_warnings(fit, df))
+    ok = {"E": 1.4, "A": 9.3, "B": 1.4e4, "alpha": 0.31, "beta": 0.78}
+    assert not any("at zero" in w for w in dg.approach3_warnings(ok, df))  # a fit with E in place: silent
+    samples = {"E": [1e-12] * 20 + [1.3] * 80}
+    share = dg.approach3_warnings(dict(ok, bootstrap={"samples": samples}), df)
+    assert any(w.startswith("20% of the bootstrap resamples put E at zero") for w in share)
+    samples = {"E": [1e-12] * 4 + [1.3] * 96}
+    assert not any("at zero" in w for w in dg.approach3_warnings(dict(ok, bootstrap={"samples": samples}), df))

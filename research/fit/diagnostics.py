@@ -11,6 +11,9 @@ Thresholds (one place, named):
   MIN_DISTINCT           fewer budgets or sizes than this cannot show curvature or a trend
   TERM_SPREAD_MIN        Approach-3 A/N^alpha (or B/D^beta) varying less than this fraction of the loss
                          across the data: the loss barely depends on N (or D), the exponent is unidentified
+  E_FLOOR_FRACTION       Approach-3 E below this fraction of the lowest measured loss: the fit (or a bootstrap
+                         resample) put the irreducible loss at zero and let A/N^alpha stand in for it
+  E_FLOOR_SHARE          share of bootstrap resamples at such an E before the interval is said to mix two solutions
   LACK_OF_FIT_RATIO      residual scatter this many times the replicate spread: the form misses the data
   EXTRAPOLATION_DECADES_C  decades beyond the largest budget before N_opt/D_opt are flagged
   EXTRAPOLATION_DECADES_ND decades beyond the sampled N (or D) range before a prediction is flagged
@@ -27,6 +30,8 @@ import numpy as np
 WIDTH_MAX = 0.1
 MIN_DISTINCT = 3
 TERM_SPREAD_MIN = 0.01
+E_FLOOR_FRACTION = 0.05
+E_FLOOR_SHARE = 0.05
 LACK_OF_FIT_RATIO = 2.0
 EXTRAPOLATION_DECADES_C = 2.0
 EXTRAPOLATION_DECADES_ND = 1.0
@@ -129,6 +134,20 @@ def approach3_warnings(block: dict, df) -> list[str]:
             out.append(f"the {var} term {coef}/{var}^{k} changes the loss by {spread:.2%} across the data "
                        f"(< {TERM_SPREAD_MIN:.0%}; {k} = {block[k]:.3g}): the loss barely depends on {var} here, "
                        f"so {k}, a and b are set by noise")
+    floor = E_FLOOR_FRACTION * float(df["L"].min())
+    if block["E"] < floor:
+        out.append(f"E = {block['E']:.3g} is below {E_FLOOR_FRACTION:.0%} of the lowest measured loss: the fit put the "
+                   f"irreducible loss at zero and lets A/N^alpha (alpha = {block['alpha']:.3g}) stand in for it, so E "
+                   "and the N term are not separately identified; a follows from that choice and its bootstrap "
+                   "interval (whose resamples make the same choice) understates the uncertainty; add smaller and "
+                   "larger models")
+    else:
+        E_boot = np.asarray(((block.get("bootstrap") or {}).get("samples") or {}).get("E", []), float)
+        share = float(np.mean(E_boot < floor)) if len(E_boot) else 0.0
+        if share > E_FLOOR_SHARE:
+            out.append(f"{share:.0%} of the bootstrap resamples put E at zero (below {E_FLOOR_FRACTION:.0%} of the "
+                       "lowest loss) where the fit has E = " f"{block['E']:.3g}: E and the N term are not separately "
+                       "identified, and the interval on a mixes the two solutions")
     if block["E"] >= float(df["L"].min()):
         out.append(f"E = {block['E']:.3g} is above the lowest measured loss ({float(df['L'].min()):.3g}): "
                    "the fit's irreducible loss contradicts the data")
