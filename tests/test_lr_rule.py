@@ -284,4 +284,4 @@ def test_committed_reference_refits_to_its_rule_without_touching_its_table(tmp_p
     assert [s["lr_opt"] for s in refit["per_size"]] == pytest.approx([s["lr_opt"] for s in committed["per_size"]])
     assert refit["n_range"] == committed["n_range"] and refit["conditions"] == committed["conditions"]
     rule = load_rule(REPO / "sweeps" / "lr-rule-cpu.json")
-    assert rule.n_range == (11312.0, 80112.0)
+    assert rule.n_range == (11312.0, 104216.0)
