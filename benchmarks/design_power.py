@@ -3,6 +3,7 @@
 Not a test. One command per sweep file writes results/bench/design_power_<name>.json:
 
     python benchmarks/design_power.py sweeps/study-cpu.toml --law results/reference/study-cpu2/fit.json
+    python benchmarks/design_power.py sweeps/study-cpu.toml --law ... --set design.seeds=8 --out ...
 
 The sweep is planned as `scaling sweep plan` plans it (every run's counted N, D, seed and trunk). Each of
 `--tables` synthetic tables gives every run the loss of a known law L(N, D) (by default Approach 3 of
@@ -30,16 +31,18 @@ from research.fit.laws import ChinchillaLaw
 from research.sweep.plan import load_sweep, plan
 
 
-def planned_runs(sweep_file: str) -> pd.DataFrame:
+def planned_runs(sweep_file: str, overrides=()) -> pd.DataFrame:
     """One row per planned run (trunks excluded): counted N (embeddings included), D, seed, trunk."""
-    p = plan(load_sweep(sweep_file))
+    p = plan(load_sweep(sweep_file, list(overrides)))
     return pd.DataFrame([{"N": float(t.n_params), "D": float(t.tokens), "seed": str(t.config.train.seed),
                           "trunk": t.trunk_id or t.trial_id} for t in p.trials])
 
 
 def law_from_fit(path: str) -> ChinchillaLaw:
-    fit = json.loads(Path(path).read_text())["approach3"]
-    return ChinchillaLaw(fit["E"], fit["A"], fit["B"], fit["alpha"], fit["beta"], name="fit", source=str(path))
+    """The law in a fit.json's approach3 block, or the "law" block of an earlier design_power result."""
+    data = json.loads(Path(path).read_text())
+    p = data["approach3"] if "approach3" in data else data["law"]
+    return ChinchillaLaw(p["E"], p["A"], p["B"], p["alpha"], p["beta"], name="fit", source=str(path))
 
 
 def noisy_table(runs: pd.DataFrame, law: ChinchillaLaw, sigma: float, trunk_sigma: float, rng) -> pd.DataFrame:
@@ -54,7 +57,10 @@ def noisy_table(runs: pd.DataFrame, law: ChinchillaLaw, sigma: float, trunk_sigm
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sweep", help="sweep TOML file")
-    ap.add_argument("--law", required=True, help="a fit.json whose approach3 law generates the losses")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a sweep-file key, as `scaling sweep plan --set` does (e.g. design.seeds=8)")
+    ap.add_argument("--law", required=True, help="a fit.json whose approach3 law generates the losses (or an earlier "
+                                                 "result of this benchmark: its law again)")
     ap.add_argument("--sigma", type=float, default=0.006, help="independent noise per run, in ln L (default 0.006)")
     ap.add_argument("--trunk-sigma", type=float, default=0.0085,
                     help="noise shared by a trunk's runs, in ln L (default 0.0085)")
@@ -65,7 +71,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     warnings.simplefilter("ignore", RuntimeWarning)
-    runs = planned_runs(args.sweep)
+    runs = planned_runs(args.sweep, args.set)
     law = law_from_fit(args.law)
     widths, estimates, hits = [], [], 0
     for t in range(args.tables):
@@ -77,7 +83,7 @@ def main() -> None:
         hits += int(lo <= law.a <= hi)
     name = Path(args.sweep).stem
     result = {
-        "sweep": str(args.sweep), "runs": len(runs), "trunks": int(runs["trunk"].nunique()),
+        "sweep": str(args.sweep), "overrides": args.set, "runs": len(runs), "trunks": int(runs["trunk"].nunique()),
         "N_range": [float(runs["N"].min()), float(runs["N"].max())],
         "law": {"source": args.law, "E": law.E, "A": law.A, "B": law.B, "alpha": law.alpha, "beta": law.beta,
                 "a": law.a},
