@@ -146,7 +146,7 @@ def approach3_warnings(block: dict, df) -> list[str]:
         share = float(np.mean(E_boot < floor)) if len(E_boot) else 0.0
         if share > E_FLOOR_SHARE:
             out.append(f"{share:.0%} of the bootstrap resamples put E at zero (below {E_FLOOR_FRACTION:.0%} of the "
-                       "lowest loss) where the fit has E = " f"{block['E']:.3g}: E and the N term are not separately "
+                       f"lowest loss) where the fit has E = {block['E']:.3g}: E and the N term are not separately "
                        "identified, and the interval on a mixes the two solutions")
     if block["E"] >= float(df["L"].min()):
         out.append(f"E = {block['E']:.3g} is above the lowest measured loss ({float(df['L'].min()):.3g}): "

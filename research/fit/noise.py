@@ -29,14 +29,18 @@ MIN_REPLICATE_DOF = 3
 SAME_POINT_REL_TOL = 1e-3  # N and D within 0.1% count as the same (N, D)
 
 
+def same_value_keys(x) -> np.ndarray:
+    """Integer keys equal for values within SAME_POINT_REL_TOL of each other (rounded log scale): the one
+    definition of "the same N" (or D) for points, sizes and their profiles."""
+    return np.round(np.log(np.asarray(x, float)) / np.log1p(SAME_POINT_REL_TOL)).astype(np.int64)
+
+
 def point_groups(df) -> list[np.ndarray]:
     """Row indices of every (N, D) point (N and D within SAME_POINT_REL_TOL), one row per seed where the
     table has a ``seed`` column (a re-run with the same seed is not a replicate), in first-seen order."""
     if len(df) == 0:
         return []
-    tol = np.log1p(SAME_POINT_REL_TOL)
-    key_n = np.round(np.log(df["N"].to_numpy(float)) / tol).astype(np.int64)
-    key_d = np.round(np.log(df["D"].to_numpy(float)) / tol).astype(np.int64)
+    key_n, key_d = same_value_keys(df["N"]), same_value_keys(df["D"])
     seeds = df["seed"].astype(str).to_numpy() if "seed" in df.columns else None
     groups: dict[tuple, list[int]] = {}
     for i, key in enumerate(zip(key_n, key_d)):
@@ -63,7 +67,7 @@ def seed_draw(df, groups, rng, shared: bool = True) -> list[np.ndarray]:
     if not shared or "seed" not in df.columns:
         return [rng.choice(g, size=len(g), replace=True) for g in groups]
     seeds = df["seed"].astype(str).to_numpy()
-    size = np.round(np.log(df["N"].to_numpy(float)) / np.log1p(SAME_POINT_REL_TOL)).astype(np.int64)
+    size = same_value_keys(df["N"])
     of_size: dict[int, set] = {}
     for g in groups:
         of_size.setdefault(int(size[g[0]]), set()).update(seeds[g])

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from research.fit.noise import SAME_POINT_REL_TOL, point_groups, point_means, seed_draw
+from research.fit.noise import point_groups, point_means, same_value_keys, seed_draw
 
 CLUSTER = ("cluster: the seed replicates drawn with replacement, one draw per size used at all of its (N, D) "
            "points, and averaged per point, the draw's deviation from the point's mean scaled by sqrt(K/(K-1))")
@@ -30,8 +30,7 @@ def size_profiles(points, min_points: int = 2) -> list[dict]:
     """One dict per model size (N within SAME_POINT_REL_TOL) with >= min_points (N, D) points: N, and its
     points' lnF, lnL, D sorted by F (a size with one point has no profile to interpolate along)."""
     N, F, L, D = (points[c].to_numpy(float) for c in ("N", "F", "L", "D"))
-    tol = np.log1p(SAME_POINT_REL_TOL)
-    key = np.round(np.log(N) / tol).astype(np.int64)
+    key = same_value_keys(N)
     out = []
     for k in np.unique(key):
         m = key == k
