@@ -230,7 +230,8 @@ def theta_to_params(theta, per_token=None) -> dict:
     from research.fit.allocation import SIX_N, allocation_params
 
     a, b, e, al, be = (float(v) for v in theta)
-    A, B, E = math.exp(a), math.exp(b), math.exp(e)
+    with np.errstate(over="ignore"):  # an unidentified resample can put log A past 709: A = inf, not a crash
+        A, B, E = (float(np.exp(v)) for v in (a, b, e))
     out = {"E": E, "A": A, "B": B, "alpha": al, "beta": be}
     frontier = allocation_params(A, B, al, be, per_token or SIX_N)
     out.update({k: float(v) if np.isfinite(v) and al + be > 0 else float("nan") for k, v in frontier.items()})
@@ -376,7 +377,8 @@ def summarize_bootstrap(thetas, level=0.95, budgets=(), per_token=None) -> dict:
     for c in budgets:
         n, d = compute_optimal(arr["A"], arr["B"], arr["alpha"], arr["beta"], c, per_token)
         ok = np.isfinite(n) & np.isfinite(d)
-        opt.append(optimal_row(c, [float(x) for x in np.percentile(n[ok], q)],
-                               [float(x) for x in np.percentile(d[ok], q)], per_token.convention))
+        n_iv = [float(x) for x in np.percentile(n[ok], q)] if ok.any() else [None, None]
+        d_iv = [float(x) for x in np.percentile(d[ok], q)] if ok.any() else [None, None]
+        opt.append(optimal_row(c, n_iv, d_iv, per_token.convention))
     return {"level": level, "intervals": intervals, "se": se, "optimal": opt,
             "samples": {k: [float(x) for x in arr[k]] for k in ("E", "A", "B", "alpha", "beta")}}
