@@ -1,0 +1,62 @@
+"""The rough edges a newcomer hit in a first hour (issue 24), one regression test each."""
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from research.fsutil import read_jsonl
+from research.train import train
+from tests.conftest import REPO, SCALING
+from tests.test_train import tiny
+
+
+# ---------------------------------------------------------------- 1: rates on evaluation rows
+
+def test_logged_rates_agree_with_wall_clock_deltas_on_evaluation_rows(tmp_path):
+    """tokens/s (and the FLOPs/s and MFU derived from it) over the steps since the last row must
+    match the tokens and wall time the rows record. Evaluation is one batch here (a few percent of
+    an interval), so it may be left out of the rate without moving it 5%; the train steps that an
+    evaluation waits for may not."""
+    run_dir = tmp_path / "run"
+    train(tiny(train={"steps": 80, "log_every": 20, "eval_every": 20, "eval_tokens": 256,
+                      "checkpoint_every": 1000}), run_dir, progress=False)
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [20, 40, 60, 80] and all("eval_loss" in r for r in rows)
+    for before, row in zip(rows[1:], rows[2:]):  # the first interval has no row before it
+        wall = (row["tokens"] - before["tokens"]) / (row["wall_time_s"] - before["wall_time_s"])
+        assert row["tokens_per_s"] == pytest.approx(wall, rel=0.05), (row["step"], row["tokens_per_s"], wall)
+        assert row["flops_per_s_6n"] == pytest.approx(row["flops_6n"] / row["tokens"] * row["tokens_per_s"])
+
+
+# ---------------------------------------------------------------- 2: file modes
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_result_files_get_the_mode_the_umask_gives(tmp_path, umask):
+    from research.fsutil import atomic_write_json, atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        atomic_write_json(tmp_path / "sweep.json", {"a": 1})
+        atomic_write_text(tmp_path / "results.csv", "a\n1\n")
+        (tmp_path / "plain.txt").write_text("x")  # what an ordinary write gives, for comparison
+    finally:
+        os.umask(old)
+    want = 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == want
+    for name in ("sweep.json", "results.csv"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == want, name
+
+
+def test_replacing_a_file_keeps_its_mode(tmp_path):
+    from research.fsutil import atomic_write_text
+
+    path = tmp_path / "plan.json"
+    path.write_text("{}")
+    path.chmod(0o640)
+    atomic_write_text(path, '{"b": 2}')
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640 and path.read_text() == '{"b": 2}'
+
