@@ -255,7 +255,11 @@ def run_config_from_dict(raw: dict, extra_sections: tuple[str, ...] = ()) -> Run
 
 
 def load_run_config(path: str | Path, overrides: list[str] = (), extra_sections: tuple[str, ...] = ()) -> RunConfig:
-    return run_config_from_dict(apply_overrides(read_toml(path), list(overrides)), extra_sections)
+    raw = read_toml(path)
+    if isinstance(raw.get("design"), dict) and "design" not in extra_sections:
+        raise UserError(f"{path} is a sweep file (it has a [design] section), not a run file: "
+                        f"run it with `scaling sweep run {path}` (`scaling sweep plan {path}` lists its trials)")
+    return run_config_from_dict(apply_overrides(raw, list(overrides)), extra_sections)
 
 
 def validate(config: RunConfig) -> None:

@@ -60,3 +60,22 @@ def test_replacing_a_file_keeps_its_mode(tmp_path):
     atomic_write_text(path, '{"b": 2}')
     assert stat.S_IMODE(path.stat().st_mode) == 0o640 and path.read_text() == '{"b": 2}'
 
+
+
+# ---------------------------------------------------------------- 4: the wrong kind of file
+
+def test_train_given_a_sweep_file_names_the_sweep_command():
+    got = subprocess.run(SCALING + ["train", str(REPO / "sweeps" / "smoke.toml")], capture_output=True, text=True)
+    assert got.returncode == 2 and "Traceback" not in got.stderr
+    [line] = got.stderr.strip().splitlines()
+    assert "is a sweep file" in line and "scaling sweep run" in line, line
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_sweep_given_a_run_file_names_the_train_command(command, tmp_path):
+    got = subprocess.run(SCALING + ["sweep", command, str(REPO / "sweeps" / "tiny-train.toml"),
+                                    "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert got.returncode == 2 and "Traceback" not in got.stderr
+    [line] = got.stderr.strip().splitlines()
+    assert "is a run file" in line and "scaling train" in line, line
+    assert not (tmp_path / "out").exists()
