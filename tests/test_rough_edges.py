@@ -79,3 +79,32 @@ def test_sweep_given_a_run_file_names_the_train_command(command, tmp_path):
     [line] = got.stderr.strip().splitlines()
     assert "is a run file" in line and "scaling train" in line, line
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- 7: a design that supports no fit
+
+def test_sweep_plan_says_up_front_when_a_design_supports_no_fit():
+    got = subprocess.run(SCALING + ["sweep", "plan", str(REPO / "sweeps" / "smoke.toml")], capture_output=True,
+                         text=True)
+    assert got.returncode == 0, got.stderr[-2000:]
+    assert "fits this design supports: none" in got.stdout
+    assert "warning: this design supports no fit" in got.stdout
+    as_json = subprocess.run(SCALING + ["sweep", "plan", str(REPO / "sweeps" / "smoke.toml"), "--json"],
+                             capture_output=True, text=True)
+    support = json.loads(as_json.stdout)["fit_support"]
+    assert all(support[m] for m in ("approach1", "approach2", "approach3", "holdout")), support
+
+
+def test_design_support_counts_points_sizes_and_budgets():
+    import numpy as np
+
+    from research.fit.support import design_support
+
+    budgets = np.repeat([1e12, 3e12, 1e13], 4)
+    n = np.tile([1e4, 2e4, 4e4, 8e4], 3)
+    got = design_support(n, budgets / (6 * n), budgets)
+    assert got == {"approach1": None, "approach2": None, "approach3": None, "holdout": None}
+    two = design_support(n[:8], budgets[:8] / (6 * n[:8]), budgets[:8])  # two budgets: fits, no held-out check
+    assert two["approach2"] is None and "needs >= 3 budgets" in two["holdout"]
+    one = design_support(n[:4], budgets[:4] / (6 * n[:4]), budgets[:4])
+    assert all(one.values()) and "the design has 0" in one["approach1"]
