@@ -108,3 +108,21 @@ def test_design_support_counts_points_sizes_and_budgets():
     assert two["approach2"] is None and "needs >= 3 budgets" in two["holdout"]
     one = design_support(n[:4], budgets[:4] / (6 * n[:4]), budgets[:4])
     assert all(one.values()) and "the design has 0" in one["approach1"]
+
+
+# ---------------------------------------------------------------- 5: default reporting budgets
+
+@pytest.mark.parametrize("c_max", [5.66e11, 1e12, 1.01e11, 3e21])
+def test_default_budgets_stay_near_the_fitted_range_and_raise_no_extrapolation_warning(c_max):
+    import pandas as pd
+
+    from research.fit import diagnostics as dg
+    from research.fit.core import default_budgets
+
+    df = pd.DataFrame({"N": [1e4, 2e4, 4e4], "D": [1e6] * 3, "C": [c_max / 8, c_max / 3, c_max]})
+    budgets = default_budgets(df)
+    assert min(budgets) <= df["C"].min() and max(budgets) >= c_max  # the whole fitted range is reported
+    assert max(budgets) < 100 * c_max
+    block = {"a": 0.5, "bootstrap": {"intervals": {"a": [0.4, 0.6]}}}
+    msgs = dg.overall_warnings({"approach2": block, "budgets_for_intervals": budgets}, df)
+    assert not any("decades beyond" in m for m in msgs), msgs

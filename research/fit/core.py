@@ -19,9 +19,11 @@ APPROACH1_SOURCES = ("endpoints", "curves")
 
 
 def default_budgets(df) -> list[float]:
-    """Budgets for bootstrap N_opt/D_opt intervals: the data's decades, 100x beyond, and 5.76e23."""
+    """Budgets for bootstrap N_opt/D_opt intervals, by default within and near the fitted range: the
+    data's decades and one beyond (always under 100x the largest budget, so the extrapolation warning
+    of diagnostics.EXTRAPOLATION_DECADES_C is raised only for budgets asked for with --budgets)."""
     lo, hi = math.floor(math.log10(df["C"].min())), math.ceil(math.log10(df["C"].max()))
-    return [10.0 ** k for k in range(lo, hi + 3)] + [5.76e23]
+    return [10.0 ** k for k in range(lo, hi + 2)]
 
 
 def flops_per_token(table):
