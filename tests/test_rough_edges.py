@@ -126,3 +126,64 @@ def test_default_budgets_stay_near_the_fitted_range_and_raise_no_extrapolation_w
     block = {"a": 0.5, "bootstrap": {"intervals": {"a": [0.4, 0.6]}}}
     msgs = dg.overall_warnings({"approach2": block, "budgets_for_intervals": budgets}, df)
     assert not any("decades beyond" in m for m in msgs), msgs
+
+
+# ---------------------------------------------------------------- 8: small things a newcomer meets
+
+def test_scaling_version():
+    from research import __version__
+
+    got = subprocess.run(SCALING + ["--version"], capture_output=True, text=True)
+    assert got.returncode == 0 and got.stdout.strip() == f"scaling {__version__}"
+
+
+def test_a_trial_at_step_zero_is_labelled_compiling():
+    from research.sweep.runner import trial_progress
+
+    assert trial_progress("0123456789abcdef", 0, 309) == "01234567 compiling 0/309"
+    assert trial_progress("0123456789abcdef", 12, 309) == "01234567 12/309"
+
+
+def test_fit_says_what_it_is_fitting_before_it_fits():
+    got = subprocess.run(SCALING + ["fit", str(REPO / "results" / "reference" / "demo-cpu2"), "--method", "approach2",
+                                    "--no-write"], capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr[-2000:]
+    lines = got.stderr.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith("approach2: fitting (1/1)"))
+    done = next(i for i, l in enumerate(lines) if l.startswith("approach2: done in"))
+    assert start < done
+
+
+def test_predict_says_why_fewer_bootstrap_laws_than_resamples():
+    from research.fit.predict import Predictor, interval_description
+
+    samples = {k: [1.0] * 183 for k in ("E", "A", "B", "alpha", "beta")}
+    pred = Predictor("fit", "chinchilla", {}, samples=samples, samples_drawn=200,
+                     noise={"kind": "replicates", "description": "pooled seed spread"})
+    text = json.dumps(interval_description(pred, 0.95))
+    assert "183 of 200 bootstrap laws" in text and "17 resamples were dropped" in text
+    pred.samples_drawn = 183
+    assert "(183 bootstrap laws)" in json.dumps(interval_description(pred, 0.95))
+
+
+def test_predict_counts_the_resamples_a_fit_recorded(tmp_path):
+    from research.fit.predict import load_predictor
+
+    thetas = {"E": [1.0, 1.1, None, 1.2], "A": [400.0, -1.0, 410.0, 390.0], "B": [400.0] * 4,
+              "alpha": [0.3] * 4, "beta": [0.3] * 4}
+    block = {"E": 1.1, "A": 400.0, "B": 400.0, "alpha": 0.3, "beta": 0.3, "bootstrap": {"samples": thetas}}
+    (tmp_path / "fit.json").write_text(json.dumps({"approach3": block}))
+    pred = load_predictor(str(tmp_path / "fit.json"))
+    assert pred.samples_drawn == 4 and len(pred.samples["A"]) == 2
+
+
+def test_start_grid_warnings_name_log_a_and_log_e_not_a_and_e():
+    import numpy as np
+
+    from research.fit.approach3 import _edge_warnings
+
+    lo, hi = np.zeros(5), np.ones(5)
+    starts = np.full((2, 5), 0.5)
+    xs = np.array([[2.0, 0.5, -1.0, 0.5, 0.5], [0.5] * 5])
+    [warning] = _edge_warnings(starts, xs, 0, (lo, hi))
+    assert "log A, log E outside the start grid" in warning, warning

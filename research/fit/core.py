@@ -96,8 +96,9 @@ def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction
     budgets = list(budgets) if budgets else default_budgets(df)
     out = {"version": 1, "data": table.meta(), "budgets_for_intervals": budgets}
     log = log or (lambda msg: None)
-    for m in methods:
+    for i, m in enumerate(methods):
         t0 = time.perf_counter()
+        log(f"{m}: fitting ({i + 1}/{len(methods)}" + (f", {bootstrap} bootstrap resamples)" if bootstrap else ")"))
         try:
             if m == "approach3":
                 out[m] = run_approach3(df, bootstrap=bootstrap, seed=seed, grid=grid, reduction=reduction,
