@@ -187,3 +187,100 @@ def test_start_grid_warnings_name_log_a_and_log_e_not_a_and_e():
     xs = np.array([[2.0, 0.5, -1.0, 0.5, 0.5], [0.5] * 5])
     [warning] = _edge_warnings(starts, xs, 0, (lo, hi))
     assert "log A, log E outside the start grid" in warning, warning
+
+
+# ---------------------------------------------------------------- 6: figures
+
+@pytest.fixture(scope="module")
+def demo_reference():
+    from research.fit.data import load_table
+
+    ref = REPO / "results" / "reference" / "demo-cpu2"
+    return load_table(ref, quiet=True).df, json.loads((ref / "fit.json").read_text())
+
+
+def _drawn(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def _visible_labels(axis, renderer):
+    labels = [t for t in axis.get_ticklabels(which="both") if t.get_visible() and t.get_text()]
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in labels]
+
+
+def test_loss_vs_compute_has_plain_ticks_that_do_not_collide_and_a_whole_title(demo_reference):
+    from research.plots import figures as F
+
+    df, fit = demo_reference
+    fig = F.loss_vs_compute(df, fit)
+    renderer = _drawn(fig)
+    ax = fig.axes[0]
+    y = _visible_labels(ax.yaxis, renderer)
+    assert y and not any("times" in text or "^" in text for text, _ in y), [t for t, _ in y]
+    x = sorted(_visible_labels(ax.xaxis, renderer), key=lambda tb: tb[1].x0)
+    assert len(x) >= 2
+    for (_, a), (_, b) in zip(x, x[1:]):
+        assert a.x1 <= b.x0, "x tick labels overlap"
+    title = ax.get_title()
+    assert title.count("(") == title.count(")") and not title.endswith("'s)"), title
+
+
+def test_contours_draw_what_their_legend_lists_and_label_isoflop_lines(demo_reference):
+    from research.plots import figures as F
+
+    df, fit = demo_reference
+    far = dict(fit, approach3=dict(fit["approach3"], A=fit["approach3"]["A"] * 1e12))  # optimum far off the plot
+    for f in (fit, far):
+        ax = F.approach3_contours(df, f).axes[0]
+        handles, labels = ax.get_legend_handles_labels()
+        assert any(l.startswith("IsoFLOP lines") for l in labels), labels
+        for h, l in zip(handles, labels):
+            if l.startswith("efficient frontier"):
+                assert len(h.get_xdata()) >= 2, "the legend lists a frontier that is not drawn"
+    texts = [t.get_text() for t in F.approach3_contours(df, far).axes[0].texts]
+    assert any("outside the plotted" in t for t in texts), texts
+
+
+def test_optimal_allocation_limits_follow_the_lines_not_the_bands(demo_reference):
+    import numpy as np
+
+    from research.plots import figures as F
+
+    df, fit = demo_reference
+    fig = F.optimal_allocation(df, fit)
+    for ax in fig.axes[:2]:
+        lines = [np.asarray(l.get_ydata(), float) for l in ax.get_lines() if len(l.get_xdata()) > 2]
+        ys = np.concatenate(lines)
+        ys = ys[np.isfinite(ys) & (ys > 0)]
+        lo, hi = ax.get_ylim()
+        assert lo >= ys.min() / 10 and hi <= ys.max() * 10, (lo, hi, ys.min(), ys.max())
+
+
+def test_residuals_and_extrapolation_use_one_sign(demo_reference):
+    import numpy as np
+
+    from research.fit.laws import ChinchillaLaw
+    from research.plots import figures as F
+
+    df, fit = demo_reference
+    a3 = fit["approach3"]
+    law = ChinchillaLaw(a3["E"], a3["A"], a3["B"], a3["alpha"], a3["beta"])
+    ax = F.residuals(df, fit).axes[0]
+    plotted = ax.collections[0].get_offsets()[:, 1]
+    assert np.allclose(plotted, 100 * (law.loss(df["N"], df["D"]) / df["L"] - 1))  # predicted/measured - 1
+    assert "predicted/measured" in ax.get_ylabel()
+    from research.plots.extrapolation import extrapolation_figure
+
+    assert "predicted/measured" in extrapolation_figure(fit["extrapolation"]).axes[1].get_ylabel()
+
+
+def test_isoflop_figure_says_when_approach2_was_skipped(demo_reference):
+    from research.plots import figures as F
+
+    df, fit = demo_reference
+    fig = F.isoflop(df, dict(fit, approach2={"skipped": "Approach 2 needs >= 2 budgets"}))
+    assert any("Approach 2 skipped" in t.get_text() for t in fig.axes[0].texts)
