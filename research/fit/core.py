@@ -198,8 +198,9 @@ def write_fit(path, result: dict, merge=True) -> Path:
 
 
 def fit_sweep_dir(path, *, bootstrap: int = 0, seed: int = 0, grid="full", quiet: bool = True,
-                  holdout: str | None = None, holdout_bootstrap: int = 200, **kw) -> dict:
-    """Fit every approach the sweep directory's data supports and write DIR/fit.json.
+                  holdout: str | None = None, holdout_bootstrap: int = 200, write: bool = True, **kw) -> dict:
+    """Fit every approach the sweep directory's data supports and write DIR/fit.json (`write=False`:
+    only return it, as the notebooks do: they never write into a sweep directory).
 
     Approaches without enough points are recorded as {"skipped": reason} instead of failing.
     `holdout` (e.g. "largest-budget"): also refit on the other runs (bootstrap: the larger of
@@ -222,8 +223,9 @@ def fit_sweep_dir(path, *, bootstrap: int = 0, seed: int = 0, grid="full", quiet
         kw = {k: v for k, v in kw.items() if k in ("reduction", "backend", "tol", "level")}
         result["extrapolation"] = holdout_or_skip(table, holdout, bootstrap=max(bootstrap, holdout_bootstrap),
                                                   seed=seed, grid=grid, log=log, allocation=True, **kw)
-    sweep_dir = table.sweep_dir or (path if path.is_dir() else path.parent)
-    write_fit(sweep_dir / "fit.json", result, merge=False)
+    if write:
+        sweep_dir = table.sweep_dir or (path if path.is_dir() else path.parent)
+        write_fit(sweep_dir / "fit.json", result, merge=False)
     return json.loads(dumps(result))
 
 
