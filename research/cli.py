@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 
+from research import __version__
 from research.errors import UserError
 
 COMMANDS = {
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="scaling",
         description="Train decoder transformers at many (N, D), fit scaling laws, plot them.",
     )
+    parser.add_argument("--version", action="version", version=f"scaling {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     seen = set()
     for module_name in COMMANDS.values():

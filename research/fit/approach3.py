@@ -52,7 +52,8 @@ GRID_SMALL = {
     "b": (0.0, 10.0, 20.0),
 }
 # Parameter vector order used everywhere: theta = (a, b, e, alpha, beta).
-THETA = ("a", "b", "e", "alpha", "beta")
+THETA = ("a", "b", "e", "alpha", "beta")  # fit.json's keys: a, b, e are log A, log B, log E (not the exponent a)
+THETA_LABELS = ("log A", "log B", "log E", "alpha", "beta")  # how messages name them
 SCIPY_FTOL = 2.220446049250313e-09  # scipy L-BFGS-B default (factr 1e7 · eps)
 SCIPY_GTOL = 1e-5
 # Stopping rules, both in scipy's form: stop when (f_k - f_k+1) / max(|f_k|, |f_k+1|, 1) <= ftol
@@ -258,10 +259,10 @@ def _edge_warnings(starts, xs, best, grid_box):
     on_edge = np.any((starts == lo) | (starts == hi), axis=1)
     warns = []
     if near.any() and np.all(on_edge[near]):
-        names = [THETA[j] for j in range(5) if starts[best, j] in (lo[j], hi[j])]
+        names = [THETA_LABELS[j] for j in range(5) if starts[best, j] in (lo[j], hi[j])]
         warns.append(f"best fit reached only from starts on the grid's edge ({', '.join(names)} at a grid "
                      "bound); the optimum may lie outside the start grid - widen it")
-    outside = [THETA[j] for j in range(5) if not lo[j] <= xs[best, j] <= hi[j]]
+    outside = [THETA_LABELS[j] for j in range(5) if not lo[j] <= xs[best, j] <= hi[j]]
     if outside:
         warns.append(f"best fit has {', '.join(outside)} outside the start grid's range")
     return warns

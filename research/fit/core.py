@@ -19,9 +19,11 @@ APPROACH1_SOURCES = ("endpoints", "curves")
 
 
 def default_budgets(df) -> list[float]:
-    """Budgets for bootstrap N_opt/D_opt intervals: the data's decades, 100x beyond, and 5.76e23."""
+    """Budgets for bootstrap N_opt/D_opt intervals, by default within and near the fitted range: the
+    data's decades and one beyond (always under 100x the largest budget, so the extrapolation warning
+    of diagnostics.EXTRAPOLATION_DECADES_C is raised only for budgets asked for with --budgets)."""
     lo, hi = math.floor(math.log10(df["C"].min())), math.ceil(math.log10(df["C"].max()))
-    return [10.0 ** k for k in range(lo, hi + 3)] + [5.76e23]
+    return [10.0 ** k for k in range(lo, hi + 2)]
 
 
 def flops_per_token(table):
@@ -94,8 +96,9 @@ def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction
     budgets = list(budgets) if budgets else default_budgets(df)
     out = {"version": 1, "data": table.meta(), "budgets_for_intervals": budgets}
     log = log or (lambda msg: None)
-    for m in methods:
+    for i, m in enumerate(methods):
         t0 = time.perf_counter()
+        log(f"{m}: fitting ({i + 1}/{len(methods)}" + (f", {bootstrap} bootstrap resamples)" if bootstrap else ")"))
         try:
             if m == "approach3":
                 out[m] = run_approach3(df, bootstrap=bootstrap, seed=seed, grid=grid, reduction=reduction,
@@ -195,8 +198,9 @@ def write_fit(path, result: dict, merge=True) -> Path:
 
 
 def fit_sweep_dir(path, *, bootstrap: int = 0, seed: int = 0, grid="full", quiet: bool = True,
-                  holdout: str | None = None, holdout_bootstrap: int = 200, **kw) -> dict:
-    """Fit every approach the sweep directory's data supports and write DIR/fit.json.
+                  holdout: str | None = None, holdout_bootstrap: int = 200, write: bool = True, **kw) -> dict:
+    """Fit every approach the sweep directory's data supports and write DIR/fit.json (`write=False`:
+    only return it, as the notebooks do: they never write into a sweep directory).
 
     Approaches without enough points are recorded as {"skipped": reason} instead of failing.
     `holdout` (e.g. "largest-budget"): also refit on the other runs (bootstrap: the larger of
@@ -219,8 +223,9 @@ def fit_sweep_dir(path, *, bootstrap: int = 0, seed: int = 0, grid="full", quiet
         kw = {k: v for k, v in kw.items() if k in ("reduction", "backend", "tol", "level")}
         result["extrapolation"] = holdout_or_skip(table, holdout, bootstrap=max(bootstrap, holdout_bootstrap),
                                                   seed=seed, grid=grid, log=log, allocation=True, **kw)
-    sweep_dir = table.sweep_dir or (path if path.is_dir() else path.parent)
-    write_fit(sweep_dir / "fit.json", result, merge=False)
+    if write:
+        sweep_dir = table.sweep_dir or (path if path.is_dir() else path.parent)
+        write_fit(sweep_dir / "fit.json", result, merge=False)
     return json.loads(dumps(result))
 
 

@@ -56,6 +56,7 @@ class Predictor:
     params: dict
     source: str = ""
     samples: dict | None = None  # family keys -> arrays (S,), one law per bootstrap resample
+    samples_drawn: int | None = None  # resamples the fit drew, usable or not (samples keeps the usable ones)
     noise: dict | None = None  # research.fit.noise.estimate_noise output
     n_kind: str = "total"
     data_range: dict | None = None
@@ -119,6 +120,23 @@ def _samples(block: dict, keys) -> dict | None:
     return {k: v[ok] for k, v in arr.items()}
 
 
+def _drawn(block: dict) -> int | None:
+    """How many bootstrap resamples the fit recorded (before `_samples` drops the unusable ones)."""
+    s = (block.get("bootstrap") or {}).get("samples")
+    first = next(iter(s.values()), None) if isinstance(s, dict) else None
+    return len(first) if isinstance(first, list) else None
+
+
+def usable_laws_text(pred: Predictor) -> str:
+    """'183 of 200 bootstrap laws (17 dropped: ...)', or 'N bootstrap laws' when none was dropped."""
+    kept = len(next(iter(pred.samples.values())))
+    drawn = pred.samples_drawn or kept
+    if drawn <= kept:
+        return f"{kept} bootstrap laws"
+    return (f"{kept} of {drawn} bootstrap laws; {drawn - kept} resamples were dropped because a parameter "
+            "came out non-finite, or A, B or an exponent not positive (a resample the law's form cannot use)")
+
+
 def _usable(block) -> bool:
     return isinstance(block, dict) and "skipped" not in block
 
@@ -134,6 +152,7 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
         if approach is None and any(k in fit for k in keys) and not any(k in fit for k in APPROACH_KEYS):
             params = _check_params(fit, keys, f"law file {name}")
             return Predictor(name, family, params, source=f"law file {name}", samples=_samples(fit, keys),
+                             samples_drawn=_drawn(fit),
                              noise=fit.get("noise"), n_kind=fit.get("n_kind", "total"),
                              data_range=fit.get("data_range"))
     if approach is None:
@@ -156,7 +175,7 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
     if approach == "approach3":
         params = _check_params(block, CHINCHILLA_KEYS, f"{name} approach3")
         return Predictor(f"{name}:approach3", "chinchilla", params, source="Approach 3 fit",
-                         samples=_samples(block, CHINCHILLA_KEYS), noise=block.get("noise"),
+                         samples=_samples(block, CHINCHILLA_KEYS), samples_drawn=_drawn(block), noise=block.get("noise"),
                          data_range=block.get("data_range"))
     if approach == "kaplan":
         ld = block.get("L_ND")
@@ -166,7 +185,7 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
         params = _check_params(ld, KAPLAN_KEYS, f"{name} kaplan L_ND")
         n_kind = block.get("n_kind", "total")
         return Predictor(f"{name}:kaplan", "kaplan", params, source="Kaplan joint L(N, D) fit",
-                         samples=_samples(ld, KAPLAN_KEYS), noise=ld.get("noise"), n_kind=n_kind,
+                         samples=_samples(ld, KAPLAN_KEYS), samples_drawn=_drawn(ld), noise=ld.get("noise"), n_kind=n_kind,
                          data_range=ld.get("data_range"),
                          notes=[f"N is {n_kind} parameters, as the Kaplan fit counted them"])
     raise UserError(f"unknown approach {approach!r}; use approach3 or kaplan")
@@ -246,7 +265,7 @@ def interval_description(pred: Predictor, level: float) -> dict:
     noise = pred.noise.get("kind") if pred.noise else None
     if params and noise:
         text = (f"{level:.0%} prediction interval for a new run: parameter uncertainty "
-                f"({len(next(iter(pred.samples.values())))} bootstrap laws) plus run-to-run noise: "
+                f"({usable_laws_text(pred)}) plus run-to-run noise: "
                 f"{pred.noise['description']}")
     elif noise:
         fix = ("the Kaplan fit has no bootstrap" if pred.family == "kaplan"

@@ -61,16 +61,20 @@ def _sweep_dir(args, sweep) -> Path:
 
 
 def cmd_plan(args) -> int:
+    from research.fit.support import plan_support, support_lines
     from research.sweep.plan import load_sweep, plan
     from research.sweep.runner import measured_flops_per_s
 
     sweep = load_sweep(args.sweep, args.overrides)
     p = plan(sweep)
     out = p.to_dict(measured_flops_per_s(_sweep_dir(args, sweep)))
+    support = plan_support(out)
     if args.json:
-        print(json.dumps(out, indent=2))
+        print(json.dumps(dict(out, fit_support=support), indent=2))
         return 0
     print_plan(out)
+    for line in support_lines(support) if support else ():
+        print(line)
     return 0
 
 
@@ -120,6 +124,7 @@ def print_plan(out: dict) -> None:
 
 
 def cmd_run(args) -> int:
+    from research.fit.support import plan_support, support_lines
     from research.sweep.collect import collect, status_counts
     from research.sweep.plan import load_sweep, plan
     from research.sweep.runner import LocalRunner, prepare_sweep_dir, run_slurm
@@ -129,6 +134,11 @@ def cmd_run(args) -> int:
     sweep.base = sweep.base.replace(logging=apply_flags(sweep.base.logging, args))
     p = plan(sweep)
     sweep_dir = _sweep_dir(args, sweep).absolute()
+    support = plan_support(p.to_dict())
+    if support and not args.no_fit:
+        for line in support_lines(support):
+            if line.startswith("warning"):  # said before hours of training, not after
+                print(line, file=sys.stderr)
     trial_dirs = prepare_sweep_dir(p, sweep_dir)
     print(f"sweep {sweep.name}: {len(p.trials)} trials"
           + (f" ({len(p.trunks)} trunks + their cooldown branches)" if p.trunks else "") + f" in {sweep_dir}"

@@ -44,7 +44,7 @@ class DesignConfig:
     horizons, trained as one constant-LR trunk per size with a cooldown branch per horizon) or "lr"
     (sizes x peak-LR multipliers at one horizon, for research/fit/lr_rule.py). See plan.py."""
 
-    kind: str
+    kind: str  # "isoflop", "grid", "branches" or "lr": which keys below apply
     budgets: list[float] | None = None  # isoflop: training FLOPs under flops_convention
     tokens_per_param: list[float] | None = None  # isoflop: [low, high]; grid: the horizons as D/N
     sizes: int = 5  # isoflop: model sizes per budget

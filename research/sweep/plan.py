@@ -151,6 +151,9 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
     path = Path(path)
     raw = apply_overrides(read_toml(path), list(overrides))
     name = check_name(raw.pop("name", path.stem), path)
+    if "design" not in raw and isinstance(raw.get("train"), dict) and {"steps", "tokens"} & set(raw["train"]):
+        raise UserError(f"{path} is a run file (a [train] horizon and no [design] section), not a sweep file: "
+                        f"train it with `scaling train {path}`")
     if not raw.get("design"):
         raise UserError(f"{path} has no [design] section (or it is empty); add kind = \"isoflop\" or \"grid\"")
     design = parse_design(raw["design"])

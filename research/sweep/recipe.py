@@ -43,13 +43,13 @@ class AspectRatioRecipe:
     """
 
     aspect_ratio: int = 32  # d_model / layers
-    head_dim: int = 16
-    max_width: int = 2048
+    head_dim: int = 16  # width of one head; d_model grows one head at a time
+    max_width: int = 2048  # widest d_model the ladder of shapes goes to
     lr_base: float = 1e-2  # peak LR at n_params = lr_ref_params ...
-    lr_ref_params: float = 1e5
+    lr_ref_params: float = 1e5  # N at which the peak LR is lr_base
     lr_exponent: float = -0.25  # ... scaled as (N / lr_ref_params) ** lr_exponent
-    lr_max: float = 3e-2
-    warmup_fraction: float = 0.05
+    lr_max: float = 3e-2  # cap on any trial's peak LR (also with lr_rule)
+    warmup_fraction: float = 0.05  # warmup steps as a share of the trial's steps
     lr_rule: str | None = None  # a fitted LR rule file (see the module docstring); replaces lr_base/lr_exponent
 
     def __post_init__(self):
