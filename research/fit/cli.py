@@ -12,6 +12,8 @@ from pathlib import Path
 from research.errors import UserError
 
 METHOD_CHOICES = ("all", "approach1", "approach2", "approach3", "kaplan")
+PUBLISHED_NAMES = ("chinchilla", "chinchilla-approach1", "chinchilla-approach2", "chinchilla-approach3",
+                   "chinchilla-rounded", "epoch-2024", "kaplan-2020", "muennighoff-2023", "deepseek-2024")
 
 
 def _floats(text: str) -> list[float]:
@@ -78,13 +80,14 @@ def register(subparsers) -> None:
 
     o = subparsers.add_parser(
         "optimal", help="compute-optimal N, D and loss for a FLOP budget under a law",
-        description="Compute-optimal allocation for a published law (chinchilla, epoch-2024, kaplan-2020: "
-                    "C = 6*N*D, the 6n convention) or a fit.json (in the FLOP convention of the sweep it was "
+        description="Compute-optimal allocation for a published law (chinchilla-approach3 = chinchilla, "
+                    "chinchilla-approach1/2, chinchilla-rounded, epoch-2024, kaplan-2020, muennighoff-2023, "
+                    "deepseek-2024: C = 6*N*D, the 6n convention) or a fit.json (in the FLOP convention of the sweep it was "
                     "fitted on, stated in the output); optional training-cost estimate.")
     o.add_argument("--flops", type=_positive_float, nargs="+", required=True, metavar="C",
                    help="training compute budget(s) in FLOPs, e.g. 5.76e23")
     o.add_argument("--law", default="chinchilla",
-                   help="chinchilla | epoch-2024 | kaplan-2020 | path to fit.json (or a sweep dir)")
+                   help="a published law (" + ", ".join(PUBLISHED_NAMES) + ") or a path to fit.json (or a sweep dir)")
     o.add_argument("--approach", choices=("approach1", "approach2", "approach3"), default=None,
                    help="which fit in a fit.json (default: approach3, else 2, else 1)")
     o.add_argument("--gpu", default=None, help="h100 | h200 | a100 | l4 | b200 | tpu-v5p | ... (research/bench/devices.py): "

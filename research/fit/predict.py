@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from research.errors import UserError
+from research.fit.laws import PUBLISHED, ChinchillaLaw
 
 CHINCHILLA_KEYS = ("E", "A", "B", "alpha", "beta")
 KAPLAN_KEYS = ("N_c", "D_c", "alpha_N", "alpha_D")
@@ -35,12 +36,6 @@ FAMILY_FORMS = {"chinchilla": "L(N, D) = E + A/N^alpha + B/D^beta",
                 "kaplan": "L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D"}
 MC_DRAWS = 4000  # Monte Carlo draws per (N, D) for the interval
 
-# Ranges of the data behind the published laws (from the papers' abstracts), for extrapolation warnings.
-PUBLISHED_RANGES = {
-    "chinchilla": {"n_params": [70e6, 16e9], "tokens": [5e9, 500e9]},  # "70M to over 16B ... 5 to 500B tokens"
-    "epoch-2024": {"n_params": [70e6, 16e9], "tokens": [5e9, 500e9]},  # refit of the same runs
-    "kaplan-2020": {"n_params": [768, 1.5e9], "tokens": [22e6, 23e9]},  # non-embedding N
-}
 NO_LOSS_APPROACHES = ("approach1", "approach2")
 NO_LOSS_MESSAGE = ("{which} gives only the compute-optimal allocation N_opt(C), D_opt(C), not the loss of an "
                    "arbitrary (N, D); predict with --approach approach3 (E + A/N^alpha + B/D^beta) or kaplan "
@@ -147,7 +142,7 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
                 raise UserError(NO_LOSS_MESSAGE.format(which=f"{name} holds only {' and '.join(have)}, which"))
             raise UserError(f"{name} holds no Approach 3 or Kaplan L(N, D) result; run "
                             "`scaling fit DIR --method approach3` first, or pass a published law "
-                            f"({', '.join(PUBLISHED_RANGES)})")
+                            f"({', '.join(PUBLISHED)})")
     block = fit.get(approach)
     if not _usable(block):
         why = f" ({block['skipped']})" if isinstance(block, dict) else ""
@@ -179,17 +174,20 @@ def published_predictor(name: str) -> Predictor:
     from research.fit.kaplan import PUBLISHED as KAPLAN_PUBLISHED
     from research.fit.laws import published
 
+    law = published(name)
     if name == "kaplan-2020":
         return Predictor("kaplan-2020", "kaplan", dict(KAPLAN_PUBLISHED["L_ND"]),
                          source="Kaplan et al. 2020 joint law (alpha_N 0.076, alpha_D 0.103, N_c 6.4e13, "
                                 "D_c 1.8e13)", n_kind="nonembedding",
-                         data_range=PUBLISHED_RANGES[name],
+                         data_range=law.data_range,
                          notes=["N is non-embedding parameters and the loss is Kaplan's (WebText2, their "
                                 "tokenizer), as published",
                                 "no published uncertainty: point prediction only"])
-    law = published(name)
+    if not isinstance(law, ChinchillaLaw):
+        raise UserError(f"{name} is an allocation N_opt(C), D_opt(C) only ({law.source}); it gives no L(N, D) "
+                        "to predict with: use a law with a loss, e.g. chinchilla-approach3 or epoch-2024")
     return Predictor(name, "chinchilla", {k: getattr(law, k) for k in CHINCHILLA_KEYS}, source=law.source,
-                     data_range=PUBLISHED_RANGES.get(name),
+                     data_range=law.data_range,
                      notes=["no published uncertainty: point prediction only"])
 
 
@@ -200,7 +198,7 @@ def load_predictor(spec: str, approach: str | None = None) -> Predictor:
 
     from research.errors import closest
 
-    if spec in PUBLISHED_RANGES:
+    if spec in PUBLISHED:
         if approach is not None:
             raise UserError(f"--approach applies to a fit.json, not to the published law {spec!r}")
         return published_predictor(spec)
@@ -208,8 +206,8 @@ def load_predictor(spec: str, approach: str | None = None) -> Predictor:
     if path.is_dir():
         path = path / "fit.json"
     if not path.exists():
-        raise UserError(f"unknown law {spec!r}{closest(spec, PUBLISHED_RANGES)}: not a published law "
-                        f"({', '.join(PUBLISHED_RANGES)}) and no such file; run `scaling fit` first")
+        raise UserError(f"unknown law {spec!r}{closest(spec, PUBLISHED)}: not a published law "
+                        f"({', '.join(PUBLISHED)}) and no such file; run `scaling fit` first")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
