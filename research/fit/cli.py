@@ -229,9 +229,12 @@ def optimal_handler(args) -> int:
     import json
 
     from research.fit.hardware import training_cost
+    from research.fit.law_warnings import law_own_warnings, range_warnings
     from research.fit.laws import load_law, optimum
 
     law = load_law(args.law, args.approach)
+    own = law_own_warnings(getattr(law, "E", None), getattr(law, "loss", None), law.data_range, law.fit_block,
+                           law.warnings)
     rows = []
     for c in args.flops:
         row = optimum(law, c)
@@ -241,6 +244,8 @@ def optimal_handler(args) -> int:
         if row["loss"] is None and not notes:
             notes.append("loss unavailable for this law")
         row["notes"] = notes
+        row["warnings"] = list(law.warnings) + own + range_warnings(
+            law.data_range, flops=c, n=row["n_params"], d=row["tokens"])
         if args.gpu or args.peak_flops:
             row["training"] = training_cost(c, row["n_params"], args.gpu, args.peak_flops, args.mfu)
         rows.append(row)
@@ -259,6 +264,8 @@ def optimal_handler(args) -> int:
         print(f"  predicted loss   {_fmt(row['loss'])}" + (" nats/token" if row["loss"] is not None else ""))
         for n in row["notes"]:
             print(f"  note: {n}")
+        for w in row["warnings"]:
+            print(f"  warning: {w}")
         t = row.get("training")
         if t:
             print(f"  training state   {t['train_state_bytes'] / 1e9:.4g} GB ({t['memory_convention']})")

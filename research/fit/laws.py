@@ -58,6 +58,7 @@ import numpy as np
 
 from research.errors import UserError, closest
 from research.fit.allocation import SIX_N, FlopsPerToken, allocation_params, compute_optimal
+from research.fit.law_warnings import fit_warnings
 
 FLOPS_PER_PARAM_TOKEN = SIX_N.k  # C = 6·N·D, the "6n" convention (Kaplan's anchor below)
 
@@ -107,6 +108,7 @@ class ChinchillaLaw:
     per_token: FlopsPerToken = SIX_N  # C = k·N^p·D: the FLOP convention budgets are given in
     data_range: dict | None = None  # {"n_params": [lo, hi], "tokens": [lo, hi], "flops": ...} it was fitted on
     warnings: list = field(default_factory=list)  # the warnings of the fit it came from
+    fit_block: dict | None = field(default=None, repr=False)  # the fit.json block it was read from
 
     @property
     def convention(self) -> str:
@@ -163,6 +165,7 @@ class AllocationLaw:
     convention: str = "6n"  # the FLOP convention of the C it was fitted on
     data_range: dict | None = None
     warnings: list = field(default_factory=list)
+    fit_block: dict | None = field(default=None, repr=False)
 
     def n_opt(self, flops):
         return self.k_N * flops**self.a
@@ -284,18 +287,39 @@ def _law_numbers(block: dict, keys: dict, name: str) -> list[float]:
     return out
 
 
+def fitted_range(fit: dict, block: dict) -> dict | None:
+    """The (N, D, C) range of the runs behind a fit: the block's own `data_range`, else that of any
+    approach in the same file (every approach is fitted on the same table)."""
+    if isinstance(block.get("data_range"), dict):
+        return block["data_range"]
+    for key in APPROACH_ORDER:
+        other = fit.get(key)
+        if isinstance(other, dict) and isinstance(other.get("data_range"), dict):
+            return other["data_range"]
+    return None
+
+
 def law_from_fit(fit: dict, approach: str | None = None, name: str = "fit"):
-    """A law from a fit.json dict (or one approach's block)."""
+    """A law from a fit.json dict (or one approach's block), carrying the fit's warnings
+    (research.fit.law_warnings.fit_warnings), its data range and the block it came from."""
+    law = _law_from_fit(fit, approach, name)
+    block = law.fit_block if law.fit_block is not None else fit
+    law.warnings = fit_warnings(fit, block if block is not fit else None)
+    law.data_range = fitted_range(fit, block)
+    return law
+
+
+def _law_from_fit(fit: dict, approach: str | None = None, name: str = "fit"):
     if not isinstance(fit, dict):
         raise UserError(f"{name} holds a JSON {type(fit).__name__}, not a fit object; run `scaling fit` to make one")
     if "E" in fit and "alpha" in fit:
         return ChinchillaLaw(*_law_numbers(fit, CHINCHILLA_KEYS, name), name=name, source="Approach 3 fit",
-                             per_token=FlopsPerToken.from_dict(fit.get("flops_per_token")))
+                             per_token=FlopsPerToken.from_dict(fit.get("flops_per_token")), fit_block=fit)
     if "k_N" in fit and "a" in fit:
         k_n, a, k_d, b = _law_numbers(fit, ALLOCATION_KEYS, name)
         return AllocationLaw(k_n, a, k_d, b, name=name, source=f"{fit.get('method', 'power-law')} fit",
                              notes=["loss unavailable: an IsoFLOP/envelope fit gives only N_opt, D_opt"],
-                             convention=str(fit.get("flops_convention", "6n")))
+                             convention=str(fit.get("flops_convention", "6n")), fit_block=fit)
     choices = [approach] if approach else [k for k in APPROACH_ORDER if isinstance(fit.get(k), dict)
                                            and "skipped" not in fit[k]]
     for key in choices:
@@ -304,7 +328,7 @@ def law_from_fit(fit: dict, approach: str | None = None, name: str = "fit"):
             raise UserError(f"fit has no usable {key!r} result"
                             + (f" ({block['skipped']})" if isinstance(block, dict) else "")
                             + "; run `scaling fit DIR --method " + key + "` first or pick another --approach")
-        return law_from_fit(block, name=f"{name}:{key}")
+        return _law_from_fit(block, name=f"{name}:{key}")
     raise UserError(f"{name} holds no Approach 1/2/3 result; run `scaling fit` on the sweep first")
 
 

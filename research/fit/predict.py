@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from research.errors import UserError
+from research.fit.law_warnings import fit_warnings, law_own_warnings, range_warnings
 from research.fit.laws import PUBLISHED, ChinchillaLaw
 
 CHINCHILLA_KEYS = ("E", "A", "B", "alpha", "beta")
@@ -55,6 +56,8 @@ class Predictor:
     n_kind: str = "total"
     data_range: dict | None = None
     notes: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)  # the fit's own (research.fit.law_warnings.fit_warnings)
+    fit_block: dict | None = field(default=None, repr=False)
 
     @property
     def form(self) -> str:
@@ -130,7 +133,7 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
             params = _check_params(fit, keys, f"law file {name}")
             return Predictor(name, family, params, source=f"law file {name}", samples=_samples(fit, keys),
                              noise=fit.get("noise"), n_kind=fit.get("n_kind", "total"),
-                             data_range=fit.get("data_range"))
+                             data_range=fit.get("data_range"), warnings=fit_warnings(fit, None), fit_block=fit)
     if approach is None:
         if _usable(fit.get("approach3")):
             approach = "approach3"
@@ -152,7 +155,7 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
         params = _check_params(block, CHINCHILLA_KEYS, f"{name} approach3")
         return Predictor(f"{name}:approach3", "chinchilla", params, source="Approach 3 fit",
                          samples=_samples(block, CHINCHILLA_KEYS), noise=block.get("noise"),
-                         data_range=block.get("data_range"))
+                         data_range=block.get("data_range"), warnings=fit_warnings(fit, block), fit_block=block)
     if approach == "kaplan":
         ld = block.get("L_ND")
         if not _usable(ld):
@@ -162,7 +165,7 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
         n_kind = block.get("n_kind", "total")
         return Predictor(f"{name}:kaplan", "kaplan", params, source="Kaplan joint L(N, D) fit",
                          samples=_samples(ld, KAPLAN_KEYS), noise=ld.get("noise"), n_kind=n_kind,
-                         data_range=ld.get("data_range"),
+                         data_range=ld.get("data_range"), warnings=fit_warnings(fit, block),
                          notes=[f"N is {n_kind} parameters, as the Kaplan fit counted them"])
     raise UserError(f"unknown approach {approach!r}; use approach3 or kaplan")
 
@@ -262,8 +265,6 @@ def interval_description(pred: Predictor, level: float) -> dict:
 
 def predict(pred: Predictor, N, D, level: float = 0.95, seed: int = 0) -> dict:
     """{"rows": [{n_params, tokens, loss, loss_low, loss_high, ...}], "interval": {...}, "warnings": [...]}."""
-    from research.fit.diagnostics import extrapolation_warnings
-
     if not 0 < level < 1:
         raise UserError(f"--level must be between 0 and 1, got {level}")
     N, D = check_pairs(N, D)
@@ -297,7 +298,12 @@ def predict(pred: Predictor, N, D, level: float = 0.95, seed: int = 0) -> dict:
             row["loss_low_params_only"] = float(p_lo[i])
             row["loss_high_params_only"] = float(p_hi[i])
         rows.append(row)
-    warns = extrapolation_warnings(N, D, pred.data_range)
+    warns = list(pred.warnings) + law_own_warnings(pred.params.get("E"), pred.loss, pred.data_range,
+                                                   pred.fit_block, pred.warnings)
+    for i in range(len(N)):
+        for w in range_warnings(pred.data_range, n=N[i], d=D[i], label=f"pair {i + 1}: " if len(N) > 1 else ""):
+            if w not in warns:
+                warns.append(w)
     return {"law": pred.name, "form": pred.form, "params": pred.params, "source": pred.source,
             "n_kind": pred.n_kind, "interval": interval_description(pred, level), "notes": list(pred.notes),
             "warnings": warns, "rows": rows}
