@@ -225,12 +225,21 @@ def fit_handler(args) -> int:
     return 0
 
 
+def _print_memory(mem: dict) -> None:
+    w, t = mem["weights_bytes"], mem["training_state_bytes"]
+    print("  weights only     " + ", ".join(f"{k} {v / 1e9:.4g} GB" for k, v in w.items()))
+    print("  training state   " + ", ".join(f"{k} {v / 1e9:.4g} GB" for k, v in t.items())
+          + " (weights, grads, AdamW m and v, master copy; no activations)")
+    print("  KV cache         needs the shape (layers, kv heads, head dim): `scaling size ... --kv-heads K`")
+
+
 def optimal_handler(args) -> int:
     import json
 
     from research.fit.hardware import training_cost
     from research.fit.law_warnings import law_own_warnings, range_warnings
     from research.fit.laws import load_law, optimum
+    from research.model.accounting import memory_report
 
     law = load_law(args.law, args.approach)
     own = law_own_warnings(getattr(law, "E", None), getattr(law, "loss", None), law.data_range, law.fit_block,
@@ -246,6 +255,7 @@ def optimal_handler(args) -> int:
         row["notes"] = notes
         row["warnings"] = list(law.warnings) + own + range_warnings(
             law.data_range, flops=c, n=row["n_params"], d=row["tokens"])
+        row["memory"] = memory_report(row["n_params"])
         if args.gpu or args.peak_flops:
             row["training"] = training_cost(c, row["n_params"], args.gpu, args.peak_flops, args.mfu)
         rows.append(row)
@@ -264,6 +274,7 @@ def optimal_handler(args) -> int:
         print(f"  predicted loss   {_fmt(row['loss'])}" + (" nats/token" if row["loss"] is not None else ""))
         for n in row["notes"]:
             print(f"  note: {n}")
+        _print_memory(row["memory"])
         for w in row["warnings"]:
             print(f"  warning: {w}")
         t = row.get("training")
