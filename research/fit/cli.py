@@ -90,6 +90,12 @@ def register(subparsers) -> None:
                    help="a published law (" + ", ".join(PUBLISHED_NAMES) + ") or a path to fit.json (or a sweep dir)")
     o.add_argument("--approach", choices=("approach1", "approach2", "approach3"), default=None,
                    help="which fit in a fit.json (default: approach3, else 2, else 1)")
+    o.add_argument("--inference-tokens", type=float, default=None, metavar="T",
+                   help="tokens the model will serve: also the (N, D) reaching the compute-optimal loss with the "
+                        "least training + inference FLOPs (2*N per token; Sardana et al. 2024)")
+    o.add_argument("--unique-tokens", type=float, default=None, metavar="U",
+                   help="unique training tokens available: also the best (N, D) when data beyond U is repeated "
+                        "(Muennighoff et al. 2023 effective data, R_D* = 15.4) and the epochs it implies")
     o.add_argument("--gpu", default=None, help="h100 | h200 | a100 | l4 | b200 | tpu-v5p | ... (research/bench/devices.py): "
                    "estimate memory and device-hours")
     o.add_argument("--peak-flops", type=_positive_float, default=None,
@@ -233,12 +239,35 @@ def _print_memory(mem: dict) -> None:
     print("  KV cache         needs the shape (layers, kv heads, head dim): `scaling size ... --kv-heads K`")
 
 
+def _print_plans(row: dict) -> None:
+    inf = row.get("inference")
+    if inf:
+        base = inf["chinchilla_optimal"]
+        print(f"  with {inf['inference_tokens']:.4g} inference tokens (Sardana et al. 2024; same loss "
+              f"{inf['target_loss']:.4g}):")
+        print(f"    N {inf['n_params']:.4g}, D {inf['tokens']:.4g}, tokens/param {inf['tokens_per_param']:.3g}")
+        print(f"    FLOPs: training {inf['training_flops']:.4g} + inference {inf['inference_flops']:.4g} = "
+              f"{inf['total_flops']:.4g}; compute-optimal model: {base['total_flops']:.4g}; saved "
+              f"{inf['flops_saved']:.4g} ({inf['flops_saved_fraction']:.1%})")
+    dc = row.get("data_constrained")
+    if dc:
+        un = dc["unconstrained"]
+        print(f"  with {dc['unique_tokens']:.4g} unique tokens (Muennighoff et al. 2023, R_D* 15.4):")
+        print(f"    N {dc['n_params']:.4g}, D {dc['tokens']:.4g} ({dc['epochs']:.3g} epochs; effective "
+              f"{dc['effective_tokens']:.4g}), tokens/param {dc['tokens_per_param']:.3g}, loss {dc['loss']:.4g}")
+        print(f"    unconstrained optimum needs {un['epochs']:.3g} epochs: loss {un['loss']:.4g} with fresh data, "
+              f"{un['loss_with_repeats']:.4g} with repeats")
+        for n in dc["notes"]:
+            print(f"    note: {n}")
+
+
 def optimal_handler(args) -> int:
     import json
 
     from research.fit.hardware import training_cost
     from research.fit.law_warnings import law_own_warnings, range_warnings
     from research.fit.laws import load_law, optimum
+    from research.fit.planning import data_constrained, inference_optimal
     from research.model.accounting import memory_report
 
     law = load_law(args.law, args.approach)
@@ -256,6 +285,14 @@ def optimal_handler(args) -> int:
         row["warnings"] = list(law.warnings) + own + range_warnings(
             law.data_range, flops=c, n=row["n_params"], d=row["tokens"])
         row["memory"] = memory_report(row["n_params"])
+        if args.inference_tokens is not None:
+            row["inference"] = inference_optimal(law, c, args.inference_tokens)
+            row["warnings"] += range_warnings(law.data_range, n=row["inference"]["n_params"],
+                                              d=row["inference"]["tokens"], label="inference plan: ")
+        if args.unique_tokens is not None:
+            row["data_constrained"] = data_constrained(law, c, args.unique_tokens)
+            row["warnings"] += range_warnings(law.data_range, n=row["data_constrained"]["n_params"],
+                                              d=row["data_constrained"]["tokens"], label="data-constrained plan: ")
         if args.gpu or args.peak_flops:
             row["training"] = training_cost(c, row["n_params"], args.gpu, args.peak_flops, args.mfu)
         rows.append(row)
@@ -275,6 +312,7 @@ def optimal_handler(args) -> int:
         for n in row["notes"]:
             print(f"  note: {n}")
         _print_memory(row["memory"])
+        _print_plans(row)
         for w in row["warnings"]:
             print(f"  warning: {w}")
         t = row.get("training")
