@@ -60,12 +60,16 @@ def register(subparsers) -> None:
                    help="N for the Kaplan fits when --n-col is not given (default nonembedding, as Kaplan)")
     p.add_argument("--reduction", choices=("sum", "mean"), default="sum",
                    help="Approach 3 Huber reduction over runs (default sum; mean reproduces the published bug)")
+    p.add_argument("--solver", choices=("varpro", "lbfgs"), default=None,
+                   help="Approach 3 solver: varpro = variable projection over an (alpha, beta) grid, polished in all "
+                        "five parameters, with the objective's profile (default); lbfgs = Hoffmann's multi-start "
+                        "L-BFGS (--grid, --backend, --tolerances apply to it; --tolerances scipy selects it)")
     p.add_argument("--tolerances", choices=("tight", "scipy"), default="tight",
-                   help="Approach 3 L-BFGS stopping rules (default tight; scipy = scipy's defaults)")
+                   help="Approach 3 L-BFGS stopping rules (default tight; scipy = scipy's defaults, lbfgs solver)")
     p.add_argument("--grid", choices=("full", "small"), default="full",
-                   help="Approach 3 start grid: full = Hoffmann's 4,500 starts; small = 243 (quick look)")
+                   help="Approach 3 lbfgs start grid: full = Hoffmann's 4,500 starts; small = 243 (quick look)")
     p.add_argument("--backend", choices=("jax", "scipy"), default="jax",
-                   help="Approach 3 solver: vectorised jax L-BFGS (default) or a scipy L-BFGS-B loop")
+                   help="Approach 3 lbfgs backend: vectorised jax L-BFGS (default) or a scipy L-BFGS-B loop")
     p.add_argument("--approach1-source", choices=("endpoints", "curves"), default="endpoints",
                    help="Approach 1 envelope from finished runs' end points (default) or from training curves "
                         "(trials/*/metrics.jsonl; not for branch designs)")
@@ -125,10 +129,15 @@ def _print_fit(name, r):
         return s
 
     if name == "approach3":
-        print(f"approach3: L(N, D) = E + A/N^alpha + B/D^beta  ({r['n_points']} runs, {r['n_starts']} starts, "
+        how = (f"{r['n_starts']} starts" if "n_starts" in r else f"variable projection, {r['grid_cells']} grid cells")
+        print(f"approach3: L(N, D) = E + A/N^alpha + B/D^beta  ({r['n_points']} runs, {how}, "
               f"{r['reduction']}-reduced Huber delta={r['delta']:g}, objective {r['objective']:.6g})")
         for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G"):
             print(f"  {k:6s} {val(k)}")
+        ar = (r.get("profile") or {}).get("a_range")
+        if ar and ar.get("low") is not None:
+            print(f"  profile: a in [{ar['low']:.4g}, {ar['high']:.4g}] within the {ar['level']:.0%} profile-likelihood "
+                  "threshold (objective over (alpha, beta) and over E in fit.json 'profile')")
     elif name in ("approach1", "approach2"):
         print(f"{name}: N_opt = k_N*C^a, D_opt = k_D*C^b")
         for k in ("a", "b", "k_N", "k_D"):
@@ -208,7 +217,7 @@ def fit_handler(args) -> int:
     result = run_fits(table, methods, bootstrap=args.bootstrap, seed=args.seed, grid=args.grid,
                       reduction=args.reduction, backend=args.backend, tol=args.tolerances, level=args.level,
                       budgets=args.budgets, strict=args.method != "all", kaplan_df=kaplan_table,
-                      kaplan_n=kaplan_n, approach1_source=args.approach1_source, log=log)
+                      kaplan_n=kaplan_n, approach1_source=args.approach1_source, log=log, solver=args.solver)
     if all("skipped" in result[m] for m in methods):  # nothing fitted: say so, and leave fit.json as it is
         reasons = "; ".join(f"{m}: {result[m]['skipped']}" for m in methods)
         raise UserError(f"no fit possible on {table.drop_message().replace('using', 'the', 1)} ({reasons})")
