@@ -75,6 +75,22 @@ def grid_starts(grid="full") -> np.ndarray:
 
 # ----------------------------------------------------------------------------- numpy / scipy
 
+def log_residuals(xp, theta_B5, lnN_n, lnD_n, lnL_n):
+    """r = log(E + A/N^α + B/D^β) − log L per batch row and run, with u1 = A·N^-α/E, u2 = B·D^-β/E and
+    s = 1 + u1 + u2 (the log-sum-exp taken relative to e). Returns (r, u1, u2, s)."""
+    a, b, e, al, be = (theta_B5[:, j:j + 1] for j in range(5))
+    u1 = xp.exp(a - e - al * lnN_n)
+    u2 = xp.exp(b - e - be * lnD_n)
+    s = 1.0 + u1 + u2
+    return e + xp.log(s) - lnL_n, u1, u2, s
+
+
+def huber(xp, r, delta=DELTA):
+    """(Huber_δ(r), its derivative ψ(r) = clip(r, −δ, δ)): r²/2 inside [−δ, δ], δ(|r| − δ/2) outside."""
+    dh = xp.minimum(xp.maximum(r, -delta), delta)
+    return dh * (r - 0.5 * dh), dh
+
+
 def objective_terms(xp, theta_B5, lnN_n, lnD_n, lnL_n, w_Bn, delta=DELTA, reduction="sum"):
     """The Approach-3 objective and its analytic gradient for a batch of parameter vectors, written
     once for numpy (`xp=np`) and jax.numpy (`xp=jnp`). theta_B5 rows are (a, b, e, alpha, beta);
@@ -84,13 +100,8 @@ def objective_terms(xp, theta_B5, lnN_n, lnD_n, lnL_n, w_Bn, delta=DELTA, reduct
     u = exp(t - e), two exponentials per run instead of three and no running maximum. It can only
     overflow (to +inf, which every solver treats as a failed trial) where A/N^alpha or B/D^beta
     exceeds E by a factor e^709, far outside any fit."""
-    a, b, e, al, be = (theta_B5[:, j:j + 1] for j in range(5))
-    u1 = xp.exp(a - e - al * lnN_n)
-    u2 = xp.exp(b - e - be * lnD_n)
-    s = 1.0 + u1 + u2
-    r = e + xp.log(s) - lnL_n
-    dh = xp.minimum(xp.maximum(r, -delta), delta)  # Huber derivative
-    h = dh * (r - 0.5 * dh)  # r^2/2 inside [-delta, delta], delta (|r| - delta/2) outside
+    r, u1, u2, s = log_residuals(xp, theta_B5, lnN_n, lnD_n, lnL_n)
+    h, dh = huber(xp, r, delta)
     wh, c = w_Bn * h, w_Bn * dh / s  # c: d(w h)/d(LSE) * d(LSE)/de
     if reduction == "mean":
         scale = 1.0 / w_Bn.sum(axis=-1, keepdims=True)

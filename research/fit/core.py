@@ -35,11 +35,27 @@ def flops_per_token(table):
     return fit_flops_per_token(table.df["N"], table.df["F"], table.df["D"], table.convention)
 
 
+SOLVERS = ("varpro", "lbfgs")
+
+
+def resolve_solver(solver: str | None, tol: str = "tight") -> str:
+    """The Approach-3 solver: varpro (default) unless asked for lbfgs or for scipy's L-BFGS stopping
+    rules (tol="scipy", which only the L-BFGS solver has: it reproduces the published early stop)."""
+    if solver is None:
+        return "lbfgs" if tol == "scipy" else "varpro"
+    if solver not in SOLVERS:
+        raise UserError(f"unknown Approach 3 solver {solver!r}; use one of {', '.join(SOLVERS)}")
+    return solver
+
+
 def run_approach3(df, *, bootstrap=0, seed=0, grid="full", reduction="sum", backend="jax", level=0.95,
-                  budgets=(), bootstrap_starts=8, tol="tight", per_token=None, shared_seeds=True):
+                  budgets=(), bootstrap_starts=8, tol="tight", per_token=None, shared_seeds=True, solver=None):
     """Approach 3; its optimum is computed in the convention of the budgets (`per_token`, default 6n).
-    `shared_seeds`: the bootstrap draws a size's seeds once per resample (approach3.bootstrap_weights)."""
+    `shared_seeds`: the bootstrap draws a size's seeds once per resample (approach3.bootstrap_weights).
+    `solver`: "varpro" (research/fit/varpro.py; default) or "lbfgs" (the multi-start grid of
+    research/fit/approach3.py; `grid`, `backend` and `tol` apply to it); the bootstrap uses the same."""
     from research.fit import approach3 as a3
+    from research.fit import varpro
     from research.fit.allocation import SIX_N, allocation_params, compute_optimal, optimal_row
 
     per_token = per_token or SIX_N
@@ -48,8 +64,13 @@ def run_approach3(df, *, bootstrap=0, seed=0, grid="full", reduction="sum", back
     if n < MIN_POINTS_A3 or df["N"].nunique() < 3 or df["D"].nunique() < 3:
         raise UserError(f"Approach 3 needs >= {MIN_POINTS_A3} runs spanning >= 3 sizes and >= 3 token counts; "
                         f"got {n} runs, {df['N'].nunique()} sizes, {df['D'].nunique()} token counts")
-    res = a3.fit_approach3(df["N"], df["D"], df["L"], grid=grid, reduction=reduction, backend=backend,
-                           n_optima=bootstrap_starts, tol=tol)
+    solver = resolve_solver(solver, tol)
+    if solver == "varpro":
+        res = varpro.fit_result(df["N"], df["D"], df["L"], reduction=reduction)
+    else:
+        res = a3.fit_approach3(df["N"], df["D"], df["L"], grid=grid, reduction=reduction, backend=backend,
+                               n_optima=bootstrap_starts, tol=tol)
+        res["solver"] = "lbfgs"
     optima = res.pop("_optima")
     res.update({k: float(v) for k, v in allocation_params(res["A"], res["B"], res["alpha"], res["beta"],
                                                               per_token).items()})
@@ -62,21 +83,25 @@ def run_approach3(df, *, bootstrap=0, seed=0, grid="full", reduction="sum", back
     if bootstrap:
         t0 = time.perf_counter()
         weights, resampling = a3.bootstrap_weights(df, bootstrap, seed, shared_seeds)
-        thetas, _ = a3.bootstrap_approach3(df["N"], df["D"], df["L"], optima, n_resamples=bootstrap,
-                                           seed=seed, reduction=reduction, backend=backend, tol=tol,
-                                           weights=weights)
+        if solver == "varpro":
+            thetas, _ = varpro.bootstrap(df["N"], df["D"], df["L"], optima, weights, reduction=reduction)
+            starts = (f"each resample refitted by the same LM-IRLS solver in all five parameters from the "
+                      f"{min(len(optima), varpro.BOOTSTRAP_STARTS)} best distinct polished optima of the full-data fit")
+        else:
+            thetas, _ = a3.bootstrap_approach3(df["N"], df["D"], df["L"], optima, n_resamples=bootstrap,
+                                               seed=seed, reduction=reduction, backend=backend, tol=tol,
+                                               weights=weights)
+            starts = f"each resample refitted from the {len(optima)} best distinct local optima of the full-data grid fit"
         bs = a3.summarize_bootstrap(thetas, level, budgets, per_token)
         bs.update(n_resamples=int(bootstrap), seed=seed, seconds=time.perf_counter() - t0,
-                  resampling=resampling,
-                  starts=f"each resample refitted from the {len(optima)} best distinct local optima "
-                         "of the full-data grid fit")
+                  resampling=resampling, solver=solver, starts=starts)
         res["bootstrap"] = bs
     return res
 
 
 def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction="sum", backend="jax", tol="tight",
              level=0.95, budgets=None, strict=False, kaplan_n="nonembedding", kaplan_df=None, smooth=5,
-             approach1_source="endpoints", log=None) -> dict:
+             approach1_source="endpoints", log=None, solver=None) -> dict:
     """Run `methods` (default: all) on a loaded Table. With strict=False an approach the data cannot
     support is recorded as {"skipped": reason}; with strict=True it raises UserError.
     `approach1_source`: "endpoints" (finished runs' end points, research/fit/endpoint_envelope.py) or
@@ -103,7 +128,7 @@ def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction
             if m == "approach3":
                 out[m] = run_approach3(df, bootstrap=bootstrap, seed=seed, grid=grid, reduction=reduction,
                                        backend=backend, level=level, budgets=budgets, tol=tol,
-                                       per_token=flops_per_token(table))
+                                       per_token=flops_per_token(table), solver=solver)
             elif m == "approach2":
                 from research.fit.isoflop import fit_approach2
 
@@ -220,7 +245,7 @@ def fit_sweep_dir(path, *, bootstrap: int = 0, seed: int = 0, grid="full", quiet
     if holdout:
         from research.fit.holdout import holdout_or_skip
 
-        kw = {k: v for k, v in kw.items() if k in ("reduction", "backend", "tol", "level")}
+        kw = {k: v for k, v in kw.items() if k in ("reduction", "backend", "tol", "level", "solver")}
         result["extrapolation"] = holdout_or_skip(table, holdout, bootstrap=max(bootstrap, holdout_bootstrap),
                                                   seed=seed, grid=grid, log=log, allocation=True, **kw)
     if write:

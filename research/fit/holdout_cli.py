@@ -24,7 +24,7 @@ def holdout_command(args, table) -> int:
         log(f"holdout: using --bootstrap {bootstrap} (prediction intervals need a bootstrap of the fit)")
     result = run_holdout(table, args.holdout, methods, bootstrap=bootstrap, seed=args.seed, level=args.level,
                          grid=args.grid, reduction=args.reduction, backend=args.backend, tol=args.tolerances,
-                         log=log, allocation=args.method == "all")
+                         solver=args.solver, log=log, allocation=args.method == "all")
     out = output_path(args, table)  # --out was checked (not a directory, not under a file) before fitting
     if out is not None:
         write_fit(out, {"extrapolation": result}, merge=True)

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from research.errors import UserError
+from research.fit.law_warnings import fit_warnings, law_own_warnings, range_warnings
+from research.fit.laws import PUBLISHED, ChinchillaLaw
 
 CHINCHILLA_KEYS = ("E", "A", "B", "alpha", "beta")
 KAPLAN_KEYS = ("N_c", "D_c", "alpha_N", "alpha_D")
@@ -35,12 +37,6 @@ FAMILY_FORMS = {"chinchilla": "L(N, D) = E + A/N^alpha + B/D^beta",
                 "kaplan": "L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D"}
 MC_DRAWS = 4000  # Monte Carlo draws per (N, D) for the interval
 
-# Ranges of the data behind the published laws (from the papers' abstracts), for extrapolation warnings.
-PUBLISHED_RANGES = {
-    "chinchilla": {"n_params": [70e6, 16e9], "tokens": [5e9, 500e9]},  # "70M to over 16B ... 5 to 500B tokens"
-    "epoch-2024": {"n_params": [70e6, 16e9], "tokens": [5e9, 500e9]},  # refit of the same runs
-    "kaplan-2020": {"n_params": [768, 1.5e9], "tokens": [22e6, 23e9]},  # non-embedding N
-}
 NO_LOSS_APPROACHES = ("approach1", "approach2")
 NO_LOSS_MESSAGE = ("{which} gives only the compute-optimal allocation N_opt(C), D_opt(C), not the loss of an "
                    "arbitrary (N, D); predict with --approach approach3 (E + A/N^alpha + B/D^beta) or kaplan "
@@ -61,6 +57,8 @@ class Predictor:
     n_kind: str = "total"
     data_range: dict | None = None
     notes: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)  # the fit's own (research.fit.law_warnings.fit_warnings)
+    fit_block: dict | None = field(default=None, repr=False)
 
     @property
     def form(self) -> str:
@@ -154,7 +152,7 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
             return Predictor(name, family, params, source=f"law file {name}", samples=_samples(fit, keys),
                              samples_drawn=_drawn(fit),
                              noise=fit.get("noise"), n_kind=fit.get("n_kind", "total"),
-                             data_range=fit.get("data_range"))
+                             data_range=fit.get("data_range"), warnings=fit_warnings(fit, None), fit_block=fit)
     if approach is None:
         if _usable(fit.get("approach3")):
             approach = "approach3"
@@ -166,7 +164,7 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
                 raise UserError(NO_LOSS_MESSAGE.format(which=f"{name} holds only {' and '.join(have)}, which"))
             raise UserError(f"{name} holds no Approach 3 or Kaplan L(N, D) result; run "
                             "`scaling fit DIR --method approach3` first, or pass a published law "
-                            f"({', '.join(PUBLISHED_RANGES)})")
+                            f"({', '.join(PUBLISHED)})")
     block = fit.get(approach)
     if not _usable(block):
         why = f" ({block['skipped']})" if isinstance(block, dict) else ""
@@ -176,7 +174,7 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
         params = _check_params(block, CHINCHILLA_KEYS, f"{name} approach3")
         return Predictor(f"{name}:approach3", "chinchilla", params, source="Approach 3 fit",
                          samples=_samples(block, CHINCHILLA_KEYS), samples_drawn=_drawn(block), noise=block.get("noise"),
-                         data_range=block.get("data_range"))
+                         data_range=block.get("data_range"), warnings=fit_warnings(fit, block), fit_block=block)
     if approach == "kaplan":
         ld = block.get("L_ND")
         if not _usable(ld):
@@ -186,7 +184,7 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
         n_kind = block.get("n_kind", "total")
         return Predictor(f"{name}:kaplan", "kaplan", params, source="Kaplan joint L(N, D) fit",
                          samples=_samples(ld, KAPLAN_KEYS), samples_drawn=_drawn(ld), noise=ld.get("noise"), n_kind=n_kind,
-                         data_range=ld.get("data_range"),
+                         data_range=ld.get("data_range"), warnings=fit_warnings(fit, block),
                          notes=[f"N is {n_kind} parameters, as the Kaplan fit counted them"])
     raise UserError(f"unknown approach {approach!r}; use approach3 or kaplan")
 
@@ -198,17 +196,20 @@ def published_predictor(name: str) -> Predictor:
     from research.fit.kaplan import PUBLISHED as KAPLAN_PUBLISHED
     from research.fit.laws import published
 
+    law = published(name)
     if name == "kaplan-2020":
         return Predictor("kaplan-2020", "kaplan", dict(KAPLAN_PUBLISHED["L_ND"]),
                          source="Kaplan et al. 2020 joint law (alpha_N 0.076, alpha_D 0.103, N_c 6.4e13, "
                                 "D_c 1.8e13)", n_kind="nonembedding",
-                         data_range=PUBLISHED_RANGES[name],
+                         data_range=law.data_range,
                          notes=["N is non-embedding parameters and the loss is Kaplan's (WebText2, their "
                                 "tokenizer), as published",
                                 "no published uncertainty: point prediction only"])
-    law = published(name)
+    if not isinstance(law, ChinchillaLaw):
+        raise UserError(f"{name} is an allocation N_opt(C), D_opt(C) only ({law.source}); it gives no L(N, D) "
+                        "to predict with: use a law with a loss, e.g. chinchilla-approach3 or epoch-2024")
     return Predictor(name, "chinchilla", {k: getattr(law, k) for k in CHINCHILLA_KEYS}, source=law.source,
-                     data_range=PUBLISHED_RANGES.get(name),
+                     data_range=law.data_range,
                      notes=["no published uncertainty: point prediction only"])
 
 
@@ -219,7 +220,7 @@ def load_predictor(spec: str, approach: str | None = None) -> Predictor:
 
     from research.errors import closest
 
-    if spec in PUBLISHED_RANGES:
+    if spec in PUBLISHED:
         if approach is not None:
             raise UserError(f"--approach applies to a fit.json, not to the published law {spec!r}")
         return published_predictor(spec)
@@ -227,8 +228,8 @@ def load_predictor(spec: str, approach: str | None = None) -> Predictor:
     if path.is_dir():
         path = path / "fit.json"
     if not path.exists():
-        raise UserError(f"unknown law {spec!r}{closest(spec, PUBLISHED_RANGES)}: not a published law "
-                        f"({', '.join(PUBLISHED_RANGES)}) and no such file; run `scaling fit` first")
+        raise UserError(f"unknown law {spec!r}{closest(spec, PUBLISHED)}: not a published law "
+                        f"({', '.join(PUBLISHED)}) and no such file; run `scaling fit` first")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -283,8 +284,6 @@ def interval_description(pred: Predictor, level: float) -> dict:
 
 def predict(pred: Predictor, N, D, level: float = 0.95, seed: int = 0) -> dict:
     """{"rows": [{n_params, tokens, loss, loss_low, loss_high, ...}], "interval": {...}, "warnings": [...]}."""
-    from research.fit.diagnostics import extrapolation_warnings
-
     if not 0 < level < 1:
         raise UserError(f"--level must be between 0 and 1, got {level}")
     N, D = check_pairs(N, D)
@@ -318,7 +317,12 @@ def predict(pred: Predictor, N, D, level: float = 0.95, seed: int = 0) -> dict:
             row["loss_low_params_only"] = float(p_lo[i])
             row["loss_high_params_only"] = float(p_hi[i])
         rows.append(row)
-    warns = extrapolation_warnings(N, D, pred.data_range)
+    warns = list(pred.warnings) + law_own_warnings(pred.params.get("E"), pred.loss, pred.data_range,
+                                                   pred.fit_block, pred.warnings)
+    for i in range(len(N)):
+        for w in range_warnings(pred.data_range, n=N[i], d=D[i], label=f"pair {i + 1}: " if len(N) > 1 else ""):
+            if w not in warns:
+                warns.append(w)
     return {"law": pred.name, "form": pred.form, "params": pred.params, "source": pred.source,
             "n_kind": pred.n_kind, "interval": interval_description(pred, level), "notes": list(pred.notes),
             "warnings": warns, "rows": rows}

@@ -44,6 +44,10 @@ def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS,
     if ok("approach3"):
         makers.append(("approach3_contours", lambda: F.approach3_contours(df, fit)))
         makers.append(("residuals", lambda: F.residuals(df, fit)))
+    from research.plots.profile import approach3_profile, has_profile
+
+    if has_profile(fit):
+        makers.append(("approach3_profile", lambda: approach3_profile(fit)))
     from research.plots.extrapolation import add_warnings, extrapolation_figure, figure_warnings
 
     if ok("extrapolation"):

@@ -11,7 +11,7 @@ from matplotlib import cm, colors, ticker
 from matplotlib.figure import Figure
 
 from research.fit.allocation import SIX_N, FlopsPerToken, compute_optimal, fit_flops_per_token
-from research.fit.laws import PUBLISHED, ChinchillaLaw, published
+from research.fit.laws import ChinchillaLaw, published
 
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7.5}
 APPROACH_COLORS = {"approach1": "#1b9e77", "approach2": "#d95f02", "approach3": "#7570b3"}
@@ -199,7 +199,7 @@ def optimal_allocation(df, fit, c_max=1e26) -> Figure:
     for ax, which in ((axn, "n"), (axd, "d")):
         central = []  # the lines drawn; the y range is theirs, so a wide bootstrap band cannot swamp the panel
         ax.axvspan(cmin, cmax_data, color="0.9", zorder=0, label="range of the data")
-        for name in PUBLISHED:
+        for name in PUBLISHED_STYLE:
             law = published(name)
             col, ls = PUBLISHED_STYLE[name]
             label = f"{name} (published)"
