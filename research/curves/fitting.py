@@ -47,6 +47,16 @@ class Curve:
             self._sums = CurveSums.of(self.lr_T)
         return self._sums
 
+    def after(self, step: int) -> "Curve":
+        """The same run with only the losses measured after `step`."""
+        keep = self.step_M > step
+        return Curve(self.run, self.lr_T, self.step_M[keep], self.loss_M[keep], self._sums)
+
+    def fitted_part(self, from_step: int | None) -> "Curve":
+        """What a fit uses: the losses after `from_step`, by default after the warmup (the law
+        describes training at the schedule's LRs, not the first steps' fall from the initial loss)."""
+        return self.after(peak_step(self.lr_T) if from_step is None else from_step - 1)
+
     @property
     def decays(self) -> bool:
         return bool(np.any(self.sums.delta_T > 0))
@@ -102,7 +112,9 @@ def summarise(curve: Curve, max_points: int = MAX_POINTS) -> tuple[np.ndarray, n
     return np.array(out_s, np.int64), np.array(out_l), weight / weight.mean()
 
 
-def points_of(curves: list[Curve], max_points: int = MAX_POINTS) -> Points:
+def points_of(curves: list[Curve], max_points: int = MAX_POINTS, from_step: int | None = None) -> Points:
+    curves = [c.fitted_part(from_step) for c in curves]
+    curves = [c for c in curves if c.step_M.size]
     parts = [summarise(c, max_points) for c in curves]
     return Points([c.sums for c in curves], [p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts])
 
@@ -216,6 +228,7 @@ class LawFit:
     n_points: int  # bins (or steps) the objective saw
     n_steps: int  # logged steps they summarise
     fixed: tuple = ()
+    from_step: int | None = None
 
 
 class MultipowerObjective:
@@ -279,10 +292,11 @@ def polish(law: str, points: Points, start: dict, fixed: tuple = (), max_nfev: i
 
 
 def fit_law(law: str, curves: list[Curve], *, max_points: int = MAX_POINTS,
-            lam: float | None = ANNEALING_LAMBDA) -> LawFit:
+            lam: float | None = ANNEALING_LAMBDA, from_step: int | None = None) -> LawFit:
     """Fit `law` to the measured losses of `curves` (one model size). `lam` is the annealing
-    law's momentum decay: fixed at that value (Tissue et al. use 0.999), or fitted when None."""
-    points = points_of(curves, max_points)
+    law's momentum decay: fixed at that value (Tissue et al. use 0.999), or fitted when None.
+    `from_step`: fit the losses from this step on (default: each run's first step after warmup)."""
+    points = points_of(curves, max_points, from_step)
     peak_lr = max(float(c.lr_T.max()) for c in curves)
     fixed: tuple = ()
     if law == MULTIPOWER:
@@ -295,8 +309,8 @@ def fit_law(law: str, curves: list[Curve], *, max_points: int = MAX_POINTS,
         params, cost = polish(law, points, start, fixed)
         if best is None or cost < best[1]:
             best = (params, cost)
-    n_steps = int(sum(c.step_M.size for c in curves))
-    return LawFit(law, best[0], best[1], int(points.y.size), n_steps, fixed)
+    n_steps = int(sum(c.fitted_part(from_step).step_M.size for c in curves))
+    return LawFit(law, best[0], best[1], int(points.y.size), n_steps, fixed, from_step)
 
 
 def bootstrap(fit: LawFit, curves: list[Curve], n: int, seed: int = 0, *, max_points: int = MAX_POINTS,
@@ -304,7 +318,7 @@ def bootstrap(fit: LawFit, curves: list[Curve], n: int, seed: int = 0, *, max_po
     """`n` parameter draws: refits (polished from the fit) to the fitted curves plus residuals
     resampled in blocks of `block` consecutive points within each run (the noise of a loss
     curve is correlated from step to step, so single points would understate it)."""
-    points = points_of(curves, max_points)
+    points = points_of(curves, max_points, fit.from_step)
     rng = np.random.default_rng(seed)
     fitted = [np.log(law_loss(fit.law, s, t, fit.params)) for s, t in zip(points.sums, points.step_Q)]
     resid = [y - f for y, f in zip(points.log_loss_Q, fitted)]
