@@ -41,6 +41,8 @@ def register(subparsers) -> None:
     fit.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     fit.add_argument("--max-points", type=int, default=400,
                      help="longer runs are summarised in this many bins of consecutive steps (default 400)")
+    fit.add_argument("--from-step", type=int, default=None,
+                     help="fit the losses from this step on (default: each run's first step after its warmup)")
     fit.add_argument("--lambda", dest="lam", default="0.999",
                      help="annealing law: its momentum decay, a number in (0.9, 1) or 'fit' (default 0.999)")
     fit.add_argument("--json", action="store_true", help="print the fitted law as one JSON object")
@@ -96,51 +98,38 @@ def _lam(text: str) -> float | None:
 
 
 def cmd_fit(args) -> int:
-    import numpy as np
-
-    from research.curves.fitting import bootstrap, fit_law, relative_errors, summarise
-    from research.curves.record import CurveLaw, write_law
+    from research.curves.record import fit_curve_law, write_law
     from research.curves.table import load_curves
 
-    if args.bootstrap < 0 or args.max_points < 10:
-        raise UserError("--bootstrap must be >= 0 and --max-points >= 10")
+    if args.bootstrap < 0 or args.max_points < 10 or (args.from_step is not None and args.from_step < 1):
+        raise UserError("--bootstrap must be >= 0, --max-points >= 10 and --from-step >= 1")
     lam = _lam(args.lam)
     table = load_curves(args.table, args.run_col, args.step_col, args.lr_col, args.loss_col)
     curves = table.select(_runs(args.runs))
     empty = [c.run for c in curves if c.step_M.size == 0]
     if empty:
         raise UserError(f"run {empty[0]!r} has no measured loss; leave it out with --runs or give its losses")
-    if sum(c.step_M.size for c in curves) < 10:
-        raise UserError(f"only {sum(c.step_M.size for c in curves)} measured losses in the fitting runs; need 10+")
+    n_fitted = sum(c.fitted_part(args.from_step).step_M.size for c in curves)
+    if n_fitted < 10:
+        raise UserError(f"only {n_fitted} measured losses in the fitting runs after their warmup (or --from-step); "
+                        "need 10+")
     if not any(c.decays for c in curves):
         raise UserError("no fitting run's learning rate ever decays, so the law's decay terms cannot be fitted; "
                         "add a run with a cosine, WSD or step-decay schedule")
     print(f"fitting the {args.law} law to {len(curves)} run(s), {sum(c.step_M.size for c in curves):,} logged "
           "steps", file=sys.stderr)
-    fit = fit_law(args.law, curves, max_points=args.max_points, lam=lam)
-    cap = float(max(np.exp(summarise(c, args.max_points)[1]).max() for c in curves))
-    draws = bootstrap(fit, curves, args.bootstrap, args.seed, max_points=args.max_points) if args.bootstrap else []
-    warmups = sorted(int(np.argmax(c.lr_T)) + 1 for c in curves)
-    law = CurveLaw(args.law, fit.params, cap, float(max(c.lr_T.max() for c in curves)), warmups[len(warmups) // 2],
-                   draws)
-    in_sample = {}
-    for c in curves:
-        mean, worst = relative_errors(args.law, fit.params, c, cap)
-        in_sample[c.run] = {"mean_rel_err": mean, "max_rel_err": worst, "n_measured": int(c.step_M.size),
-                            "steps": int(c.lr_T.size)}
-    law.meta = {"source": table.source, "runs": [c.run for c in curves], "fixed": list(fit.fixed),
-                "fit": {"objective": "huber on log loss", "huber_delta": 1e-3, "cost": fit.cost,
-                        "n_points": fit.n_points, "n_logged_steps": fit.n_steps, "max_points": args.max_points},
-                "in_sample": in_sample}
+    law = fit_curve_law(args.law, curves, max_points=args.max_points, lam=lam, from_step=args.from_step,
+                        n_bootstrap=args.bootstrap, seed=args.seed)
+    law.meta["source"] = table.source
     write_law(args.out, law)
     if args.json:
         print(json.dumps(law.to_dict()))
     else:
-        print(" ".join(f"{k}={v:.6g}" for k, v in fit.params.items()))
-        for run, e in in_sample.items():
+        print(" ".join(f"{k}={v:.6g}" for k, v in law.params.items()))
+        for run, e in law.meta["in_sample"].items():
             print(f"  {run}: mean |rel err| {100 * e['mean_rel_err']:.3f}%, max {100 * e['max_rel_err']:.3f}% "
                   f"over {e['n_measured']:,} logged steps")
-        print(f"wrote {args.out}" + (f" ({len(draws)} bootstrap draws)" if draws else ""))
+        print(f"wrote {args.out}" + (f" ({len(law.draws)} bootstrap draws)" if law.draws else ""))
     return 0
 
 

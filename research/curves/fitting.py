@@ -169,6 +169,8 @@ def _nnls_cells(points: Points, columns, cells):
     out = []
     for cell in cells:
         X = columns(cell)
+        if not np.all(np.isfinite(X)):
+            continue
         try:
             coef, _ = nnls(X * sw[:, None], L * sw)
         except RuntimeError:  # nnls gave up (its iteration limit)
