@@ -229,3 +229,66 @@ def test_a_trained_run_and_a_sweep_directory_read_their_schedule_and_eval_losses
     out = json.loads(capsys.readouterr().out)
     assert [r["step"] for r in out["rows"]] == list(range(1, 61))
     assert all(math.isfinite(r["loss"]) for r in out["rows"])
+
+
+# ---------------------------------------------------------------- per-trunk offsets
+
+def write_branch_sweep(root, offsets, steps=600, horizons=(300, 600), seed=0):
+    """A sweep directory as a branch design leaves it, its curves drawn from TRUTH times
+    exp(offset of the trunk) with 0.2% noise: the offsets are known."""
+    import dataclasses
+
+    from research.config import RunConfig, TrainConfig
+    from research.curves.synthetic import ar1_noise
+    from research.fsutil import atomic_write_json
+
+    rng = np.random.default_rng(seed)
+    rows = []
+
+    def write_run(trial_id, steps_, schedule, first_step, offset, record):
+        config = RunConfig(train=dataclasses.replace(TrainConfig(), steps=steps_, lr=3e-4, schedule=schedule,
+                                                     warmup_steps=20, decay_fraction=0.2))
+        lr = schedule_lr(schedule, steps_, 3e-4, warmup_steps=20, cooldown_fraction=0.2)
+        step = np.arange(1, steps_ + 1)
+        loss = law_loss("multipower", CurveSums.of(lr), step, TRUTH) * math.exp(offset)
+        loss *= 1 + ar1_noise(steps_, 0.002, 0.5, rng)
+        d = root / "trials" / trial_id
+        d.mkdir(parents=True)
+        atomic_write_json(d / "trial.json", {"trial": trial_id, "config": config.to_dict(), **record})
+        with open(d / "metrics.jsonl", "w") as f:
+            for s in range(first_step + 1, steps_ + 1):
+                if s % 10 == 0 or s == steps_:
+                    f.write(json.dumps({"step": s, "lr": float(lr[s - 1]), "eval_loss": float(loss[s - 1])}) + "\n")
+        return float(loss[-1])
+
+    for seed_, (trunk, offset) in enumerate(offsets.items()):
+        write_run(trunk, steps, "constant", 0, offset, {"role": "trunk"})
+        for h in horizons:
+            start = h - round(0.2 * h)
+            tid = f"{trunk}-b{h}"
+            final = write_run(tid, h, "wsd", start, offset, {"role": "branch", "branch": {"trunk": trunk, "step": start}})
+            rows.append({"trial": tid, "status": "completed", "kind": "branch", "seed": seed_, "n_params": 1000,
+                         "tokens": h * 2048, "final_eval_loss": final, "eval_bits_per_byte": final / math.log(2),
+                         "trunk": trunk, "branch_step": start})
+    pd.DataFrame(rows).to_csv(root / "results.csv", index=False)
+    return pd.DataFrame(rows)
+
+
+def test_trunk_offsets_are_recovered_and_correct_the_final_losses(tmp_path, capsys):
+    truth = {"trunkA": 0.012, "trunkB": -0.004, "trunkC": -0.008}
+    raw = write_branch_sweep(tmp_path / "sweep", truth)
+    out = tmp_path / "corrected.csv"
+    assert main(["curves", "offsets", str(tmp_path / "sweep"), "--out", str(out), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    (size,) = record["sizes"]
+    for trunk, offset in truth.items():  # the truth is centred already (sums to zero)
+        assert size["offsets"][trunk] == pytest.approx(offset, abs=1.5e-3)
+    corrected = pd.read_csv(out)
+    assert list(corrected.final_eval_loss_raw) == pytest.approx(list(raw.final_eval_loss))
+    for h, group in corrected.groupby("tokens"):  # the seeds of one point now agree
+        assert np.ptp(np.log(group.final_eval_loss)) < 0.25 * np.ptp(np.log(group.final_eval_loss_raw))
+    from research.fit.data import load_table
+
+    assert len(load_table(out, quiet=True).df) == len(raw)  # `scaling fit` reads it as any results table
+    code = main(["curves", "offsets", str(tmp_path / "sweep"), "--out", str(tmp_path / "sweep" / "results.csv")])
+    assert code == 2 and "own results.csv" in capsys.readouterr().err

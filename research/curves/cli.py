@@ -74,6 +74,46 @@ def register(subparsers) -> None:
     pred.add_argument("--json", action="store_true", help="print one JSON object with a \"rows\" list")
     _table_flags(pred)
     pred.set_defaults(func=cmd_predict)
+    _register_offsets(s)
+
+
+def _register_offsets(s) -> None:
+    off = s.add_parser(
+        "offsets", help="per-trunk offsets from a curve fit; a results table with corrected final losses",
+        description="For each size of a sweep, fit one curve law to every logged step of its trunks and branches "
+                    "(all seeds), take each trunk's (lineage's) median log residual as its offset, and write "
+                    "results.csv with final_eval_loss divided by exp(offset) (the raw value kept as "
+                    "final_eval_loss_raw). Fit the (N, D) law to it with `scaling fit OUT`.")
+    off.add_argument("sweep", help="sweep directory (results.csv and trials/)")
+    off.add_argument("--out", required=True, help="where to write the corrected results table (CSV)")
+    off.add_argument("--law", choices=LAW_CHOICES, default="multipower")
+    off.add_argument("--loss-col", default="eval_loss", choices=("eval_loss", "loss"),
+                     help="the logged loss the curves are fitted to (default eval_loss: the fixed eval set)")
+    off.add_argument("--json", action="store_true", help="print the offsets as one JSON object")
+    off.set_defaults(func=cmd_offsets)
+
+
+def cmd_offsets(args) -> int:
+    from pathlib import Path
+
+    from research.curves.offsets import corrected_results
+    from research.fsutil import atomic_write_text
+
+    out = Path(args.out)
+    if out.resolve() == (Path(args.sweep) / "results.csv").resolve():
+        raise UserError(f"--out {out} is the sweep's own results.csv; write the corrected table elsewhere")
+    frame, sizes = corrected_results(args.sweep, args.law, args.loss_col)
+    atomic_write_text(out, frame.to_csv(index=False))
+    record = {"sweep": str(args.sweep), "law": args.law, "loss_col": args.loss_col, "out": str(out),
+              "sizes": [{"n_params": s.n_params, "params": s.law, "offsets": s.offsets, "n_points": s.n_points}
+                        for s in sizes]}
+    if args.json:
+        print(json.dumps(record))
+    else:
+        spread = [v for s in sizes for v in s.offsets.values()]
+        print(f"wrote {out}: {len(frame)} rows, {len(spread)} lineages over {len(sizes)} sizes; offsets "
+              f"{100 * min(spread):+.2f}% .. {100 * max(spread):+.2f}%" if spread else f"wrote {out}")
+    return 0
 
 
 def _runs(text: str | None) -> list[str] | None:
