@@ -292,3 +292,25 @@ def test_trunk_offsets_are_recovered_and_correct_the_final_losses(tmp_path, caps
     assert len(load_table(out, quiet=True).df) == len(raw)  # `scaling fit` reads it as any results table
     code = main(["curves", "offsets", str(tmp_path / "sweep"), "--out", str(tmp_path / "sweep" / "results.csv")])
     assert code == 2 and "own results.csv" in capsys.readouterr().err
+
+
+def test_trunks_only_predicts_the_other_cooldowns_and_counts_flops(tmp_path, capsys):
+    raw = write_branch_sweep(tmp_path / "sweep", {"trunkA": 0.01, "trunkB": -0.01}, horizons=(200, 400, 600))
+    raw["steps"] = raw["tokens"] // 2048
+    raw["flops_6n"] = 6 * 1000 * raw["tokens"]
+    raw["flops_spent_6n"] = raw["flops_6n"] * (raw["steps"] - raw["branch_step"]) / raw["steps"]
+    raw.to_csv(tmp_path / "sweep" / "results.csv", index=False)
+    out = tmp_path / "trunks_only.csv"
+    assert main(["curves", "trunks-only", str(tmp_path / "sweep"), "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    table = pd.read_csv(out)
+    assert sorted(table[table.source == "measured"].steps) == [200, 200, 600, 600]  # shortest and longest kept
+    pred = table[table.source == "predicted"]
+    assert len(pred) == summary["n_predicted"] == 2
+    err = abs(pred.final_eval_loss - pred.final_eval_loss_measured) / pred.final_eval_loss_measured
+    assert err.max() < 0.006  # within the curves' noise (0.2%, correlated) and the law's error
+    # spent: two trunks of 600 steps and cooldowns of 120 and 40 steps each; represented: 2 x (200 + 400 + 600)
+    per_step = 6 * 1000 * 2048
+    assert summary["flops_spent_6n"] == pytest.approx(per_step * (2 * 600 + 2 * 120 + 2 * 40))
+    assert summary["flops_represented_6n"] == pytest.approx(per_step * 2 * 1200)
+    assert summary["spent_over_represented"] < summary["branch_design_spent_over_represented"]

@@ -75,6 +75,7 @@ def register(subparsers) -> None:
     _table_flags(pred)
     pred.set_defaults(func=cmd_predict)
     _register_offsets(s)
+    _register_trunks_only(s)
 
 
 def _register_offsets(s) -> None:
@@ -113,6 +114,44 @@ def cmd_offsets(args) -> int:
         spread = [v for s in sizes for v in s.offsets.values()]
         print(f"wrote {out}: {len(frame)} rows, {len(spread)} lineages over {len(sizes)} sizes; offsets "
               f"{100 * min(spread):+.2f}% .. {100 * max(spread):+.2f}%" if spread else f"wrote {out}")
+    return 0
+
+
+def _register_trunks_only(s) -> None:
+    t = s.add_parser(
+        "trunks-only", help="evaluate a trunks-only design on a branch sweep: the curve law stands in for cooldowns",
+        description="Keep each trunk and its shortest and longest cooldowns (--keep 2) or its longest (--keep 1); "
+                    "fit one curve law per size to them; predict every other branch's final loss; write the "
+                    "results table (column source = measured | predicted) and report FLOPs spent / represented. "
+                    "Compare `scaling fit OUT` with `scaling fit SWEEP` for the two designs' exponents.")
+    t.add_argument("sweep", help="a finished branch design's sweep directory")
+    t.add_argument("--out", required=True, help="where to write the table (CSV)")
+    t.add_argument("--keep", type=int, default=2,
+                   help="cooldowns kept per trunk: 2 (shortest and longest; default) or 1 (the longest)")
+    t.add_argument("--law", choices=LAW_CHOICES, default="multipower")
+    t.add_argument("--loss-col", default="eval_loss", choices=("eval_loss", "loss"))
+    t.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    t.set_defaults(func=cmd_trunks_only)
+
+
+def cmd_trunks_only(args) -> int:
+    from pathlib import Path
+
+    from research.curves.trunks_only import trunks_only
+    from research.fsutil import atomic_write_text
+
+    out = Path(args.out)
+    if out.resolve() == (Path(args.sweep) / "results.csv").resolve():
+        raise UserError(f"--out {out} is the sweep's own results.csv; write the table elsewhere")
+    frame, summary = trunks_only(args.sweep, args.keep, args.law, args.loss_col)
+    atomic_write_text(out, frame.to_csv(index=False))
+    summary["out"] = str(out)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"wrote {out}: {summary['n_predicted']} of {summary['n_rows']} branch end points predicted; FLOPs "
+              f"spent / represented {summary['spent_over_represented']:.3f} (the branch design: "
+              f"{summary['branch_design_spent_over_represented']:.3f})")
     return 0
 
 

@@ -34,6 +34,7 @@ class SizeOffsets:
     law: dict  # fitted parameters
     offsets: dict  # lineage -> offset (natural log of the loss ratio)
     n_points: dict  # lineage -> logged steps used
+    curve_law: object = None  # the fitted CurveLaw
 
 
 def lineage_of(row) -> str:
@@ -57,7 +58,7 @@ def size_offsets(n_params: float, curves: dict[str, Curve], lineages: dict[str, 
     raw = {k: float(np.median(np.concatenate(v))) for k, v in by_lineage.items()}
     centre = float(np.mean(list(raw.values()))) if raw else 0.0
     return SizeOffsets(n_params, fitted.params, {k: v - centre for k, v in raw.items()},
-                       {k: int(sum(x.size for x in v)) for k, v in by_lineage.items()})
+                       {k: int(sum(x.size for x in v)) for k, v in by_lineage.items()}, fitted)
 
 
 def corrected_results(sweep_dir, law: str = "multipower", loss_col: str = "eval_loss"):
