@@ -165,6 +165,9 @@ def test_predict_a_described_schedule_and_renamed_columns(tmp_path, capsys):
     assert steps[0] == 1 and steps[-1] == 3000 and len(steps) == 31
     losses = [r["loss"] for r in out["rows"]]
     assert losses[-1] < losses[-2] < losses[5]  # the cooldown lowers the loss
+    assert main(["curves", "predict", "--law", str(law), "--schedule", "wsd", "--tokens", str(3000 * 2048),
+                 "--tokens-per-step", "2048", "--cooldown-fraction", "0.1", "--json", "--every", "100"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == out["rows"]  # a horizon in tokens is the same run
 
 
 @pytest.mark.parametrize("args,message", [
