@@ -24,6 +24,7 @@ COMMANDS = {
     "optimal": "research.fit.cli",
     "predict": "research.fit.predict_cli",
     "lr-rule": "research.fit.lr_rule_cli",
+    "curves": "research.curves.cli",
     "plot": "research.plots.cli",
     "bench": "research.bench.cli",
 }
