@@ -24,6 +24,7 @@ COMMANDS = {
     "predict": "research.fit.predict_cli",
     "lr-rule": "research.fit.lr_rule_cli",
     "plot": "research.plots.cli",
+    "compare": "research.plots.compare",
     "bench": "research.bench.cli",
 }
 
