@@ -51,7 +51,7 @@ class CompareOptions:
     bootstrap: int = 200  # resamples of each sweep
     seed: int = 0
     level: float = 0.95
-    grid: str = "full"  # Approach 3 start grid ("full" or "small")
+    grid: object = "full"  # Approach 3 start grid: "full", "small" or a dict of start values (a3.grid_starts)
     bpb: bool = False  # fit bits per byte (eval_bits_per_byte) instead of nats/token
     at: tuple[float, ...] = ()  # budgets to report besides the sweeps' own
     bootstrap_starts: int = 4  # distinct local optima each resample is refitted from
