@@ -423,6 +423,8 @@ def summarize(fa: SweepFit, fb: SweepFit, prov: dict | None = None, notes: list 
     lo_all, hi_all = min(range_a[0], range_b[0]), max(range_a[1], range_b[1])
     window = (lo_all / 10 ** CROSSOVER_DECADES, hi_all * 10 ** CROSSOVER_DECADES)
     cross = {"window": list(window), "flops": _finite(crossover(law_a, law_b, window)[0])}
+    if cross["flops"] is not None:
+        cross["extrapolated"] = not (_inside(cross["flops"], range_a) and _inside(cross["flops"], range_b))
     if boot:
         xs = crossover(sa, sb, window)
         ok = np.all(np.isfinite(fa.thetas), axis=1) & np.all(np.isfinite(fb.thetas), axis=1)

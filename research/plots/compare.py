@@ -115,7 +115,8 @@ def report_lines(r: dict) -> list[str]:
     x = r["crossover"]
     window = f"[{x['window'][0]:.3g}, {x['window'][1]:.3g}]"
     if x["flops"] is not None:
-        lines.append(f"crossover (frontiers equal): C = {x['flops']:.3g}{_iv(x, '.3g')}")
+        lines.append(f"crossover (frontiers equal): C = {x['flops']:.3g}{_iv(x, '.3g')}"
+                     + (" (extrapolated: outside a sweep's budgets)" if x.get("extrapolated") else ""))
     else:
         lines.append(f"crossover: none in {window} FLOPs" + (f" ({x['fraction_of_resamples']:.0%} of the resamples "
                                                              "cross there)" if x.get("fraction_of_resamples") else ""))

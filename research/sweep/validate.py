@@ -78,7 +78,10 @@ def estimate(cfg: ValidateConfig, plan, flops_per_s: float) -> dict:
     for c in targets(cfg, plan):
         run = SimpleNamespace(flops_6n=c, own_fraction=1.0)  # C in the design's convention, read as 6n FLOPs
         rows.append({"flops": c, "factor": c / largest, "runs": sizes * seeds,
-                     "est_time_s": sizes * seeds * estimate_seconds(run, flops_per_s)})
+                     "est_time_s": sizes * seeds * estimate_seconds(run, flops_per_s),
+                     # D = C / (6N) tokens must fit in the training split (6n; the chinchilla count is close)
+                     "min_n_params_fed": None if plan.sweep.design.allow_repeat
+                     else c / (6.0 * plan.train_tokens_available)})
     return {"targets": rows, "sizes_per_target": sizes, "seeds": seeds,
             "total_flops": sum(r["flops"] * r["runs"] for r in rows), "est_time_s": sum(r["est_time_s"] for r in rows),
             "flops_convention": plan.sweep.design.flops_convention, "throughput_flops_per_s": flops_per_s,
@@ -92,7 +95,10 @@ def estimate_lines(est: dict) -> list[str]:
             f"N_opt and {est['sizes_per_target'] - 1} neighbour size(s) x {est['seeds']} seed(s) = "
             f"{sum(r['runs'] for r in est['targets'])} runs, {est['total_flops']:.3e} FLOPs "
             f"[{est['flops_convention']}], about {fmt_seconds(est['est_time_s'])} after the sweep",
-            f"  ({est['note']})"]
+            f"  ({est['note']})"] + [
+        f"  at {r['flops']:.3g}: a size below N = {r['min_n_params_fed']:,.0f} would need more tokens than the "
+        "training split holds (such a size is not trained; [design] allow_repeat = true allows it)"
+        for r in est["targets"] if r.get("min_n_params_fed")]
 
 
 # ----------------------------------------------------------------------------- planning after the fit
@@ -127,10 +133,13 @@ def rung_trials(cfg: ValidateConfig, plan, law) -> tuple[list[dict], list]:
             model, counts = ladder[i]
             steps = max(1, round(c / counts.flops_per_token(convention) / tokens_per_step))
             tokens = steps * tokens_per_step
+            size = {"role": role, "layers": model.layers, "d_model": model.d_model, "n_params": counts.n_params,
+                    "tokens": tokens}
             if tokens > plan.train_tokens_available and not design.allow_repeat:
-                raise UserError(f"[validate] the run of N = {counts.n_params:,} at {c:.3g} FLOPs needs {tokens:,} tokens "
-                                f"but the training split holds {plan.train_tokens_available:,}; lower the rung's "
-                                "budgets or set [design] allow_repeat = true")
+                target["runs"].append(dict(size, trials=[], skipped=(
+                    f"needs {tokens:,} tokens but the training split holds {plan.train_tokens_available:,} "
+                    "(set [design] allow_repeat = true to repeat data)")))
+                continue
             hyper = sweep.recipe.hyperparameters(counts.n_params, tokens, steps)
             train = dataclasses.replace(sweep.base.train, steps=steps, **hyper)
             if design.kind == "branches":  # the straight WSD run a cooldown branch stands for
@@ -145,8 +154,7 @@ def rung_trials(cfg: ValidateConfig, plan, law) -> tuple[list[dict], list]:
                                tokens, steps)
                 trials.append(trial)
                 ids.append(trial.trial_id)
-            target["runs"].append({"role": role, "layers": model.layers, "d_model": model.d_model,
-                                   "n_params": counts.n_params, "tokens": tokens, "trials": ids})
+            target["runs"].append(dict(size, trials=ids))
         targets_out.append(target)
     return targets_out, trials
 
@@ -200,8 +208,8 @@ def score(fit: dict, cfg: ValidateConfig, target_rows: list[dict], sweep_dir: Pa
                 margin = centre["measured"] - best["measured"]
                 if noise_std is None:
                     warnings.append(f"at C = {target['flops']:.3g}: the law's N_opt ({centre['n_params']:,}) was beaten "
-                                    f"by N = {best['n_params']:,} by {margin:.4f}; the seed noise is unmeasured (one "
-                                    "seed), so whether that is beyond the noise is unknown")
+                                    f"by N = {best['n_params']:,} by {margin:.4f}; the sweep's seed noise is unmeasured "
+                                    "(no replicate runs), so whether that is beyond the noise is unknown")
                 elif target["beyond_noise"]:
                     warnings.append(f"at C = {target['flops']:.3g}: the law's N_opt ({centre['n_params']:,}) is not the "
                                     f"best size: N = {best['n_params']:,} is better by {margin:.4f} nats, more than "
@@ -237,7 +245,8 @@ def report_lines(block: dict) -> list[str]:
                              f"{r['predicted']:.4f}{iv}  measured {r['measured']:.4f} ({r['seeds']} seed(s)), error "
                              f"{r['error']:+.4f} ({r['rel_error']:+.2%}){where}")
             else:
-                lines.append(f"  {r['role']:7} N {r['n_params']:>10,}  not completed: {'; '.join(r.get('not_completed', []))}")
+                why = r.get("skipped") or "not completed: " + "; ".join(r.get("not_completed", []))
+                lines.append(f"  {r['role']:7} N {r['n_params']:>10,}  {why}")
         if "n_opt_best" in t:
             lines.append("  N_opt's run was the best of the sizes trained" if t["n_opt_best"] else
                          f"  N_opt's run was not the best: N = {t['best_n_params']:,} was"
