@@ -26,6 +26,7 @@ COMMANDS = {
     "lr-rule": "research.fit.lr_rule_cli",
     "curves": "research.curves.cli",
     "plot": "research.plots.cli",
+    "compare": "research.plots.compare",
     "bench": "research.bench.cli",
 }
 

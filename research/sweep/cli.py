@@ -69,12 +69,20 @@ def cmd_plan(args) -> int:
     p = plan(sweep)
     out = p.to_dict(measured_flops_per_s(_sweep_dir(args, sweep)))
     support = plan_support(out)
+    if sweep.validate is not None:
+        from research.sweep.validate import estimate
+
+        out["validate"] = estimate(sweep.validate, p, out["throughput_flops_per_s"])
     if args.json:
         print(json.dumps(dict(out, fit_support=support), indent=2))
         return 0
     print_plan(out)
     for line in support_lines(support) if support else ():
         print(line)
+    if "validate" in out:
+        from research.sweep.validate import estimate_lines
+
+        print("\n".join(estimate_lines(out["validate"])))
     return 0
 
 
@@ -144,15 +152,23 @@ def cmd_run(args) -> int:
           + (f" ({len(p.trunks)} trunks + their cooldown branches)" if p.trunks else "") + f" in {sweep_dir}"
           + (f" ({len(p.rejected)} rejected, {len(p.dropped)} dropped; see 'scaling sweep plan')"
              if p.rejected or p.dropped else ""), file=sys.stderr)
-    if args.executor == "local":
-        LocalRunner(p, sweep_dir, workers=args.workers, retries=args.retries, retry_failed=args.retry_failed,
-                    live=not args.quiet, warm=not args.fresh_processes).run(trial_dirs)
-    else:
-        options = dict(sweep.slurm)
-        for key, value in (("partition", args.partition), ("time_min", args.time_min), ("gpus_per_node", args.gpus)):
-            if value is not None:
-                options[key] = value
-        run_slurm(p, sweep_dir, trial_dirs, options, args.retries, args.retry_failed)
+    if sweep.validate is not None:  # its targets checked (beyond the fitted budgets) before anything trains
+        from research.sweep.validate import targets
+
+        targets(sweep.validate, p)
+
+    def execute(the_plan, dirs) -> None:
+        if args.executor == "local":
+            LocalRunner(the_plan, sweep_dir, workers=args.workers, retries=args.retries,
+                        retry_failed=args.retry_failed, live=not args.quiet, warm=not args.fresh_processes).run(dirs)
+        else:
+            options = dict(sweep.slurm)
+            for key, value in (("partition", args.partition), ("time_min", args.time_min), ("gpus_per_node", args.gpus)):
+                if value is not None:
+                    options[key] = value
+            run_slurm(the_plan, sweep_dir, dirs, options, args.retries, args.retry_failed)
+
+    execute(p, trial_dirs)
     frame = collect(sweep_dir)
     counts = status_counts(frame)
     print(f"results: {sweep_dir / 'results.csv'} ({', '.join(f'{v} {k}' for k, v in counts.items() if v)})",
@@ -163,6 +179,11 @@ def cmd_run(args) -> int:
               f"({totals['flops_spent_over_represented']:.2f}x; trunks shared by their branches)", file=sys.stderr)
     if not args.no_fit:
         fit_and_plot(sweep_dir)
+        if sweep.validate is not None:
+            from research.sweep.validate import report_lines, run_rung
+
+            for line in report_lines(run_rung(p, sweep_dir, execute)):
+                print(line, file=sys.stderr)
         log_sweep(sweep_dir, sweep.base.logging, sweep.name)  # the sweep's own W&B/TensorBoard run
     return 0 if counts["failed"] == 0 else 1
 

@@ -46,9 +46,10 @@ from research.model.accounting import count_model
 from research.sweep.design import DesignConfig, check_name, parse_design, parse_slurm, refuse_recipe_overrides
 from research.sweep.recipe import load_recipe
 from research.sweep.trial import spent_fraction
+from research.sweep.validate_config import ValidateConfig, parse_validate
 from research.train.run_dir import identity, identity_hash
 
-SWEEP_SECTIONS = ("design", "recipe", "slurm")
+SWEEP_SECTIONS = ("design", "recipe", "slurm", "validate")
 DEFAULT_FLOPS_PER_S = 1.5e10  # tiny models on 2 CPU cores (6n FLOPs/s; the demo measures 1.4-2e10); until trials measure it
 STARTUP_S = 6.0  # process start + compile per trial, on CPU
 
@@ -62,6 +63,7 @@ class Sweep:
     recipe: object
     slurm: dict  # the [slurm] keys given (checked against SlurmOptions)
     raw: dict = field(repr=False)
+    validate: ValidateConfig | None = None  # [validate]: a validation rung after the fit (research/sweep/validate.py)
 
 
 ROLES = ("run", "trunk", "branch")
@@ -175,7 +177,7 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
     recipe = load_recipe(raw.get("recipe", {}), path.parent)
     refuse_recipe_overrides(raw, recipe)
     return Sweep(name=name, source=path.absolute(), base=base, design=design, recipe=recipe,
-                 slurm=parse_slurm(raw.get("slurm")), raw=raw)
+                 slurm=parse_slurm(raw.get("slurm")), raw=raw, validate=parse_validate(raw.get("validate"), design))
 
 
 def plan(sweep: Sweep, dataset=None) -> Plan:
