@@ -16,6 +16,12 @@ research/fit/lr_rule.py), lr = the rule's lr(N) = lr_ref * (N / n_ref) ** expone
 lr_base, lr_ref_params and lr_exponent; lr_max still caps it. A rule covers the sizes it was
 calibrated on widened by LR_RULE_MARGIN (2x) each way; a trial outside that is refused when the
 sweep is planned, before anything trains. N counts embeddings throughout.
+
+Warmup. By default 5% of each run's own steps (`warmup_fraction`), a function of the run's own
+horizon. A branch design shares one trunk (and its warmup) among every horizon of a size, so it
+needs a warmup that does not depend on the horizon: `warmup_tokens` (the same number of tokens for
+every trial). Then a trial's schedule is a function of its own shape, D, seed and recipe alone,
+never of which other budgets share its sweep (planning refuses a branch design otherwise).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pathlib import Path
 from research.errors import UserError
 
 DEFAULT_RECIPE = "research.sweep.recipe:AspectRatioRecipe"
+DEFAULT_WARMUP_FRACTION = 0.05  # of a run's own steps, when the recipe sets neither warmup key
 MAX_SHAPES = 4096  # shapes in one recipe's ladder (each is counted when a sweep is planned)
 
 
@@ -49,7 +56,8 @@ class AspectRatioRecipe:
     lr_ref_params: float = 1e5
     lr_exponent: float = -0.25  # ... scaled as (N / lr_ref_params) ** lr_exponent
     lr_max: float = 3e-2
-    warmup_fraction: float = 0.05
+    warmup_fraction: float | None = None  # warmup as a share of the run's own steps (default 0.05): from-scratch designs
+    warmup_tokens: float | None = None  # a warmup of this many tokens for every size and horizon (branch designs need it)
     lr_rule: str | None = None  # a fitted LR rule file (see the module docstring); replaces lr_base/lr_exponent
 
     def __post_init__(self):
@@ -68,8 +76,13 @@ class AspectRatioRecipe:
                             "scale as N^-0.5 .. N^0)")
         if not self.lr_max < 1:
             raise UserError(f"[recipe] lr_max = {self.lr_max} must be below 1")
-        if not 0 <= self.warmup_fraction <= 1:
+        if self.warmup_fraction is not None and not 0 <= self.warmup_fraction <= 1:
             raise UserError(f"[recipe] warmup_fraction = {self.warmup_fraction} must lie in [0, 1]")
+        if self.warmup_tokens is not None and not self.warmup_tokens > 0:
+            raise UserError(f"[recipe] warmup_tokens = {self.warmup_tokens} must be positive")
+        if self.warmup_fraction is not None and self.warmup_tokens is not None:
+            raise UserError("[recipe] set one of warmup_fraction (a share of each run's steps) or warmup_tokens "
+                            "(a fixed warmup), not both")
         if self.lr_rule is not None:
             from research.fit.lr_rule import load_rule
 
@@ -97,7 +110,12 @@ class AspectRatioRecipe:
         else:
             log_scale = self.lr_exponent * math.log(n_params / self.lr_ref_params)
             lr = min(self.lr_max, self.lr_base * math.exp(min(log_scale, 700.0)))  # min(): no overflow, lr_max caps it
-        return {"lr": lr, "warmup_steps": max(1, round(self.warmup_fraction * steps))}
+        if self.warmup_tokens is not None:  # fixed: the same for every horizon (a branch shares its trunk's)
+            warmup = max(1, round(self.warmup_tokens / (tokens / steps)))
+        else:
+            fraction = DEFAULT_WARMUP_FRACTION if self.warmup_fraction is None else self.warmup_fraction
+            warmup = max(1, round(fraction * steps))
+        return {"lr": lr, "warmup_steps": warmup}
 
 
 def load_recipe(spec: dict, base_dir: Path):
