@@ -264,6 +264,7 @@ def test_results_have_seed_kind_and_trunk_columns(tmp_path):
                    check=True)
     frame = pd.read_csv(out / "results.csv")
     assert sorted(frame["seed"]) == [0, 0, 1, 1] and set(frame["kind"]) == {"branch"}
+    assert set(frame["family"]) == {"1 layer"} and set(frame["layers"]) == {1}  # every row names its model family
     plan_json = json.loads((out / "plan.json").read_text())
     assert set(frame["trunk"]) == {t["trial"] for t in plan_json["trunks"]}
     assert frame["flops_spent_6n"].sum() < frame["flops_6n"].sum()

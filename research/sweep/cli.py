@@ -113,6 +113,12 @@ def print_plan(out: dict) -> None:
         print(f"FLOPs represented {out['total_flops_6n']:.3e} [6n] (each row's whole history), spent "
               f"{out['total_flops_spent_6n']:.3e} (each trunk once + each cooldown): "
               f"{out['flops_spent_over_represented']:.2f}x")
+    families = out.get("families") or []
+    if families:
+        print("model families: " + "; ".join(f"{f['family']} (d_model {', '.join(map(str, f['d_model']))})"
+                                             for f in families))
+    for change in out.get("family_changes") or []:
+        print(f"family change: the size axis changes family {change}")
     for kind in ("rejected", "dropped"):
         for r in out.get(kind, []):
             print(f"{kind}: layers {r['layers']}, d_model {r['d_model']}, N {r['n_params']:,}"

@@ -8,7 +8,14 @@ candidate into an architecture and hyperparameters. Override it in a sweep file:
     aspect_ratio = 32                                    # any constructor argument of that class
     lr_rule = "lr-rule-cpu.json"                         # a fitted LR rule, relative to the sweep file
 
-A custom recipe subclasses `AspectRatioRecipe` (or implements the same three methods).
+A custom recipe subclasses `AspectRatioRecipe` (or implements the same methods). Built in:
+`AspectRatioRecipe` (depth = round(d_model / aspect_ratio): its depth steps make several model
+families), `FixedDepthRecipe` (one depth, width the knob: one family) and `ProportionalRecipe`
+(layers and d_model scaled together on one aspect ratio: one family).
+
+Model families. `family(shape)` names the rule a shape is on (default: its depth). A sweep whose
+sizes span several families is refused when planned unless `[design] allow_mixed_families = true`:
+a law fitted across a change of architecture confounds the change with N.
 
 Peak learning rate. Without `lr_rule`, lr = lr_base * (N / lr_ref_params) ** lr_exponent, a guessed
 power of N. With `lr_rule` (a JSON file written by `scaling lr-rule` from an lr sweep,
@@ -34,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from research.errors import UserError
+from research.model.family import depth_family
 
 DEFAULT_RECIPE = "research.sweep.recipe:AspectRatioRecipe"
 DEFAULT_WARMUP_FRACTION = 0.05  # of a run's own steps, when the recipe sets neither warmup key
@@ -99,8 +107,13 @@ class AspectRatioRecipe:
         return {"layers": max(1, math.floor(d_model / self.aspect_ratio + 0.5)), "d_model": d_model, "heads": knob}
 
     def ladder(self) -> list[dict]:
-        """Every shape of the family, smallest first."""
+        """Every shape of the recipe, smallest first (each with its depth: `layers`)."""
         return [self.shape(k) for k in range(1, self.max_width // self.head_dim + 1)]
+
+    def family(self, shape: dict) -> str:
+        """The model family a shape belongs to: shapes on one rule, whose losses a law may compare.
+        Here depth is a rounded d_model / aspect_ratio, so each depth is its own family."""
+        return depth_family(shape["layers"])
 
     def hyperparameters(self, n_params: int, tokens: int, steps: int) -> dict:
         """[train] values for a model of n_params trained for `steps` steps (on `tokens` tokens)."""
@@ -116,6 +129,52 @@ class AspectRatioRecipe:
             fraction = DEFAULT_WARMUP_FRACTION if self.warmup_fraction is None else self.warmup_fraction
             warmup = max(1, round(fraction * steps))
         return {"lr": lr, "warmup_steps": warmup}
+
+
+@dataclass(frozen=True)
+class FixedDepthRecipe(AspectRatioRecipe):
+    """A fixed-depth ladder: every shape has `layers` layers; width (one head at a time) is the
+    size knob. One family over any range of N (ffw = 4 d_model, head_dim fixed)."""
+
+    layers: int = 1
+    aspect_ratio: int = 32  # unused: depth is fixed
+
+    def __post_init__(self):
+        if not isinstance(self.layers, int) or not 1 <= self.layers <= 1024:
+            raise UserError(f"[recipe] layers = {self.layers!r} must be an integer from 1 to 1024")
+        super().__post_init__()
+
+    def shape(self, knob: int) -> dict:
+        return {"layers": self.layers, "d_model": self.head_dim * knob, "heads": knob}
+
+
+@dataclass(frozen=True)
+class ProportionalRecipe(AspectRatioRecipe):
+    """Depth and width scaled together on one rule: layers = k, d_model = aspect_ratio * k exactly
+    (heads = d_model / head_dim). One family: every shape has the same aspect ratio. Coarse steps
+    in N (about 2.5x between neighbours at small k), so best for grids and branch designs."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.aspect_ratio % self.head_dim:
+            raise UserError(f"[recipe] aspect_ratio = {self.aspect_ratio} must be a multiple of head_dim = "
+                            f"{self.head_dim} (d_model = aspect_ratio x layers splits into whole heads)")
+
+    def shape(self, knob: int) -> dict:
+        d_model = self.aspect_ratio * knob
+        return {"layers": knob, "d_model": d_model, "heads": d_model // self.head_dim}
+
+    def ladder(self) -> list[dict]:
+        return [self.shape(k) for k in range(1, self.max_width // self.aspect_ratio + 1)]
+
+    def family(self, shape: dict) -> str:
+        return f"d_model = {self.aspect_ratio} x layers"
+
+
+def family_of(recipe, shape: dict) -> str:
+    """The family of a shape under a recipe: its `family(shape)` when it has one, else its depth."""
+    family = getattr(recipe, "family", None)
+    return str(family(shape)) if callable(family) else depth_family(shape["layers"])
 
 
 def load_recipe(spec: dict, base_dir: Path):
