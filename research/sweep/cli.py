@@ -276,6 +276,12 @@ def _print_fit_summary(fit: dict) -> None:
     for line in (agreement_line(fit or {}), noise_line(fit or {})):
         if line:
             print(f"  {line}", file=sys.stderr)
+    spread = ((fit or {}).get("sensitivity") or {}).get("range")
+    if spread:
+        lo, hi = spread.get("with_E_profile", spread["approach3"])
+        print(f"  sensitivity: Approach 3's a ranges over [{lo:.3f}, {hi:.3f}] across the analyst's choices "
+              "(E profiled, seed means, N without embeddings, leave one size/budget out, families; fit.json)",
+              file=sys.stderr)
     held = (fit or {}).get("extrapolation") or {}
     summary = (held.get("approach3") or {}).get("summary")
     if summary:
