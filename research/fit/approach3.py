@@ -174,7 +174,7 @@ def _jax_solver(reduction: str, delta: float, maxiter: int, gtol: float, ftol: f
 
 
 def solve_jax(starts, lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", maxiter=MAXITER,
-              tol="tight", lanes=LANES, weight_rows=None, return_stats=False):
+              tol="tight", lanes=LANES, weight_rows=None, return_stats=False, min_starts=0):
     """L-BFGS from every start in one compiled device-side loop (research.fit.lbfgs), with scipy
     L-BFGS-B's stopping rules (ftol relative to max(|f|, 1), gtol on the largest gradient component,
     maxiter, maxfun). `w` is None (all ones), shape (n,) shared by all starts, or (R, n): weight
@@ -183,7 +183,8 @@ def solve_jax(starts, lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", maxit
     statistics (evaluations, loop passes, lane utilisation) with `return_stats=True`.
 
     Starts, weight rows and runs are padded to powers of two (padded runs carry weight 0, padded
-    starts are never run), so calls of similar size reuse one compiled program."""
+    starts are never run), so calls of similar size reuse one compiled program; `min_starts` pads a small
+    call to the shape of a larger one already compiled (a refit after the full-grid fit)."""
     import jax
 
     starts = np.atleast_2d(np.asarray(starts, dtype=np.float64))
@@ -199,7 +200,7 @@ def solve_jax(starts, lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", maxit
         return np.zeros((0, 5)), np.zeros(0), np.zeros(0, dtype=int)
     # weight rows padded to at least min(Sp, 1024): the full-grid fit (one row) and a bootstrap of up
     # to 1,024 resamples x 8 starts then run the very same compiled program
-    Sp, n_p = _bucket(S), _bucket(n, 64)
+    Sp, n_p = _bucket(max(S, min_starts)), _bucket(n, 64)
     Rp = max(_bucket(len(W), 1), min(Sp, 1024))
     x0 = np.zeros((Sp, 5))
     x0[:S] = starts

@@ -235,6 +235,11 @@ def fit_handler(args) -> int:
         for line in (agreement_line(result), noise_line(result)):
             if line:
                 print(line)
+        from research.fit.sensitivity import sensitivity_lines
+
+        for line in sensitivity_lines(result.get("sensitivity")):
+            if not line.lstrip().startswith("warning:"):  # its warning is among those printed below
+                print(line)
         for w in result.get("warnings", []):
             print(f"warning: {w}")
     return 0

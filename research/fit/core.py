@@ -72,6 +72,7 @@ def run_approach3(df, *, bootstrap=0, seed=0, grid="full", reduction="sum", back
                                n_optima=bootstrap_starts, tol=tol)
         res["solver"] = "lbfgs"
     optima = res.pop("_optima")
+    res["local_optima"] = np.asarray(optima).tolist()  # (ln A, ln B, ln E, alpha, beta): the refits' starts
     res.update({k: float(v) for k, v in allocation_params(res["A"], res["B"], res["alpha"], res["beta"],
                                                               per_token).items()})
     res["flops_convention"] = per_token.convention
@@ -165,11 +166,20 @@ def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction
                 raise
             out[m] = {"skipped": str(err)}
             log(f"{m}: skipped: {err}")
+    if "approach3" in out and "skipped" not in out["approach3"]:
+        from research.fit.sensitivity import sensitivity_report
+
+        out["sensitivity"] = sensitivity_report(df, out["approach3"], out.get("approach2"), flops_per_token(table),
+                                                convention=table.convention,
+                                                design_budgets=table.budget_source != table.columns.get("flops"),
+                                                backend=backend, reduction=reduction, tol=tol)
+        log(f"sensitivity: done in {out['sensitivity']['seconds']:.1f}s")
     from research.fit.diagnostics import annotate  # noise for intervals, reviewer warnings
     from research.fit.noise import seed_noise
 
     out["noise"] = seed_noise(df)
     annotate(out, df, None if kaplan_df is None else kaplan_df.df)
+    out["warnings"] += (out.get("sensitivity") or {}).get("warnings", [])
     for w in out["warnings"]:
         log(f"warning: {w}")
     return out

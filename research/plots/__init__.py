@@ -50,6 +50,10 @@ def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS,
         makers.append(("approach3_profile", lambda: approach3_profile(fit)))
     from research.plots.extrapolation import add_warnings, extrapolation_figure, figure_warnings
 
+    if ok("sensitivity"):
+        from research.plots.sensitivity import sensitivity_figure
+
+        makers.append(("sensitivity", lambda: sensitivity_figure(fit)))
     if ok("extrapolation"):
         makers.append(("extrapolation", lambda: extrapolation_figure(fit["extrapolation"])))
     written = []

@@ -70,9 +70,27 @@ def approach1_source(fit) -> str:
     return "endpoints"
 
 
+FAMILY_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def families(df) -> list[str]:
+    """The table's model families (several: the figures mark each with its own marker)."""
+    return sorted(set(df["family"])) if "family" in df.columns else []
+
+
 def _points_with_seeds(ax, df, x_col, c_col, cmap, norm, label):
     """One marker per run; where an (N, D) point has several seeds, each seed faintly and the mean with
-    an error bar of their standard deviation (ddof=1)."""
+    an error bar of their standard deviation (ddof=1). Several model families: one marker shape each."""
+    names = families(df)
+    if len(names) > 1:
+        for i, name in enumerate(names):
+            sub = df[df["family"] == name].reset_index(drop=True)
+            _family_points(ax, sub, x_col, c_col, cmap, norm, f"{label}: {name}", FAMILY_MARKERS[i % len(FAMILY_MARKERS)])
+        return
+    _family_points(ax, df, x_col, c_col, cmap, norm, label, "o")
+
+
+def _family_points(ax, df, x_col, c_col, cmap, norm, label, marker):
     from research.fit.noise import point_groups
 
     groups = point_groups(df)
@@ -80,12 +98,12 @@ def _points_with_seeds(ax, df, x_col, c_col, cmap, norm, label):
     single = np.array([g[0] for g in groups if len(g) == 1], dtype=int)
     if len(single):
         ax.scatter(x[single], y[single], c=c[single], cmap=cmap, norm=norm, s=16, zorder=3, edgecolor="black",
-                   linewidth=0.3, label=label)
+                   linewidth=0.3, label=label, marker=marker)
         label = None
     for g in (g for g in groups if len(g) >= 2):
         col = cmap(norm(np.mean(c[g])))
-        ax.scatter(x[g], y[g], color=col, s=9, alpha=0.35, zorder=2, lw=0)
-        ax.errorbar(np.exp(np.mean(np.log(x[g]))), np.mean(y[g]), yerr=np.std(y[g], ddof=1), fmt="o", ms=4.5,
+        ax.scatter(x[g], y[g], color=col, s=9, alpha=0.35, zorder=2, lw=0, marker=marker)
+        ax.errorbar(np.exp(np.mean(np.log(x[g]))), np.mean(y[g]), yerr=np.std(y[g], ddof=1), fmt=marker, ms=4.5,
                     color=col, mec="black", mew=0.3, ecolor=col, elinewidth=1.0, capsize=2, zorder=3,
                     label=label)
         label = None
@@ -132,7 +150,7 @@ def isoflop(df, fit) -> Figure:
     elif isinstance(a2, dict) and a2.get("skipped"):
         _note(ax, f"Approach 2 skipped (no parabolas drawn): {a2['skipped']}"[:160])
     ax.set_title(title)
-    if interpolated:
+    if interpolated or len(families(df)) > 1:
         ax.legend(loc="upper right")
     sm = cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(sm, ax=ax, label="FLOP budget C (FLOPs)")

@@ -125,6 +125,12 @@ def print_plan(out: dict) -> None:
         print(f"FLOPs represented {out['total_flops_6n']:.3e} [6n] (each row's whole history), spent "
               f"{out['total_flops_spent_6n']:.3e} (each trunk once + each cooldown): "
               f"{out['flops_spent_over_represented']:.2f}x")
+    families = out.get("families") or []
+    if families:
+        print("model families: " + "; ".join(f"{f['family']} (d_model {', '.join(map(str, f['d_model']))})"
+                                             for f in families))
+    for change in out.get("family_changes") or []:
+        print(f"family change: the size axis changes family {change}")
     for kind in ("rejected", "dropped"):
         for r in out.get(kind, []):
             print(f"{kind}: layers {r['layers']}, d_model {r['d_model']}, N {r['n_params']:,}"
@@ -301,6 +307,12 @@ def _print_fit_summary(fit: dict) -> None:
     for line in (agreement_line(fit or {}), noise_line(fit or {})):
         if line:
             print(f"  {line}", file=sys.stderr)
+    spread = ((fit or {}).get("sensitivity") or {}).get("range")
+    if spread:
+        lo, hi = spread.get("with_E_profile", spread["approach3"])
+        print(f"  sensitivity: Approach 3's a ranges over [{lo:.3f}, {hi:.3f}] across the analyst's choices "
+              "(E profiled, seed means, N without embeddings, leave one size/budget out, families; fit.json)",
+              file=sys.stderr)
     held = (fit or {}).get("extrapolation") or {}
     summary = (held.get("approach3") or {}).get("summary")
     if summary:

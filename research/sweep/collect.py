@@ -8,11 +8,11 @@ from pathlib import Path
 from research.fsutil import atomic_write_text, read_json
 from research.sweep.trial import spent_fraction, trial_role, trial_status
 
-COLUMNS = ["trial", "status", "kind", "seed", "budget", "requested_n", "requested_tokens_per_param", "layers", "d_model",
-           "heads", "seq_len", "vocab_size", "n_params", "n_params_nonembedding", "tokens", "flops_6n", "flops_chinchilla",
-           "final_train_loss", "final_eval_loss", "eval_bits_per_byte", "wall_time_s", "steps", "batch_size",
+COLUMNS = ["trial", "status", "kind", "seed", "budget", "requested_n", "requested_tokens_per_param", "family",
+           "layers", "d_model", "heads", "seq_len", "vocab_size", "n_params", "n_params_nonembedding", "tokens", "flops_6n",
+           "flops_chinchilla", "final_train_loss", "final_eval_loss", "eval_bits_per_byte", "wall_time_s", "steps", "batch_size",
            "lr", "lr_multiplier", "trunk", "branch_step", "flops_spent_6n", "error"]
-TEXT_COLUMNS = ("trial", "status", "kind", "trunk", "error")
+TEXT_COLUMNS = ("trial", "status", "kind", "family", "trunk", "error")
 
 
 def planned_trials(sweep_dir: Path) -> list[str]:
@@ -77,6 +77,7 @@ def collect(sweep_dir: str | Path):
         if column not in TEXT_COLUMNS:
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame["trunk"] = frame["trunk"].fillna("").astype(str)
+    frame["family"] = frame["family"].fillna("").astype(str)  # "" for a trial planned before families were recorded
     frame["error"] = frame["error"].fillna("").astype(str).str.replace("\n", " ").str.slice(0, 300)
     atomic_write_text(sweep_dir / "results.csv", frame.to_csv(index=False))
     return frame

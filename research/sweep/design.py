@@ -24,12 +24,12 @@ from research.errors import UserError, closest
 from research.model.accounting import FLOP_CONVENTIONS
 
 DESIGN_KEYS = {
-    "isoflop": {"kind", "budgets", "tokens_per_param", "sizes", "flops_convention", "allow_repeat", "seeds"},
-    "grid": {"kind", "d_model", "n_params", "tokens", "tokens_per_param", "flops_convention", "allow_repeat", "seeds"},
+    "isoflop": {"kind", "budgets", "tokens_per_param", "sizes", "flops_convention", "allow_repeat", "seeds", "allow_mixed_families"},
+    "grid": {"kind", "d_model", "n_params", "tokens", "tokens_per_param", "flops_convention", "allow_repeat", "seeds", "allow_mixed_families"},
     "branches": {"kind", "d_model", "n_params", "budgets", "tokens", "tokens_per_param", "cooldown_fraction",
-                 "cooldown_shape", "trunk_tokens_per_param", "flops_convention", "allow_repeat", "seeds"},
+                 "cooldown_shape", "trunk_tokens_per_param", "flops_convention", "allow_repeat", "seeds", "allow_mixed_families"},
     "lr": {"kind", "d_model", "n_params", "tokens", "tokens_per_param", "lr_multipliers", "flops_convention",
-           "allow_repeat", "seeds"},
+           "allow_repeat", "seeds", "allow_mixed_families"},
 }
 MAX_SEEDS = 64
 MIN_LR_MULTIPLIERS = 3  # distinct learning rates per size: a parabola in ln LR needs three
@@ -58,6 +58,7 @@ class DesignConfig:
     cooldown_shape: str = "1-sqrt"  # branches: "1-sqrt" (Hägele et al. 2024) or "linear"
     trunk_tokens_per_param: float | None = None  # branches: trunk length as D/N (default: the longest branch's)
     lr_multipliers: list[float] | None = None  # lr: factors on the recipe's own peak lr for each size
+    allow_mixed_families: bool = False  # allow sizes from several model families of the recipe (e.g. depths)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

@@ -44,7 +44,7 @@ from research.config import RunConfig, apply_overrides, read_toml, run_config_fr
 from research.errors import UserError
 from research.model.accounting import count_model
 from research.sweep.design import DesignConfig, check_name, parse_design, parse_slurm, refuse_recipe_overrides
-from research.sweep.recipe import load_recipe
+from research.sweep.recipe import family_of, load_recipe
 from research.sweep.trial import spent_fraction
 from research.sweep.validate_config import ValidateConfig, parse_validate
 from research.train.run_dir import identity, identity_hash
@@ -123,6 +123,25 @@ class Plan:
             out += [trunk] + by_trunk.pop(trunk.trial_id, [])
         return out
 
+    def families(self) -> list[dict]:
+        """The model families the trials' sizes belong to, smallest first: family, layers, d_model, n_params."""
+        out: dict[str, dict] = {}
+        for t in sorted(self.trials, key=lambda t: t.n_params):
+            f = out.setdefault(t.coords["family"], {"family": t.coords["family"], "layers": [], "d_model": [],
+                                                    "n_params": []})
+            for key, value in (("layers", t.config.model.layers), ("d_model", t.config.model.d_model),
+                               ("n_params", t.n_params)):
+                if value not in f[key]:
+                    f[key].append(value)
+        return list(out.values())
+
+    def family_changes(self) -> list[str]:
+        """Where the size axis (sizes by N) passes from one family to another, in words."""
+        sizes = sorted({(t.n_params, t.config.model.layers, t.config.model.d_model, t.coords["family"])
+                        for t in self.trials})
+        return [f"between d_model {a[2]} ({a[3]}, N {a[0]:,}) and d_model {b[2]} ({b[3]}, N {b[0]:,})"
+                for a, b in zip(sizes, sizes[1:]) if a[3] != b[3]]
+
     def to_dict(self, flops_per_s: float = DEFAULT_FLOPS_PER_S) -> dict:
         rows, trunks = [], []
         for t in self.trials:
@@ -141,6 +160,7 @@ class Plan:
                 "est_time_s": sum(r["est_time_s"] for r in rows + trunks),
                 "flops_convention": self.sweep.design.flops_convention,
                 "seeds": self.sweep.design.seeds,
+                "families": self.families(), "family_changes": self.family_changes(),
                 "throughput_flops_per_s": flops_per_s}
 
 
@@ -201,7 +221,7 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
     dropped = []
     available = dataset.n_tokens("train")
     if sweep.design.kind == "branches":
-        return _plan_branches(sweep, base, ladder, dataset, tokens_per_step, available)
+        return _one_family(_plan_branches(sweep, base, ladder, dataset, tokens_per_step, available))
     candidates = _isoflop_candidates(sweep, ladder, convention, tokens_per_step, dropped) \
         if sweep.design.kind == "isoflop" else _lr_candidates(sweep, ladder) if sweep.design.kind == "lr" \
         else _grid_candidates(sweep, ladder)
@@ -230,15 +250,31 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
                 duplicate = True
                 continue
             seen[trial_id] = coords
-            trials.append(_trial(trial_id, config, coords, counts, tokens, steps))
+            trials.append(_trial(trial_id, config, coords, counts, tokens, steps, recipe=sweep.recipe))
         if duplicate:
             dropped.append({**where, "reason": f"the same trial (shape and horizon) as the point at "
                                                f"{_where(seen[trial_id])}"})
     if not trials:
         reasons = "; ".join(sorted({r["reason"] for r in rejected}))[:300]
         raise UserError(f"the design yields no trial that can run: {reasons}")
-    return Plan(sweep=sweep, trials=trials, rejected=rejected, data_fingerprint=dataset.fingerprint,
-                train_tokens_available=available, dropped=dropped)
+    return _one_family(Plan(sweep=sweep, trials=trials, rejected=rejected, data_fingerprint=dataset.fingerprint,
+                            train_tokens_available=available, dropped=dropped))
+
+
+def _one_family(p: Plan) -> Plan:
+    """Refuse a plan whose sizes span several model families, unless the design allows it."""
+    families = p.families()
+    if len(families) > 1 and not p.sweep.design.allow_mixed_families:
+        spans = "; ".join(f"{f['family']}: d_model {_span(f['d_model'])}, N {_span(f['n_params'], ',')}"
+                          for f in families)
+        raise UserError(f"[design] the sizes span {len(families)} model families of the recipe ({spans}): a law fitted "
+                        "across them confounds the change of architecture with N; keep one family (e.g. [recipe] "
+                        "class = \"research.sweep.recipe:FixedDepthRecipe\") or set [design] allow_mixed_families = true")
+    return p
+
+
+def _span(values: list, spec: str = "") -> str:
+    return format(values[0], spec) if len(values) == 1 else f"{values[0]:{spec}}-{values[-1]:{spec}}"
 
 
 def seeded(config: RunConfig, seeds: int) -> list[RunConfig]:
@@ -254,7 +290,9 @@ def checked(config: RunConfig, counts) -> RunConfig:
     return config
 
 
-def _trial(trial_id, config, coords, counts, tokens, steps, **kw) -> Trial:
+def _trial(trial_id, config, coords, counts, tokens, steps, *, recipe, **kw) -> Trial:
+    m = config.model
+    coords = {**coords, "family": family_of(recipe, {"layers": m.layers, "d_model": m.d_model, "heads": m.heads})}
     return Trial(trial_id=trial_id, config=config, coords=coords, n_params=counts.n_params,
                  n_params_nonembedding=counts.n_params_nonembedding, tokens=tokens, steps=steps,
                  flops_6n=counts.training_flops(tokens, "6n"),
@@ -267,8 +305,8 @@ def _plan_branches(sweep: Sweep, base: RunConfig, ladder, dataset, tokens_per_st
 
     A branch to `steps` leaves its trunk at `steps - cooldown_steps(steps, f)`; the trunk runs to
     the latest such step (or `trunk_tokens_per_param`). Every branch of a size shares the trunk's
-    peak LR and warmup (the recipe's, for the size's shortest branch), so each branch is exactly
-    the straight WSD run to its horizon."""
+    peak LR and warmup, which the recipe must fix per size (horizon_free_hyperparameters), so each
+    branch is exactly the straight WSD run to its horizon, whatever else the sweep holds."""
     from research.train.optim import cooldown_steps
 
     design = sweep.design
@@ -295,7 +333,7 @@ def _plan_branches(sweep: Sweep, base: RunConfig, ladder, dataset, tokens_per_st
             continue
         starts = {steps: steps - cooldown_steps(steps, f) for steps in horizons}
         shortest = min(horizons)
-        hyper = sweep.recipe.hyperparameters(counts.n_params, shortest * tokens_per_step, shortest)
+        hyper = horizon_free_hyperparameters(sweep.recipe, counts.n_params, tokens_per_step)
         warmup = min(hyper.get("warmup_steps") or 1, shortest)
         for steps in sorted(horizons):
             if starts[steps] <= warmup:
@@ -327,19 +365,36 @@ def _plan_branches(sweep: Sweep, base: RunConfig, ladder, dataset, tokens_per_st
             trunk_id = identity_hash(identity(trunk_config, dataset.fingerprint))
             trunks.append(_trial(trunk_id, trunk_config, {"budget": None, "requested_n": requested,
                                                           "requested_tokens_per_param": None},
-                                 counts, trunk_steps * tokens_per_step, trunk_steps, role="trunk",
+                                 counts, trunk_steps * tokens_per_step, trunk_steps, role="trunk", recipe=sweep.recipe,
                                  keep_steps=sorted({starts[s] for s in horizons})))
             for steps, coords in sorted(horizons.items()):
                 config = checked(trunk_config.replace(train=dataclasses.replace(
                     trunk_config.train, steps=steps, schedule="wsd")), counts)
                 trial_id = identity_hash(identity(config, dataset.fingerprint))
                 trials.append(_trial(trial_id, config, coords, counts, steps * tokens_per_step, steps,
-                                     role="branch", trunk_id=trunk_id, branch_step=starts[steps]))
+                                     recipe=sweep.recipe, role="branch", trunk_id=trunk_id, branch_step=starts[steps]))
     if not trials:
         reasons = "; ".join(sorted({r["reason"] for r in rejected}))[:300]
         raise UserError(f"the design yields no branch that can run: {reasons or 'no size has a budget whose D/N lies in tokens_per_param'}")
     return Plan(sweep=sweep, trials=trials, rejected=rejected, data_fingerprint=dataset.fingerprint,
                 train_tokens_available=available, dropped=dropped, trunks=trunks)
+
+
+PROBE_STEPS = (1_000, 100_000)  # two horizons at which a branch design's hyperparameters must agree
+
+
+def horizon_free_hyperparameters(recipe, n_params: int, tokens_per_step: int) -> dict:
+    """The recipe's [train] values for a size, which a branch design shares between the size's trunk
+    and all its branches. They must not depend on the horizon: a branch has to equal the straight
+    WSD run to its own D, whichever other horizons share the sweep (else a run would depend on its
+    sweep's budget list). Asked at two fixed horizons, never at the design's."""
+    probes = [recipe.hyperparameters(n_params, steps * tokens_per_step, steps) for steps in PROBE_STEPS]
+    if probes[0] != probes[1]:
+        keys = ", ".join(sorted(k for k in probes[0] if probes[0][k] != probes[1].get(k)))
+        raise UserError(f"[recipe] gives N = {n_params:,} a {keys} that depends on the training horizon; a branch design "
+                        f"shares one trunk among a size's horizons, so it needs one fixed per size: set [recipe] "
+                        f"warmup_tokens = ... (e.g. 1e5) instead of warmup_fraction")
+    return probes[0]
 
 
 def _branch_horizons(design, counts, convention: str, requested: float):
