@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -46,6 +47,12 @@ def tables():
         out.append((f"synthetic_table(seed={seed})", df.rename(columns={"loss": "L"})))
     df = synthetic_table(seed=0, noise=0.01, per_budget=27)
     out.append(("synthetic_table(seed=0, noise=0.01, per_budget=27) [243 runs]", df.rename(columns={"loss": "L"})))
+    # the collapse-prone study design of tests/test_fit_warnings.py (E -> 0 over one decade of N)
+    sys.path.insert(0, str(ROOT))
+    from tests.test_fit_warnings import _study_like_table
+
+    for seed in (101, 102, 103):
+        out.append((f"tests/test_fit_warnings._study_like_table({seed})", _study_like_table(seed)[0]))
     return out
 
 
