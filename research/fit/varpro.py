@@ -48,6 +48,7 @@ N_POLISH = 8  # best distinct cells polished in all five parameters
 E_PROFILE_POINTS = 16  # E = 0 and 15 values up to 0.98 of the lowest loss
 E_GRID_STEP = 0.2  # (α, β) grid of the E profile's seeds (each E's best cell is then polished)
 NEWTON_ITERS = 12  # Newton steps finishing the best polished cell (finite-difference Hessian of the gradient)
+BFGS_ITERS = 200  # then dense BFGS steps (at most) on the exact objective
 LOG_BOUNDS = (-300.0, 300.0)  # e, a, b kept within (E = e^-300 is zero for any loss; a - e stays below
 # 709, where exp overflows)
 # Profile-likelihood threshold for a's range: the Huber objective with δ = 1e-3 is, at the residuals
@@ -283,6 +284,65 @@ def newton_finish(theta, lnN, lnD, lnL, w, delta=DELTA, iters=NEWTON_ITERS, free
     return theta, float(f)
 
 
+def objective_at_zero_E(theta, lnN, lnD, lnL, w, delta=DELTA):
+    """The Approach-3 objective in the limit E = 0 and its gradient (the e component 0): the log-sum-
+    exp of the two remaining terms taken relative to their maximum. `objective_np` takes it relative to
+    e, which at e → −∞ loses |e|·eps in every residual, a rounding noise of ~1e-12 of the objective at
+    e = −300 that a finish at the boundary would otherwise chase."""
+    a, b, _, al, be = (float(v) for v in theta)
+    t1, t2 = a - al * lnN, b - be * lnD
+    pred = np.logaddexp(t1, t2)
+    r = pred - lnL
+    h, psi = huber(np, r, delta)
+    q1, q2 = np.exp(t1 - pred), np.exp(t2 - pred)
+    c = w * psi
+    g = np.array([(c * q1).sum(), (c * q2).sum(), 0.0, -(c * q1 * lnN).sum(), -(c * q2 * lnD).sum()])
+    return float((w * h).sum()), g
+
+
+def bfgs_finish(theta, lnN, lnD, lnL, w, delta=DELTA, iters=BFGS_ITERS, free=range(5), objective_fn=None):
+    """Dense BFGS (5 × 5 inverse Hessian, Armijo backtracking) on the exact objective over `free`,
+    after `newton_finish`: where the Huber's kinks at |r| = δ stall Newton's finite-difference Hessian,
+    BFGS's curvature pairs still make progress. Stops after 3 steps in a row gain less than 1e-16
+    relative. Returns (theta, f)."""
+    objective_fn = objective_fn or objective_np
+    free = np.asarray(list(free))
+    x = np.asarray(theta, float).copy()
+    f, g_all = objective_fn(x, lnN, lnD, lnL, w, delta)
+    g = g_all[free]
+    Hinv = np.eye(len(free)) / max(np.abs(g).max(), 1e-12)
+    stall = 0
+    for _ in range(iters):
+        p = -Hinv @ g
+        if not g @ p < 0:
+            Hinv = np.eye(len(free)) / max(np.abs(g).max(), 1e-12)
+            p = -Hinv @ g
+        t, accepted = 1.0, False
+        while t > 1e-20:
+            cand = x.copy()
+            cand[free] += t * p
+            fc, gc_all = objective_fn(cand, lnN, lnD, lnL, w, delta)
+            if fc <= f + 1e-4 * t * (g @ p) and fc < f:
+                accepted = True
+                break
+            t *= 0.5
+        if not accepted:
+            break
+        gc = gc_all[free]
+        sv, yv = cand[free] - x[free], gc - g
+        gain = (f - fc) / max(abs(f), 1e-300)
+        x, f, g = cand, fc, gc
+        sy = sv @ yv
+        if sy > 1e-300:
+            rho = 1.0 / sy
+            V = np.eye(len(free)) - rho * np.outer(sv, yv)
+            Hinv = V @ Hinv @ V.T + rho * np.outer(sv, sv)
+        stall = stall + 1 if gain < 1e-16 else 0
+        if stall >= 3:
+            break
+    return x, float(f)
+
+
 def fit_varpro(lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", profile=True):
     """The whole fit: coarse (α, β) profile, refined around its best cell, LM-IRLS polish of the best
     distinct cells in all five parameters, Newton finish of the best. Returns a dict with the
@@ -312,7 +372,10 @@ def fit_varpro(lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", profile=True
     Pp, fp = Pp[order], fp[order]
     at_zero = Pp[0, 2] <= LOG_BOUNDS[0]
     # Newton finish on the exact objective (W already carries the mean's 1/Σw)
-    theta, f = newton_finish(Pp[0], lnN, lnD, lnL, W, delta, free=(0, 1, 3, 4) if at_zero else range(5))
+    free = (0, 1, 3, 4) if at_zero else range(5)
+    theta, f = newton_finish(Pp[0], lnN, lnD, lnL, W, delta, free=free)
+    theta, f = bfgs_finish(theta, lnN, lnD, lnL, W, delta, free=free,
+                           objective_fn=objective_at_zero_E if at_zero else objective_np)
     edge = [name for name, v, hi in (("alpha", al0, coarse["alpha"][-1]), ("beta", be0, coarse["beta"][-1]))
             if v >= hi - 1e-9 or v <= coarse["alpha"][0] + 1e-9]
     return {"theta": theta, "objective": float(f), "optima": np.vstack([theta[None], Pp]), "coarse": coarse,
