@@ -38,11 +38,12 @@ def flops_per_token(table):
 SOLVERS = ("varpro", "lbfgs")
 
 
-def resolve_solver(solver: str | None, tol: str = "tight") -> str:
-    """The Approach-3 solver: varpro (default) unless asked for lbfgs or for scipy's L-BFGS stopping
-    rules (tol="scipy", which only the L-BFGS solver has: it reproduces the published early stop)."""
+def resolve_solver(solver: str | None, tol: str = "tight", grid="full") -> str:
+    """The Approach-3 solver: varpro (default) unless asked for lbfgs, for scipy's L-BFGS stopping
+    rules (tol="scipy", which only the L-BFGS solver has: it reproduces the published early stop) or
+    for an explicit array of L-BFGS start points (`grid` not a named grid)."""
     if solver is None:
-        return "lbfgs" if tol == "scipy" else "varpro"
+        return "lbfgs" if tol == "scipy" or not isinstance(grid, str) else "varpro"
     if solver not in SOLVERS:
         raise UserError(f"unknown Approach 3 solver {solver!r}; use one of {', '.join(SOLVERS)}")
     return solver
@@ -64,7 +65,7 @@ def run_approach3(df, *, bootstrap=0, seed=0, grid="full", reduction="sum", back
     if n < MIN_POINTS_A3 or df["N"].nunique() < 3 or df["D"].nunique() < 3:
         raise UserError(f"Approach 3 needs >= {MIN_POINTS_A3} runs spanning >= 3 sizes and >= 3 token counts; "
                         f"got {n} runs, {df['N'].nunique()} sizes, {df['D'].nunique()} token counts")
-    solver = resolve_solver(solver, tol)
+    solver = resolve_solver(solver, tol, grid)
     if solver == "varpro":
         res = varpro.fit_result(df["N"], df["D"], df["L"], reduction=reduction)
     else:

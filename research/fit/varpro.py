@@ -12,8 +12,8 @@ squares for the Huber loss (IRLS weights ψ(r)/r = min(1, δ/|r|), so JᵀΩr is
 a step accepted only where it lowers the true objective (else the damping grows), batched over
 cells in numpy (3×3 or 5×5 normal equations per cell, `np.linalg.solve`). The same solver, with
 (α, β) free, polishes the best cells in all five parameters; `fit_varpro` then finishes the best
-one with scipy L-BFGS-B on the exact objective and analytic gradient (tight tolerances), so its
-optimum is a stationary point of the same objective the multi-start fit minimises.
+one with Newton steps on the exact objective (analytic gradient, Hessian by central differences of
+it), so its optimum is a stationary point of the same objective the multi-start fit minimises.
 
 Reusable pieces (for the fit, the bootstrap and any sensitivity report):
 
@@ -23,7 +23,7 @@ Reusable pieces (for the fit, the bootstrap and any sensitivity report):
   profile over E a reviewer reads to see whether E is identified (flat: it is not);
 * `a_range(...)` → the profile-likelihood range of the allocation exponent a = β/(α + β).
 
-Everything is numpy/scipy: no JAX, so the first fit in a process pays no compile.
+Everything is numpy (no JAX, no scipy): the first fit in a process pays no compile and no heavy import.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ import time
 
 import numpy as np
 
-from research.fit.approach3 import (DELTA, MAXITER, THETA, TOLERANCES, distinct_optima, huber, log_residuals,
-                                    objective_np, theta_to_params)
+from research.fit.approach3 import DELTA, THETA, distinct_optima, huber, log_residuals, objective_np, theta_to_params
 # Coarse (α, β) grid: 0.1 steps on [0.1, 2.5] (25 × 25 cells); the best cell's neighbourhood is then
 # refined on a 0.01 grid (±0.05, 11 × 11 cells). Both are recorded in the result. The grid only picks
 # the basins: the answer is the polished optimum (tests/test_varpro.py checks a 4x finer grid gives
@@ -46,11 +45,12 @@ INNER_FTOL = 1e-12  # relative decrease below which a cell is converged (cells t
 # independent solve to 1e-6, tests/test_varpro.py)
 POLISH_ITERS = 200  # LM-IRLS iterations for the polished cells (all five parameters)
 N_POLISH = 8  # best distinct cells polished in all five parameters
-FINISH_RESTARTS = 4  # L-BFGS-B finishes of the best polished cell, each from the last one's answer
 E_PROFILE_POINTS = 16  # E = 0 and 15 values up to 0.98 of the lowest loss
 E_GRID_STEP = 0.2  # (α, β) grid of the E profile's seeds (each E's best cell is then polished)
-NEWTON_ITERS = 6  # then Newton steps on the exact objective (finite-difference Hessian of the gradient)
-LOG_BOUNDS = (-30.0, 60.0)  # e, a, b kept within: E or A below e^-30 is zero for any loss we fit
+NEWTON_ITERS = 12  # Newton steps finishing the best polished cell (finite-difference Hessian of the gradient)
+BFGS_ITERS = 200  # then dense BFGS steps (at most) on the exact objective
+LOG_BOUNDS = (-300.0, 300.0)  # e, a, b kept within (E = e^-300 is zero for any loss; a - e stays below
+# 709, where exp overflows)
 # Profile-likelihood threshold for a's range: the Huber objective with δ = 1e-3 is, at the residuals
 # of real fits (≥ 0.005 in log L), essentially Σ|r|: a Laplace likelihood whose scale profiled out
 # gives 2·ΔNLL = 2·n·log(f/f_min). The range is where that is ≤ χ²₁(0.95) = 3.841.
@@ -249,39 +249,31 @@ def best_cells(P, f, k=N_POLISH, sep=0.1):
 
 # ----------------------------------------------------------------------------- the fit
 
-def polish_lbfgs(theta, lnN, lnD, lnL, w, delta=DELTA, reduction="sum"):
-    """scipy L-BFGS-B from theta on the exact Approach-3 objective (approach3.objective_np), tight
-    tolerances (approach3.TOLERANCES["tight"]). Returns (theta, f)."""
-    from scipy.optimize import minimize  # heavy (seconds cold): only when a fit runs
-
-    ftol, gtol = TOLERANCES["tight"]
-    res = minimize(objective_np, theta, args=(lnN, lnD, lnL, w, delta, reduction), jac=True, method="L-BFGS-B",
-                   options={"maxiter": MAXITER, "ftol": ftol, "gtol": gtol})
-    return np.asarray(res.x, float), float(res.fun)
-
-
-def newton_finish(theta, lnN, lnD, lnL, w, delta=DELTA, iters=NEWTON_ITERS):
-    """A few Newton steps on the exact objective (Hessian by central differences of the analytic
-    gradient, approach3.objective_np), each kept only if it lowers the objective, halving otherwise:
-    squeezes the last digits L-BFGS-B's stopping rule leaves. Returns (theta, f)."""
+def newton_finish(theta, lnN, lnD, lnL, w, delta=DELTA, iters=NEWTON_ITERS, free=range(5)):
+    """A few Newton steps on the exact objective over the parameters `free` (Hessian by central
+    differences of the analytic gradient, approach3.objective_np), each kept only if it lowers the
+    objective, halving otherwise: takes the LM-IRLS polish (linear convergence on the near-L1 Huber)
+    to the last digits. Returns (theta, f)."""
+    free = np.asarray(list(free))
     theta = np.asarray(theta, float)
     f, g = objective_np(theta, lnN, lnD, lnL, w, delta)
     for _ in range(iters):
         h = 1e-6 * np.maximum(1.0, np.abs(theta))
-        H = np.empty((5, 5))
-        for j in range(5):
+        H = np.empty((len(free), len(free)))
+        for col, j in enumerate(free):
             e = np.zeros(5)
             e[j] = h[j]
-            H[:, j] = (objective_np(theta + e, lnN, lnD, lnL, w, delta)[1]
-                       - objective_np(theta - e, lnN, lnD, lnL, w, delta)[1]) / (2 * h[j])
+            H[:, col] = (objective_np(theta + e, lnN, lnD, lnL, w, delta)[1][free]
+                         - objective_np(theta - e, lnN, lnD, lnL, w, delta)[1][free]) / (2 * h[j])
         H = 0.5 * (H + H.T)
         try:
-            step = np.linalg.solve(H + 1e-12 * np.abs(np.diag(H)).max() * np.eye(5), -g)
+            step = np.linalg.solve(H + 1e-12 * np.abs(np.diag(H)).max() * np.eye(len(free)), -g[free])
         except np.linalg.LinAlgError:
             break
         t = 1.0
         while t > 1e-4:
-            cand = theta + t * step
+            cand = theta.copy()
+            cand[free] += t * step
             fc, gc = objective_np(cand, lnN, lnD, lnL, w, delta)
             if fc < f:
                 break
@@ -292,9 +284,68 @@ def newton_finish(theta, lnN, lnD, lnL, w, delta=DELTA, iters=NEWTON_ITERS):
     return theta, float(f)
 
 
+def objective_at_zero_E(theta, lnN, lnD, lnL, w, delta=DELTA):
+    """The Approach-3 objective in the limit E = 0 and its gradient (the e component 0): the log-sum-
+    exp of the two remaining terms taken relative to their maximum. `objective_np` takes it relative to
+    e, which at e → −∞ loses |e|·eps in every residual, a rounding noise of ~1e-12 of the objective at
+    e = −300 that a finish at the boundary would otherwise chase."""
+    a, b, _, al, be = (float(v) for v in theta)
+    t1, t2 = a - al * lnN, b - be * lnD
+    pred = np.logaddexp(t1, t2)
+    r = pred - lnL
+    h, psi = huber(np, r, delta)
+    q1, q2 = np.exp(t1 - pred), np.exp(t2 - pred)
+    c = w * psi
+    g = np.array([(c * q1).sum(), (c * q2).sum(), 0.0, -(c * q1 * lnN).sum(), -(c * q2 * lnD).sum()])
+    return float((w * h).sum()), g
+
+
+def bfgs_finish(theta, lnN, lnD, lnL, w, delta=DELTA, iters=BFGS_ITERS, free=range(5), objective_fn=None):
+    """Dense BFGS (5 × 5 inverse Hessian, Armijo backtracking) on the exact objective over `free`,
+    after `newton_finish`: where the Huber's kinks at |r| = δ stall Newton's finite-difference Hessian,
+    BFGS's curvature pairs still make progress. Stops after 3 steps in a row gain less than 1e-16
+    relative. Returns (theta, f)."""
+    objective_fn = objective_fn or objective_np
+    free = np.asarray(list(free))
+    x = np.asarray(theta, float).copy()
+    f, g_all = objective_fn(x, lnN, lnD, lnL, w, delta)
+    g = g_all[free]
+    Hinv = np.eye(len(free)) / max(np.abs(g).max(), 1e-12)
+    stall = 0
+    for _ in range(iters):
+        p = -Hinv @ g
+        if not g @ p < 0:
+            Hinv = np.eye(len(free)) / max(np.abs(g).max(), 1e-12)
+            p = -Hinv @ g
+        t, accepted = 1.0, False
+        while t > 1e-20:
+            cand = x.copy()
+            cand[free] += t * p
+            fc, gc_all = objective_fn(cand, lnN, lnD, lnL, w, delta)
+            if fc <= f + 1e-4 * t * (g @ p) and fc < f:
+                accepted = True
+                break
+            t *= 0.5
+        if not accepted:
+            break
+        gc = gc_all[free]
+        sv, yv = cand[free] - x[free], gc - g
+        gain = (f - fc) / max(abs(f), 1e-300)
+        x, f, g = cand, fc, gc
+        sy = sv @ yv
+        if sy > 1e-300:
+            rho = 1.0 / sy
+            V = np.eye(len(free)) - rho * np.outer(sv, yv)
+            Hinv = V @ Hinv @ V.T + rho * np.outer(sv, sv)
+        stall = stall + 1 if gain < 1e-16 else 0
+        if stall >= 3:
+            break
+    return x, float(f)
+
+
 def fit_varpro(lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", profile=True):
     """The whole fit: coarse (α, β) profile, refined around its best cell, LM-IRLS polish of the best
-    distinct cells in all five parameters, L-BFGS-B finish of the best. Returns a dict with the
+    distinct cells in all five parameters, Newton finish of the best. Returns a dict with the
     best theta (a, b, e, α, β), its objective, the polished optima (bootstrap starts), the
     profile grids and the grid description."""
     W = np.ones_like(lnN) if w is None else np.asarray(w, float)
@@ -311,20 +362,24 @@ def fit_varpro(lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", profile=True
     f_all = np.concatenate([fc, fine["objective"].ravel()])
     starts = best_cells(P_all, f_all)
     Pp, fp = lm_irls(starts, lnN, lnD, lnL, W, free=range(5), iters=POLISH_ITERS, delta=delta)
+    # the boundary E = 0 (E >= 0 is a constraint; in log-parameters it lies at e -> -inf, which LM
+    # approaches only slowly): each polished start also refitted with E at zero (e = LOG_BOUNDS[0])
+    P0 = Pp.copy()
+    P0[:, 2] = LOG_BOUNDS[0]
+    Pz, fz = lm_irls(P0, lnN, lnD, lnL, W, free=(0, 1, 3, 4), iters=POLISH_ITERS, delta=delta)
+    Pp, fp = np.concatenate([Pp, Pz]), np.concatenate([fp, fz])
     order = np.argsort(np.where(np.isfinite(fp), fp, np.inf))
     Pp, fp = Pp[order], fp[order]
-    # exact finish on the sum-reduced objective (mean = sum / Σw: same minimiser, objective scaled back)
-    theta, f = Pp[0], float(fp[0])
-    for _ in range(FINISH_RESTARTS):  # L-BFGS-B restarted from its own answer (fresh memory) while it gains
-        t_new, f_new = polish_lbfgs(theta, lnN, lnD, lnL, W, delta, "sum")
-        if not f_new < f:
-            break
-        theta, f = t_new, f_new
-    theta, f = newton_finish(theta, lnN, lnD, lnL, W, delta)
+    at_zero = Pp[0, 2] <= LOG_BOUNDS[0]
+    # Newton finish on the exact objective (W already carries the mean's 1/Σw)
+    free = (0, 1, 3, 4) if at_zero else range(5)
+    theta, f = newton_finish(Pp[0], lnN, lnD, lnL, W, delta, free=free)
+    theta, f = bfgs_finish(theta, lnN, lnD, lnL, W, delta, free=free,
+                           objective_fn=objective_at_zero_E if at_zero else objective_np)
     edge = [name for name, v, hi in (("alpha", al0, coarse["alpha"][-1]), ("beta", be0, coarse["beta"][-1]))
             if v >= hi - 1e-9 or v <= coarse["alpha"][0] + 1e-9]
     return {"theta": theta, "objective": float(f), "optima": np.vstack([theta[None], Pp]), "coarse": coarse,
-            "fine": fine, "edge": edge}
+            "fine": fine, "edge": edge, "E_at_zero": bool(at_zero)}
 
 
 # ----------------------------------------------------------------------------- profiles for reports
@@ -439,7 +494,7 @@ def fit_result(N, D, L, *, reduction="sum", delta=DELTA, profile=True) -> dict:
                                f"(alpha, beta) grid ({COARSE_STEP} steps on [{COARSE_STEP}, {COARSE_MAX}], then "
                                f"{FINE_STEP} steps within +-{FINE_HALF} of the best cell; {n_cells} cells), the "
                                f"{N_POLISH} best distinct cells polished in all five parameters, the best finished "
-                               "by scipy L-BFGS-B (tight tolerances) on the exact objective"),
+                               "by Newton steps on the exact objective"),
         "grid_cells": int(n_cells),
         "fit_seconds": elapsed,
         "log_params": dict(zip(THETA, map(float, theta))),
@@ -447,6 +502,9 @@ def fit_result(N, D, L, *, reduction="sum", delta=DELTA, profile=True) -> dict:
                               "a, b, G and the optima in the convention of the table's budgets)",
         "warnings": [],
     })
+    if fit["E_at_zero"]:
+        res["warnings"].append("the best fit has E at zero (the boundary E >= 0: a fit with E free does no better); "
+                               "A/N^alpha stands in for the irreducible loss")
     if fit["edge"]:
         res["warnings"].append(f"the best (alpha, beta) grid cell lies on the grid's edge ({', '.join(fit['edge'])}); "
                                "the polish left the grid, but a better basin may lie beyond it")
