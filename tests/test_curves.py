@@ -148,6 +148,17 @@ def test_fit_then_predict_every_row_of_a_table(tmp_path, capsys):
     summary = {r["run"]: r for r in out["runs"]}
     assert summary["wsd-0.2"]["final_lo"] <= summary["wsd-0.2"]["final_hi"]
     assert summary["cosine"]["n_measured"] == frame[(frame.run == "cosine")].loss.notna().sum()
+    sparse = tmp_path / "sparse.csv"  # rows missing: their LRs are interpolated, only given rows are printed
+    frame.iloc[::3].to_csv(sparse, index=False)
+    assert main(["curves", "predict", "--law", str(law), str(sparse), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)["rows"]) == len(frame.iloc[::3]) and "interpolated" in captured.err
+    zero = tmp_path / "zero.csv"  # a table that counts from 0 gets its own step numbers back
+    frame.assign(step=frame.step - 1).to_csv(zero, index=False)
+    assert main(["curves", "predict", "--law", str(law), str(zero), "--json"]) == 0
+    rows0 = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["step"] + 1 for r in rows0] == [r["step"] for r in out["rows"]]
+    assert [r["loss"] for r in rows0] == [r["loss"] for r in out["rows"]]
 
 
 def test_predict_a_described_schedule_and_renamed_columns(tmp_path, capsys):
@@ -189,7 +200,7 @@ def test_bad_tables_are_one_line(tmp_path, capsys):
     bad.write_text("run,step,lr,loss\na,1,0.001,3.0\na,1,0.001,2.9\n")
     assert main(["curves", "fit", str(bad), "--out", str(tmp_path / "x.json")]) == 2
     assert "two rows for step 1" in capsys.readouterr().err
-    bad.write_text("run,step,lr,loss\na,1.5,0.001,3.0\n")
+    bad.write_text("run,step,lr,loss\na,-1,0.001,3.0\n")
     assert main(["curves", "fit", str(bad), "--out", str(tmp_path / "x.json")]) == 2
     assert "is not a step number" in capsys.readouterr().err
     assert main(["curves", "predict", "--law", str(tmp_path / "none.json"), str(bad)]) == 2

@@ -248,10 +248,12 @@ def cmd_predict(args) -> int:
         name, lr_T = _described_schedule(args, law)
         curves = [Curve(name, lr_T, np.zeros(0, np.int64), np.zeros(0))]
         given = {name: np.arange(1, lr_T.size + 1)}
+        label = lambda run, step_Q: step_Q  # noqa: E731
     else:
         table = load_curves(args.table, args.run_col, args.step_col, args.lr_col, args.loss_col)
         curves = table.select(_runs(args.runs))
-        given = {c.run: np.arange(1, c.lr_T.size + 1) for c in curves}
+        given = {c.run: table.given_steps(c.run) for c in curves}
+        label = table.step_label
     rows, summary = [], []
     for c in curves:
         steps = given[c.run]
@@ -260,16 +262,17 @@ def cmd_predict(args) -> int:
         show = np.zeros(steps.size, bool)
         show[::args.every] = True
         show[-1] = True
+        labels = label(c.run, steps)
         for i in np.flatnonzero(show):
-            row = {"run": c.run, "step": int(steps[i]), "loss": float(pred[i])}
+            row = {"run": c.run, "step": int(labels[i]), "loss": float(pred[i])}
             if band is not None:
                 row.update(lo=float(band[0][i]), hi=float(band[1][i]))
             rows.append(row)
-        entry = {"run": c.run, "steps": int(steps.size), "final_loss": float(pred[-1])}
+        entry = {"run": c.run, "steps": int(c.lr_T.size), "final_loss": float(pred[-1])}
         if band is not None:
             entry.update(final_lo=float(band[0][-1]), final_hi=float(band[1][-1]), level=args.level)
         if c.step_M.size:
-            err = np.abs(pred[c.step_M - 1] - c.loss_M) / c.loss_M
+            err = np.abs(law.loss(c.sums, c.step_M) - c.loss_M) / c.loss_M
             entry.update(n_measured=int(c.step_M.size), mean_rel_err=float(err.mean()), max_rel_err=float(err.max()))
         summary.append(entry)
     if args.json:

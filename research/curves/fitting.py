@@ -71,9 +71,6 @@ class Points:
     log_loss_Q: list[np.ndarray]
     weight_Q: list[np.ndarray]
 
-    def concat(self, values: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(values)
-
     @property
     def y(self) -> np.ndarray:
         return np.concatenate(self.log_loss_Q)
@@ -347,9 +344,4 @@ def relative_errors(law: str, params: dict, curve: Curve, cap: float | None = No
     return float(err.mean()), float(err.max())
 
 
-def first_decay_free(curves: list[Curve]) -> bool:
-    """True when no fitting run's LR ever falls after its peak (the decay terms are then unidentified)."""
-    return not any(c.decays for c in curves)
-
-
-__all__ = ["Curve", "LawFit", "fit_law", "bootstrap", "relative_errors", "peak_step", "first_decay_free"]
+__all__ = ["Curve", "LawFit", "fit_law", "bootstrap", "relative_errors", "peak_step"]

@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from research.config import RunConfig, TrainConfig, run_config_from_dict, validate
+from research.config import RunConfig, TrainConfig, run_config_from_dict, total_steps, validate
 from research.errors import UserError
 
 SCHEDULES = ("constant", "cosine", "wsd")
@@ -19,8 +19,7 @@ SCHEDULES = ("constant", "cosine", "wsd")
 
 def lr_of_config(config: RunConfig, steps: int | None = None) -> np.ndarray:
     """The LR of every step 1..T (T = the run's horizon, or `steps` if given: a prefix) as float64."""
-    from research.config import total_steps
-    from research.train.optim import learning_rate_schedule
+    from research.train.optim import learning_rate_schedule  # jax: imported when a schedule is built
 
     T = total_steps(config) if steps is None else steps
     schedule = learning_rate_schedule(config)

@@ -34,6 +34,15 @@ class CurveTable:
 
     curves: dict[str, Curve]
     source: str
+    lr_steps: dict  # run -> the steps whose lr the input gives (a table's rows; every step of a run dir)
+    first_step: dict = None  # run -> the step number the table gives its first step (1, or 0 if counted from 0)
+
+    def step_label(self, run: str, step_Q: np.ndarray) -> np.ndarray:
+        """The table's own step numbers of 1-based steps (a table counted from 0 gets them back)."""
+        return np.asarray(step_Q) - 1 + (self.first_step or {}).get(run, 1)
+
+    def given_steps(self, run: str) -> np.ndarray:
+        return self.lr_steps.get(run, np.arange(1, self.curves[run].lr_T.size + 1))
 
     def select(self, runs: list[str] | None) -> list[Curve]:
         if not runs:
@@ -75,20 +84,26 @@ def _from_table(path: Path, run_col: str, step_col: str, lr_col: str, loss_col: 
     step = pd.to_numeric(frame[step_col], errors="coerce").to_numpy(float)
     lr = pd.to_numeric(frame[lr_col], errors="coerce").to_numpy(float)
     loss = pd.to_numeric(frame[loss_col], errors="coerce").to_numpy(float)
-    bad_step = ~np.isfinite(step) | (step < 1) | (step != np.round(step))
+    bad_step = ~np.isfinite(step) | (step < 0) | (step != np.round(step))
     if bad_step.any():
         i = int(np.argmax(bad_step))
         raise UserError(f"{path.name} row {i + 2}: {step_col} = {frame[step_col].iloc[i]!r} is not a step "
-                        "number (1, 2, ...)")
+                        "number (1, 2, ... or 0, 1, ...)")
     bad_lr = np.isfinite(lr) & (lr < 0)
     if bad_lr.any():
         i = int(np.argmax(bad_lr))
         raise UserError(f"{path.name} row {i + 2}: {lr_col} = {lr[i]!r} is negative")
-    curves = {}
+    curves, lr_steps, first = {}, {}, {}
     for name in dict.fromkeys(run):  # in order of first appearance
         sel = run == name
-        curves[name] = _curve(name, step[sel].astype(np.int64), lr[sel], loss[sel], path.name)
-    return CurveTable(curves, str(path))
+        first[name] = 0 if step[sel].min() == 0 else 1
+        if first[name] == 0:
+            print(f"warning: {path.name}: run {name!r} counts its steps from 0; read as 1, 2, ... "
+                  "(predictions keep the table's numbers)", file=sys.stderr)
+        shifted = step[sel].astype(np.int64) + (1 - first[name])
+        curves[name] = _curve(name, shifted, lr[sel], loss[sel], path.name)
+        lr_steps[name] = np.sort(shifted[np.isfinite(lr[sel])])
+    return CurveTable(curves, str(path), lr_steps, first)
 
 
 def _curve(name: str, step: np.ndarray, lr: np.ndarray, loss: np.ndarray, where: str) -> Curve:
@@ -147,7 +162,7 @@ def _from_directory(path: Path, loss_col: str) -> CurveTable:
         curves[run_dir.name] = Curve(run_dir.name, lr_T, step[keep], loss[keep])
     if not curves:
         raise UserError(f"{path}: no run with a readable config")
-    return CurveTable(curves, str(path))
+    return CurveTable(curves, str(path), {})
 
 
 def _number(v) -> bool:
