@@ -439,7 +439,8 @@ def summarize(fa: SweepFit, fb: SweepFit, prov: dict | None = None, notes: list 
         "loss_units": units, "flops_convention": fa.table.convention, "shared": list(opts.shared),
         "level": opts.level,
         "bootstrap": {"n_resamples": int(len(fa.thetas)) if boot else 0, "seed": opts.seed,
-                      "resampling": f"each sweep on its own, as its fit does: {fa.resampling or 'none'}"},
+                      "resampling": {f.label: f"on its own, as its fit does: {f.resampling or 'none'}"
+                                     for f in (fa, fb)}},
         "sweeps": {f.label: _sweep_block(f, opts.level, (prov or {}).get(f.label)) for f in (fa, fb)},
         "rows": rows, "crossover": cross, "notes": list(notes or []),
     }

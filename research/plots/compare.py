@@ -8,11 +8,12 @@ import math
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import ScalarFormatter
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from research.errors import UserError
 
 COLORS = {"A": "#1b9e77", "B": "#7570b3"}
+MAX_SHOWN = 100.0  # the multiplier axis spans at most 1/100 to 100 (an unreached loss is infinite)
 
 
 def register(subparsers) -> None:
@@ -151,8 +152,8 @@ def compare_figure(fa, fb, result: dict, opts) -> Figure:
     ax_m.plot(grid, m, color="k", label="multiplier (B over A)")
     if boot:
         ms = multiplier(fa.law("samples"), fb.law("samples"), grid[None, :])
-        with np.errstate(invalid="ignore"):
-            band = np.nanquantile(np.where(np.isinf(ms), np.nan, ms), q, axis=0)
+        with np.errstate(invalid="ignore"):  # a loss A never reaches (inf) stays in, clipped to the axis
+            band = np.nanquantile(np.minimum(ms, MAX_SHOWN), q, axis=0)
         ax_m.fill_between(grid, band[0], band[1], color="k", alpha=0.15, lw=0, label=f"{opts.level:.0%} interval")
     ax_m.axhline(1.0, color="#999999", ls="--", lw=1)
     units = result["loss_units"]
@@ -160,8 +161,10 @@ def compare_figure(fa, fb, result: dict, opts) -> Figure:
         ax.set_xscale("log")
         ax.set_xlabel(f"training compute C [FLOPs, {result['flops_convention']}]")
     ax_m.set_yscale("log")
+    ax_m.set_ylim(max(1 / MAX_SHOWN, np.nanmin(m) / 4), min(MAX_SHOWN, np.nanmax(np.minimum(m, MAX_SHOWN)) * 4))
+    ax_m.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax_m.yaxis.set_major_formatter(ScalarFormatter())
-    ax_m.yaxis.set_minor_formatter(ScalarFormatter())
+    ax_m.yaxis.set_minor_formatter(NullFormatter())
     ax_l.set_ylabel(f"loss [{units}]; line: compute-optimal L*(C)")
     ax_m.set_ylabel("compute multiplier C_A / C at equal loss")
     ax_l.set_title("loss frontiers")
