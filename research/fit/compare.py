@@ -71,6 +71,7 @@ class SweepFit:
     weights: np.ndarray = field(repr=False, default=None)
     resampling: str = ""
 
+    @np.errstate(over="ignore")  # an unidentified resample's A or B reaches e^800: inf, as in its own fit
     def law(self, which: str = "fit") -> ChinchillaLaw:
         """The fitted law ("fit") or every bootstrap law at once ("samples": parameters of shape (R, 1))."""
         t = self.theta[None, :] if which == "fit" else self.thetas
@@ -389,6 +390,7 @@ def compare(path_a, path_b, opts: CompareOptions = CompareOptions(), quiet: bool
     return summarize(*fit_pair(path_a, path_b, opts, quiet), opts=opts)
 
 
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")  # unidentified resamples give inf/nan, handled
 def summarize(fa: SweepFit, fb: SweepFit, prov: dict | None = None, notes: list | None = None, *,
               opts: CompareOptions) -> dict:
     units = "bits/byte" if opts.bpb else "nats/token"
@@ -453,6 +455,7 @@ def _finite(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
+@np.errstate(over="ignore")
 def _sweep_block(f: SweepFit, level: float, prov: dict | None) -> dict:
     names = ("A", "B", "E", "alpha", "beta")
     params = {k: float(v) for k, v in zip(names, (math.exp(f.theta[0]), math.exp(f.theta[1]),
