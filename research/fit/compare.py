@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +67,6 @@ class SweepFit:
     per_token: FlopsPerToken
     theta: np.ndarray
     thetas: np.ndarray
-    optima: np.ndarray = field(repr=False, default=None)
-    weights: np.ndarray = field(repr=False, default=None)
     resampling: str = ""
 
     @np.errstate(over="ignore")  # an unidentified resample's A or B reaches e^800: inf, as in its own fit
@@ -460,7 +458,8 @@ def _sweep_block(f: SweepFit, level: float, prov: dict | None) -> dict:
     names = ("A", "B", "E", "alpha", "beta")
     params = {k: float(v) for k, v in zip(names, (math.exp(f.theta[0]), math.exp(f.theta[1]),
                                                      math.exp(f.theta[2]), f.theta[3], f.theta[4]))}
-    block = {"source": str(f.table.source), "name": sweep_name(f.table), "n_points": int(len(f.table.df)), "budgets": list(f.budget_range()),
+    block = {"source": str(f.table.source), "name": sweep_name(f.table), "n_points": int(len(f.table.df)),
+             "budgets": list(f.budget_range()),
              "params": params, "provenance": prov or {}}
     if len(f.thetas):
         cols = {"A": np.exp(f.thetas[:, 0]), "B": np.exp(f.thetas[:, 1]), "E": np.exp(f.thetas[:, 2]),
