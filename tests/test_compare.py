@@ -142,6 +142,8 @@ def test_bad_input_is_refused_in_one_line(tmp_path):
     pd.read_csv(a).head(4).to_csv(tmp_path / "tiny.csv", index=False)
     _one_line_error(run_cli(tmp_path / "tiny.csv", b), "sweep A", "Approach 3 needs")
     _one_line_error(run_cli(tmp_path / "missing_dir", b), "does not exist")
+    (tmp_path / "not_run").mkdir()  # a sweep directory with nothing collected yet
+    _one_line_error(run_cli(a, tmp_path / "not_run"), "sweep B", "without results.csv")
 
 
 def test_different_data_needs_bits_per_byte(tmp_path):

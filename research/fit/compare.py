@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +67,9 @@ class SweepFit:
     per_token: FlopsPerToken
     theta: np.ndarray
     thetas: np.ndarray
-    optima: np.ndarray = field(repr=False, default=None)
-    weights: np.ndarray = field(repr=False, default=None)
     resampling: str = ""
 
+    @np.errstate(over="ignore")  # an unidentified resample's A or B reaches e^800: inf, as in its own fit
     def law(self, which: str = "fit") -> ChinchillaLaw:
         """The fitted law ("fit") or every bootstrap law at once ("samples": parameters of shape (R, 1))."""
         t = self.theta[None, :] if which == "fit" else self.thetas
@@ -389,6 +388,7 @@ def compare(path_a, path_b, opts: CompareOptions = CompareOptions(), quiet: bool
     return summarize(*fit_pair(path_a, path_b, opts, quiet), opts=opts)
 
 
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")  # unidentified resamples give inf/nan, handled
 def summarize(fa: SweepFit, fb: SweepFit, prov: dict | None = None, notes: list | None = None, *,
               opts: CompareOptions) -> dict:
     units = "bits/byte" if opts.bpb else "nats/token"
@@ -439,7 +439,8 @@ def summarize(fa: SweepFit, fb: SweepFit, prov: dict | None = None, notes: list 
         "loss_units": units, "flops_convention": fa.table.convention, "shared": list(opts.shared),
         "level": opts.level,
         "bootstrap": {"n_resamples": int(len(fa.thetas)) if boot else 0, "seed": opts.seed,
-                      "resampling": f"each sweep on its own, as its fit does: {fa.resampling or 'none'}"},
+                      "resampling": {f.label: f"on its own, as its fit does: {f.resampling or 'none'}"
+                                     for f in (fa, fb)}},
         "sweeps": {f.label: _sweep_block(f, opts.level, (prov or {}).get(f.label)) for f in (fa, fb)},
         "rows": rows, "crossover": cross, "notes": list(notes or []),
     }
@@ -452,11 +453,13 @@ def _finite(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
+@np.errstate(over="ignore")
 def _sweep_block(f: SweepFit, level: float, prov: dict | None) -> dict:
     names = ("A", "B", "E", "alpha", "beta")
     params = {k: float(v) for k, v in zip(names, (math.exp(f.theta[0]), math.exp(f.theta[1]),
                                                      math.exp(f.theta[2]), f.theta[3], f.theta[4]))}
-    block = {"source": str(f.table.source), "name": sweep_name(f.table), "n_points": int(len(f.table.df)), "budgets": list(f.budget_range()),
+    block = {"source": str(f.table.source), "name": sweep_name(f.table), "n_points": int(len(f.table.df)),
+             "budgets": list(f.budget_range()),
              "params": params, "provenance": prov or {}}
     if len(f.thetas):
         cols = {"A": np.exp(f.thetas[:, 0]), "B": np.exp(f.thetas[:, 1]), "E": np.exp(f.thetas[:, 2]),

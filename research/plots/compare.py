@@ -1,18 +1,14 @@
 """`scaling compare SWEEP_A SWEEP_B`: is recipe B worth it? The effective-compute multiplier with its interval,
 and the figure (both loss frontiers with bands; the multiplier against compute). The numbers come from
-research/fit/compare.py."""
+research/fit/compare.py; the figure from research/plots/compare_figure.py. Heavy libraries are imported in
+the handler, so `scaling --help` stays fast."""
 
 from __future__ import annotations
 
+import argparse
 import math
 
-import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import ScalarFormatter
-
 from research.errors import UserError
-
-COLORS = {"A": "#1b9e77", "B": "#7570b3"}
 
 
 def register(subparsers) -> None:
@@ -44,8 +40,6 @@ def register(subparsers) -> None:
 
 
 def _positive_floats(text: str) -> list[float]:
-    import argparse
-
     try:
         values = [float(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
@@ -61,6 +55,7 @@ def handler(args) -> int:
 
     from research.fit.compare import CompareOptions, fit_pair, parse_shared, summarize
     from research.fit.core import dumps
+    from research.plots.compare_figure import compare_figure
 
     plot = Path(args.plot) if args.plot else None
     if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
@@ -122,50 +117,3 @@ def report_lines(r: dict) -> list[str]:
                                                              "cross there)" if x.get("fraction_of_resamples") else ""))
     lines += [f"warning: {w}" for w in r["warnings"]] + [f"note: {n}" for n in r["notes"]]
     return lines
-
-
-def compare_figure(fa, fb, result: dict, opts) -> Figure:
-    """Left: each sweep's runs and its loss frontier L*(C) with its bootstrap band; right: the multiplier
-    against compute with its band, 1 marked, each sweep's budget range shaded."""
-    from research.fit.compare import multiplier
-    from research.plots.figures import _figure
-
-    lo = min(fa.budget_range()[0], fb.budget_range()[0], *opts.at) / 2
-    hi = max(fa.budget_range()[1], fb.budget_range()[1], *opts.at) * 2
-    grid = np.geomspace(lo, hi, 60)
-    fig, (ax_l, ax_m) = _figure(10, 4.2, ncols=2)
-    q = [(1 - opts.level) / 2, (1 + opts.level) / 2]
-    boot = result["bootstrap"]["n_resamples"] > 0
-    for f in (fa, fb):
-        color = COLORS[f.label]
-        name = result["sweeps"][f.label]["name"]
-        df = f.table.df
-        ax_l.scatter(df["C"], df["L"], s=8, color=color, alpha=0.35, lw=0)
-        ax_l.plot(grid, f.law().loss_opt(grid)[0], color=color, label=f"{f.label}: {name}")
-        if boot:
-            with np.errstate(invalid="ignore"):
-                band = np.nanquantile(f.law("samples").loss_opt(grid[None, :]), q, axis=0)
-            ax_l.fill_between(grid, band[0], band[1], color=color, alpha=0.2, lw=0)
-        ax_m.axvspan(*f.budget_range(), color=color, alpha=0.08, lw=0)
-    m = multiplier(fa.law(), fb.law(), grid[None, :])[0]
-    ax_m.plot(grid, m, color="k", label="multiplier (B over A)")
-    if boot:
-        ms = multiplier(fa.law("samples"), fb.law("samples"), grid[None, :])
-        with np.errstate(invalid="ignore"):
-            band = np.nanquantile(np.where(np.isinf(ms), np.nan, ms), q, axis=0)
-        ax_m.fill_between(grid, band[0], band[1], color="k", alpha=0.15, lw=0, label=f"{opts.level:.0%} interval")
-    ax_m.axhline(1.0, color="#999999", ls="--", lw=1)
-    units = result["loss_units"]
-    for ax in (ax_l, ax_m):
-        ax.set_xscale("log")
-        ax.set_xlabel(f"training compute C [FLOPs, {result['flops_convention']}]")
-    ax_m.set_yscale("log")
-    ax_m.yaxis.set_major_formatter(ScalarFormatter())
-    ax_m.yaxis.set_minor_formatter(ScalarFormatter())
-    ax_l.set_ylabel(f"loss [{units}]; line: compute-optimal L*(C)")
-    ax_m.set_ylabel("compute multiplier C_A / C at equal loss")
-    ax_l.set_title("loss frontiers")
-    ax_m.set_title("compute A needs to match B (shaded: the sweeps' budgets)")
-    ax_l.legend(loc="upper right")
-    ax_m.legend(loc="best")
-    return fig

@@ -222,7 +222,8 @@ def score(fit: dict, cfg: ValidateConfig, target_rows: list[dict], sweep_dir: Pa
     summary = {"n": len(scored), "n_inside": sum(r["inside"] for r in inside),
                "mean_rel_error": float(np.mean([r["rel_error"] for r in scored])) if scored else None,
                "mean_abs_rel_error": float(np.mean([abs(r["rel_error"]) for r in scored])) if scored else None}
-    return {"level": cfg.level, "config": cfg.to_dict(), "largest_fitted_budget": largest,
+    law = {k: (fit.get("approach3") or {}).get(k) for k in ("E", "A", "B", "alpha", "beta")}
+    return {"level": cfg.level, "config": cfg.to_dict(), "largest_fitted_budget": largest, "law": law,
             "flops_convention": (fit.get("approach3") or {}).get("flops_convention", "6n"),
             "interval": p["interval"]["description"] if target_rows else None,
             "error": "measured - predicted (nats/token; positive: worse than predicted); measured = mean over seeds",
