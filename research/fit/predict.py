@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from research.errors import UserError
+from research.fsutil import loads_json, read_regular_text
 
 CHINCHILLA_KEYS = ("E", "A", "B", "alpha", "beta")
 KAPLAN_KEYS = ("N_c", "D_c", "alpha_N", "alpha_D")
@@ -211,8 +212,8 @@ def load_predictor(spec: str, approach: str | None = None) -> Predictor:
         raise UserError(f"unknown law {spec!r}{closest(spec, PUBLISHED_RANGES)}: not a published law "
                         f"({', '.join(PUBLISHED_RANGES)}) and no such file; run `scaling fit` first")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = loads_json(read_regular_text(path, "law file"), f"law file {path}")
+    except json.JSONDecodeError as err:
         raise UserError(f"{path} is not valid JSON ({err}); pass a fit.json written by `scaling fit`") from None
     return predictor_from_fit(data, approach, name=str(path))
 

@@ -21,7 +21,11 @@ Only proof of corruption ever moves a checkpoint, and a moved one is kept, never
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -77,14 +81,17 @@ class Checkpoints:
         return self.directory.with_name(self.directory.name + ".corrupt")
 
     def save(self, step: int, state, meta: dict) -> None:
-        """Start an asynchronous save; the previous one is finished first."""
-        if step in self.manager.all_steps():
-            return
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+        """Start an asynchronous save; the previous one is finished first. A save the disk
+        refused (full, quota, read-only) is raised here or at `wait`/`close` as one OSError."""
+        with _storage_errors(self.directory):
+            if step in self.manager.all_steps():
+                return
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with _storage_errors(self.directory):
+            self.manager.wait_until_finished()
 
     def restore_latest(self, abstract_state) -> tuple[int, object, dict] | None:
         """(step, state, meta) of the newest restorable checkpoint, or None if there is none.
@@ -181,8 +188,11 @@ class Checkpoints:
         self._open()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        with _storage_errors(self.directory):
+            try:
+                self.manager.wait_until_finished()
+            finally:
+                self.manager.close()
 
     def keep_copy(self, step: int, target_dir: Path) -> bool:
         """Keep the finished checkpoint at `step` for good as `target_dir/<step>` (a cooldown branch
@@ -207,6 +217,37 @@ class Checkpoints:
         return True
 
 
+# Tensorstore's words for a write the storage refused, and the errno each one means.
+_WRITE_FAILURES = (("No space left", errno.ENOSPC), ("Disk quota", errno.EDQUOT), ("Read-only file system", errno.EROFS),
+                   ("Permission denied", errno.EACCES), ("RESOURCE_EXHAUSTED: Error writing", errno.ENOSPC))
+
+
+@contextlib.contextmanager
+def _storage_errors(directory: Path):
+    """A save that failed on the storage (orbax raises it as a ValueError from its background
+    thread) re-raised as the OSError it is, naming the checkpoint directory: one line at the CLI."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as err:  # re-raised unchanged unless its chain shows a refused write
+        for e in _chain(err):
+            if isinstance(e, OSError) and e.errno is not None:
+                raise OSError(e.errno, e.strerror or str(e), str(e.filename or directory)) from err
+            for words, code in _WRITE_FAILURES:
+                if words in str(e):
+                    raise OSError(code, os.strerror(code) + " (saving a checkpoint)", str(directory)) from err
+        raise
+
+
+class _NoTracebacks(logging.Filter):
+    """orbax logs each failure of its background save threads at ERROR with a traceback, several
+    times over; the failure itself reaches the caller and is reported there in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.levelno >= logging.ERROR)
+
+
 def _quiet_closed_event_loops() -> None:
     """After a failed read, tensorstore still calls back into the event loop orbax has closed;
     Python reports each as an 'unraisable' RuntimeError traceback. Those (and only those) are
@@ -218,10 +259,13 @@ def _quiet_closed_event_loops() -> None:
     def hook(unraisable):
         if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
             return
+        if isinstance(unraisable.exc_value, ImportError) and "likely shutting down" in str(unraisable.exc_value):
+            return  # an orbax write coroutine abandoned at exit after a failed save
         previous(unraisable)
 
     hook._research_quiet = True
     sys.unraisablehook = hook
+    logging.getLogger("absl").addFilter(_NoTracebacks())
 
 
 def _link_or_copy(src: str, dst: str) -> None:
