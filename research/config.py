@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from research.errors import UserError, closest
+from research.fsutil import MAX_NESTING, nesting_depth, read_regular_text
+
+MAX_SET_CHARS = 10_000  # a --set value: a number, a word or a short list
 
 
 @dataclass(frozen=True)
@@ -209,25 +212,36 @@ def parse_override(text: str) -> tuple[str, str, object]:
     section, key = (part.strip() for part in dotted.split(".", 1))
     if not section or not key:
         raise UserError(f"--set {text!r}: expected section.key=value, e.g. --set train.lr=1e-3")
+    if len(literal) > MAX_SET_CHARS:
+        raise UserError(f"--set {dotted}: the value is {len(literal):,} characters; at most {MAX_SET_CHARS:,}")
     try:
         value = tomllib.loads(f"v = {literal}")["v"]
     except tomllib.TOMLDecodeError:
         value = literal.strip()
+    except RecursionError:
+        value = None
+    if value is None or nesting_depth(value) > MAX_NESTING:
+        raise UserError(f"--set {dotted}: the value is nested more than {MAX_NESTING} levels deep")
     return section, key, value
 
 
 def read_toml(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"config file not found: {path}")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_regular_text(path, "config file"))
+    except RecursionError:
+        raise UserError(f"{path} is nested too deeply to be a run file") from None
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"{path} is not valid TOML: {err}") from None
     except UnicodeDecodeError as err:
         raise UserError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); a run file is TOML") from None
     except OSError as err:
         raise UserError(f"cannot read {path}: {err.strerror}") from None
+    if nesting_depth(raw) > MAX_NESTING:
+        raise UserError(f"{path} is nested more than {MAX_NESTING} levels deep; not a run file")
+    return raw
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

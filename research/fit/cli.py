@@ -196,6 +196,8 @@ def fit_handler(args) -> int:
         out_path = Path(args.out)
         if out_path.is_dir():
             raise UserError(f"--out {out_path} is a directory; pass a file name like {out_path / 'fit.json'}")
+        if out_path.exists() and not out_path.is_file():
+            raise UserError(f"--out {out_path} is a device, pipe or socket, not a regular file; pass a file name")
         blocker = next((p for p in out_path.parents if p.exists() and not p.is_dir()), None)
         if blocker is not None:
             raise UserError(f"--out {out_path}: {blocker} is a file, not a directory")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from research.errors import UserError
+from research.fsutil import loads_json, read_regular_text
 
 METHODS = ("approach1", "approach2", "approach3", "kaplan")
 MIN_POINTS_A3 = 8
@@ -216,9 +217,9 @@ def write_fit(path, result: dict, merge=True) -> Path:
     path = Path(path)
     data = {}
     if merge and path.exists():
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        try:  # a device or directory at the path is refused, never read (/dev/zero never ends)
+            data = loads_json(read_regular_text(path, "--out"), f"--out {path}")
+        except json.JSONDecodeError:
             data = {}
         if not isinstance(data, dict):  # not a fit record: replaced, as an unreadable one is
             data = {}

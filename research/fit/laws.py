@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from research.errors import UserError, closest
+from research.fsutil import loads_json, read_regular_text
 from research.fit.allocation import SIX_N, FlopsPerToken, allocation_params, compute_optimal
 from research.fit.law_warnings import fit_warnings
 
@@ -344,8 +345,8 @@ def load_law(spec: str, approach: str | None = None):
             raise UserError(f"fit file {path} does not exist; run `scaling fit` first or use a "
                             f"published law ({', '.join(PUBLISHED)})")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            data = loads_json(read_regular_text(path, "law file"), f"law file {path}")
+        except json.JSONDecodeError as err:
             raise UserError(f"{path} is not valid JSON ({err}); re-run `scaling fit`") from None
         except OSError as err:
             raise UserError(f"cannot read {path}: {err.strerror}") from None

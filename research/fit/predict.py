@@ -29,6 +29,7 @@ import numpy as np
 from research.errors import UserError
 from research.fit.law_warnings import fit_warnings, law_own_warnings, range_warnings
 from research.fit.laws import PUBLISHED, ChinchillaLaw
+from research.fsutil import loads_json, read_regular_text
 
 CHINCHILLA_KEYS = ("E", "A", "B", "alpha", "beta")
 KAPLAN_KEYS = ("N_c", "D_c", "alpha_N", "alpha_D")
@@ -231,8 +232,8 @@ def load_predictor(spec: str, approach: str | None = None) -> Predictor:
         raise UserError(f"unknown law {spec!r}{closest(spec, PUBLISHED)}: not a published law "
                         f"({', '.join(PUBLISHED)}) and no such file; run `scaling fit` first")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = loads_json(read_regular_text(path, "law file"), f"law file {path}")
+    except json.JSONDecodeError as err:
         raise UserError(f"{path} is not valid JSON ({err}); pass a fit.json written by `scaling fit`") from None
     return predictor_from_fit(data, approach, name=str(path))
 
