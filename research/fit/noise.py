@@ -266,6 +266,7 @@ def noise_model(df) -> dict | None:
             "dof_offset": dof_offset, "dof_run": dof_run, "dof_naive": naive, "dof_independent": dof_offset,
             "binned": binned, "trend": noise_trend(df),
             "description": "sigma of ln L between seeds. offset: each (size, seed)'s mean deviation over the size's "
-                           "points (one per trunk), sigma_log_offset its rms per row on dof_offset = sizes x (seeds - 1) "
+                           "points (one per trunk), sigma_log_offset its rms per row on dof_offset = "
+                           "sizes x (seeds - 1) "
                            "independent contrasts; run: the rest; offset_share: the offsets' share of the squared "
                            "deviations; binned: pooled by half a decade of D/N; trend: ln sigma^2 linear in ln(D/N)"}

@@ -174,7 +174,7 @@ def sensitivity_report(df, a3: dict, a2: dict | None, per_token, *, convention="
                 "alpha": a3["alpha"], "beta": a3["beta"], "E": a3["E"], "objective": a3["objective"],
                 "approach2": a2_base}]
 
-    subsets = [(g, c, m) for g, c, m in _subsets(df)]
+    subsets = _subsets(df)
     usable = [(g, c, m) for g, c, m in subsets if _enough(df[m])]
     if usable:
         W = np.array([m for _, _, m in usable], dtype=np.float64)
