@@ -92,3 +92,21 @@ def test_fit_prints_the_sensitivity_summary(fitted, capsys):
     assert main(["fit", str(path), "--method", "approach3", "--grid", "small", "--no-write"]) == 0
     out = capsys.readouterr().out
     assert "sensitivity of a" in out and "leave one size out" in out and "E profiled" in out
+
+
+def test_a_table_of_two_families_is_fitted_per_family_and_warned_about(fitted):
+    import dataclasses
+
+    _, table, _ = fitted
+    df = table.df.copy()
+    n_sizes = sorted(df["N"].unique())
+    df["family"] = np.where(df["N"] <= n_sizes[len(n_sizes) // 2], "narrow", "wide")
+    fit = run_fits(dataclasses.replace(table, df=df), ["approach3"], grid="small")
+    alone = [c for c in fit["sensitivity"]["choices"] if c["group"] == "model family"]
+    assert [c["choice"] for c in alone] == ["narrow alone", "wide alone"]
+    for c in alone:
+        if "approach3" in c:  # an independent fit of that family's rows alone
+            sub = df[df["family"] == c["choice"].split()[0]].reset_index(drop=True)
+            a, objective = _direct_fit(sub)
+            assert c["objective"] <= objective * (1 + 1e-6) and c["approach3"] == pytest.approx(a, abs=5e-3)
+    assert any("2 model families (narrow, wide)" in w for w in fit["warnings"])

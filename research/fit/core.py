@@ -104,11 +104,12 @@ def run_approach3(df, *, bootstrap=0, seed=0, grid="full", reduction="sum", back
 
 def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction="sum", backend="jax", tol="tight",
              level=0.95, budgets=None, strict=False, kaplan_n="nonembedding", kaplan_df=None, smooth=5,
-             approach1_source="endpoints", log=None, solver=None) -> dict:
+             approach1_source="endpoints", log=None, solver=None, sensitivity=True) -> dict:
     """Run `methods` (default: all) on a loaded Table. With strict=False an approach the data cannot
     support is recorded as {"skipped": reason}; with strict=True it raises UserError.
     `approach1_source`: "endpoints" (finished runs' end points, research/fit/endpoint_envelope.py) or
-    "curves" (training curves from metrics.jsonl, research/fit/envelope.py; refused for branch designs)."""
+    "curves" (training curves from metrics.jsonl, research/fit/envelope.py; refused for branch designs).
+    `sensitivity`: add the sensitivity block (research/fit/sensitivity.py) after an Approach-3 fit."""
     df = table.df
     if len(df) == 0:
         raise UserError(f"{table.source}: no usable rows to fit ({table.drop_message()}); every row needs positive, "
@@ -168,7 +169,7 @@ def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction
                 raise
             out[m] = {"skipped": str(err)}
             log(f"{m}: skipped: {err}")
-    if "approach3" in out and "skipped" not in out["approach3"]:
+    if sensitivity and "approach3" in out and "skipped" not in out["approach3"]:
         from research.fit.sensitivity import sensitivity_report
 
         out["sensitivity"] = sensitivity_report(df, out["approach3"], out.get("approach2"), flops_per_token(table),

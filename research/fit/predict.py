@@ -29,6 +29,7 @@ import numpy as np
 from research.errors import UserError
 from research.fit.law_warnings import fit_warnings, law_own_warnings, range_warnings
 from research.fit.laws import PUBLISHED, ChinchillaLaw
+from research.fit.noise import noise_sigma
 from research.fsutil import loads_json, read_regular_text
 
 CHINCHILLA_KEYS = ("E", "A", "B", "alpha", "beta")
@@ -291,23 +292,23 @@ def predict(pred: Predictor, N, D, level: float = 0.95, seed: int = 0) -> dict:
     point = np.asarray(pred.loss(N, D), float)
     lo = hi = p_lo = p_hi = None
     q = [(1 - level) / 2, (1 + level) / 2]
-    sigma = float(pred.noise["sigma_log"]) if pred.noise and pred.noise.get("sigma_log") is not None else None
+    sigma = noise_sigma(pred.noise, N, D)  # per point: the seed noise at its own D/N where it was modelled
     samples = pred.loss_samples(N, D)
     if samples is not None:
         ln_s = np.log(samples)  # (S, P)
         p_lo, p_hi = np.exp(np.nanquantile(ln_s, q, axis=0))
-        if sigma:
+        if sigma is not None:
             reps = max(1, -(-MC_DRAWS // len(ln_s)))
             z = np.random.default_rng(seed).standard_normal((len(ln_s) * reps, 1))
             draws = np.repeat(ln_s, reps, axis=0) + sigma * z
             lo, hi = np.exp(np.nanquantile(draws, q, axis=0))
         else:
             lo, hi = p_lo, p_hi
-    elif sigma:
+    elif sigma is not None:
         from statistics import NormalDist
 
         k = NormalDist().inv_cdf(q[1])
-        lo, hi = point * math.exp(-k * sigma), point * math.exp(k * sigma)
+        lo, hi = point * np.exp(-k * sigma), point * np.exp(k * sigma)
     rows = []
     for i in range(len(N)):
         row = {"n_params": float(N[i]), "tokens": float(D[i]), "tokens_per_param": float(D[i] / N[i]),

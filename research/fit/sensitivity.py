@@ -174,7 +174,7 @@ def sensitivity_report(df, a3: dict, a2: dict | None, per_token, *, convention="
                 "alpha": a3["alpha"], "beta": a3["beta"], "E": a3["E"], "objective": a3["objective"],
                 "approach2": a2_base}]
 
-    subsets = [(g, c, m) for g, c, m in _subsets(df)]
+    subsets = _subsets(df)
     usable = [(g, c, m) for g, c, m in subsets if _enough(df[m])]
     if usable:
         W = np.array([m for _, _, m in usable], dtype=np.float64)
@@ -218,7 +218,7 @@ def sensitivity_report(df, a3: dict, a2: dict | None, per_token, *, convention="
     if "a_within_threshold" in profile:
         lo, hi = profile["a_within_threshold"]
         out["range"]["with_E_profile"] = [min(lo, min(a_vals)), max(hi, max(a_vals))]
-    out["warnings"] = _warnings(out, a3)
+    out["warnings"] = _warnings(out, a3) + _family_warnings(df, choices)
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -238,6 +238,16 @@ def _warnings(block: dict, a3: dict) -> list[str]:
                 f"the interval understates what the exponent depends on (largest single move: "
                 f"{worst['choice']}, a = {worst['approach3']:.3f})"]
     return []
+
+
+def _family_warnings(df, choices: list[dict]) -> list[str]:
+    """A table of several model families: the law across them confounds the change of shape with N."""
+    if "family" not in df.columns or df["family"].nunique() < 2:
+        return []
+    alone = [f"{c['choice']}: a = {c['approach3']:.3f}" if "approach3" in c else f"{c['choice']}: too few sizes"
+             for c in choices if c["group"] == "model family"]
+    return [f"the table holds {df['family'].nunique()} model families ({', '.join(sorted(set(df['family'])))}): a law "
+            f"fitted across them confounds the change of shape with N ({'; '.join(alone)})"]
 
 
 def sensitivity_lines(block: dict) -> list[str]:

@@ -85,7 +85,8 @@ def _points_with_seeds(ax, df, x_col, c_col, cmap, norm, label):
     if len(names) > 1:
         for i, name in enumerate(names):
             sub = df[df["family"] == name].reset_index(drop=True)
-            _family_points(ax, sub, x_col, c_col, cmap, norm, f"{label}: {name}", FAMILY_MARKERS[i % len(FAMILY_MARKERS)])
+            marker = FAMILY_MARKERS[i % len(FAMILY_MARKERS)]
+            _family_points(ax, sub, x_col, c_col, cmap, norm, f"{label}: {name}", marker)
         return
     _family_points(ax, df, x_col, c_col, cmap, norm, label, "o")
 

@@ -17,7 +17,8 @@ def sensitivity_figure(fit: dict) -> Figure:
     E, rel, a = (np.array(p[k], float) for k in ("E", "objective_rel", "a"))
     ridge.plot(E, 100 * rel, color="black", marker="o", ms=3, lw=1.2, label="objective above the best (%)")
     ridge.axhline(100 * p["threshold"], color="gray", ls=":", lw=1, label=f"threshold {p['threshold']:.0%}")
-    ridge.axvline(p["E_fitted"], color=APPROACH_COLORS["approach3"], ls="--", lw=1, label=f"fitted E = {p['E_fitted']:.3g}")
+    ridge.axvline(p["E_fitted"], color=APPROACH_COLORS["approach3"], ls="--", lw=1,
+                  label=f"fitted E = {p['E_fitted']:.3g}")
     ridge.set_xlabel("E held fixed (nats/token)")
     ridge.set_ylabel("Approach 3 objective, % above the best")
     twin = ridge.twinx()

@@ -319,6 +319,11 @@ def _print_fit_summary(fit: dict) -> None:
         print(f"  held out ({held.get('holdout')}): Approach 3 predicts {summary['n']} unseen runs with mean |error| "
               f"{summary['mean_abs_rel_error']:.2%} (signed {summary['mean_rel_error']:+.2%}); "
               f"{summary['n_inside']}/{summary['n']} inside their {summary['level']:.0%} intervals", file=sys.stderr)
+        for name, block in (held.get("baselines") or {}).items():
+            s = block.get("summary") if isinstance(block, dict) else None
+            if s:
+                print(f"    baseline {name}: mean |error| {s['mean_abs_rel_error']:.2%} (signed {s['bias']:+.2%}) on the "
+                      "same runs", file=sys.stderr)
     for w in all_warnings(fit or {}):
         print(f"  warning: {w}", file=sys.stderr)
 

@@ -9,9 +9,9 @@ from research.fsutil import atomic_write_text, read_json
 from research.sweep.trial import spent_fraction, trial_role, trial_status
 
 COLUMNS = ["trial", "status", "kind", "seed", "budget", "requested_n", "requested_tokens_per_param", "family",
-           "layers", "d_model", "heads", "seq_len", "vocab_size", "n_params", "n_params_nonembedding", "tokens", "flops_6n",
-           "flops_chinchilla", "final_train_loss", "final_eval_loss", "eval_bits_per_byte", "wall_time_s", "steps", "batch_size",
-           "lr", "lr_multiplier", "trunk", "branch_step", "flops_spent_6n", "error"]
+           "layers", "d_model", "heads", "seq_len", "vocab_size", "n_params", "n_params_nonembedding", "tokens",
+           "flops_6n", "flops_chinchilla", "final_train_loss", "final_eval_loss", "eval_bits_per_byte", "wall_time_s",
+           "steps", "batch_size", "lr", "lr_multiplier", "trunk", "branch_step", "flops_spent_6n", "error"]
 TEXT_COLUMNS = ("trial", "status", "kind", "family", "trunk", "error")
 
 

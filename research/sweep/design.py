@@ -24,10 +24,13 @@ from research.errors import UserError, closest
 from research.model.accounting import FLOP_CONVENTIONS
 
 DESIGN_KEYS = {
-    "isoflop": {"kind", "budgets", "tokens_per_param", "sizes", "flops_convention", "allow_repeat", "seeds", "allow_mixed_families"},
-    "grid": {"kind", "d_model", "n_params", "tokens", "tokens_per_param", "flops_convention", "allow_repeat", "seeds", "allow_mixed_families"},
+    "isoflop": {"kind", "budgets", "tokens_per_param", "sizes", "flops_convention", "allow_repeat", "seeds",
+                "allow_mixed_families"},
+    "grid": {"kind", "d_model", "n_params", "tokens", "tokens_per_param", "flops_convention", "allow_repeat", "seeds",
+             "allow_mixed_families"},
     "branches": {"kind", "d_model", "n_params", "budgets", "tokens", "tokens_per_param", "cooldown_fraction",
-                 "cooldown_shape", "trunk_tokens_per_param", "flops_convention", "allow_repeat", "seeds", "allow_mixed_families"},
+                 "cooldown_shape", "trunk_tokens_per_param", "flops_convention", "allow_repeat", "seeds",
+                 "allow_mixed_families"},
     "lr": {"kind", "d_model", "n_params", "tokens", "tokens_per_param", "lr_multipliers", "flops_convention",
            "allow_repeat", "seeds", "allow_mixed_families"},
 }
