@@ -103,6 +103,7 @@ def warmup_curve(curves, from_step: int | None, max_points: int = 200) -> list:
         early = Curve(c.run, c.lr_T, c.step_M[keep], c.loss_M[keep])
         step, log_loss, _ = summarise(early, max_points)
         pairs += [[float(c.sums.area(np.array([s]))[0]), float(np.exp(y))] for s, y in zip(step, log_loss)]
+    pairs = [p for p in pairs if p[0] > 0 and np.isfinite(p[1])]
     pairs.sort()
     return pairs
 
