@@ -20,12 +20,15 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from research.curves.fitting import Curve
 from research.curves.record import fit_curve_law
+from research.curves.table import load_curves
 from research.errors import UserError
+from research.fit.data import read_frame
 
 
 @dataclass
@@ -63,10 +66,6 @@ def size_offsets(n_params: float, curves: dict[str, Curve], lineages: dict[str, 
 
 def corrected_results(sweep_dir, law: str = "multipower", loss_col: str = "eval_loss"):
     """(results frame with corrected final_eval_loss, [SizeOffsets]) of a sweep directory."""
-    from pathlib import Path
-
-    from research.curves.table import load_curves
-    from research.fit.data import read_frame
 
     sweep_dir = Path(sweep_dir)
     results = sweep_dir / "results.csv"

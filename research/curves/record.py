@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from research.curves.fitting import HUBER_DELTA, Curve, bootstrap, fit_law, peak_step, summarise
 from research.curves.laws import LAWS, PARAMS, CurveSums, law_loss
 from research.errors import UserError
+from research.fsutil import atomic_write_json
 
 FORMULAS = {
     "multipower": "L(t) = L0 + A*(S1(t)+S_W)^(-alpha) - B*sum_{k<=t} (eta_{k-1}-eta_k)*(1-(C*eta_k^(-gamma)*S_k(t)+1)^(-beta))"
@@ -61,8 +63,6 @@ class CurveLaw:
 
 
 def write_law(path: str | Path, law: CurveLaw) -> None:
-    from research.fsutil import atomic_write_json
-
     atomic_write_json(path, json.loads(json.dumps(law.to_dict(), default=float)))
 
 
@@ -94,8 +94,6 @@ def read_law(path: str | Path) -> CurveLaw:
 
 def warmup_curve(curves, from_step: int | None, max_points: int = 200) -> list:
     """[[S1, loss], ...] sorted by area: the fitting runs' binned losses before their fitted steps."""
-    from research.curves.fitting import Curve, peak_step, summarise
-
     pairs = []
     for c in curves:
         last = (peak_step(c.lr_T) if from_step is None else from_step - 1)
@@ -105,6 +103,7 @@ def warmup_curve(curves, from_step: int | None, max_points: int = 200) -> list:
         early = Curve(c.run, c.lr_T, c.step_M[keep], c.loss_M[keep])
         step, log_loss, _ = summarise(early, max_points)
         pairs += [[float(c.sums.area(np.array([s]))[0]), float(np.exp(y))] for s, y in zip(step, log_loss)]
+    pairs = [p for p in pairs if p[0] > 0 and np.isfinite(p[1])]
     pairs.sort()
     return pairs
 
@@ -117,8 +116,6 @@ def fit_curve_law(law: str, curves, *, max_points: int = 400, lam: float | None 
                   from_step: int | None = None, n_bootstrap: int = 0, seed: int = 0) -> CurveLaw:
     """Fit `law` to `curves` (one size) and package it as a CurveLaw: parameters, bootstrap draws,
     the loss cap, the warmup's measured curve and each fitting run's in-sample error."""
-    from research.curves.fitting import HUBER_DELTA, bootstrap, fit_law, peak_step, summarise
-
     fit = fit_law(law, curves, max_points=max_points, lam=lam, from_step=from_step)
     cap = float(max(np.exp(summarise(c, max_points)[1]).max() for c in curves if c.step_M.size))
     draws = bootstrap(fit, curves, n_bootstrap, seed, max_points=max_points) if n_bootstrap else []

@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from research.curves.fitting import Curve
+from research.curves.schedules import config_of_record, lr_of_config
 from research.errors import UserError, closest
+from research.fit.data import read_frame
 from research.fsutil import read_json, read_jsonl
 
 RUN_DIR_LOSSES = ("eval_loss", "loss")
@@ -69,8 +71,6 @@ def load_curves(path, run_col: str = "run", step_col: str = "step", lr_col: str 
 
 def _from_table(path: Path, run_col: str, step_col: str, lr_col: str, loss_col: str) -> CurveTable:
     import pandas as pd
-
-    from research.fit.data import read_frame
 
     frame = read_frame(path)
     for col, flag in ((run_col, "--run-col"), (step_col, "--step-col"), (lr_col, "--lr-col"), (loss_col, "--loss-col")):
@@ -131,8 +131,6 @@ def _curve(name: str, step: np.ndarray, lr: np.ndarray, loss: np.ndarray, where:
 # ---------------------------------------------------------------- run and sweep directories
 
 def _from_directory(path: Path, loss_col: str) -> CurveTable:
-    from research.curves.schedules import config_of_record, lr_of_config
-
     if loss_col not in RUN_DIR_LOSSES:
         raise UserError(f"--loss-col {loss_col!r}: a run or sweep directory logs {' or '.join(RUN_DIR_LOSSES)}")
     if (path / "trials").is_dir():
