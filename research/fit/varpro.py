@@ -40,7 +40,9 @@ from research.fit.approach3 import DELTA, THETA, distinct_optima, huber, log_res
 # the same numbers).
 COARSE_STEP, COARSE_MAX = 0.1, 2.5
 FINE_STEP, FINE_HALF = 0.01, 0.05
-INNER_ITERS = 100  # LM-IRLS iterations per grid cell (most stop earlier, at INNER_FTOL)
+INNER_ITERS = 100  # LM-IRLS iterations per grid cell near the best (most stop earlier, at INNER_FTOL) ...
+INNER_ITERS_ALL = 30  # ... and for every cell: far cells (above NEAR_FACTOR x the best) stop here, within
+NEAR_FACTOR = 2.0  # ~1% of their minimum (reported as such), far outside any profile-likelihood threshold
 INNER_FTOL = 1e-12  # relative decrease below which a cell is converged (cells then agree with an
 # independent solve to 1e-6, tests/test_varpro.py)
 POLISH_ITERS = 200  # LM-IRLS iterations for the polished cells (all five parameters)
@@ -116,7 +118,7 @@ def lm_irls(P_G5, lnN, lnD, lnL, W_Gn, free, iters, delta=DELTA, ftol=1e-13):
             cols = {0: ua[..., 1], 1: ua[..., 2], 2: ua[..., 0],  # d r / d(a, b, e, α, β)
                     3: -ua[..., 1] * lnN, 4: -ua[..., 2] * lnD}
             J = np.stack([cols[j] for j in free], axis=-1)  # (g, n, k)
-            psi = np.clip(ra, -delta, delta)
+            psi = huber(np, ra, delta)[1]
             omega = Wa * np.where(np.abs(ra) > delta, delta / np.maximum(np.abs(ra), 1e-300), 1.0)
             H, g = _normal_equations(J, omega, Wa * psi)
             diag = np.diagonal(H, axis1=1, axis2=2)
@@ -169,7 +171,7 @@ def inner_lm(XN_Gn, XD_Gn, lnL, W, logc_G3, iters=INNER_ITERS, delta=DELTA, ftol
                 break
             ra, Wa = r[idx], Wf[idx]
             J = J3[idx][..., free]
-            psi = np.clip(ra, -delta, delta)
+            psi = huber(np, ra, delta)[1]
             omega = Wa * np.where(np.abs(ra) > delta, delta / np.maximum(np.abs(ra), 1e-300), 1.0)
             H, g = _normal_equations(J, omega, Wa * psi)
             diag = np.diagonal(H, axis1=1, axis2=2)
@@ -215,7 +217,12 @@ def solve_cells(alphas, betas, lnN, lnD, lnL, W, iters=INNER_ITERS, delta=DELTA,
         al, be = alphas[s:s + chunk], betas[s:s + chunk]
         e_a_b = _initial_linear(al, be, lnN, lnD, lnL, W)
         XN, XD = np.exp(-al[:, None] * lnN), np.exp(-be[:, None] * lnD)
-        e_a_b, f = inner_lm(XN, XD, lnL, W, e_a_b, iters=iters, delta=delta, ftol=INNER_FTOL)
+        e_a_b, f = inner_lm(XN, XD, lnL, W, e_a_b, iters=min(iters, INNER_ITERS_ALL), delta=delta, ftol=INNER_FTOL)
+        # cells that matter (within NEAR_FACTOR of the chunk's best) run on to full convergence
+        near = np.flatnonzero(np.isfinite(f) & (f <= NEAR_FACTOR * np.nanmin(np.where(np.isfinite(f), f, np.nan))))
+        if iters > INNER_ITERS_ALL and len(near):
+            e_a_b[near], f[near] = inner_lm(XN[near], XD[near], lnL, W, e_a_b[near], iters=iters - INNER_ITERS_ALL,
+                                            delta=delta, ftol=INNER_FTOL)
         P = np.column_stack([e_a_b[:, 1], e_a_b[:, 2], e_a_b[:, 0], al, be])
         P_all.append(P)
         f_all.append(f)
@@ -378,7 +385,9 @@ def fit_varpro(lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", profile=True
                            objective_fn=objective_at_zero_E if at_zero else objective_np)
     edge = [name for name, v, hi in (("alpha", al0, coarse["alpha"][-1]), ("beta", be0, coarse["beta"][-1]))
             if v >= hi - 1e-9 or v <= coarse["alpha"][0] + 1e-9]
-    return {"theta": theta, "objective": float(f), "optima": np.vstack([theta[None], Pp]), "coarse": coarse,
+    optima, f_opt = np.vstack([theta[None], Pp]), np.concatenate([[f], fp])
+    keep = np.isfinite(f_opt) & (f_opt <= BOOTSTRAP_BASIN_FACTOR * f)
+    return {"theta": theta, "objective": float(f), "optima": optima[keep], "coarse": coarse,
             "fine": fine, "edge": edge, "E_at_zero": bool(at_zero)}
 
 
@@ -416,7 +425,7 @@ def profile_E(lnN, lnD, lnL, w=None, E_values=None, delta=DELTA, grid_step=E_GRI
     logc[:, 0] = np.repeat([math.log(E) if E > 0 else LOG_BOUNDS[0] for E in E_values], cells)
     XN, XD = np.exp(-AL[:, None] * lnN), np.exp(-BE[:, None] * lnD)
     logc, f = inner_lm(np.tile(XN, (len(E_values), 1)), np.tile(XD, (len(E_values), 1)), lnL, W, logc,
-                       iters=INNER_ITERS, delta=delta, ftol=1e-9, free=(1, 2))
+                       iters=INNER_ITERS_ALL, delta=delta, ftol=1e-9, free=(1, 2))  # seeds only: polished below
     f = np.where(np.isfinite(f), f, np.inf).reshape(len(E_values), cells)
     j = np.argmin(f, axis=1)
     best = logc.reshape(len(E_values), cells, 3)[np.arange(len(E_values)), j]
@@ -429,7 +438,8 @@ def profile_E(lnN, lnD, lnL, w=None, E_values=None, delta=DELTA, grid_step=E_GRI
 # ----------------------------------------------------------------------------- results for fit.json
 
 PROFILE_DIGITS = 6  # significant digits of the stored profile objectives
-BOOTSTRAP_STARTS = 4  # distinct optima of the full-data fit each resample is polished from
+BOOTSTRAP_STARTS = 4  # at most this many distinct optima of the full-data fit start each resample ...
+BOOTSTRAP_BASIN_FACTOR = 1.1  # ... those whose objective is within this factor of the best
 
 
 def _sig(x, digits=PROFILE_DIGITS):
@@ -519,7 +529,8 @@ def fit_result(N, D, L, *, reduction="sum", delta=DELTA, profile=True) -> dict:
 def bootstrap(N, D, L, starts, weights, *, reduction="sum", delta=DELTA, k=BOOTSTRAP_STARTS):
     """Refit every bootstrap resample (rows of `weights`, multiplicities of the runs) with the same
     LM-IRLS solver in all five parameters, from each of the first `k` distinct `starts` (the
-    full-data fit's polished optima), keeping each resample's best. Returns (thetas R×5, objs R)."""
+    full-data fit's polished optima within BOOTSTRAP_BASIN_FACTOR of its best), keeping each
+    resample's best. Returns (thetas R×5, objs R)."""
     lnN, lnD, lnL = (np.log(np.asarray(v, dtype=np.float64)) for v in (N, D, L))
     W = np.asarray(weights, float)
     if reduction == "mean":
