@@ -9,8 +9,8 @@ correct there, applied below at collection:
 - a test that uses a module-scoped fixture runs on the worker that made it (the module's
   tests form one xdist group), so the fixture is built once and module-level tallies are whole;
 - every `slurm` test runs on one worker (group "slurm"), so one cluster serves them all.
-Work that many modules share is made once per test run, whatever the number of workers,
-by `once_per_run` (a file lock in the directory all workers of a run share).
+A module's expensive training (tests/test_sharding.py's meshes, tests/test_train_faults.py's
+straight run) is a module fixture, so the first rule makes it once per run.
 
 JAX's persistent compilation cache is on for the whole run, one directory for all workers
 and every process they start: the suite trains the same tiny shapes in dozens of tests and
@@ -21,14 +21,11 @@ that needs JAX to really compile asks for the `no_compilation_cache` fixture.
 
 import json
 import os
-import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import jax
 import pytest
-from filelock import FileLock
 from jax.experimental.compilation_cache import compilation_cache
 from xdist.scheduler import LoadScopeScheduling
 
@@ -94,21 +91,6 @@ def run_root(tmp_path_factory) -> Path:
     """The directory every xdist worker of this test run shares (the session's own without xdist)."""
     base = tmp_path_factory.getbasetemp()
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
-def once_per_run(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
-    """`make(dir)` run once per test run however many workers ask; every caller gets `dir` back
-    after it completed. Callers read it and never change it."""
-    root = run_root(tmp_path_factory) / "once-per-run"
-    root.mkdir(exist_ok=True)
-    target, done = root / name, root / f"{name}.done"
-    with FileLock(str(root / f"{name}.lock")):
-        if not done.exists():
-            shutil.rmtree(target, ignore_errors=True)
-            target.mkdir()
-            make(target)
-            done.touch()
-    return target
 
 
 @pytest.fixture(scope="session", autouse=True)
