@@ -51,8 +51,8 @@ E_PROFILE_POINTS = 16  # E = 0 and 15 values up to 0.98 of the lowest loss
 E_GRID_STEP = 0.2  # (α, β) grid of the E profile's seeds (each E's best cell is then polished)
 NEWTON_ITERS = 12  # Newton steps finishing the best polished cell (finite-difference Hessian of the gradient)
 BFGS_ITERS = 200  # then dense BFGS steps (at most) on the exact objective
-LOG_BOUNDS = (-300.0, 300.0)  # e, a, b kept within (E = e^-300 is zero for any loss; a - e stays below
-# 709, where exp overflows)
+LOG_BOUNDS = (-300.0, 700.0)  # e, a, b kept within: E = e^-300 is zero for any loss; a step taking a - e
+# past 709 overflows exp and is rejected like any step that does not lower the objective
 # Profile-likelihood threshold for a's range: the Huber objective with δ = 1e-3 is, at the residuals
 # of real fits (≥ 0.005 in log L), essentially Σ|r|: a Laplace likelihood whose scale profiled out
 # gives 2·ΔNLL = 2·n·log(f/f_min). The range is where that is ≤ χ²₁(0.95) = 3.841.
@@ -97,10 +97,11 @@ def objective(P_G5, lnN, lnD, lnL, W_Gn, delta=DELTA):
         return _eval(np.asarray(P_G5, float), lnN, lnD, lnL, W, delta)[0]
 
 
-def lm_irls(P_G5, lnN, lnD, lnL, W_Gn, free, iters, delta=DELTA, ftol=1e-13):
+def lm_irls(P_G5, lnN, lnD, lnL, W_Gn, free, iters, delta=DELTA, ftol=1e-13, return_active=False):
     """Minimise the objective over the parameters `free` (indices into a, b, e, α, β) of every row of
     P_G5 at once, the others held fixed: Levenberg–Marquardt with IRLS Huber weights; a step is kept
-    only where it lowers the objective. Returns (P_G5, f_G)."""
+    only where it lowers the objective. Returns (P_G5, f_G), and with `return_active` the mask of
+    rows not yet converged after `iters` iterations."""
     P = np.array(P_G5, dtype=float)
     G, n = len(P), len(lnN)
     W = np.broadcast_to(np.asarray(W_Gn, float), (G, n))
@@ -139,7 +140,7 @@ def lm_irls(P_G5, lnN, lnD, lnL, W_Gn, free, iters, delta=DELTA, ftol=1e-13):
             lam[idx] = np.where(better, np.maximum(lam[idx] / 3.0, 1e-12), np.minimum(lam[idx] * 4.0, 1e12))
             done = (better & (gain < ftol)) | (~better & (lam[idx] >= 1e12))
             active[idx[done]] = False
-    return P, f
+    return (P, f, active) if return_active else (P, f)
 
 
 def inner_lm(XN_Gn, XD_Gn, lnL, W, logc_G3, iters=INNER_ITERS, delta=DELTA, ftol=1e-13, free=(0, 1, 2)):
@@ -440,6 +441,7 @@ def profile_E(lnN, lnD, lnL, w=None, E_values=None, delta=DELTA, grid_step=E_GRI
 PROFILE_DIGITS = 6  # significant digits of the stored profile objectives
 BOOTSTRAP_STARTS = 4  # at most this many distinct optima of the full-data fit start each resample ...
 BOOTSTRAP_BASIN_FACTOR = 1.1  # ... those whose objective is within this factor of the best
+BOOTSTRAP_MORE_ITERS = 3000  # further LM-IRLS iterations for the resamples not converged after POLISH_ITERS
 
 
 def _sig(x, digits=PROFILE_DIGITS):
@@ -539,7 +541,11 @@ def bootstrap(N, D, L, starts, weights, *, reduction="sum", delta=DELTA, k=BOOTS
     R, K = len(W), len(S)
     P0 = np.tile(S, (R, 1))
     Wr = np.repeat(W, K, axis=0)
-    P, f = lm_irls(P0, lnN, lnD, lnL, Wr, free=range(5), iters=POLISH_ITERS, delta=delta)
+    P, f, active = lm_irls(P0, lnN, lnD, lnL, Wr, free=range(5), iters=POLISH_ITERS, delta=delta, return_active=True)
+    slow = np.flatnonzero(active)  # ill-conditioned valleys (LM-IRLS converges linearly): run on
+    if len(slow):
+        P[slow], f[slow] = lm_irls(P[slow], lnN, lnD, lnL, Wr[slow], free=range(5), iters=BOOTSTRAP_MORE_ITERS,
+                                   delta=delta)
     f = np.where(np.isfinite(f), f, np.inf).reshape(R, K)
     best = np.argmin(f, axis=1)
     return P.reshape(R, K, 5)[np.arange(R), best], f[np.arange(R), best]
