@@ -44,9 +44,9 @@ def test_sweep_report_notebook(tmp_path):
     shutil.copytree(DATA / "sweep_small", sweep)
     nb = run("sweep_report.ipynb", {"SWEEP_DIR": str(sweep), "BOOTSTRAP": "20", "FIT_GRID": "small"}, tmp_path)
     assert (sweep / "fit.json").exists()
-    assert len(list((sweep / "plots").glob("*.png"))) == 6  # 5 fit figures + the held-out check
+    assert len(list((sweep / "plots").glob("*.png"))) == 7  # 6 fit figures (the Approach-3 profile too) + held-out
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
-    assert images == 6
+    assert images == 7
     assert "approach3" in text(nb)
     assert "WARNING: " in text(nb) and "mean_abs_rel_error" in text(nb)
 
