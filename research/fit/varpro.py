@@ -361,6 +361,8 @@ def fit_varpro(lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", profile=True
         W = W / W.sum()
     coarse = profile_alpha_beta(lnN, lnD, lnL, W, delta=delta)
     Pc, fc = coarse["params"].reshape(-1, 5), coarse["objective"].ravel()
+    if not np.isfinite(fc).any():
+        raise RuntimeError("Approach 3: no grid cell converged to a finite objective")
     i0 = int(np.nanargmin(np.where(np.isfinite(fc), fc, np.nan)))
     al0, be0 = Pc[i0, 3], Pc[i0, 4]
     fa = _grid(max(FINE_STEP, al0 - FINE_HALF), al0 + FINE_HALF, FINE_STEP)
