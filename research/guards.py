@@ -117,3 +117,71 @@ def check_args(args) -> None:
     holdout = getattr(args, "holdout", None)
     if isinstance(holdout, str) and len(holdout) > MAX_EXPRESSION_CHARS:
         raise UserError(f"--holdout is {len(holdout):,} characters; a rule is at most {MAX_EXPRESSION_CHARS:,}")
+
+
+# ---------------------------------------------------------------- nested parts of law files
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def law_noise(noise, where: str) -> dict | None:
+    """A law file's `noise` block: None, or a dict whose sigma_log is a finite number >= 0."""
+    if noise is None:
+        return None
+    if not isinstance(noise, dict):
+        raise UserError(f"{where}: 'noise' is {type(noise).__name__}, not an object; re-run `scaling fit`")
+    sigma = noise.get("sigma_log")
+    if sigma is not None and not (_finite(sigma) and sigma >= 0):
+        raise UserError(f"{where}: noise sigma_log = {sigma!r} is not a finite number >= 0; re-run `scaling fit`")
+    for key in ("kind", "description"):
+        if key in noise and not isinstance(noise[key], (str, type(None))):
+            raise UserError(f"{where}: noise {key} = {noise[key]!r} is not text; re-run `scaling fit`")
+    return noise
+
+
+def law_data_range(rng, where: str) -> dict | None:
+    """A law file's `data_range`: None, or {n_params: [lo, hi], tokens: [lo, hi]} with 0 < lo <= hi finite."""
+    if rng is None:
+        return None
+    if not isinstance(rng, dict):
+        raise UserError(f"{where}: 'data_range' is {type(rng).__name__}, not an object; re-run `scaling fit`")
+    for key in ("n_params", "tokens"):
+        pair = rng.get(key)
+        if not (isinstance(pair, list) and len(pair) == 2 and all(_finite(v) and v > 0 for v in pair)
+                and pair[0] <= pair[1]):
+            raise UserError(f"{where}: data_range {key} = {pair!r} is not [low, high] with 0 < low <= high; "
+                            "re-run `scaling fit`")
+    return rng
+
+
+def law_bootstrap(block, where: str) -> None:
+    """A law file's `bootstrap.samples`: lists of numbers (or null) per parameter, of one length."""
+    boot = block.get("bootstrap")
+    if boot is None:
+        return
+    if not isinstance(boot, dict):
+        raise UserError(f"{where}: 'bootstrap' is {type(boot).__name__}, not an object; re-run `scaling fit`")
+    samples = boot.get("samples")
+    if samples is None:
+        return
+    if not isinstance(samples, dict):
+        raise UserError(f"{where}: bootstrap samples are {type(samples).__name__}, not an object of lists")
+    lengths = set()
+    for key, values in samples.items():
+        if not isinstance(values, list) or not all(v is None or _finite(v) for v in values):
+            raise UserError(f"{where}: bootstrap samples of {key!r} are not a list of numbers; re-run `scaling fit`")
+        lengths.add(len(values))
+    if len(lengths) > 1:
+        raise UserError(f"{where}: bootstrap samples have different lengths {sorted(lengths)}; re-run `scaling fit`")
+
+
+def law_flops_per_token(d, where: str):
+    """A law file's `flops_per_token`: None, or {k > 0, p > 0 finite, convention text}."""
+    if d is None:
+        return None
+    if not isinstance(d, dict) or not all(_finite(d.get(k, 1.0)) and d.get(k, 1.0) > 0 for k in ("k", "p")) \
+            or not isinstance(d.get("convention", "6n"), str):
+        raise UserError(f"{where}: flops_per_token = {str(d)[:80]} is not {{k > 0, p > 0, convention}}; "
+                        "re-run `scaling fit`")
+    return d

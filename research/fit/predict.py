@@ -28,6 +28,7 @@ import numpy as np
 
 from research.errors import UserError
 from research.fsutil import loads_json, read_regular_text
+from research.guards import law_bootstrap, law_data_range, law_noise
 
 CHINCHILLA_KEYS = ("E", "A", "B", "alpha", "beta")
 KAPLAN_KEYS = ("N_c", "D_c", "alpha_N", "alpha_D")
@@ -109,6 +110,7 @@ def _check_params(params: dict, keys, where: str) -> dict:
 
 
 def _samples(block: dict, keys) -> dict | None:
+    law_bootstrap(block, "law file")
     s = (block.get("bootstrap") or {}).get("samples")
     if not isinstance(s, dict) or not all(k in s for k in keys):
         return None
@@ -135,8 +137,8 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
         if approach is None and any(k in fit for k in keys) and not any(k in fit for k in APPROACH_KEYS):
             params = _check_params(fit, keys, f"law file {name}")
             return Predictor(name, family, params, source=f"law file {name}", samples=_samples(fit, keys),
-                             noise=fit.get("noise"), n_kind=fit.get("n_kind", "total"),
-                             data_range=fit.get("data_range"))
+                             noise=law_noise(fit.get("noise"), name), n_kind=fit.get("n_kind", "total"),
+                             data_range=law_data_range(fit.get("data_range"), name))
     if approach is None:
         if _usable(fit.get("approach3")):
             approach = "approach3"
@@ -157,8 +159,8 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
     if approach == "approach3":
         params = _check_params(block, CHINCHILLA_KEYS, f"{name} approach3")
         return Predictor(f"{name}:approach3", "chinchilla", params, source="Approach 3 fit",
-                         samples=_samples(block, CHINCHILLA_KEYS), noise=block.get("noise"),
-                         data_range=block.get("data_range"))
+                         samples=_samples(block, CHINCHILLA_KEYS), noise=law_noise(block.get("noise"), name),
+                         data_range=law_data_range(block.get("data_range"), name))
     if approach == "kaplan":
         ld = block.get("L_ND")
         if not _usable(ld):
@@ -167,8 +169,8 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
         params = _check_params(ld, KAPLAN_KEYS, f"{name} kaplan L_ND")
         n_kind = block.get("n_kind", "total")
         return Predictor(f"{name}:kaplan", "kaplan", params, source="Kaplan joint L(N, D) fit",
-                         samples=_samples(ld, KAPLAN_KEYS), noise=ld.get("noise"), n_kind=n_kind,
-                         data_range=ld.get("data_range"),
+                         samples=_samples(ld, KAPLAN_KEYS), noise=law_noise(ld.get("noise"), name), n_kind=n_kind,
+                         data_range=law_data_range(ld.get("data_range"), name),
                          notes=[f"N is {n_kind} parameters, as the Kaplan fit counted them"])
     raise UserError(f"unknown approach {approach!r}; use approach3 or kaplan")
 
