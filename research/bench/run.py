@@ -89,13 +89,15 @@ def benchmark(config: RunConfig, *, steps: int = 20, warmup: int = 3, data: str 
     """Measure the train step of `config` on all devices of its mesh; a JSON-ready dict."""
     from research.model.transformer import attention_impl, compute_dtype
     from research.train.loop import versions
-    from research.train.step import Stepper, loss_chunk, make_mesh
+    from research.model.accounting import count_params
+    from research.train.step import Stepper, check_memory, loss_chunk, make_mesh
 
     if steps < 1 or warmup < 0:
         raise ValueError("steps must be >= 1 and warmup >= 0")
     config, make_batch = _resolve_data(config, data)
     m, t = config.model, config.train
     mesh = make_mesh(config)
+    check_memory(config, count_params(m)[0], mesh)  # refused at once, as `train` refuses it
     n_devices = mesh.devices.size
     stepper = Stepper(config, mesh)
     params, opt_state = stepper.init()

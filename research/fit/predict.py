@@ -31,6 +31,7 @@ from research.fit.law_warnings import fit_warnings, law_own_warnings, range_warn
 from research.fit.laws import PUBLISHED, ChinchillaLaw
 from research.fit.noise import noise_sigma
 from research.fsutil import loads_json, read_regular_text
+from research.guards import law_bootstrap, law_data_range, law_noise
 
 CHINCHILLA_KEYS = ("E", "A", "B", "alpha", "beta")
 KAPLAN_KEYS = ("N_c", "D_c", "alpha_N", "alpha_D")
@@ -109,6 +110,7 @@ def _check_params(params: dict, keys, where: str) -> dict:
 
 
 def _samples(block: dict, keys) -> dict | None:
+    law_bootstrap(block, "law file")
     s = (block.get("bootstrap") or {}).get("samples")
     if not isinstance(s, dict) or not all(k in s for k in keys):
         return None
@@ -153,8 +155,9 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
             params = _check_params(fit, keys, f"law file {name}")
             return Predictor(name, family, params, source=f"law file {name}", samples=_samples(fit, keys),
                              samples_drawn=_drawn(fit),
-                             noise=fit.get("noise"), n_kind=fit.get("n_kind", "total"),
-                             data_range=fit.get("data_range"), warnings=fit_warnings(fit, None), fit_block=fit)
+                             noise=law_noise(fit.get("noise"), name), n_kind=fit.get("n_kind", "total"),
+                             data_range=law_data_range(fit.get("data_range"), name), warnings=fit_warnings(fit, None),
+                             fit_block=fit)
     if approach is None:
         if _usable(fit.get("approach3")):
             approach = "approach3"
@@ -175,8 +178,9 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
     if approach == "approach3":
         params = _check_params(block, CHINCHILLA_KEYS, f"{name} approach3")
         return Predictor(f"{name}:approach3", "chinchilla", params, source="Approach 3 fit",
-                         samples=_samples(block, CHINCHILLA_KEYS), samples_drawn=_drawn(block), noise=block.get("noise"),
-                         data_range=block.get("data_range"), warnings=fit_warnings(fit, block), fit_block=block)
+                         samples=_samples(block, CHINCHILLA_KEYS), samples_drawn=_drawn(block),
+                         noise=law_noise(block.get("noise"), name), data_range=law_data_range(block.get("data_range"), name),
+                         warnings=fit_warnings(fit, block), fit_block=block)
     if approach == "kaplan":
         ld = block.get("L_ND")
         if not _usable(ld):
@@ -185,8 +189,8 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
         params = _check_params(ld, KAPLAN_KEYS, f"{name} kaplan L_ND")
         n_kind = block.get("n_kind", "total")
         return Predictor(f"{name}:kaplan", "kaplan", params, source="Kaplan joint L(N, D) fit",
-                         samples=_samples(ld, KAPLAN_KEYS), samples_drawn=_drawn(ld), noise=ld.get("noise"), n_kind=n_kind,
-                         data_range=ld.get("data_range"), warnings=fit_warnings(fit, block),
+                         samples=_samples(ld, KAPLAN_KEYS), samples_drawn=_drawn(ld), noise=law_noise(ld.get("noise"), name),
+                         n_kind=n_kind, data_range=law_data_range(ld.get("data_range"), name), warnings=fit_warnings(fit, block),
                          notes=[f"N is {n_kind} parameters, as the Kaplan fit counted them"])
     raise UserError(f"unknown approach {approach!r}; use approach3 or kaplan")
 
