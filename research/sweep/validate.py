@@ -151,7 +151,7 @@ def rung_trials(cfg: ValidateConfig, plan, law) -> tuple[list[dict], list]:
             for config in seeded(sweep.base.replace(model=model, train=train), seeds_of(cfg, plan)):
                 checked(config, counts)
                 trial = _trial(identity_hash(identity(config, plan.data_fingerprint)), config, coords, counts,
-                               tokens, steps)
+                               tokens, steps, recipe=sweep.recipe)
                 trials.append(trial)
                 ids.append(trial.trial_id)
             target["runs"].append(dict(size, trials=ids))
