@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from research.errors import UserError, closest
+from research.fsutil import loads_json, read_regular_text
 from research.model.family import depth_family
 
 DEFAULT_N = "n_params"
@@ -84,6 +85,8 @@ def read_frame(path: Path):
     import pandas as pd
 
     suffix = path.suffix.lower()
+    if not path.is_file():  # a device (/dev/zero never ends), FIFO or directory is never read as a table
+        raise UserError(f"results table {path} is not a regular file; pass a CSV or parquet file")
     try:
         if suffix in (".parquet", ".pq"):
             try:
@@ -112,7 +115,7 @@ def sweep_convention(sweep_dir: Path | None) -> str:
     f = sweep_dir / "sweep.json"
     if f.exists():
         try:
-            conv = json.loads(f.read_text()).get("flops_convention", "6n")
+            conv = loads_json(read_regular_text(f, "sweep record"), f"sweep record {f}").get("flops_convention", "6n")
         except (json.JSONDecodeError, AttributeError):
             conv = "6n"
         return conv if conv in ("6n", "chinchilla") else "6n"

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from research.errors import UserError
+from research.fsutil import loads_json, read_regular_text
+
 FORMATS = ("png", "svg")
 
 
@@ -24,7 +27,7 @@ def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS,
     if fit is None:
         fjson = sweep / "fit.json"
         if fjson.exists():
-            fit = json.loads(fjson.read_text())
+            fit = _json_object(fjson, "fit file", "re-run `scaling fit` on the sweep")
         else:
             from research.fit import fit_sweep_dir
 
@@ -72,8 +75,8 @@ def _lr_rule_dir(path) -> bool:
     """Whether path is the directory of an lr sweep ([design] kind = "lr")."""
     record = Path(path) / "sweep.json"
     try:
-        data = json.loads(record.read_text()) if record.is_file() else {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = loads_json(read_regular_text(record, "sweep record"), str(record)) if record.is_file() else {}
+    except (OSError, UserError, json.JSONDecodeError):
         return False
     return isinstance(data, dict) and isinstance(data.get("design"), dict) and data["design"].get("kind") == "lr"
 
@@ -86,7 +89,7 @@ def plot_lr_sweep_dir(sweep: Path, out_dir=None, formats=FORMATS) -> list[Path]:
 
     rule_path = sweep / "lr_rule.json"
     if rule_path.exists():
-        rule = json.loads(rule_path.read_text())
+        rule = _json_object(rule_path, "lr rule", "re-run `scaling lr-rule` on the sweep")
     else:
         from research.fit.lr_rule import fit_lr_sweep_dir
 
@@ -102,3 +105,14 @@ def plot_lr_sweep_dir(sweep: Path, out_dir=None, formats=FORMATS) -> list[Path]:
             fig.savefig(p, dpi=150 if fmt == "png" else None)
             written.append(p)
     return written
+
+
+def _json_object(path: Path, what: str, fix: str) -> dict:
+    """A JSON object file written by an earlier stage; one line when it is anything else."""
+    try:
+        data = loads_json(read_regular_text(path, what), f"{what} {path}")
+    except json.JSONDecodeError as err:
+        raise UserError(f"{what} {path} is corrupt (line {err.lineno}: {err.msg}); {fix}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{what} {path} holds a JSON {type(data).__name__}, not an object; {fix}")
+    return data
