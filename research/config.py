@@ -363,3 +363,12 @@ def warmup_steps(config: RunConfig) -> int:
     steps = total_steps(config)
     w = t.warmup_steps if t.warmup_steps is not None else max(1, round(0.05 * steps))
     return min(w, steps)
+
+
+def cooldown_steps(steps: int, decay_fraction: float) -> int:
+    """Steps in a WSD run's final cooldown: the last `decay_fraction` of `steps`, at least one.
+
+    The one place this is computed: the schedule (research/train/optim.py), and the sweep planner that starts a
+    cooldown branch from its trunk at step `steps - cooldown_steps(steps, f)` (so a branch
+    and a straight WSD run to the same horizon share every learning rate)."""
+    return max(1, round(decay_fraction * steps))

@@ -6,6 +6,7 @@ Heavy imports (jax, pandas, scipy) happen inside the handlers so `--help` is fas
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def register(subparsers) -> None:
                    help="chinchilla | epoch-2024 | kaplan-2020 | path to fit.json (or a sweep dir)")
     o.add_argument("--approach", choices=("approach1", "approach2", "approach3"), default=None,
                    help="which fit in a fit.json (default: approach3, else 2, else 1)")
-    o.add_argument("--gpu", default=None, help="h100 | h200 | a100 | l4 | b200 | tpu-v5p | ... (research/bench/devices.py): "
+    o.add_argument("--gpu", default=None, help="h100 | h200 | a100 | l4 | b200 | tpu-v5p | ... (research/train/devices.py): "
                    "estimate memory and device-hours")
     o.add_argument("--peak-flops", type=_positive_float, default=None,
                    help="device dense peak FLOP/s (overrides --gpu's)")
@@ -153,22 +154,10 @@ def _print_fit(name, r):
         print(f"  warning: {w}")
 
 
-def output_path(args, table) -> Path | None:
-    """Where `scaling fit` writes: --out, else DIR/fit.json for a sweep directory, else nowhere
-    (a plain table, or --no-write); the folder is created."""
-    if args.no_write:
-        return None
-    out = Path(args.out) if args.out else (table.sweep_dir / "fit.json" if table.sweep_dir is not None else None)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def fit_handler(args) -> int:
-    from pathlib import Path
-
-    from research.fit.core import METHODS, dumps, run_fits, write_fit
-    from research.fit.data import load_table
+    from research.fit.core import METHODS, run_fits  # lazy: --help builds every parser; fit modules ~0.15 s
+    from research.fit.data import load_table  # lazy: as above
+    from research.fit.record import dumps, output_path, write_fit  # lazy: as above
 
     if args.bootstrap < 0:
         raise UserError("--bootstrap must be >= 0")
@@ -183,7 +172,7 @@ def fit_handler(args) -> int:
             raise UserError(f"--out {out_path}: {blocker} is a file, not a directory")
     table = load_table(args.path, args.n_col, args.d_col, args.loss_col, args.flops_col)
     if args.holdout is not None:
-        from research.fit.holdout_cli import holdout_command
+        from research.fit.holdout_cli import holdout_command  # lazy: as above
 
         return holdout_command(args, table)
     methods = list(METHODS) if args.method == "all" else [args.method]
@@ -203,14 +192,14 @@ def fit_handler(args) -> int:
     if all("skipped" in result[m] for m in methods):  # nothing fitted: say so, and leave fit.json as it is
         reasons = "; ".join(f"{m}: {result[m]['skipped']}" for m in methods)
         raise UserError(f"no fit possible on {table.drop_message().replace('using', 'the', 1)} ({reasons})")
-    out = output_path(args, table)
+    out = output_path(args.out, args.no_write, table.sweep_dir)
     if out is not None:
         write_fit(out, result, merge=True)
         print(f"wrote {out}", file=sys.stderr)
     if args.json:
         print(dumps(result[methods[0]] if len(methods) == 1 else result))
     else:
-        from research.fit.diagnostics import agreement_line, noise_line
+        from research.fit.diagnostics import agreement_line, noise_line  # lazy: as above
 
         for m in methods:
             _print_fit(m, result[m])
@@ -223,10 +212,8 @@ def fit_handler(args) -> int:
 
 
 def optimal_handler(args) -> int:
-    import json
-
-    from research.fit.hardware import training_cost
-    from research.fit.laws import load_law, optimum
+    from research.fit.hardware import training_cost  # lazy: as above
+    from research.fit.laws import load_law, optimum  # lazy: as above
 
     law = load_law(args.law, args.approach)
     rows = []

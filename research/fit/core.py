@@ -1,17 +1,20 @@
-"""Running the fits on a table and writing `fit.json`; `fit_sweep_dir` for the sweep runner."""
+"""Running the fits on a table (`run_fits`); fit.json is written by `research.fit.record`,
+a sweep directory is fitted by `research.fit.sweep_fit.fit_sweep_dir`."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import sys
 import time
-from pathlib import Path
-
-import numpy as np
 
 from research.errors import UserError
+from research.fit import approach3 as a3
+from research.fit.allocation import SIX_N, allocation_params, compute_optimal, fit_flops_per_token, optimal_row
+from research.fit.diagnostics import annotate
+from research.fit.endpoint_envelope import fit_approach1_endpoints
+from research.fit.envelope import fit_approach1, load_curves
+from research.fit.isoflop import fit_approach2
+from research.fit.kaplan import fit_kaplan
+from research.fit.noise import seed_noise
 
 METHODS = ("approach1", "approach2", "approach3", "kaplan")
 MIN_POINTS_A3 = 8
@@ -26,8 +29,6 @@ def default_budgets(df) -> list[float]:
 
 def flops_per_token(table):
     """The table's FLOPs-per-token relation f(N) = k·N^p in its convention (see allocation.py)."""
-    from research.fit.allocation import SIX_N, fit_flops_per_token
-
     if table.columns.get("flops") == "6*N*D":  # no real FLOPs column: the table only knows 6·N·D
         return SIX_N
     return fit_flops_per_token(table.df["N"], table.df["F"], table.df["D"], table.convention)
@@ -37,9 +38,6 @@ def run_approach3(df, *, bootstrap=0, seed=0, grid="full", reduction="sum", back
                   budgets=(), bootstrap_starts=8, tol="tight", per_token=None, shared_seeds=True):
     """Approach 3; its optimum is computed in the convention of the budgets (`per_token`, default 6n).
     `shared_seeds`: the bootstrap draws a size's seeds once per resample (approach3.bootstrap_weights)."""
-    from research.fit import approach3 as a3
-    from research.fit.allocation import SIX_N, allocation_params, compute_optimal, optimal_row
-
     per_token = per_token or SIX_N
 
     n = len(df)
@@ -102,19 +100,13 @@ def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction
                                        backend=backend, level=level, budgets=budgets, tol=tol,
                                        per_token=flops_per_token(table))
             elif m == "approach2":
-                from research.fit.isoflop import fit_approach2
-
                 out[m] = fit_approach2(df, bootstrap=bootstrap, seed=seed, level=level, budgets=budgets,
                                        convention=table.convention, per_token=flops_per_token(table),
                                        design_budgets=table.budget_source != table.columns.get("flops"))
             elif m == "approach1" and approach1_source == "endpoints":
-                from research.fit.endpoint_envelope import fit_approach1_endpoints
-
                 out[m] = fit_approach1_endpoints(df, flops_per_token(table), bootstrap=bootstrap, seed=seed,
                                                  level=level, budgets=budgets)
             elif m == "approach1":
-                from research.fit.envelope import fit_approach1, load_curves
-
                 if table.sweep_dir is None:
                     raise UserError("Approach 1 needs per-trial training curves: pass a sweep directory "
                                     "(DIR with results.csv and trials/<trial>/metrics.jsonl)")
@@ -122,8 +114,6 @@ def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction
                 out[m] = fit_approach1(curves, bootstrap=bootstrap, seed=seed, level=level, budgets=budgets,
                                        convention=table.convention)
             elif m == "kaplan":
-                from research.fit.kaplan import fit_kaplan
-
                 kdf = df if kaplan_df is None else kaplan_df.df
                 out[m] = fit_kaplan(kdf["N"], kdf["D"], kdf["L"], n_kind=kaplan_n)
             else:
@@ -137,94 +127,8 @@ def run_fits(table, methods=None, *, bootstrap=0, seed=0, grid="full", reduction
                 raise
             out[m] = {"skipped": str(err)}
             log(f"{m}: skipped: {err}")
-    from research.fit.diagnostics import annotate  # noise for intervals, reviewer warnings
-    from research.fit.noise import seed_noise
-
     out["noise"] = seed_noise(df)
     annotate(out, df, None if kaplan_df is None else kaplan_df.df)
     for w in out["warnings"]:
         log(f"warning: {w}")
     return out
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
-def _clean(o):
-    """NaN/inf -> None so the file is strict JSON."""
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, (float, np.floating)) and not math.isfinite(float(o)):
-        return None
-    return o
-
-
-def dumps(obj, **kw) -> str:
-    return json.dumps(_clean(json.loads(json.dumps(obj, default=_json_default))), **kw)
-
-
-def write_fit(path, result: dict, merge=True) -> Path:
-    """Write (merging into an existing file: methods not re-run are kept) atomically."""
-    path = Path(path)
-    data = {}
-    if merge and path.exists():
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            data = {}
-        if not isinstance(data, dict):  # not a fit record: replaced, as an unreadable one is
-            data = {}
-    data.update(result)
-    if merge and "agreement" in result:  # compare every approach the merged file holds, not only this run's
-        from research.fit.diagnostics import agreement
-
-        data["agreement"] = agreement(data)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(dumps(data, indent=1))
-    os.replace(tmp, path)
-    return path
-
-
-def fit_sweep_dir(path, *, bootstrap: int = 0, seed: int = 0, grid="full", quiet: bool = True,
-                  holdout: str | None = None, holdout_bootstrap: int = 200, **kw) -> dict:
-    """Fit every approach the sweep directory's data supports and write DIR/fit.json.
-
-    Approaches without enough points are recorded as {"skipped": reason} instead of failing.
-    `holdout` (e.g. "largest-budget"): also refit on the other runs (bootstrap: the larger of
-    `bootstrap` and `holdout_bootstrap`, for prediction intervals) and check the held-out ones, under
-    "extrapolation" (`research.fit.holdout`; {"skipped": reason} when it cannot).
-    Returns the dict written."""
-    from research.fit.data import load_table
-
-    path = Path(path)
-    table = load_table(path, quiet=quiet)
-    kaplan_table = None
-    if "n_params_nonembedding" in _columns(table):
-        kaplan_table = load_table(path, n_kind="nonembedding", quiet=True)
-    log = None if quiet else (lambda m: print(m, file=sys.stderr))
-    result = run_fits(table, bootstrap=bootstrap, seed=seed, grid=grid, kaplan_df=kaplan_table,
-                      kaplan_n="nonembedding" if kaplan_table is not None else "total", log=log, **kw)
-    if holdout:
-        from research.fit.holdout import holdout_or_skip
-
-        kw = {k: v for k, v in kw.items() if k in ("reduction", "backend", "tol", "level")}
-        result["extrapolation"] = holdout_or_skip(table, holdout, bootstrap=max(bootstrap, holdout_bootstrap),
-                                                  seed=seed, grid=grid, log=log, allocation=True, **kw)
-    sweep_dir = table.sweep_dir or (path if path.is_dir() else path.parent)
-    write_fit(sweep_dir / "fit.json", result, merge=False)
-    return json.loads(dumps(result))
-
-
-def _columns(table) -> list[str]:
-    from research.fit.data import read_frame
-
-    return list(read_frame(table.source).columns)

@@ -27,6 +27,10 @@ import math
 
 import numpy as np
 
+from research.fit.data import group_budgets
+from research.fit.families import family_loss
+from research.fit.noise import estimate_noise
+
 WIDTH_MAX = 0.1
 MIN_DISTINCT = 3
 TERM_SPREAD_MIN = 0.01
@@ -167,8 +171,6 @@ def lack_of_fit_warnings(noise: dict | None) -> list[str]:
 
 
 def _distinct_warnings(df, who: str) -> list[str]:
-    from research.fit.data import group_budgets
-
     out = []
     n_budgets = len(np.unique(group_budgets(df["C"].to_numpy(float))))
     n_sizes = len(np.unique(group_budgets(df["N"].to_numpy(float), rel_tol=0.01)))
@@ -282,9 +284,6 @@ def overall_warnings(result: dict, df) -> list[str]:
 
 def _noise_and_range(block: dict, family: str, df, n_fitted: int) -> list[str]:
     """Store the law's noise estimate and fitted data range in `block`; warnings if it cannot."""
-    from research.fit.noise import estimate_noise
-    from research.fit.predict import family_loss
-
     block["data_range"] = data_range(df)
     block["noise"] = None
     with np.errstate(all="ignore"):

@@ -23,6 +23,12 @@ import math
 import numpy as np
 
 from research.errors import UserError, closest
+from research.fit.core import run_fits
+from research.fit.data import group_budgets
+from research.fit.diagnostics import decades_outside
+from research.fit.isoflop import BudgetRejected, fit_approach2, isoflop_points, parabola_min
+from research.fit.powerlaw import percentile_interval
+from research.fit.predict import predict, predictor_from_fit
 
 NAMED_SPECS = ("largest-budget", "largest-n", "largest-tokens")
 QUERY_COLUMNS = ("n_params", "tokens", "flops", "budget", "loss", "tokens_per_param")
@@ -42,8 +48,6 @@ def query_frame(df):
 
 
 def _largest(values: np.ndarray, rel_tol: float) -> np.ndarray:
-    from research.fit.data import group_budgets
-
     labels = group_budgets(values, rel_tol=rel_tol)
     return labels == labels.max()
 
@@ -153,8 +157,6 @@ def mean_error_se(pred, held, sigma: float | None) -> float | None:
 
 
 def _distance(train, held) -> dict:
-    from research.fit.diagnostics import decades_outside
-
     out = {}
     for key, col in (("n_params", "N"), ("tokens", "D"), ("budget", "C")):
         lo, hi = float(train[col].min()), float(train[col].max())
@@ -164,8 +166,6 @@ def _distance(train, held) -> dict:
 
 def check_law(fit: dict, method: str, train, held, level: float, seed: int = 0) -> dict:
     """Predictions of one fitted law at the held-out (and, for the figure, the training) runs."""
-    from research.fit.predict import predict, predictor_from_fit
-
     pred = predictor_from_fit(fit, method)
     out_rows = predict(pred, held["N"], held["D"], level=level, seed=seed)
     in_rows = predict(pred, train["N"], train["D"], level=level, seed=seed)["rows"]
@@ -194,8 +194,6 @@ def _overlap(a, b) -> bool:
 
 def _measured_nopt_interval(rows, n_resamples: int, seed: int, level: float) -> list:
     """Percentile interval of one budget's IsoFLOP minimum, resampling its runs with replacement."""
-    from research.fit.isoflop import BudgetRejected, parabola_min
-    from research.fit.powerlaw import percentile_interval
 
     rng = np.random.default_rng(seed)
     vals = []
@@ -213,8 +211,6 @@ def check_allocation(train, held, level: float, seed: int = 0, n_resamples: int 
     held-out budget (k_N·C^a from the other budgets) against that budget's own IsoFLOP minimum.
     `consistent`: the predicted interval (bootstrap of the fit) overlaps the measured one (bootstrap of
     the held-out budget's runs)."""
-    from research.fit.isoflop import fit_approach2, isoflop_points
-
     good, rejected = isoflop_points(held)
     if not good:
         why = "; ".join(f"C={r['flops']:.3g}: {r['reason']}" for r in rejected) or "no budgets"
@@ -254,8 +250,6 @@ def run_holdout(table, spec: str, methods=LOSS_LAWS, *, bootstrap: int = DEFAULT
     with `allocation`, also judge Approach 2's N_opt at held-out budgets (`check_allocation`).
 
     `fit_kw` go to `research.fit.core.run_fits` (grid, reduction, backend, tol). Raises UserError."""
-    from research.fit.core import run_fits
-
     methods = [m for m in methods]
     bad = [m for m in methods if m not in LOSS_LAWS]
     if bad:

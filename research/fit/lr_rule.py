@@ -47,6 +47,8 @@ from pathlib import Path
 import numpy as np
 
 from research.errors import UserError
+from research.fsutil import atomic_write_text
+from research.train.sweep_dir import SweepDir
 
 RULE_KIND = "lr_rule"
 RULE_VERSION = 1
@@ -318,12 +320,12 @@ def _read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _conditions(sweep_dir: Path, frame, design: dict) -> dict:
+def _conditions(sweep: SweepDir, frame, design: dict) -> dict:
     """The [train]/[model]/[data] settings the rule was calibrated under, read from a completed trial."""
     done = frame[frame["status"] == "completed"]
-    record = _read_json(sweep_dir / "trials" / str(done["trial"].iloc[0]) / "trial.json") if len(done) else {}
-    if not record and (sweep_dir / "lr_rule.json").is_file():  # a reference directory keeps no trials: its rule has them
-        return _read_json(sweep_dir / "lr_rule.json").get("conditions") or {}
+    record = _read_json(sweep.trial_dir(done["trial"].iloc[0]) / "trial.json") if len(done) else {}
+    if not record and sweep.lr_rule_path.is_file():  # a reference directory keeps no trials: its rule has them
+        return _read_json(sweep.lr_rule_path).get("conditions") or {}
     config = record.get("config") if isinstance(record.get("config"), dict) else {}
     train, model, data = (config.get(k) if isinstance(config.get(k), dict) else {} for k in ("train", "model", "data"))
     out = {k: train[k] for k in CONDITION_KEYS if k in train}
@@ -350,24 +352,22 @@ def rule_document(fitted: dict, conditions: dict, source: dict) -> dict:
 def fit_lr_sweep_dir(sweep_dir, *, out=None, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
     """Fit the rule from an lr sweep's results.csv (rebuilt from its trials when DIR has them; a reference
     directory's table as it is) and write it (default DIR/lr_rule.json)."""
-    from research.fsutil import atomic_write_text
-    from research.sweep.cli import require_sweep_dir
-    from research.sweep.collect import collect
 
-    sweep_dir = require_sweep_dir(sweep_dir)
-    record = _read_json(sweep_dir / "sweep.json")
-    design = record.get("design") if isinstance(record.get("design"), dict) else {}
-    if design.get("kind") != "lr":
+    sweep = SweepDir.require(sweep_dir)
+    sweep_dir = sweep.path
+    record = sweep.record() or {}
+    design = sweep.design()
+    if not sweep.is_lr_sweep():
         raise UserError(f"{sweep_dir} is a {design.get('kind')!r} sweep, not an lr sweep ([design] kind = \"lr\"); "
                         "an lr rule is fitted from sizes x lr_multipliers")
     if bootstrap < 0:
         raise UserError(f"--bootstrap {bootstrap}: must be 0 or more")
-    if (sweep_dir / "trials").is_dir():
-        frame = collect(sweep_dir)  # rebuilt from the trials, so it never disagrees with them
-    elif (sweep_dir / "results.csv").is_file():  # a committed reference result: its table is the record
-        import pandas as pd
+    if sweep.trials_dir.is_dir():
+        frame = sweep.collect()  # rebuilt from the trials, so it never disagrees with them
+    elif sweep.results_path.is_file():  # a committed reference result: its table is the record
+        import pandas as pd  # lazy: pandas; `scaling --help` and `sweep plan` import this module (recipe)
 
-        frame = pd.read_csv(sweep_dir / "results.csv")
+        frame = pd.read_csv(sweep.results_path)
     else:
         raise UserError(f"{sweep_dir} has neither trials/ nor results.csv; run 'scaling sweep run' first")
     used = frame[frame["status"].isin(["completed", "diverged"])]
@@ -376,10 +376,10 @@ def fit_lr_sweep_dir(sweep_dir, *, out=None, bootstrap: int = DEFAULT_BOOTSTRAP,
     loss = used["final_eval_loss"].where(used["status"] == "completed")  # a diverged run has no usable loss
     fitted = fit_lr_rule(used["n_params"].to_numpy(float), used["lr"].to_numpy(float), loss.to_numpy(float),
                          bootstrap=bootstrap, seed=seed)
-    rule = rule_document(fitted, _conditions(sweep_dir, frame, design),
+    rule = rule_document(fitted, _conditions(sweep, frame, design),
                          {"sweep": record.get("name"), "date": time.strftime("%Y-%m-%d", time.gmtime()),
                           "runs": int(len(used)), "pending_or_failed": int(len(frame) - len(used))})
-    path = Path(out) if out else sweep_dir / "lr_rule.json"
+    path = Path(out) if out else sweep.lr_rule_path
     atomic_write_text(path, json.dumps(rule, indent=1) + "\n")
     rule["path"] = str(path)
     return rule

@@ -26,13 +26,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from research.errors import UserError
-
-CHINCHILLA_KEYS = ("E", "A", "B", "alpha", "beta")
-KAPLAN_KEYS = ("N_c", "D_c", "alpha_N", "alpha_D")
-FAMILY_KEYS = {"chinchilla": CHINCHILLA_KEYS, "kaplan": KAPLAN_KEYS}
-FAMILY_FORMS = {"chinchilla": "L(N, D) = E + A/N^alpha + B/D^beta",
-                "kaplan": "L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D"}
+from research.errors import UserError, closest
+from research.fit.diagnostics import extrapolation_warnings
+from research.fit.families import CHINCHILLA_KEYS, FAMILY_FORMS, FAMILY_KEYS, KAPLAN_KEYS, family_loss  # noqa: F401
+from research.fit.kaplan import PUBLISHED as KAPLAN_PUBLISHED
+from research.fit.laws import published
+from research.train.sweep_dir import SweepDir
 MC_DRAWS = 4000  # Monte Carlo draws per (N, D) for the interval
 
 # Ranges of the data behind the published laws (from the papers' abstracts), for extrapolation warnings.
@@ -74,17 +73,6 @@ class Predictor:
             return None
         p = {k: np.asarray(v, float)[:, None] for k, v in self.samples.items()}
         return family_loss(self.family, p, np.asarray(N, float)[None, :], np.asarray(D, float)[None, :])
-
-
-def family_loss(family: str, p: dict, N, D):
-    """L(N, D) of one law family, through the one function for each formula."""
-    if family == "chinchilla":
-        from research.fit.laws import ChinchillaLaw
-
-        return ChinchillaLaw(p["E"], p["A"], p["B"], p["alpha"], p["beta"]).loss(N, D)
-    from research.fit.kaplan import kaplan_joint
-
-    return kaplan_joint(p, N, D)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -176,9 +164,6 @@ APPROACH_KEYS = ("approach1", "approach2", "approach3", "kaplan")
 
 
 def published_predictor(name: str) -> Predictor:
-    from research.fit.kaplan import PUBLISHED as KAPLAN_PUBLISHED
-    from research.fit.laws import published
-
     if name == "kaplan-2020":
         return Predictor("kaplan-2020", "kaplan", dict(KAPLAN_PUBLISHED["L_ND"]),
                          source="Kaplan et al. 2020 joint law (alpha_N 0.076, alpha_D 0.103, N_c 6.4e13, "
@@ -198,15 +183,13 @@ def load_predictor(spec: str, approach: str | None = None) -> Predictor:
     import json
     from pathlib import Path
 
-    from research.errors import closest
-
     if spec in PUBLISHED_RANGES:
         if approach is not None:
             raise UserError(f"--approach applies to a fit.json, not to the published law {spec!r}")
         return published_predictor(spec)
     path = Path(spec)
     if path.is_dir():
-        path = path / "fit.json"
+        path = SweepDir(path).fit_path
     if not path.exists():
         raise UserError(f"unknown law {spec!r}{closest(spec, PUBLISHED_RANGES)}: not a published law "
                         f"({', '.join(PUBLISHED_RANGES)}) and no such file; run `scaling fit` first")
@@ -264,8 +247,6 @@ def interval_description(pred: Predictor, level: float) -> dict:
 
 def predict(pred: Predictor, N, D, level: float = 0.95, seed: int = 0) -> dict:
     """{"rows": [{n_params, tokens, loss, loss_low, loss_high, ...}], "interval": {...}, "warnings": [...]}."""
-    from research.fit.diagnostics import extrapolation_warnings
-
     if not 0 < level < 1:
         raise UserError(f"--level must be between 0 and 1, got {level}")
     N, D = check_pairs(N, D)

@@ -18,7 +18,7 @@ Chowdhery et al. 2022 App. B, as nanoGPT counts it):
                          training), T = seq_len. Causal masking is NOT halved (as PaLM):
                          the count is the full T × T square a dense kernel computes.
     MFU = flops_per_token_model × tokens/s ÷ (devices × dense bf16 peak), see
-    research/bench/devices.py. The conventions below are for C, not for MFU.
+    research/train/devices.py. The conventions below are for C, not for MFU.
 
 FLOPs per training token, by named convention for C (always say which one):
     "6n"          6 * n_params (embeddings included); the context-length term is dropped.

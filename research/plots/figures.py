@@ -11,7 +11,10 @@ from matplotlib import cm, colors
 from matplotlib.figure import Figure
 
 from research.fit.allocation import SIX_N, FlopsPerToken, compute_optimal, fit_flops_per_token
+from research.fit.kaplan import kaplan_joint
 from research.fit.laws import PUBLISHED, ChinchillaLaw, published
+from research.fit.noise import point_groups
+from research.fit.profiles import mean_points, size_profiles
 
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7.5}
 APPROACH_COLORS = {"approach1": "#1b9e77", "approach2": "#d95f02", "approach3": "#7570b3"}
@@ -60,8 +63,6 @@ def approach1_source(fit) -> str:
 def _points_with_seeds(ax, df, x_col, c_col, cmap, norm, label):
     """One marker per run; where an (N, D) point has several seeds, each seed faintly and the mean with
     an error bar of their standard deviation (ddof=1)."""
-    from research.fit.noise import point_groups
-
     groups = point_groups(df)
     x, y, c = (df[k].to_numpy(float) for k in (x_col, "L", c_col))
     single = np.array([g[0] for g in groups if len(g) == 1], dtype=int)
@@ -129,8 +130,6 @@ def loss_vs_compute(df, fit, curves=None) -> Figure:
     """Final losses against the runs' FLOPs coloured by N (each size's end points joined: the profile
     Approach 1 interpolates) and the Approach-1 envelope. Training curves are drawn only when the fit's
     Approach 1 used them (`--approach1-source curves`)."""
-    from research.fit.profiles import mean_points, size_profiles
-
     fig, (ax,) = _figure()
     norm = colors.LogNorm(vmin=float(df["N"].min()), vmax=float(df["N"].max()) * 1.0001)
     cmap = cm.plasma
@@ -261,8 +260,6 @@ def residuals(df, fit) -> Figure:
     for ax, x, lab in ((axn, df["N"], "parameters N"), (axd, df["D"], "training tokens D")):
         sc = ax.scatter(x, res, c=df["C"], cmap="viridis", norm=norm, s=16, label="Approach 3")
         if _ok(fit, "kaplan") and "skipped" not in fit["kaplan"].get("L_ND", {"skipped": 1}):
-            from research.fit.kaplan import kaplan_joint
-
             if fit["kaplan"].get("n_kind") == "total":
                 kr = 100 * (df["L"] / kaplan_joint(fit["kaplan"]["L_ND"], df["N"], df["D"]) - 1)
                 ax.scatter(x, kr, marker="x", color="0.5", s=12, label="Kaplan L(N, D)")

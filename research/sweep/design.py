@@ -199,10 +199,10 @@ def _recipe_hint(section: str, recipe) -> str:
 
 def parse_slurm(raw) -> dict:
     """[slurm] checked against SlurmOptions (every field but `folder`); returns the keys given."""
-    from research.sweep.slurm import SlurmOptions
-
     if raw is None:
         return {}
+    from research.sweep.slurm import SlurmOptions  # lazy: submitit (~0.2 s), for --help and sweeps without Slurm
+
     if isinstance(raw, dict) and "folder" in raw:
         raise UserError("[slurm] folder: submitit's files always go to <sweep dir>/slurm; remove the key")
     options = section_from_dict("slurm", SlurmOptions, dict(raw, folder="/") if isinstance(raw, dict) else raw)

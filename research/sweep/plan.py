@@ -40,13 +40,14 @@ from pathlib import Path
 
 import numpy as np
 
-from research.config import RunConfig, apply_overrides, read_toml, run_config_from_dict, validate
+from research.config import RunConfig, apply_overrides, cooldown_steps, read_toml, run_config_from_dict, validate
+from research.data import get_dataset
 from research.errors import UserError
 from research.model.accounting import count_model
 from research.sweep.design import DesignConfig, check_name, parse_design, parse_slurm, refuse_recipe_overrides
 from research.sweep.recipe import load_recipe
-from research.sweep.trial import spent_fraction
 from research.train.run_dir import identity, identity_hash
+from research.train.sweep_dir import spent_fraction
 
 SWEEP_SECTIONS = ("design", "recipe", "slurm")
 DEFAULT_FLOPS_PER_S = 1.5e10  # tiny models on 2 CPU cores (6n FLOPs/s; the demo measures 1.4-2e10); until trials measure it
@@ -177,8 +178,6 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
 
 def plan(sweep: Sweep, dataset=None) -> Plan:
     if dataset is None:
-        from research.data import get_dataset
-
         d = sweep.base.data
         dataset = get_dataset(d.corpus, d.tokenizer, val_fraction=d.val_fraction, seed=d.seed)
     base = sweep.base.replace(model=dataclasses.replace(sweep.base.model, vocab_size=dataset.vocab_size))
@@ -264,8 +263,6 @@ def _plan_branches(sweep: Sweep, base: RunConfig, ladder, dataset, tokens_per_st
     the latest such step (or `trunk_tokens_per_param`). Every branch of a size shares the trunk's
     peak LR and warmup (the recipe's, for the size's shortest branch), so each branch is exactly
     the straight WSD run to its horizon."""
-    from research.train.optim import cooldown_steps
-
     design = sweep.design
     convention = design.flops_convention
     f = design.cooldown_fraction

@@ -27,7 +27,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from research.config import section_from_dict
 from research.errors import UserError
+from research.fit.lr_rule import load_rule
 
 DEFAULT_RECIPE = "research.sweep.recipe:AspectRatioRecipe"
 MAX_SHAPES = 4096  # shapes in one recipe's ladder (each is counted when a sweep is planned)
@@ -71,8 +73,6 @@ class AspectRatioRecipe:
         if not 0 <= self.warmup_fraction <= 1:
             raise UserError(f"[recipe] warmup_fraction = {self.warmup_fraction} must lie in [0, 1]")
         if self.lr_rule is not None:
-            from research.fit.lr_rule import load_rule
-
             object.__setattr__(self, "_rule", load_rule(self.lr_rule))  # parsed once, checked before planning
 
     @property
@@ -128,8 +128,6 @@ def load_recipe(spec: dict, base_dir: Path):
     if not isinstance(cls, type):
         raise UserError(f"[recipe] class: {where} has no class {name!r}")
     if dataclasses.is_dataclass(cls):
-        from research.config import section_from_dict
-
         return section_from_dict("recipe", cls, spec)
     try:
         return cls(**spec)

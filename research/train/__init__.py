@@ -6,7 +6,7 @@
 
 def __getattr__(name):
     if name == "train":
-        from research.train.loop import train
+        from research.train.loop import train  # lazy: jax
 
         return train
     raise AttributeError(name)

@@ -24,13 +24,19 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from research.bench.devices import mfu_fields
 from research.config import RunConfig, total_steps, warmup_steps
+from research.data import get_dataset
 from research.data.prepare import bits_per_byte
 from research.errors import UserError
+from research.fsutil import read_json
 from research.model.accounting import count_model
+from research.train.checkpoint import Checkpoints, abstract_like
+from research.train.devices import mfu_fields
+from research.train.optim import learning_rate_schedule
 from research.train.progress import Progress
 from research.train.run_dir import RunDir, identity, identity_hash
+from research.train.step import Stepper, check_memory, make_mesh
+from research.train.tracking import open_run_tracking
 
 EXIT_DIVERGED, EXIT_INTERRUPTED = 3, 143
 
@@ -186,8 +192,6 @@ def train(config: RunConfig, out_dir: str | Path, *, progress: bool = True, sink
     branch points). `branch_from`: start, when the run has no checkpoint of its own, from a trunk's
     branch point instead of from initialisation.
     """
-    from research.data import get_dataset
-    from research.train.step import check_memory, make_mesh
 
     # Everything the config and the data can refuse is refused before the run directory is touched.
     d = config.data
@@ -234,8 +238,6 @@ def check_trunk(config: RunConfig, branch_from: BranchFrom, steps: int) -> None:
     """Refuse, before anything is written, a branch its trunk cannot start: a different model,
     optimiser, warmup, seed or data, or a branch point outside the branch's horizon or beyond
     the trunk's."""
-    from research.fsutil import read_json
-
     trunk = read_json(Path(branch_from.trunk_dir) / "config.json")
     if not isinstance(trunk, dict) or not isinstance(trunk.get("identity"), dict):
         raise UserError(f"the branch's trunk {branch_from.trunk_dir} has no readable config.json; run the trunk first")
@@ -373,9 +375,6 @@ def build_summary(config, run: RunDir, dataset, counts, *, status: str, steps: i
 
 def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress: bool, sinks=(), keep_steps=(),
                 branch_from: BranchFrom | None = None) -> dict:
-    from research.train.checkpoint import Checkpoints, abstract_like
-    from research.train.optim import learning_rate_schedule
-    from research.train.step import Stepper, make_mesh
 
     t, m = config.train, config.model
     tokens_per_step = t.batch_size * m.seq_len
@@ -416,8 +415,6 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
             print(f"warning: the branch point at step {kept} was not kept (its checkpoint is gone); "
                   "branches from it cannot start until this run is trained again", file=sys.stderr)
     run.truncate_metrics(start)
-    from research.fsutil import read_json
-    from research.train.tracking import open_run_tracking  # W&B / TensorBoard copies of the rows ([logging])
 
     tracking = open_run_tracking(config.logging, run.path, read_json(run.config_path), start, enabled=run.writer)
 
