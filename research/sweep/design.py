@@ -19,9 +19,8 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-from research.config import section_from_dict
+from research.config import DECAY_SHAPES, FLOP_CONVENTIONS, DecayShape, FlopConvention, section_from_dict
 from research.errors import UserError, closest
-from research.model.accounting import FLOP_CONVENTIONS
 
 DESIGN_KEYS = {
     "isoflop": {"kind", "budgets", "tokens_per_param", "sizes", "flops_convention", "allow_repeat", "seeds"},
@@ -48,14 +47,14 @@ class DesignConfig:
     budgets: list[float] | None = None  # isoflop: training FLOPs under flops_convention
     tokens_per_param: list[float] | None = None  # isoflop: [low, high]; grid: the horizons as D/N
     sizes: int = 5  # isoflop: model sizes per budget
-    flops_convention: str = "6n"  # "6n" or "chinchilla" (see research/model/accounting.py)
+    flops_convention: FlopConvention = "6n"  # "6n" or "chinchilla" (see research/model/accounting.py)
     allow_repeat: bool = False  # allow trials needing more tokens than the training split holds
     d_model: list[int] | None = None  # grid: widths of the recipe's shapes ...
     n_params: list[float] | None = None  # ... or target parameter counts
     tokens: list[float] | None = None  # grid: horizons in tokens
     seeds: int = 1  # replicates of every point, [train] seed, seed + 1, ... (init and data order)
     cooldown_fraction: float = 0.2  # branches: share of each branch's steps in its cooldown
-    cooldown_shape: str = "1-sqrt"  # branches: "1-sqrt" (Hägele et al. 2024) or "linear"
+    cooldown_shape: DecayShape = "1-sqrt"  # branches: "1-sqrt" (Hägele et al. 2024) or "linear"
     trunk_tokens_per_param: float | None = None  # branches: trunk length as D/N (default: the longest branch's)
     lr_multipliers: list[float] | None = None  # lr: factors on the recipe's own peak lr for each size
 
@@ -146,7 +145,7 @@ def _check_branches(design: DesignConfig) -> int:
     return len(design.d_model or design.n_params) * len(design.budgets or design.tokens or design.tokens_per_param)
 
 
-COOLDOWN_SHAPES = ("1-sqrt", "linear")
+COOLDOWN_SHAPES = DECAY_SHAPES
 
 
 def _check_lr_design(design: DesignConfig) -> int:

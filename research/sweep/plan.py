@@ -40,10 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
-from research.config import RunConfig, apply_overrides, cooldown_steps, read_toml, run_config_from_dict, validate
+from research.config import (FLOP_CONVENTIONS, RunConfig, apply_overrides, cooldown_steps, read_toml,
+                             run_config_from_dict, validate)
 from research.data import get_dataset
 from research.errors import UserError
-from research.model.accounting import count_model
+from research.model.accounting import RunSize, count_model
 from research.sweep.design import DesignConfig, check_name, parse_design, parse_slurm, refuse_recipe_overrides
 from research.sweep.recipe import load_recipe
 from research.train.run_dir import identity, identity_hash
@@ -84,6 +85,10 @@ class Trial:
     trunk_id: str | None = None  # a branch's trunk
     branch_step: int = 0  # a branch: the step it leaves its trunk (0 for a run)
     keep_steps: list[int] = field(default_factory=list)  # a trunk: the steps its branches start from
+
+    @property
+    def size(self) -> RunSize:
+        return RunSize(self.n_params, self.n_params_nonembedding, self.tokens, self.flops_6n, self.flops_chinchilla)
 
     @property
     def own_fraction(self) -> float:
@@ -128,9 +133,9 @@ class Plan:
             rows.append(dict(t.row(), est_time_s=estimate_seconds(t, flops_per_s)))
         for t in self.trunks:
             trunks.append(dict(t.row(), est_time_s=estimate_seconds(t, flops_per_s), branch_steps=t.keep_steps))
-        represented = {c: sum(getattr(t, f"flops_{c}") for t in self.trials) for c in ("6n", "chinchilla")}
+        represented = {c: sum(getattr(t, f"flops_{c}") for t in self.trials) for c in FLOP_CONVENTIONS}
         spent = {c: sum(getattr(t, f"flops_{c}") * t.own_fraction for t in self.trials + self.trunks)
-                 for c in ("6n", "chinchilla")}
+                 for c in FLOP_CONVENTIONS}
         return {"sweep": self.sweep.name, "design_kind": self.sweep.design.kind, "trials": rows, "trunks": trunks,
                 "rejected": self.rejected, "dropped": self.dropped,
                 "total_flops_6n": represented["6n"], "total_flops_chinchilla": represented["chinchilla"],
@@ -249,10 +254,7 @@ def checked(config: RunConfig, counts) -> RunConfig:
 
 
 def _trial(trial_id, config, coords, counts, tokens, steps, **kw) -> Trial:
-    return Trial(trial_id=trial_id, config=config, coords=coords, n_params=counts.n_params,
-                 n_params_nonembedding=counts.n_params_nonembedding, tokens=tokens, steps=steps,
-                 flops_6n=counts.training_flops(tokens, "6n"),
-                 flops_chinchilla=counts.training_flops(tokens, "chinchilla"),
+    return Trial(trial_id=trial_id, config=config, coords=coords, **RunSize.of(counts, tokens).to_dict(), steps=steps,
                  memory_bytes=counts.memory_bytes()["fp32"], **kw)
 
 

@@ -29,9 +29,7 @@ FAULT_ENV = "SCALING_FAIL_TRIALS"  # comma-separated trial ids that raise on pur
 
 def write_trial(trial_dir: Path, trial, sweep_name: str) -> None:
     record = {"trial": trial.trial_id, "sweep": sweep_name, "coords": trial.coords, "config": trial.config.to_dict(),
-              "planned": {"n_params": trial.n_params, "n_params_nonembedding": trial.n_params_nonembedding,
-                          "tokens": trial.tokens, "steps": trial.steps, "flops_6n": trial.flops_6n,
-                          "flops_chinchilla": trial.flops_chinchilla}}
+              "planned": {**trial.size.to_dict(), "steps": trial.steps}}
     if trial.role == "trunk":
         record.update(role="trunk", keep_steps=list(trial.keep_steps))
     elif trial.role == "branch":

@@ -29,7 +29,7 @@ from research.data import get_dataset
 from research.data.prepare import bits_per_byte
 from research.errors import UserError
 from research.fsutil import read_json
-from research.model.accounting import count_model
+from research.model.accounting import RunSize, count_model
 from research.train.checkpoint import Checkpoints, abstract_like
 from research.train.devices import mfu_fields
 from research.train.optim import learning_rate_schedule
@@ -360,9 +360,7 @@ def build_summary(config, run: RunDir, dataset, counts, *, status: str, steps: i
         "stop_signal": None if stop_signal is None else signal.Signals(stop_signal).name,
         "layers": m.layers, "d_model": m.d_model, "heads": m.heads, "ffw": m.d_ffw,
         "seq_len": m.seq_len, "vocab_size": m.vocab_size, "batch_size": t.batch_size,
-        "n_params": counts.n_params, "n_params_nonembedding": counts.n_params_nonembedding,
-        "tokens": tokens, "flops_6n": counts.flops_per_token_6n * tokens,
-        "flops_chinchilla": counts.flops_per_token_chinchilla * tokens,
+        **RunSize.of(counts, tokens).to_dict(),
         "final_train_loss": final_train_loss, "final_eval_loss": final_eval_loss,
         "eval_bits_per_byte": _bits_per_byte(final_eval_loss, eval_bytes_per_token),
         "eval_bytes_per_token": eval_bytes_per_token,

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from research.errors import UserError
+from research.config import FLOP_CONVENTIONS
 from research.fsutil import ProcessLock, atomic_write_text, read_json
+from research.model.accounting import RUN_SIZE_FIELDS
 
 LR_KIND = "lr"  # [design] kind of a learning-rate sweep (fits a rule, not the Chinchilla approaches)
 TRIAL_STATUSES = ("completed", "running", "failed", "diverged", "pending")
@@ -119,7 +121,7 @@ class SweepDir:
     def flops_convention(self) -> str:
         """The FLOP convention of the sweep's budgets (sweep.json), "6n" when unknown."""
         conv = (self.record() or {}).get("flops_convention", "6n")
-        return conv if conv in ("6n", "chinchilla") else "6n"
+        return conv if conv in FLOP_CONVENTIONS else "6n"
 
     def looks_like_sweep(self) -> bool:
         """A table's folder that is a sweep directory (sweep.json or trials/ beside it)."""
@@ -186,7 +188,7 @@ def trial_row(trial_dir: Path) -> dict:
            "steps": train.get("steps"), "batch_size": train.get("batch_size"), "lr": train.get("lr"),
            "trunk": branch.get("trunk", ""), "branch_step": branch.get("step"),
            "error": failed.get("error", "")}
-    for key in ("n_params", "n_params_nonembedding", "tokens", "flops_6n", "flops_chinchilla"):
+    for key in RUN_SIZE_FIELDS:
         row[key] = summary.get(key, planned.get(key))
     for key in ("final_train_loss", "final_eval_loss", "eval_bits_per_byte", "wall_time_s"):
         row[key] = summary.get(key)
