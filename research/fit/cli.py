@@ -12,7 +12,25 @@ from pathlib import Path
 
 from research.errors import UserError
 
-METHOD_CHOICES = ("all", "approach1", "approach2", "approach3", "kaplan")
+
+
+class _MethodChoices:
+    """--method's choices, "all" and every registered fitting method, read from the registry when
+    argparse first needs them (to check a value or format `scaling fit --help`)."""
+
+    def _names(self) -> list[str]:
+        from research.fit.methods import METHODS  # lazy: fit modules ~0.15 s, off `scaling --help`
+
+        return ["all", *METHODS]
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __contains__(self, name) -> bool:
+        return name in self._names()
+
+
+METHOD_CHOICES = _MethodChoices()
 
 
 def _floats(text: str) -> list[float]:
@@ -104,49 +122,14 @@ def _fmt(x, unit=""):
 
 
 def _print_fit(name, r):
+    from research.fit.methods import METHODS  # lazy: as in fit_handler
+
     if "skipped" in r:
         print(f"{name}: skipped: {r['skipped']}")
         return
     bs = r.get("bootstrap", {})
-    iv = bs.get("intervals", {})
-
-    def val(k):
-        s = _fmt(r[k])
-        if k in iv and iv[k][0] is not None:
-            s += f" [{iv[k][0]:.4g}, {iv[k][1]:.4g}]"
-        return s
-
-    if name == "approach3":
-        print(f"approach3: L(N, D) = E + A/N^alpha + B/D^beta  ({r['n_points']} runs, {r['n_starts']} starts, "
-              f"{r['reduction']}-reduced Huber delta={r['delta']:g}, objective {r['objective']:.6g})")
-        for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G"):
-            print(f"  {k:6s} {val(k)}")
-    elif name in ("approach1", "approach2"):
-        print(f"{name}: N_opt = k_N*C^a, D_opt = k_D*C^b")
-        for k in ("a", "b", "k_N", "k_D"):
-            print(f"  {k:6s} {val(k)}")
-        if name == "approach2":
-            print(f"  slices: {r.get('slices', 'design budgets')}")
-            for g in r["budgets"]:
-                print(f"  C={g['flops']:.3g}: N_opt={g['n_opt']:.4g} D_opt={g['d_opt']:.4g} "
-                      f"loss={g['loss_opt']:.4f} ({g['n_points']} runs)")
-            for g in r["rejected_budgets"]:
-                print(f"  C={g['flops']:.3g}: refused: {g['reason']}")
-        elif r.get("source") == "endpoints":
-            print(f"  envelope of end points: {r['n_envelope_points']} grid points from {r['n_points']} (N, D) points "
-                  f"of {r['n_sizes']} sizes ({r['n_edge_points_dropped']} edge points dropped)")
-        else:
-            print(f"  envelope of training curves: {r['n_envelope_points']} points from {r['n_curves']} curves "
-                  f"({r['n_edge_points_dropped']} edge points dropped)")
-    elif name == "kaplan":
-        print(f"kaplan (N = {r['n_kind']}):")
-        for key, form in r["form"].items():
-            block = r[key]
-            if "skipped" in block:
-                print(f"  {key}: skipped: {block['skipped']}")
-            else:
-                print(f"  {key} = {form}: " + ", ".join(f"{k}={v:.4g}" for k, v in block.items()
-                                                          if isinstance(v, float)))
+    for line in METHODS[name].describe(r):
+        print(line)
     if bs.get("n_resamples"):
         print(f"  ({bs['level']:.0%} bootstrap intervals, {bs['n_resamples']} resamples; "
               f"{bs.get('resampling', 'runs with replacement')})")
@@ -155,8 +138,10 @@ def _print_fit(name, r):
 
 
 def fit_handler(args) -> int:
-    from research.fit.core import METHODS, run_fits  # lazy: --help builds every parser; fit modules ~0.15 s
+    from research.fit.core import run_fits  # lazy: --help builds every parser; fit modules ~0.15 s
     from research.fit.data import load_table  # lazy: as above
+    from research.fit.method import FitOptions  # lazy: as above
+    from research.fit.methods import METHODS  # lazy: as above
     from research.fit.record import dumps, output_path, write_fit  # lazy: as above
 
     if args.bootstrap < 0:
@@ -185,10 +170,11 @@ def fit_handler(args) -> int:
         except UserError:
             kaplan_n = "total (table has no n_params_nonembedding column)"
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    result = run_fits(table, methods, bootstrap=args.bootstrap, seed=args.seed, grid=args.grid,
-                      reduction=args.reduction, backend=args.backend, tol=args.tolerances, level=args.level,
-                      budgets=args.budgets, strict=args.method != "all", kaplan_df=kaplan_table,
-                      kaplan_n=kaplan_n, approach1_source=args.approach1_source, log=log)
+    options = FitOptions(bootstrap=args.bootstrap, seed=args.seed, grid=args.grid, reduction=args.reduction,
+                         backend=args.backend, tol=args.tolerances, level=args.level,
+                         budgets=tuple(args.budgets) if args.budgets else None, strict=args.method != "all",
+                         kaplan_n=kaplan_n, approach1_source=args.approach1_source)
+    result = run_fits(table, methods, options, kaplan_df=kaplan_table, log=log)
     if all("skipped" in result[m] for m in methods):  # nothing fitted: say so, and leave fit.json as it is
         reasons = "; ".join(f"{m}: {result[m]['skipped']}" for m in methods)
         raise UserError(f"no fit possible on {table.drop_message().replace('using', 'the', 1)} ({reasons})")
@@ -199,7 +185,7 @@ def fit_handler(args) -> int:
     if args.json:
         print(dumps(result[methods[0]] if len(methods) == 1 else result))
     else:
-        from research.fit.diagnostics import agreement_line, noise_line  # lazy: as above
+        from research.fit.agreement import agreement_line, noise_line  # lazy: as above
 
         for m in methods:
             _print_fit(m, result[m])

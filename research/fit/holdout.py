@@ -24,6 +24,8 @@ import numpy as np
 
 from research.errors import UserError, closest
 from research.fit.core import run_fits
+from research.fit.method import FitOptions
+from research.fit.methods import METHODS, loss_methods
 from research.fit.data import group_budgets
 from research.fit.diagnostics import decades_outside
 from research.fit.isoflop import BudgetRejected, fit_approach2, isoflop_points, parabola_min
@@ -32,9 +34,7 @@ from research.fit.predict import predict, predictor_from_fit
 
 NAMED_SPECS = ("largest-budget", "largest-n", "largest-tokens")
 QUERY_COLUMNS = ("n_params", "tokens", "flops", "budget", "loss", "tokens_per_param")
-LOSS_LAWS = ("approach3", "kaplan")
 DEFAULT_BOOTSTRAP = 200
-MIN_TRAIN = {"approach3": 8, "kaplan": 5}  # as research.fit.core / research.fit.kaplan require
 
 
 def query_frame(df):
@@ -100,7 +100,7 @@ def check_split(df, mask: np.ndarray, spec: str, methods) -> None:
                         f"{df['N'].max():.3g}, D {df['D'].min():.3g}..{df['D'].max():.3g}, budgets "
                         f"{df['C'].min():.3g}..{df['C'].max():.3g}); nothing to check")
     train = df[~mask]
-    need = max(MIN_TRAIN[m] for m in methods)
+    need = max(METHODS[m].min_train for m in methods)
     n_sizes, n_tokens = train["N"].nunique(), train["D"].nunique()
     if len(train) < need or n_sizes < 3 or n_tokens < 3:
         raise UserError(f"--holdout {spec!r} holds out {n_out} of {len(df)} runs and leaves {len(train)} runs with "
@@ -244,14 +244,17 @@ def interval_text(iv) -> str:
     return "[n/a]" if iv[0] is None else f"[{iv[0]:.3g}, {iv[1]:.3g}]"
 
 
-def run_holdout(table, spec: str, methods=LOSS_LAWS, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
-                level: float = 0.95, log=None, allocation: bool = False, **fit_kw) -> dict:
+def run_holdout(table, spec: str, methods=None, options: FitOptions | None = None, *, log=None,
+                allocation: bool = False, **settings) -> dict:
     """Fit `methods` on the rows outside `spec` (with `bootstrap` resamples) and check the rows inside;
     with `allocation`, also judge Approach 2's N_opt at held-out budgets (`check_allocation`).
 
-    `fit_kw` go to `research.fit.core.run_fits` (grid, reduction, backend, tol). Raises UserError."""
-    methods = [m for m in methods]
-    bad = [m for m in methods if m not in LOSS_LAWS]
+    `options` (default: DEFAULT_BOOTSTRAP resamples), or FitOptions fields as keywords, are those of
+    the refit (`research.fit.core.run_fits`; grid, reduction, backend, tol, seed, level). Raises UserError."""
+    options = dataclasses.replace(options or FitOptions(bootstrap=DEFAULT_BOOTSTRAP), **settings)
+    bootstrap, seed, level = options.bootstrap, options.seed, options.level
+    methods = list(methods or loss_methods())
+    bad = [m for m in methods if m not in loss_methods()]
     if bad:
         raise UserError(f"--holdout checks predicted losses, which {', '.join(bad)} cannot give (Approaches 1 and 2 "
                         "give only the compute-optimal allocation); use --method approach3, kaplan or all")
@@ -260,9 +263,9 @@ def run_holdout(table, spec: str, methods=LOSS_LAWS, *, bootstrap: int = DEFAULT
     check_split(df, mask, spec, methods)
     train, held = df[~mask].reset_index(drop=True), df[mask].reset_index(drop=True)
     train_table = dataclasses.replace(table, df=train, sweep_dir=None)
-    fit_kw.setdefault("kaplan_n", f"column {table.columns.get('n', 'N')}")
-    fit = run_fits(train_table, methods, bootstrap=bootstrap, seed=seed, level=level, strict=True,
-                   budgets=[float(held["C"].max())], log=log, **fit_kw)
+    fit = run_fits(train_table, methods, dataclasses.replace(
+        options, strict=True, budgets=(float(held["C"].max()),), kaplan_n=f"column {table.columns.get('n', 'N')}"),
+        log=log)
     out = {"holdout": spec, "n_train": int(len(train)), "n_heldout": int(len(held)), "level": level,
            "bootstrap": int(bootstrap), "seed": seed, "extrapolation_decades": _distance(train, held),
            "train_range": {"n_params": [float(train["N"].min()), float(train["N"].max())],

@@ -5,13 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from research.fit.holdout import DEFAULT_BOOTSTRAP, LOSS_LAWS, check_split, holdout_mask, interval_text, run_holdout
+from research.fit.holdout import DEFAULT_BOOTSTRAP, check_split, holdout_mask, interval_text, run_holdout
+from research.fit.methods import loss_methods
 from research.fit.record import dumps, output_path, write_fit
 from research.train.sweep_dir import SweepDir
 
 
 def holdout_command(args, table) -> int:
-    methods = list(LOSS_LAWS) if args.method == "all" else [args.method]
+    methods = loss_methods() if args.method == "all" else [args.method]
     bootstrap = args.bootstrap
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if bootstrap == 0 and "approach3" in methods:

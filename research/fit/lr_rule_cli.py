@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from research.fit.lr_rule import DEFAULT_BOOTSTRAP, LR_RULE_MARGIN, fit_lr_sweep_dir, summary_lines
+from research.fit.lr_rule import DEFAULT_BOOTSTRAP, LR_RULE_MARGIN
+from research.fit.lr_sweep import fit_lr_sweep_dir, summary_lines
 
 
 def register(subparsers) -> None:

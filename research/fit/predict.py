@@ -31,6 +31,7 @@ from research.fit.diagnostics import extrapolation_warnings
 from research.fit.families import CHINCHILLA_KEYS, FAMILY_FORMS, FAMILY_KEYS, KAPLAN_KEYS, family_loss  # noqa: F401
 from research.fit.kaplan import PUBLISHED as KAPLAN_PUBLISHED
 from research.fit.laws import published
+from research.fit.methods import METHODS, loss_methods
 from research.train.sweep_dir import SweepDir
 MC_DRAWS = 4000  # Monte Carlo draws per (N, D) for the interval
 
@@ -40,7 +41,7 @@ PUBLISHED_RANGES = {
     "epoch-2024": {"n_params": [70e6, 16e9], "tokens": [5e9, 500e9]},  # refit of the same runs
     "kaplan-2020": {"n_params": [768, 1.5e9], "tokens": [22e6, 23e9]},  # non-embedding N
 }
-NO_LOSS_APPROACHES = ("approach1", "approach2")
+NO_LOSS_APPROACHES = tuple(name for name, m in METHODS.items() if m.law is None)  # allocation only
 NO_LOSS_MESSAGE = ("{which} gives only the compute-optimal allocation N_opt(C), D_opt(C), not the loss of an "
                    "arbitrary (N, D); predict with --approach approach3 (E + A/N^alpha + B/D^beta) or kaplan "
                    "(Kaplan's joint L(N, D)), fitted by `scaling fit DIR --method approach3|kaplan`")
@@ -125,11 +126,8 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
                              noise=fit.get("noise"), n_kind=fit.get("n_kind", "total"),
                              data_range=fit.get("data_range"))
     if approach is None:
-        if _usable(fit.get("approach3")):
-            approach = "approach3"
-        elif _usable(fit.get("kaplan")) and _usable(fit["kaplan"].get("L_ND")):
-            approach = "kaplan"
-        else:
+        approach = next((m for m in loss_methods() if _usable(fit.get(m)) and _has_law(fit[m], m)), None)
+        if approach is None:
             have = [k for k in NO_LOSS_APPROACHES if _usable(fit.get(k))]
             if have:
                 raise UserError(NO_LOSS_MESSAGE.format(which=f"{name} holds only {' and '.join(have)}, which"))
@@ -141,26 +139,29 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
         why = f" ({block['skipped']})" if isinstance(block, dict) else ""
         raise UserError(f"{name} has no usable {approach!r} result{why}; run "
                         f"`scaling fit DIR --method {approach}` first or pick another --approach")
-    if approach == "approach3":
-        params = _check_params(block, CHINCHILLA_KEYS, f"{name} approach3")
-        return Predictor(f"{name}:approach3", "chinchilla", params, source="Approach 3 fit",
-                         samples=_samples(block, CHINCHILLA_KEYS), noise=block.get("noise"),
-                         data_range=block.get("data_range"))
-    if approach == "kaplan":
-        ld = block.get("L_ND")
-        if not _usable(ld):
-            raise UserError(f"{name}'s kaplan result has no joint L(N, D) fit; "
-                            "re-run `scaling fit DIR --method kaplan`")
-        params = _check_params(ld, KAPLAN_KEYS, f"{name} kaplan L_ND")
-        n_kind = block.get("n_kind", "total")
-        return Predictor(f"{name}:kaplan", "kaplan", params, source="Kaplan joint L(N, D) fit",
-                         samples=_samples(ld, KAPLAN_KEYS), noise=ld.get("noise"), n_kind=n_kind,
-                         data_range=ld.get("data_range"),
-                         notes=[f"N is {n_kind} parameters, as the Kaplan fit counted them"])
-    raise UserError(f"unknown approach {approach!r}; use approach3 or kaplan")
+    if approach not in METHODS or METHODS[approach].law is None:
+        raise UserError(f"unknown approach {approach!r}; use {' or '.join(loss_methods())}")
+    try:
+        law = METHODS[approach].law(block)
+    except UserError as err:
+        raise UserError(f"{name}'s {err}") from None
+    keys = FAMILY_KEYS[law.family]
+    where = f"{name} {approach}" + ("" if law.block is block else " L_ND")
+    params = _check_params(law.block, keys, where)
+    return Predictor(f"{name}:{approach}", law.family, params, source=law.source, samples=_samples(law.block, keys),
+                     noise=law.block.get("noise"), n_kind=law.n_kind, data_range=law.block.get("data_range"),
+                     notes=list(law.notes))
 
 
-APPROACH_KEYS = ("approach1", "approach2", "approach3", "kaplan")
+def _has_law(block: dict, approach: str) -> bool:
+    try:
+        METHODS[approach].law(block)
+    except UserError:
+        return False
+    return True
+
+
+APPROACH_KEYS = tuple(METHODS)
 
 
 def published_predictor(name: str) -> Predictor:

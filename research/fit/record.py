@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from research.fit.diagnostics import agreement
+from research.fit.agreement import agreement
 from research.fsutil import atomic_write_text
 from research.train.sweep_dir import SweepDir
 

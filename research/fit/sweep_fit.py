@@ -9,6 +9,7 @@ from pathlib import Path
 from research.fit.core import run_fits
 from research.fit.data import load_table, read_frame
 from research.fit.holdout import holdout_or_skip
+from research.fit.method import FitOptions
 from research.fit.record import dumps, write_fit
 from research.train.sweep_dir import SweepDir
 
@@ -28,12 +29,12 @@ def fit_sweep_dir(path, *, bootstrap: int = 0, seed: int = 0, grid="full", quiet
     if "n_params_nonembedding" in _columns(table):
         kaplan_table = load_table(path, n_kind="nonembedding", quiet=True)
     log = None if quiet else (lambda m: print(m, file=sys.stderr))
-    result = run_fits(table, bootstrap=bootstrap, seed=seed, grid=grid, kaplan_df=kaplan_table,
-                      kaplan_n="nonembedding" if kaplan_table is not None else "total", log=log, **kw)
+    options = FitOptions(bootstrap=bootstrap, seed=seed, grid=grid,
+                         kaplan_n="nonembedding" if kaplan_table is not None else "total", **kw)
+    result = run_fits(table, options=options, kaplan_df=kaplan_table, log=log)
     if holdout:
-        kw = {k: v for k, v in kw.items() if k in ("reduction", "backend", "tol", "level")}
-        result["extrapolation"] = holdout_or_skip(table, holdout, bootstrap=max(bootstrap, holdout_bootstrap),
-                                                  seed=seed, grid=grid, log=log, allocation=True, **kw)
+        result["extrapolation"] = holdout_or_skip(table, holdout, options=options.for_refit(
+            max(bootstrap, holdout_bootstrap)), log=log, allocation=True)
     sweep_dir = table.sweep_dir or (path if path.is_dir() else path.parent)
     write_fit(SweepDir(sweep_dir).fit_path, result, merge=False)
     return json.loads(dumps(result))

@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 from matplotlib.figure import Figure
 
-from research.fit.diagnostics import all_warnings
+from research.fit.agreement import all_warnings
 from research.plots.figures import STYLE
 
 LAW_STYLE = {"approach3": ("#7570b3", "o"), "kaplan": ("#66a61e", "s")}

@@ -273,3 +273,7 @@ def residuals(df, fit) -> Figure:
     axn.legend(loc="best")
     fig.colorbar(sc, ax=[axn, axd], label="FLOP budget C (FLOPs)")
     return fig
+
+
+# A fitting method's own figures (research.fit.method.Method.figures names them): name -> figure(df, fit).
+FIGURES = {"approach3_contours": approach3_contours, "residuals": residuals}

@@ -8,7 +8,8 @@ from pathlib import Path
 from research.fit import fit_sweep_dir
 from research.fit.data import load_table
 from research.fit.envelope import load_curves
-from research.fit.lr_rule import fit_lr_sweep_dir
+from research.fit.lr_sweep import fit_lr_sweep_dir
+from research.fit.methods import METHODS
 from research.plots import FORMATS
 from research.plots import figures as F
 from research.plots import lr_rule as R
@@ -44,9 +45,9 @@ def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS,
         makers.append(("isoflop", lambda: F.isoflop(df, fit)))
     makers.append(("loss_vs_compute", lambda: F.loss_vs_compute(df, fit, curves)))
     makers.append(("optimal_allocation", lambda: F.optimal_allocation(df, fit)))
-    if ok("approach3"):
-        makers.append(("approach3_contours", lambda: F.approach3_contours(df, fit)))
-        makers.append(("residuals", lambda: F.residuals(df, fit)))
+    for method_name, method in METHODS.items():  # each fitted method's own figures
+        if ok(method_name):
+            makers += [(name, lambda draw=F.FIGURES[name]: draw(df, fit)) for name in method.figures]
     if ok("extrapolation"):
         makers.append(("extrapolation", lambda: extrapolation_figure(fit["extrapolation"])))
     written = []

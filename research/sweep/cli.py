@@ -191,7 +191,7 @@ def _fit_stage(sweep_dir: Path):
 
 
 def _lr_rule_stage(sweep_dir: Path):
-    from research.fit.lr_rule import fit_lr_sweep_dir, summary_lines  # lazy: as in _fit_stage
+    from research.fit.lr_sweep import fit_lr_sweep_dir, summary_lines  # lazy: as in _fit_stage
 
     rule = fit_lr_sweep_dir(sweep_dir)  # 1000 resamples: well under a second
     for line in summary_lines(rule):
@@ -246,7 +246,7 @@ def _record_skipped(sweep_dir: Path, stage: str, reason: str) -> None:
 
 
 def _print_fit_summary(fit: dict) -> None:
-    from research.fit.diagnostics import agreement_line, all_warnings, noise_line  # lazy: as in _fit_stage
+    from research.fit.agreement import agreement_line, all_warnings, noise_line  # lazy: as in _fit_stage
 
     for name, result in (fit or {}).items():
         if isinstance(result, dict) and "a" in result and "b" in result:
