@@ -7,6 +7,8 @@
     <sweep>/trials/<trunk id>/branch_points/<step>   a trunk's checkpoints its cooldown branches start from
     <sweep>/jax_cache/                      JAX's persistent compilation cache, shared by the trials
 
+(The whole sweep directory's layout: research/train/sweep_dir.py, `SweepDir`.)
+
 The trials of one shape differ only in their horizon, which the train step takes as an
 argument (research/train/step.py), so the first trial of a shape compiles and the others
 read the compiled programs from the cache (init, train step, eval step). Entries are keyed
