@@ -3,6 +3,7 @@
 Not a test. One command records both backends and writes results/bench/fit_<tag>.json:
 
     python benchmarks/fit_bench.py [--resamples 1000] [--scipy-starts 300] [--scipy-resamples 20]
+    python benchmarks/fit_bench.py --solver varpro [--cores 2] [--repeats 3]   # -> fit_varpro_<tag>.json
 
 The data is a synthetic Chinchilla-sized table (9 budgets x 27 sizes = 243 runs, about as many as
 the ~240 digitised Chinchilla runs Epoch refit), float64. What is measured:
@@ -53,14 +54,122 @@ class Timer:
         return {"wall_s": self.wall, "cpu_s": self.cpu, **extra}
 
 
+COLD_FIT = r"""
+import json, os, sys, time
+t0 = time.perf_counter(); c0 = time.process_time()
+if {cores}:
+    os.sched_setaffinity(0, set(range({cores})))
+import numpy as np
+from research.fit import varpro
+t1 = time.perf_counter()
+z = np.load(sys.argv[1])
+r = varpro.fit_result(z["N"], z["D"], z["L"], profile=False)
+t2 = time.perf_counter(); c2 = time.process_time()
+print(json.dumps({{"import_s": t1 - t0, "fit_seconds": r["fit_seconds"], "process_cpu_s_to_fit": c2 - c0,
+                  "process_wall_s_to_fit": t2 - t0, "objective": r["objective"], "a": r["a"],
+                  "affinity": sorted(os.sched_getaffinity(0))}}))
+"""
+
+COLD_CLI = r"""
+import json, os, subprocess, sys, time
+if {cores}:
+    os.sched_setaffinity(0, set(range({cores})))
+t0 = time.perf_counter()
+out = subprocess.run([sys.executable, "-m", "research", "fit", sys.argv[1], "--method", "approach3", "--no-write",
+                      "--json"], capture_output=True, text=True, check=True).stdout
+r = json.loads(out)
+print(json.dumps({{"cli_wall_s": time.perf_counter() - t0, "fit_seconds": r["fit_seconds"],
+                  "profile_seconds": r["profile"]["seconds"], "objective": r["objective"]}}))
+"""
+
+
+def varpro_bench(args) -> None:
+    """Variable projection (research/fit/varpro.py): the first fit in fresh processes (cold: imports,
+    no JAX, no compile), the whole `scaling fit --method approach3` CLI cold, and a 1,000-resample
+    bootstrap, with the process CPU time and the load beside every wall time."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from scipy.optimize import minimize
+
+    from research.fit import approach3 as a3
+    from research.fit import varpro
+    from research.fit.synthetic import synthetic_table
+
+    if args.cores:
+        os.sched_setaffinity(0, set(range(args.cores)))
+    df = synthetic_table(seed=0, noise=0.01, per_budget=27)
+    N, D, L = df.N.to_numpy(), df.D.to_numpy(), df.loss.to_numpy()
+    res = {"machine": {"cpus": os.cpu_count(), "cores_used": args.cores or os.cpu_count(),
+                       "platform": platform.platform(), "loadavg_before": os.getloadavg()},
+           "data": {"n_points": int(len(df)), "table": "synthetic_table(seed=0, noise=0.01, per_budget=27)",
+                    "dtype": "float64"},
+           "solver": "varpro (research/fit/varpro.py)"}
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    with tempfile.TemporaryDirectory() as tmp:
+        npz, csv = Path(tmp) / "t.npz", Path(tmp) / "t.csv"
+        np.savez(npz, N=N, D=D, L=L)
+        df.rename(columns={"N": "n_params", "D": "tokens", "loss": "final_eval_loss"}).to_csv(csv, index=False)
+        cold = []
+        for _ in range(args.repeats):
+            out = subprocess.run([sys.executable, "-c", COLD_FIT.format(cores=args.cores), str(npz)], env=env,
+                                 capture_output=True, text=True, check=True).stdout
+            cold.append(json.loads(out))
+            print(f"cold fit: fit_seconds {cold[-1]['fit_seconds']:.3f}s, process CPU to fit "
+                  f"{cold[-1]['process_cpu_s_to_fit']:.3f}s, import {cold[-1]['import_s']:.3f}s", flush=True)
+        cli = []
+        for _ in range(args.repeats):
+            out = subprocess.run([sys.executable, "-c", COLD_CLI.format(cores=args.cores), str(csv)], env=env,
+                                 capture_output=True, text=True, check=True).stdout
+            cli.append(json.loads(out))
+            print(f"cold CLI: fit_seconds {cli[-1]['fit_seconds']:.3f}s, profile {cli[-1]['profile_seconds']:.3f}s, "
+                  f"whole command {cli[-1]['cli_wall_s']:.2f}s", flush=True)
+    res["cold_fit"] = {"runs": cold, "fit_seconds_median": float(np.median([c["fit_seconds"] for c in cold]))}
+    res["cold_cli"] = {"runs": cli, "fit_seconds_median": float(np.median([c["fit_seconds"] for c in cli]))}
+    fit = varpro.fit_result(N, D, L, profile=False)
+    W = a3.resample_weights(len(N), args.resamples, seed=0)
+    with Timer() as t_bs:
+        th, fb = varpro.bootstrap(N, D, L, fit["_optima"], W)
+    iv = a3.summarize_bootstrap(th)["intervals"]
+    lnN, lnD, lnL = np.log(N), np.log(D), np.log(L)
+    excess = []
+    for w, f in zip(W[:args.scipy_resamples], fb[:args.scipy_resamples]):
+        ref = minimize(a3.objective_np, fit["_optima"][0], args=(lnN, lnD, lnL, w), jac=True, method="L-BFGS-B",
+                       options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000})
+        excess.append((f - ref.fun) / ref.fun)
+    res["bootstrap"] = {"resamples": args.resamples, "starts_per_resample": int(min(len(fit["_optima"]),
+                                                                                    varpro.BOOTSTRAP_STARTS)),
+                        **t_bs.record(), "intervals": {k: iv[k] for k in ("alpha", "beta", "E", "a")},
+                        "vs_scipy_lbfgs": {"resamples": len(excess), "max_relative_excess": float(max(excess)),
+                                           "note": "per-resample objective minus a tight scipy L-BFGS-B from the "
+                                                   "full-data optimum, relative (negative: varpro lower)"}}
+    print(f"bootstrap: {t_bs.wall:.2f}s wall / {t_bs.cpu:.2f}s CPU for {args.resamples} resamples; worst excess "
+          f"over scipy L-BFGS-B on {len(excess)} resamples {max(excess):.2e}")
+    res["machine"]["loadavg_after"] = os.getloadavg()
+    res["goals"] = {"cold_fit_seconds_le_1": res["cold_fit"]["fit_seconds_median"] <= 1.0,
+                    "bootstrap_1000_le_5s": t_bs.wall <= 5.0}
+    out = Path(args.out or f"results/bench/fit_varpro_{args.tag}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1))
+    print(f"wrote {out}")
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--solver", choices=("lbfgs", "varpro"), default="lbfgs",
+                    help="lbfgs: the jax multi-start vs scipy (fit_<tag>.json); varpro: variable projection cold "
+                         "fits and bootstrap (fit_varpro_<tag>.json)")
+    ap.add_argument("--cores", type=int, default=0, help="varpro: pin to this many cores (0: all)")
+    ap.add_argument("--repeats", type=int, default=3, help="varpro: fresh processes per cold measurement")
     ap.add_argument("--resamples", type=int, default=1000)
     ap.add_argument("--scipy-starts", type=int, default=300)
     ap.add_argument("--scipy-resamples", type=int, default=20)
     ap.add_argument("--tag", default=f"cpu{os.cpu_count()}")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.solver == "varpro":
+        return varpro_bench(args)
 
     import jax
 

@@ -14,7 +14,8 @@ import importlib
 import os
 import sys
 
-from research.errors import UserError
+from research import __version__
+from research.errors import MID_RUN_ERRNOS, UserError, os_error_line, with_path
 
 COMMANDS = {
     "size": "research.model.cli",
@@ -25,7 +26,9 @@ COMMANDS = {
     "optimal": "research.fit.cli",
     "predict": "research.fit.predict_cli",
     "lr-rule": "research.fit.lr_rule_cli",
+    "curves": "research.curves.cli",
     "plot": "research.plots.cli",
+    "compare": "research.plots.compare",
     "bench": "research.bench.cli",
 }
 
@@ -35,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="scaling",
         description="Train decoder transformers at many (N, D), fit scaling laws, plot them.",
     )
+    parser.add_argument("--version", action="version", version=f"scaling {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     seen = set()
     for module_name in COMMANDS.values():
@@ -51,8 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    real_stdout, sys.stdout = sys.stdout, _NamedStream(sys.stdout, "<standard output>")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # output to a full device fails here at the latest, inside the handlers below
+        return code
     except UserError as err:
         one_line = " ".join(str(err).splitlines())  # a value or path with a line break still gives one line
         print(f"scaling {args.command}: error: {one_line}", file=sys.stderr)
@@ -63,6 +70,45 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output cut short by `| head` and the like: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:  # the one path for the operating system's refusals: one line, no traceback
+        _drop_unwritten_stdout()
+        print(f"scaling {args.command}: error: {' '.join(os_error_line(err).splitlines())}", file=sys.stderr)
+        return 1 if err.errno in MID_RUN_ERRNOS else 2
+    finally:
+        if isinstance(sys.stdout, _NamedStream):
+            sys.stdout = real_stdout
+
+
+class _NamedStream:
+    """A stream whose failed writes name it: a print to a full device says `<standard output>`."""
+
+    def __init__(self, stream, name: str):
+        self._stream, self._name = stream, name
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except OSError as err:
+            raise with_path(err, self._name)
+
+    def flush(self):
+        try:
+            return self._stream.flush()
+        except OSError as err:
+            raise with_path(err, self._name)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _drop_unwritten_stdout() -> None:
+    """When stdout itself fails (a full device), the interpreter's exit flush goes nowhere."""
+    import os
+
+    try:
+        sys.stdout.flush()
+    except OSError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from research.errors import UserError, closest
+from research.fsutil import MAX_NESTING, nesting_depth, read_regular_text
+
+MAX_SET_CHARS = 10_000  # a --set value: a number, a word or a short list
 
 # The choices of a setting, defined once: each is a Literal type (for the typed configs) and the
 # tuple of its values (for checks and messages).
@@ -39,7 +42,7 @@ DECAY_SHAPES: tuple[str, ...] = typing.get_args(DecayShape)
 
 @dataclass(frozen=True)
 class DataConfig:
-    corpus: str = "shakespeare"  # built-in name, synthetic:..., a path/glob (see README Data), or a prepared dir
+    corpus: str = "shakespeare"  # built-in name, synthetic:..., a path/glob (see docs: your own corpus), or a prepared dir
     tokenizer: str = "bpe:4096"  # "bpe:V", "bytes", "file:PATH" (a tokenizer.json) or "ids:V" (tokenized input)
     val_fraction: float = 0.1  # share of documents held out (split by document)
     seed: int = 0  # seed of the train/validation split and of synthetic corpora
@@ -47,16 +50,16 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    layers: int = 2
-    d_model: int = 64
-    heads: int = 4
+    layers: int = 2  # transformer blocks
+    d_model: int = 64  # residual-stream width
+    heads: int = 4  # attention heads; must divide d_model, d_model/heads even (rotary)
     ffw: int | None = None  # hidden width of the MLP; default 4 * d_model
-    seq_len: int = 128
+    seq_len: int = 128  # tokens per training sequence (context length)
     vocab_size: int | None = None  # default: the dataset's real vocabulary
     mlp: str = "gelu"  # "gelu" (two matrices) or "swiglu" (three)
-    tie_embeddings: bool = False
-    rope_theta: float = 10_000.0
-    init_std: float = 0.02
+    tie_embeddings: bool = False  # share the input embedding with the output head
+    rope_theta: float = 10_000.0  # rotary position base
+    init_std: float = 0.02  # std of the normal initialisation of weight matrices
     compute_dtype: str = "auto"  # "auto" = bfloat16 on GPU/TPU, float32 on CPU
     remat: bool = False  # rematerialise each block in the backward pass
     attention: str = "auto"  # "auto" = cuDNN flash attention on GPU in bf16, else "xla"
@@ -81,17 +84,17 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine/wsd end at this fraction of the peak
     decay_fraction: float = 0.2  # wsd: share of steps in the final cooldown
     decay_shape: DecayShape = "1-sqrt"  # wsd cooldown: "1-sqrt" (Hägele et al. 2024) or "linear"
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
+    weight_decay: float = 0.1  # AdamW decoupled weight decay (matrices only)
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.95  # AdamW second-moment decay
+    eps: float = 1e-8  # AdamW epsilon
     grad_clip: float = 1.0  # global-norm clipping; 0 disables
     seed: int = 0  # parameter init and data order
     eval_every: int = 100  # steps between evaluations (and always at the end)
     eval_tokens: int = 32_768  # validation tokens per evaluation (a fixed set)
-    log_every: int = 10
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 3
+    log_every: int = 10  # steps between metrics rows (metrics.jsonl, trackers)
+    checkpoint_every: int = 200  # steps between checkpoints (and always at the end)
+    keep_checkpoints: int = 3  # newest checkpoints kept; older ones are deleted
     mesh_data: int = -1  # data-parallel axis size; -1 = all devices not used by fsdp
     mesh_fsdp: int = 1  # parameters and optimiser state sharded over this many devices
     prefetch: int = 2  # batches prepared ahead on a background thread
@@ -218,25 +221,36 @@ def parse_override(text: str) -> tuple[str, str, object]:
     section, key = (part.strip() for part in dotted.split(".", 1))
     if not section or not key:
         raise UserError(f"--set {text!r}: expected section.key=value, e.g. --set train.lr=1e-3")
+    if len(literal) > MAX_SET_CHARS:
+        raise UserError(f"--set {dotted}: the value is {len(literal):,} characters; at most {MAX_SET_CHARS:,}")
     try:
         value = tomllib.loads(f"v = {literal}")["v"]
     except tomllib.TOMLDecodeError:
         value = literal.strip()
+    except RecursionError:
+        value = None
+    if value is None or nesting_depth(value) > MAX_NESTING:
+        raise UserError(f"--set {dotted}: the value is nested more than {MAX_NESTING} levels deep")
     return section, key, value
 
 
 def read_toml(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"config file not found: {path}")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_regular_text(path, "config file"))
+    except RecursionError:
+        raise UserError(f"{path} is nested too deeply to be a run file") from None
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"{path} is not valid TOML: {err}") from None
     except UnicodeDecodeError as err:
         raise UserError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); a run file is TOML") from None
     except OSError as err:
         raise UserError(f"cannot read {path}: {err.strerror}") from None
+    if nesting_depth(raw) > MAX_NESTING:
+        raise UserError(f"{path} is nested more than {MAX_NESTING} levels deep; not a run file")
+    return raw
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -264,7 +278,11 @@ def run_config_from_dict(raw: dict, extra_sections: tuple[str, ...] = ()) -> Run
 
 
 def load_run_config(path: str | Path, overrides: list[str] = (), extra_sections: tuple[str, ...] = ()) -> RunConfig:
-    return run_config_from_dict(apply_overrides(read_toml(path), list(overrides)), extra_sections)
+    raw = read_toml(path)
+    if isinstance(raw.get("design"), dict) and "design" not in extra_sections:
+        raise UserError(f"{path} is a sweep file (it has a [design] section), not a run file: "
+                        f"run it with `scaling sweep run {path}` (`scaling sweep plan {path}` lists its trials)")
+    return run_config_from_dict(apply_overrides(raw, list(overrides)), extra_sections)
 
 
 def validate(config: RunConfig) -> None:

@@ -6,23 +6,54 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import struct
 import tempfile
 import time
 from pathlib import Path
 
+from research.errors import UserError, with_path
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc/self/status);
+    elsewhere set and put back at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode a plain `open(path, "w")` would leave: the existing file's, else 0666 less the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~current_umask()
+
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temporary file and rename, so readers never see half a file."""
+    """Write via a temporary file and rename, so readers never see half a file. The file gets the
+    mode an ordinary write would give it (the umask's, or the replaced file's), not mkstemp's 0600,
+    so collaborators on a shared file system can read results."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _new_file_mode(path))
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise with_path(err, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -30,6 +61,56 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+# Bounds on what any parser of ours takes: a config, law or record file is small and shallow.
+MAX_FILE_BYTES = 64 << 20
+MAX_NESTING = 64
+
+
+def read_regular_text(path: str | Path, what: str, limit: int = MAX_FILE_BYTES) -> str:
+    """The UTF-8 text of `path`, which must be a regular file of at most `limit` bytes: a device
+    (/dev/zero), pipe or directory is never read as data. UserError (one line) otherwise;
+    FileNotFoundError passes through for callers that treat a missing file specially."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+    except (ValueError, TypeError) as err:  # a NUL byte in the path
+        raise UserError(f"{what} {str(path)[:200]!r} is not a usable path ({err})") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} {path} is a directory, not a file") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a device, pipe or socket"
+            raise UserError(f"{what} {path} is {kind}, not a regular file; pass a file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise UserError(f"{what} {path} is larger than {limit >> 20} MiB; this is not a file the harness wrote")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{what} {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def nesting_depth(obj, limit: int = MAX_NESTING) -> int:
+    """Depth of nested lists/dicts (0 for a scalar), counting no further than `limit` + 1."""
+    depth, level = 0, [obj]
+    while level and depth <= limit:
+        level = [v for x in level if isinstance(x, (dict, list))
+                 for v in (x.values() if isinstance(x, dict) else x)]
+        depth += 1
+    return depth - (0 if level else 1) if depth else 0
+
+
+def loads_json(text: str, what: str, limit: int = MAX_NESTING):
+    """json.loads that refuses nesting deeper than `limit` in one line (never a RecursionError)."""
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise UserError(f"{what} is nested too deeply to be a file the harness wrote (over {limit} levels)") from None
+    if nesting_depth(data, limit) > limit:
+        raise UserError(f"{what} is nested more than {limit} levels deep; not a file the harness wrote")
+    return data
 
 
 def read_json(path: str | Path) -> dict | None:

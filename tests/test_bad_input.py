@@ -86,6 +86,9 @@ def snapshot(*roots: Path) -> dict:
             state[dirpath] = sorted(dirnames + filenames)
             for name in filenames:
                 p = Path(dirpath) / name
+                if not p.is_file():  # a link to a device, a FIFO: never read (it may never end)
+                    state[str(p)] = ("special", os.readlink(p) if p.is_symlink() else p.lstat().st_mode)
+                    continue
                 state[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
     return state
 
@@ -849,3 +852,71 @@ def test_no_traceback_end_to_end(tmp_path, case):
     CASES["end to end (subprocess)"] += 1
     assert_refused(p.returncode, p.stdout, p.stderr, [expected])
     assert snapshot(tmp_path) == before
+
+
+# ---------------------------------------------------------------- issue 23: the operating system's refusals
+
+FIT_TABLE = REPO / "tests" / "data" / "sweep_small" / "results.csv"
+
+
+@st.composite
+def hostile_path(draw, ws: Path, kind_of_file: str):
+    """(path, names): a path the OS refuses or that is not a regular file: under a file, a
+    directory, or a link to a device that never ends (/dev/zero) or is always full (/dev/full)."""
+    how = draw(st.sampled_from(["under_a_file", "directory", "dev_zero", "dev_full", "fifo"]))
+    name = draw(st.sampled_from(["o.json", "law.json", "x"]))
+    if how == "under_a_file":
+        (ws / "plain").write_text("not a directory\n")
+        return ws / "plain" / name, ["plain", "not a directory", "Not a directory"]
+    if how == "directory":
+        (ws / "adir").mkdir(exist_ok=True)
+        return ws / "adir", ["adir"]
+    if how == "fifo":
+        path = ws / f"pipe-{name}"
+        os.mkfifo(path)
+        return path, [str(path), "not a regular file"]
+    path = ws / f"{how}-{name}"
+    path.symlink_to("/dev/zero" if how == "dev_zero" else "/dev/full")
+    return path, [str(path), "not a regular file"]
+
+
+@campaign(40)
+@given(data=st.data())
+def test_paths_that_are_not_regular_files_are_refused_in_one_line(data):
+    """--out, --law and run files that are devices, FIFOs, directories or under a file: exit 2, one
+    line, never read as data (a link to /dev/zero used to be read until memory ran out)."""
+    ws = workspace()
+    try:
+        path, names = data.draw(hostile_path(ws, "any"))
+        entry = data.draw(st.sampled_from(["fit --out", "optimal --law", "predict --law", "train config"]))
+        argv = {"fit --out": ["fit", FIT_TABLE, "--method", "approach2", "--out", path],
+                "optimal --law": ["optimal", "--flops", "1e21", "--law", path],
+                "predict --law": ["predict", "--law", path, "--n-params", "1e9", "--tokens", "2e10"],
+                "train config": ["train", path, "--out", ws / "newrun"]}[entry]
+        names = names + ["does not exist", "is a directory", "not found", "unknown law"]
+        refused_without_changes(f"os: {entry}", argv, names, [ws])
+    finally:
+        shutil.rmtree(ws)
+
+
+def test_json_to_a_full_device_is_one_line():
+    with open("/dev/full", "w") as full:
+        out = subprocess.run(SCALING + ["optimal", "--flops", "1e21", "--json"], stdout=full,
+                             stderr=subprocess.PIPE, text=True, timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left" in lines[0] and "standard output" in lines[0], lines
+
+
+def test_os_error_lines_name_the_path_and_operation(tmp_path):
+    from research.errors import os_error_line
+    from research.fsutil import atomic_write_text
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OSError) as err:
+        atomic_write_text(tmp_path / "f" / "out.json", "{}")
+    line = os_error_line(err.value)
+    assert str(tmp_path / "f") in line and "creating the directory" in line and "\n" not in line, line
+    with pytest.raises(OSError) as err:
+        atomic_write_text(tmp_path, "{}")  # a directory where a file goes
+    assert str(tmp_path) in os_error_line(err.value)

@@ -40,6 +40,7 @@ seeds = 2
 [recipe]
 aspect_ratio = 16
 head_dim = 8
+warmup_tokens = 640
 """
 
 
@@ -107,6 +108,35 @@ def test_bad_branch_designs_are_one_line(tmp_path, design, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
         plan(load_sweep(write_sweep(tmp_path, **design)))
     assert "\n" not in str(err.value)
+
+
+def test_a_branch_design_refuses_a_warmup_that_depends_on_the_horizon(tmp_path):
+    text = SWEEP.replace("warmup_tokens = 640", "warmup_fraction = 0.05")
+    with pytest.raises(UserError, match="depends on the training horizon.*warmup_tokens") as err:
+        plan(load_sweep(write_sweep(tmp_path, text)))
+    assert "\n" not in str(err.value)
+
+
+def test_the_same_point_in_two_sweeps_with_other_budgets_trains_bit_identically(tmp_path):
+    """A run is a function of its own (shape, D, seed, recipe): the branch to 5,120 tokens trains
+    the same in a sweep beside a shorter horizon as in one beside a longer one (its trunk differs
+    in length), to the last bit of every logged loss."""
+    rows = {}
+    for name, tokens in (("short", [2560, 5120]), ("long", [5120, 7680])):
+        (tmp_path / name).mkdir()
+        path = write_sweep(tmp_path / name, d_model=[8], tokens=tokens, seeds=1)
+        out = tmp_path / name / "out"
+        subprocess.run(SCALING + ["sweep", "run", path, "--out", str(out), "--no-fit"], capture_output=True,
+                       text=True, check=True)
+        frame = pd.read_csv(out / "results.csv")
+        row = frame[frame["tokens"] == 5120].iloc[0]
+        rows[name] = (row, losses(out / "trials" / row["trial"]), losses(out / "trials" / row["trunk"]))
+    (a, curve_a, trunk_a), (b, curve_b, trunk_b) = rows["short"], rows["long"]
+    assert a["trial"] == b["trial"] and a["trunk"] != b["trunk"]  # same run, trunks of other lengths
+    assert a["final_eval_loss"] == b["final_eval_loss"]
+    assert curve_a == curve_b and len(curve_a) >= 2  # the cooldown's logged steps
+    common = sorted(set(trunk_a) & set(trunk_b))  # the trunks agree (warmup included) up to the shorter one's end
+    assert len(common) >= 5 and [trunk_a[k] for k in common] == [trunk_b[k] for k in common]
 
 
 def test_a_schedule_in_train_is_refused_for_a_branch_design(tmp_path):
@@ -234,6 +264,7 @@ def test_results_have_seed_kind_and_trunk_columns(tmp_path):
                    check=True)
     frame = pd.read_csv(out / "results.csv")
     assert sorted(frame["seed"]) == [0, 0, 1, 1] and set(frame["kind"]) == {"branch"}
+    assert set(frame["family"]) == {"1 layer"} and set(frame["layers"]) == {1}  # every row names its model family
     plan_json = json.loads((out / "plan.json").read_text())
     assert set(frame["trunk"]) == {t["trial"] for t in plan_json["trunks"]}
     assert frame["flops_spent_6n"].sum() < frame["flops_6n"].sum()

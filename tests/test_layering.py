@@ -18,7 +18,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-LAYERS = ("base", "config", "data", "model", "train", "bench", "fit", "plots", "sweep", "cli")
+LAYERS = ("base", "config", "data", "model", "train", "bench", "fit", "curves", "plots", "sweep", "cli")
 BASE = {"research", "research.errors", "research.fsutil"}
 LAZY_MARKER = "# lazy:"
 PACKAGE = Path(__file__).resolve().parent.parent / "research"

@@ -8,7 +8,8 @@ from research.fit import fit_sweep_dir
 from research.plots import plot_sweep_dir
 
 DATA = Path(__file__).parent / "data"
-FIGURES = {"isoflop", "loss_vs_compute", "optimal_allocation", "approach3_contours", "residuals"}
+FIGURES = {"approach3_profile", "isoflop", "loss_vs_compute", "optimal_allocation", "approach3_contours", "residuals",
+           "sensitivity"}
 
 
 def test_plot_sweep_dir_writes_every_figure(tmp_path):

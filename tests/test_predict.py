@@ -31,7 +31,9 @@ def pairs():
 def test_published_laws_agree_with_their_formulas(capsys):
     expected = {
         # Hoffmann et al. 2022 eq. 10 and Besiroglu et al. 2024, typed in from the papers
-        "chinchilla": lambda n, d: 1.69 + 406.4 / n**0.34 + 410.7 / d**0.28,
+        "chinchilla-rounded": lambda n, d: 1.69 + 406.4 / n**0.34 + 410.7 / d**0.28,
+        "chinchilla": lambda n, d: 1.69337 + 406.401 / n**0.33917 + 410.723 / d**0.28491,  # unrounded
+        "muennighoff-2023": lambda n, d: 1.869 + 520.8 / n**0.353 + 1487.7 / d**0.353,
         "epoch-2024": lambda n, d: 1.8172 + 482.01 / n**0.3478 + 2085.43 / d**0.3658,
         # Kaplan et al. 2020 eq. 1.5: [(N_c/N)^(a_N/a_D) + D_c/D]^a_D
         "kaplan-2020": lambda n, d: ((6.4e13 / n) ** (0.076 / 0.103) + 1.8e13 / d) ** 0.103,
@@ -44,8 +46,13 @@ def test_published_laws_agree_with_their_formulas(capsys):
         assert "point prediction" in out["interval"]["description"]
     assert out["n_kind"] == "nonembedding"  # Kaplan counts non-embedding parameters
     # Chinchilla's own headline: 70B on 1.4T tokens
-    headline = run_json(capsys, "--n-params", "70e9", "--tokens", "1.4e12")["rows"][0]["loss"]
+    headline = run_json(capsys, "--law", "chinchilla-rounded", "--n-params", "70e9", "--tokens",
+                        "1.4e12")["rows"][0]["loss"]
     assert headline == pytest.approx(1.9366, abs=1e-4)
+    # an allocation-only law has no L(N, D): refused in one line
+    assert main(["predict", "--law", "chinchilla-approach1", "--n-params", "1e9", "--tokens", "2e10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "allocation" in err and "\n" not in err
 
 
 def _fit_file(tmp_path, block, name="fit.json"):
@@ -200,7 +207,8 @@ def test_predict_from_a_real_fit_with_bootstrap(tmp_path, capsys):
     assert "20 bootstrap laws" in out["interval"]["description"]
     assert "residual scatter" in out["interval"]["description"]
     # 1e10 parameters is far beyond the sweep's sizes (<= 4e7): warned; 1e6 is inside: not
-    assert len(out["warnings"]) == 1 and out["warnings"][0].startswith("pair 2: N=1e+10")
+    own = [w for w in out["warnings"] if not w.startswith("fit: ")]
+    assert len(own) == 1 and own[0].startswith("pair 2: N = 1e+10 is 246x the largest fitted")
     assert main(["predict", "--law", str(sweep), "--n-params", "1e6", "--tokens", "1e7"]) == 0
     text = capsys.readouterr().out
     assert "95% interval" in text and "bootstrap laws" in text

@@ -51,7 +51,8 @@ def assert_all_completed_once(out: Path):
 
 @pytest.mark.parametrize("convention", ["6n", "chinchilla"])
 def test_isoflop_tokens_come_from_budget_under_the_named_convention(convention):
-    sweep = load_sweep(SMOKE, [f'design.flops_convention="{convention}"', "design.budgets=[2e9, 8e9]"])
+    sweep = load_sweep(SMOKE, [f'design.flops_convention="{convention}"', "design.budgets=[2e9, 8e9]",
+                               "design.allow_mixed_families=true"])
     p = plan(sweep)
     tokens_per_step = sweep.base.train.batch_size * sweep.base.model.seq_len
     assert {t.coords["budget"] for t in p.trials} == {2e9, 8e9}
@@ -86,12 +87,13 @@ def test_plan_json_contract():
 
 
 def test_plan_rejects_trials_beyond_the_corpus_unless_repeat_allowed():
-    sweep = load_sweep(SMOKE, ["design.budgets=[1e9, 1e14]"])
+    sweep = load_sweep(SMOKE, ["design.budgets=[1e9, 1e14]", "design.allow_mixed_families=true"])
     p = plan(sweep)
     assert p.rejected and all("training split holds" in r["reason"] for r in p.rejected)
     assert all(r["budget"] == 1e14 for r in p.rejected)
     assert all(t.tokens <= p.train_tokens_available for t in p.trials)
-    allowed = plan(load_sweep(SMOKE, ["design.budgets=[1e9, 1e14]", "design.allow_repeat=true"]))
+    allowed = plan(load_sweep(SMOKE, ["design.budgets=[1e9, 1e14]", "design.allow_repeat=true",
+                                      "design.allow_mixed_families=true"]))
     assert not allowed.rejected
 
 

@@ -81,7 +81,8 @@ def _design_points(sweep) -> set:
     return {(b, round(float(m), 6)) for b in d.budgets for m in np.geomspace(lo, hi, d.sizes)}
 
 
-@pytest.mark.parametrize("path,overrides", [(DEMO, []), (SMOKE, ["design.sizes=9", "design.budgets=[3e9, 1e10]"])])
+@pytest.mark.parametrize("path,overrides", [(DEMO, []), (SMOKE, ["design.sizes=9", "design.budgets=[3e9, 1e10]",
+                                                                  "design.allow_mixed_families=true"])])
 def test_every_isoflop_point_is_planned_or_recorded(path, overrides):
     sweep = load_sweep(path, overrides)
     p = plan(sweep)

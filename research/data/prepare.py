@@ -53,6 +53,7 @@ from research.data.corpora import CorpusSource, resolve_corpus
 from research.data.formats import ReadOptions, check_token_dtype
 from research.data.tokenizer import TokenizerSpec, parse_tokenizer_spec
 from research.errors import UserError
+from research.fsutil import atomic_write_json, read_json
 
 DEFAULT_DATA_DIR = "~/.cache/scaling/data"
 TOKEN_CHUNK = 1 << 20  # split unit of an already tokenized corpus, in tokens
@@ -80,11 +81,13 @@ def check_val_fraction(val_fraction: float) -> float:
     return value
 
 
-def dataset_key(source: CorpusSource, spec: TokenizerSpec, val_fraction: float, seed: int) -> str:
-    """sha256 of everything that determines the prepared content."""
+def dataset_key(source: CorpusSource, spec: TokenizerSpec, val_fraction: float, seed: int,
+                corpus_identity: dict | None = None) -> str:
+    """sha256 of everything that determines the prepared content (`corpus_identity`: the corpus's
+    identity by content, in place of the one by path, size and mtime; see `content_key`)."""
     identity = {
         "format": shards.FORMAT,
-        "corpus": source.identity,
+        "corpus": source.identity if corpus_identity is None else corpus_identity,
         "tokenizer": spec.identity,
         "val_fraction": val_fraction,
         "seed": int(seed),
@@ -106,6 +109,36 @@ def _exclusive_lock(lock_path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+CONTENT_FILE = "content.json"  # in a prepared dataset of local files: its key by the files' content
+
+
+def content_key(source: CorpusSource, spec: TokenizerSpec, val_fraction: float, seed: int) -> str | None:
+    """The dataset key with each local corpus file named by path, size and sha256 instead of
+    mtime: the same for a file touched, checked out again or copied without its times. None for
+    corpora that are not local files. Reads every file once: computed only when the key by
+    mtime finds no dataset, where preparing would read them all anyway."""
+    files = source.identity.get("files") if source.identity.get("corpus") == "local" else None
+    if not files:
+        return None
+    by_content = [(path, size, shards.sha256_file(Path(path))) for path, size, _mtime in files]
+    return dataset_key(source, spec, val_fraction, seed, dict(source.identity, files=by_content))
+
+
+def _same_content(target: Path, key: str | None) -> Path | None:
+    """A prepared dataset beside `target` (same corpus and tokenizer slug) whose corpus files had
+    the same content, intact: what a touched but unchanged corpus resumes with."""
+    if key is None:
+        return None
+    prefix = target.name.rsplit("-", 1)[0] + "-"
+    for candidate in sorted(target.parent.glob(prefix + "*")):
+        record = read_json(candidate / CONTENT_FILE)
+        if isinstance(record, dict) and record.get("content_key") == key:
+            manifest_key = (read_json(candidate / shards.MANIFEST_FILE) or {}).get("key")
+            if isinstance(manifest_key, str) and _is_reusable(candidate, manifest_key):
+                return candidate
+    return None
 
 
 def _is_reusable(path: Path, key: str) -> bool:
@@ -166,6 +199,11 @@ def prepare_dataset(
         lock_path = data_root(data_dir) / ".locks" / f"out-{target.name}-{out_hash}.lock"
     if _is_reusable(target, key):
         return target, True
+    by_content = content_key(source, spec, val_fraction, seed)
+    same = _same_content(target, by_content) if out is None else None
+    if same is not None:  # the files' times changed, not their content: the prepared data stands
+        print(f"note: corpus {corpus!r} has new file times but the same content; using {same}", file=sys.stderr)
+        return same, True
     with _exclusive_lock(lock_path):
         if _is_reusable(target, key):  # another process finished it while we waited
             return target, True
@@ -185,6 +223,8 @@ def prepare_dataset(
             build_dataset(source, spec, val_fraction, seed, key, staging, token_chunk=TOKEN_CHUNK,
                           checkpoint_seconds=CHECKPOINT_SECONDS, log=log, batch_bytes=batch_bytes,
                           meter=meter)
+            if by_content is not None:
+                atomic_write_json(staging / CONTENT_FILE, {"content_key": by_content})
             staging.chmod(0o755)
             if target.exists():
                 shutil.rmtree(target)  # stale, incomplete or differently-keyed dataset

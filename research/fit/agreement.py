@@ -96,8 +96,16 @@ def noise_line(fit: dict) -> str | None:
     if not noise.get("replicates"):
         return "seed noise: unmeasured (no (N, D) point has >= 2 seeds)"
     p = noise["pooled"]
-    return (f"seed noise: pooled std {p['std']:.4f} nats/token ({p['rel_std']:.2%} of the loss, {p['dof']} dof) "
+    line = (f"seed noise: pooled std {p['std']:.4f} nats/token ({p['rel_std']:.2%} of the loss, {p['dof']} dof) "
             f"from {noise['replicates']} runs at {noise['n_points']} (N, D) points")
+    model = noise.get("model") or {}
+    if model.get("offset_share") is not None:
+        line += (f"; {model['offset_share']:.0%} of it is one offset per trunk (size and seed), so "
+                 f"{model['dof_independent']} independent dof")
+    if model.get("trend"):
+        t = model["trend"]
+        line += f"; it scales as (D/N)^{t['exponent']:.2f} over D/N {t['range'][0]:.3g}-{t['range'][1]:.3g}"
+    return line
 
 
 def overall_warnings(result: dict, df) -> list[str]:

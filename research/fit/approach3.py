@@ -55,7 +55,8 @@ GRID_SMALL = {
     "b": (0.0, 10.0, 20.0),
 }
 # Parameter vector order used everywhere: theta = (a, b, e, alpha, beta).
-THETA = ("a", "b", "e", "alpha", "beta")
+THETA = ("a", "b", "e", "alpha", "beta")  # fit.json's keys: a, b, e are log A, log B, log E (not the exponent a)
+THETA_LABELS = ("log A", "log B", "log E", "alpha", "beta")  # how messages name them
 SCIPY_FTOL = 2.220446049250313e-09  # scipy L-BFGS-B default (factr 1e7 · eps)
 SCIPY_GTOL = 1e-5
 # Stopping rules, both in scipy's form: stop when (f_k - f_k+1) / max(|f_k|, |f_k+1|, 1) <= ftol
@@ -77,6 +78,22 @@ def grid_starts(grid="full") -> np.ndarray:
 
 # ----------------------------------------------------------------------------- numpy / scipy
 
+def log_residuals(xp, theta_B5, lnN_n, lnD_n, lnL_n):
+    """r = log(E + A/N^α + B/D^β) − log L per batch row and run, with u1 = A·N^-α/E, u2 = B·D^-β/E and
+    s = 1 + u1 + u2 (the log-sum-exp taken relative to e). Returns (r, u1, u2, s)."""
+    a, b, e, al, be = (theta_B5[:, j:j + 1] for j in range(5))
+    u1 = xp.exp(a - e - al * lnN_n)
+    u2 = xp.exp(b - e - be * lnD_n)
+    s = 1.0 + u1 + u2
+    return e + xp.log(s) - lnL_n, u1, u2, s
+
+
+def huber(xp, r, delta=DELTA):
+    """(Huber_δ(r), its derivative ψ(r) = clip(r, −δ, δ)): r²/2 inside [−δ, δ], δ(|r| − δ/2) outside."""
+    dh = xp.minimum(xp.maximum(r, -delta), delta)
+    return dh * (r - 0.5 * dh), dh
+
+
 def objective_terms(xp, theta_B5, lnN_n, lnD_n, lnL_n, w_Bn, delta=DELTA, reduction="sum"):
     """The Approach-3 objective and its analytic gradient for a batch of parameter vectors, written
     once for numpy (`xp=np`) and jax.numpy (`xp=jnp`). theta_B5 rows are (a, b, e, alpha, beta);
@@ -86,13 +103,8 @@ def objective_terms(xp, theta_B5, lnN_n, lnD_n, lnL_n, w_Bn, delta=DELTA, reduct
     u = exp(t - e), two exponentials per run instead of three and no running maximum. It can only
     overflow (to +inf, which every solver treats as a failed trial) where A/N^alpha or B/D^beta
     exceeds E by a factor e^709, far outside any fit."""
-    a, b, e, al, be = (theta_B5[:, j:j + 1] for j in range(5))
-    u1 = xp.exp(a - e - al * lnN_n)
-    u2 = xp.exp(b - e - be * lnD_n)
-    s = 1.0 + u1 + u2
-    r = e + xp.log(s) - lnL_n
-    dh = xp.minimum(xp.maximum(r, -delta), delta)  # Huber derivative
-    h = dh * (r - 0.5 * dh)  # r^2/2 inside [-delta, delta], delta (|r| - delta/2) outside
+    r, u1, u2, s = log_residuals(xp, theta_B5, lnN_n, lnD_n, lnL_n)
+    h, dh = huber(xp, r, delta)
     wh, c = w_Bn * h, w_Bn * dh / s  # c: d(w h)/d(LSE) * d(LSE)/de
     if reduction == "mean":
         scale = 1.0 / w_Bn.sum(axis=-1, keepdims=True)
@@ -165,7 +177,7 @@ def _jax_solver(reduction: str, delta: float, maxiter: int, gtol: float, ftol: f
 
 
 def solve_jax(starts, lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", maxiter=MAXITER,
-              tol="tight", lanes=LANES, weight_rows=None, return_stats=False):
+              tol="tight", lanes=LANES, weight_rows=None, return_stats=False, min_starts=0):
     """L-BFGS from every start in one compiled device-side loop (research.fit.lbfgs), with scipy
     L-BFGS-B's stopping rules (ftol relative to max(|f|, 1), gtol on the largest gradient component,
     maxiter, maxfun). `w` is None (all ones), shape (n,) shared by all starts, or (R, n): weight
@@ -174,7 +186,8 @@ def solve_jax(starts, lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", maxit
     statistics (evaluations, loop passes, lane utilisation) with `return_stats=True`.
 
     Starts, weight rows and runs are padded to powers of two (padded runs carry weight 0, padded
-    starts are never run), so calls of similar size reuse one compiled program."""
+    starts are never run), so calls of similar size reuse one compiled program; `min_starts` pads a small
+    call to the shape of a larger one already compiled (a refit after the full-grid fit)."""
     import jax
 
     starts = np.atleast_2d(np.asarray(starts, dtype=np.float64))
@@ -190,7 +203,7 @@ def solve_jax(starts, lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", maxit
         return np.zeros((0, 5)), np.zeros(0), np.zeros(0, dtype=int)
     # weight rows padded to at least min(Sp, 1024): the full-grid fit (one row) and a bootstrap of up
     # to 1,024 resamples x 8 starts then run the very same compiled program
-    Sp, n_p = _bucket(S), _bucket(n, 64)
+    Sp, n_p = _bucket(max(S, min_starts)), _bucket(n, 64)
     Rp = max(_bucket(len(W), 1), min(Sp, 1024))
     x0 = np.zeros((Sp, 5))
     x0[:S] = starts
@@ -231,7 +244,8 @@ def solve(starts, lnN, lnD, lnL, w=None, backend="jax", **kw):
 def theta_to_params(theta, per_token=None) -> dict:
     """Law parameters and the compute-optimal a, b, G (research/fit/allocation.py; 6n unless per_token)."""
     a, b, e, al, be = (float(v) for v in theta)
-    A, B, E = math.exp(a), math.exp(b), math.exp(e)
+    with np.errstate(over="ignore"):  # an unidentified resample can put log A past 709: A = inf, not a crash
+        A, B, E = (float(np.exp(v)) for v in (a, b, e))
     out = {"E": E, "A": A, "B": B, "alpha": al, "beta": be}
     frontier = allocation_params(A, B, al, be, per_token or SIX_N)
     out.update({k: float(v) if np.isfinite(v) and al + be > 0 else float("nan") for k, v in frontier.items()})
@@ -258,10 +272,10 @@ def _edge_warnings(starts, xs, best, grid_box):
     on_edge = np.any((starts == lo) | (starts == hi), axis=1)
     warns = []
     if near.any() and np.all(on_edge[near]):
-        names = [THETA[j] for j in range(5) if starts[best, j] in (lo[j], hi[j])]
+        names = [THETA_LABELS[j] for j in range(5) if starts[best, j] in (lo[j], hi[j])]
         warns.append(f"best fit reached only from starts on the grid's edge ({', '.join(names)} at a grid "
                      "bound); the optimum may lie outside the start grid - widen it")
-    outside = [THETA[j] for j in range(5) if not lo[j] <= xs[best, j] <= hi[j]]
+    outside = [THETA_LABELS[j] for j in range(5) if not lo[j] <= xs[best, j] <= hi[j]]
     if outside:
         warns.append(f"best fit has {', '.join(outside)} outside the start grid's range")
     return warns
@@ -373,7 +387,8 @@ def summarize_bootstrap(thetas, level=0.95, budgets=(), per_token=None) -> dict:
     for c in budgets:
         n, d = compute_optimal(arr["A"], arr["B"], arr["alpha"], arr["beta"], c, per_token)
         ok = np.isfinite(n) & np.isfinite(d)
-        opt.append(optimal_row(c, [float(x) for x in np.percentile(n[ok], q)],
-                               [float(x) for x in np.percentile(d[ok], q)], per_token.convention))
+        n_iv = [float(x) for x in np.percentile(n[ok], q)] if ok.any() else [None, None]
+        d_iv = [float(x) for x in np.percentile(d[ok], q)] if ok.any() else [None, None]
+        opt.append(optimal_row(c, n_iv, d_iv, per_token.convention))
     return {"level": level, "intervals": intervals, "se": se, "optimal": opt,
             "samples": {k: [float(x) for x in arr[k]] for k in ("E", "A", "B", "alpha", "beta")}}

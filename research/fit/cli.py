@@ -31,6 +31,8 @@ class _MethodChoices:
 
 
 METHOD_CHOICES = _MethodChoices()
+PUBLISHED_NAMES = ("chinchilla", "chinchilla-approach1", "chinchilla-approach2", "chinchilla-approach3",
+                   "chinchilla-rounded", "epoch-2024", "kaplan-2020", "muennighoff-2023", "deepseek-2024")
 
 
 def _floats(text: str) -> list[float]:
@@ -77,12 +79,16 @@ def register(subparsers) -> None:
                    help="N for the Kaplan fits when --n-col is not given (default nonembedding, as Kaplan)")
     p.add_argument("--reduction", choices=("sum", "mean"), default="sum",
                    help="Approach 3 Huber reduction over runs (default sum; mean reproduces the published bug)")
+    p.add_argument("--solver", choices=("varpro", "lbfgs"), default=None,
+                   help="Approach 3 solver: varpro = variable projection over an (alpha, beta) grid, polished in all "
+                        "five parameters, with the objective's profile (default); lbfgs = Hoffmann's multi-start "
+                        "L-BFGS (--grid, --backend, --tolerances apply to it; --tolerances scipy selects it)")
     p.add_argument("--tolerances", choices=("tight", "scipy"), default="tight",
-                   help="Approach 3 L-BFGS stopping rules (default tight; scipy = scipy's defaults)")
+                   help="Approach 3 L-BFGS stopping rules (default tight; scipy = scipy's defaults, lbfgs solver)")
     p.add_argument("--grid", choices=("full", "small"), default="full",
-                   help="Approach 3 start grid: full = Hoffmann's 4,500 starts; small = 243 (quick look)")
+                   help="Approach 3 lbfgs start grid: full = Hoffmann's 4,500 starts; small = 243 (quick look)")
     p.add_argument("--backend", choices=("jax", "scipy"), default="jax",
-                   help="Approach 3 solver: vectorised jax L-BFGS (default) or a scipy L-BFGS-B loop")
+                   help="Approach 3 lbfgs backend: vectorised jax L-BFGS (default) or a scipy L-BFGS-B loop")
     p.add_argument("--approach1-source", choices=("endpoints", "curves"), default="endpoints",
                    help="Approach 1 envelope from finished runs' end points (default) or from training curves "
                         "(trials/*/metrics.jsonl; not for branch designs)")
@@ -97,15 +103,22 @@ def register(subparsers) -> None:
 
     o = subparsers.add_parser(
         "optimal", help="compute-optimal N, D and loss for a FLOP budget under a law",
-        description="Compute-optimal allocation for a published law (chinchilla, epoch-2024, kaplan-2020: "
-                    "C = 6*N*D, the 6n convention) or a fit.json (in the FLOP convention of the sweep it was "
+        description="Compute-optimal allocation for a published law (chinchilla-approach3 = chinchilla, "
+                    "chinchilla-approach1/2, chinchilla-rounded, epoch-2024, kaplan-2020, muennighoff-2023, "
+                    "deepseek-2024: C = 6*N*D, the 6n convention) or a fit.json (in the FLOP convention of the sweep it was "
                     "fitted on, stated in the output); optional training-cost estimate.")
     o.add_argument("--flops", type=_positive_float, nargs="+", required=True, metavar="C",
                    help="training compute budget(s) in FLOPs, e.g. 5.76e23")
     o.add_argument("--law", default="chinchilla",
-                   help="chinchilla | epoch-2024 | kaplan-2020 | path to fit.json (or a sweep dir)")
+                   help="a published law (" + ", ".join(PUBLISHED_NAMES) + ") or a path to fit.json (or a sweep dir)")
     o.add_argument("--approach", choices=("approach1", "approach2", "approach3"), default=None,
                    help="which fit in a fit.json (default: approach3, else 2, else 1)")
+    o.add_argument("--inference-tokens", type=float, default=None, metavar="T",
+                   help="tokens the model will serve: also the (N, D) reaching the compute-optimal loss with the "
+                        "least training + inference FLOPs (2*N per token; Sardana et al. 2024)")
+    o.add_argument("--unique-tokens", type=float, default=None, metavar="U",
+                   help="unique training tokens available: also the best (N, D) when data beyond U is repeated "
+                        "(Muennighoff et al. 2023 effective data, R_D* = 15.4) and the epochs it implies")
     o.add_argument("--gpu", default=None, help="h100 | h200 | a100 | l4 | b200 | tpu-v5p | ... (research/train/devices.py): "
                    "estimate memory and device-hours")
     o.add_argument("--peak-flops", type=_positive_float, default=None,
@@ -152,6 +165,8 @@ def fit_handler(args) -> int:
         out_path = Path(args.out)
         if out_path.is_dir():
             raise UserError(f"--out {out_path} is a directory; pass a file name like {out_path / 'fit.json'}")
+        if out_path.exists() and not out_path.is_file():
+            raise UserError(f"--out {out_path} is a device, pipe or socket, not a regular file; pass a file name")
         blocker = next((p for p in out_path.parents if p.exists() and not p.is_dir()), None)
         if blocker is not None:
             raise UserError(f"--out {out_path}: {blocker} is a file, not a directory")
@@ -173,7 +188,7 @@ def fit_handler(args) -> int:
     options = FitOptions(bootstrap=args.bootstrap, seed=args.seed, grid=args.grid, reduction=args.reduction,
                          backend=args.backend, tol=args.tolerances, level=args.level,
                          budgets=tuple(args.budgets) if args.budgets else None, strict=args.method != "all",
-                         kaplan_n=kaplan_n, approach1_source=args.approach1_source)
+                         kaplan_n=kaplan_n, approach1_source=args.approach1_source, solver=args.solver)
     result = run_fits(table, methods, options, kaplan_df=kaplan_table, log=log)
     if all("skipped" in result[m] for m in methods):  # nothing fitted: say so, and leave fit.json as it is
         reasons = "; ".join(f"{m}: {result[m]['skipped']}" for m in methods)
@@ -192,16 +207,56 @@ def fit_handler(args) -> int:
         for line in (agreement_line(result), noise_line(result)):
             if line:
                 print(line)
+        from research.fit.sensitivity import sensitivity_lines  # lazy: as above
+
+        for line in sensitivity_lines(result.get("sensitivity")):
+            if not line.lstrip().startswith("warning:"):  # its warning is among those printed below
+                print(line)
         for w in result.get("warnings", []):
             print(f"warning: {w}")
     return 0
 
 
+def _print_memory(mem: dict) -> None:
+    w, t = mem["weights_bytes"], mem["training_state_bytes"]
+    print("  weights only     " + ", ".join(f"{k} {v / 1e9:.4g} GB" for k, v in w.items()))
+    print("  training state   " + ", ".join(f"{k} {v / 1e9:.4g} GB" for k, v in t.items())
+          + " (weights, grads, AdamW m and v, master copy; no activations)")
+    print("  KV cache         needs the shape (layers, kv heads, head dim): `scaling size ... --kv-heads K`")
+
+
+def _print_plans(row: dict) -> None:
+    inf = row.get("inference")
+    if inf:
+        base = inf["chinchilla_optimal"]
+        print(f"  with {inf['inference_tokens']:.4g} inference tokens (Sardana et al. 2024; same loss "
+              f"{inf['target_loss']:.4g}):")
+        print(f"    N {inf['n_params']:.4g}, D {inf['tokens']:.4g}, tokens/param {inf['tokens_per_param']:.3g}")
+        print(f"    FLOPs: training {inf['training_flops']:.4g} + inference {inf['inference_flops']:.4g} = "
+              f"{inf['total_flops']:.4g}; compute-optimal model: {base['total_flops']:.4g}; saved "
+              f"{inf['flops_saved']:.4g} ({inf['flops_saved_fraction']:.1%})")
+    dc = row.get("data_constrained")
+    if dc:
+        un = dc["unconstrained"]
+        print(f"  with {dc['unique_tokens']:.4g} unique tokens (Muennighoff et al. 2023, R_D* 15.4):")
+        print(f"    N {dc['n_params']:.4g}, D {dc['tokens']:.4g} ({dc['epochs']:.3g} epochs; effective "
+              f"{dc['effective_tokens']:.4g}), tokens/param {dc['tokens_per_param']:.3g}, loss {dc['loss']:.4g}")
+        print(f"    unconstrained optimum needs {un['epochs']:.3g} epochs: loss {un['loss']:.4g} with fresh data, "
+              f"{un['loss_with_repeats']:.4g} with repeats")
+        for n in dc["notes"]:
+            print(f"    note: {n}")
+
+
 def optimal_handler(args) -> int:
     from research.fit.hardware import training_cost  # lazy: as above
+    from research.fit.law_warnings import law_own_warnings, range_warnings  # lazy: as above
     from research.fit.laws import load_law, optimum  # lazy: as above
+    from research.fit.planning import data_constrained, inference_optimal  # lazy: as above
+    from research.model.accounting import memory_report  # lazy: as above
 
     law = load_law(args.law, args.approach)
+    own = law_own_warnings(getattr(law, "E", None), getattr(law, "loss", None), law.data_range, law.fit_block,
+                           law.warnings)
     rows = []
     for c in args.flops:
         row = optimum(law, c)
@@ -211,6 +266,17 @@ def optimal_handler(args) -> int:
         if row["loss"] is None and not notes:
             notes.append("loss unavailable for this law")
         row["notes"] = notes
+        row["warnings"] = list(law.warnings) + own + range_warnings(
+            law.data_range, flops=c, n=row["n_params"], d=row["tokens"])
+        row["memory"] = memory_report(row["n_params"])
+        if args.inference_tokens is not None:
+            row["inference"] = inference_optimal(law, c, args.inference_tokens)
+            row["warnings"] += range_warnings(law.data_range, n=row["inference"]["n_params"],
+                                              d=row["inference"]["tokens"], label="inference plan: ")
+        if args.unique_tokens is not None:
+            row["data_constrained"] = data_constrained(law, c, args.unique_tokens)
+            row["warnings"] += range_warnings(law.data_range, n=row["data_constrained"]["n_params"],
+                                              d=row["data_constrained"]["tokens"], label="data-constrained plan: ")
         if args.gpu or args.peak_flops:
             row["training"] = training_cost(c, row["n_params"], args.gpu, args.peak_flops, args.mfu)
         rows.append(row)
@@ -229,6 +295,10 @@ def optimal_handler(args) -> int:
         print(f"  predicted loss   {_fmt(row['loss'])}" + (" nats/token" if row["loss"] is not None else ""))
         for n in row["notes"]:
             print(f"  note: {n}")
+        _print_memory(row["memory"])
+        _print_plans(row)
+        for w in row["warnings"]:
+            print(f"  warning: {w}")
         t = row.get("training")
         if t:
             print(f"  training state   {t['train_state_bytes'] / 1e9:.4g} GB ({t['memory_convention']})")

@@ -11,24 +11,29 @@ import typing
 from research.errors import UserError
 from research.fit.agreement import annotate
 from research.fit.method import Approach1Source, FitInput, FitOptions, flops_per_token  # noqa: F401 (re-exported)
-from research.fit.method_approach3 import MIN_POINTS_A3, run_approach3  # noqa: F401 (re-exported)
+from research.fit.method_approach3 import MIN_POINTS_A3, SOLVERS, resolve_solver, run_approach3  # noqa: F401 (re-exported)
 from research.fit.methods import METHODS, method
 from research.fit.noise import seed_noise
+from research.fit.sensitivity import sensitivity_report
 
 APPROACH1_SOURCES = typing.get_args(Approach1Source)
 
 
 def default_budgets(df) -> list[float]:
-    """Budgets for bootstrap N_opt/D_opt intervals: the data's decades, 100x beyond, and 5.76e23."""
+    """Budgets for bootstrap N_opt/D_opt intervals, by default within and near the fitted range: the
+    data's decades and one beyond (always under 100x the largest budget, so the extrapolation warning
+    of diagnostics.EXTRAPOLATION_DECADES_C is raised only for budgets asked for with --budgets)."""
     lo, hi = math.floor(math.log10(df["C"].min())), math.ceil(math.log10(df["C"].max()))
-    return [10.0 ** k for k in range(lo, hi + 3)] + [5.76e23]
+    return [10.0 ** k for k in range(lo, hi + 2)]
 
 
 def run_fits(table, methods=None, options: FitOptions | None = None, *, kaplan_df=None, log=None, **settings) -> dict:
     """Run `methods` (default: all, research.fit.methods.METHODS) on a loaded Table with `options`
     (or the FitOptions fields given as keywords). With options.strict False an approach the data cannot
     support is recorded as {"skipped": reason}; with strict it raises UserError. `kaplan_df`: the table
-    with N = non-embedding parameters, for the Kaplan fits."""
+    with N = non-embedding parameters, for the Kaplan fits. `options.solver` picks the Approach-3 solver
+    (research.fit.method_approach3.resolve_solver); `options.sensitivity` adds the sensitivity block
+    (research/fit/sensitivity.py) after an Approach-3 fit."""
     options = options or FitOptions()
     if settings:
         options = dataclasses.replace(options, **settings)  # a misspelt setting is a TypeError, not ignored
@@ -48,8 +53,10 @@ def run_fits(table, methods=None, options: FitOptions | None = None, *, kaplan_d
     out = {"version": 1, "data": table.meta(), "budgets_for_intervals": budgets}
     log = log or (lambda msg: None)
     inp = FitInput(table, options, budgets, kaplan_df)
-    for name in names:
+    for i, name in enumerate(names):
         t0 = time.perf_counter()
+        log(f"{name}: fitting ({i + 1}/{len(names)}"
+            + (f", {options.bootstrap} bootstrap resamples)" if options.bootstrap else ")"))
         try:
             out[name] = method(name).fit(inp)
             out[name]["seconds"] = time.perf_counter() - t0
@@ -61,8 +68,15 @@ def run_fits(table, methods=None, options: FitOptions | None = None, *, kaplan_d
                 raise
             out[name] = {"skipped": str(err)}
             log(f"{name}: skipped: {err}")
+    if options.sensitivity and "approach3" in out and "skipped" not in out["approach3"]:
+        out["sensitivity"] = sensitivity_report(df, out["approach3"], out.get("approach2"), inp.per_token,
+                                                convention=table.convention,
+                                                design_budgets=table.budget_source != table.columns.get("flops"),
+                                                backend=options.backend, reduction=options.reduction, tol=options.tol)
+        log(f"sensitivity: done in {out['sensitivity']['seconds']:.1f}s")
     out["noise"] = seed_noise(df)
     annotate(out, df, None if kaplan_df is None else kaplan_df.df)
+    out["warnings"] += (out.get("sensitivity") or {}).get("warnings", [])
     for w in out["warnings"]:
         log(f"warning: {w}")
     return out

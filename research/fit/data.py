@@ -8,6 +8,8 @@ Canonical columns of `Table.df`:
   C       the run's FLOP budget: --flops-col, else the sweep's design `budget`
           column, else F
   trial   trial id when the table has one (used for metrics.jsonl curves)
+  family  the model family (the sweep's `family` column, else named from `layers`) when the table says
+  N_nonemb  non-embedding parameters, when the table has them (beside N, for the sensitivity report)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from research.errors import UserError, closest
+from research.model.family import depth_family
 from research.train.sweep_dir import SweepDir
 
 DEFAULT_N = "n_params"
@@ -164,6 +167,11 @@ def load_table(path, n_col: str | None = None, d_col: str | None = None, loss_co
         df["seed"] = raw["seed"].astype(str)
     if "kind" in raw.columns:  # "run" (from scratch) or "branch" (a cooldown branch off a shared trunk)
         df["kind"] = raw["kind"].astype(str).str.strip()
+    family = model_families(raw)
+    if family is not None:
+        df["family"] = family
+    if NONEMBEDDING_N in raw.columns and n_col != NONEMBEDDING_N:
+        df["N_nonemb"] = num(NONEMBEDDING_N)
     dropped: dict[str, int] = {}
     keep = np.ones(len(df), dtype=bool)
     if "status" in raw.columns:
@@ -185,6 +193,21 @@ def load_table(path, n_col: str | None = None, d_col: str | None = None, loss_co
     if not quiet:
         print(f"{file}: {table.drop_message()}", file=sys.stderr)
     return table
+
+
+def model_families(raw):
+    """Each row's model family: the `family` column where filled, else its depth's name from `layers`;
+    None when the table has neither (one family is assumed)."""
+    import pandas as pd
+
+    named = raw["family"].fillna("").astype(str).str.strip() if "family" in raw.columns else None
+    if "layers" in raw.columns:
+        layers = pd.to_numeric(raw["layers"], errors="coerce")
+        by_depth = pd.Series([depth_family(v) if np.isfinite(v) and v >= 1 else "" for v in layers], index=raw.index)
+        named = by_depth if named is None else named.where(named != "", by_depth)
+    if named is None or not (named != "").any():
+        return None
+    return named.where(named != "", "unknown")
 
 
 def group_budgets(c: np.ndarray, rel_tol: float = 0.1) -> np.ndarray:

@@ -30,12 +30,11 @@ import numpy as np
 
 from research.fit.data import group_budgets
 from research.fit.families import family_loss
+from research.fit.law_warnings import E_FLOOR_FRACTION, WIDTH_MAX  # noqa: F401 (listed above; defined there)
 from research.fit.noise import estimate_noise
 
-WIDTH_MAX = 0.1
 MIN_DISTINCT = 3
 TERM_SPREAD_MIN = 0.01
-E_FLOOR_FRACTION = 0.05
 E_FLOOR_SHARE = 0.05
 LACK_OF_FIT_RATIO = 2.0
 EXTRAPOLATION_DECADES_C = 2.0

@@ -30,11 +30,13 @@ from research.fit.data import group_budgets
 from research.fit.diagnostics import decades_outside
 from research.fit.isoflop import BudgetRejected, fit_approach2, isoflop_points, parabola_min
 from research.fit.powerlaw import percentile_interval
+from research.fit.noise import noise_sigma, replicate_sigma, same_value_keys
 from research.fit.predict import predict, predictor_from_fit
 
 NAMED_SPECS = ("largest-budget", "largest-n", "largest-tokens")
 QUERY_COLUMNS = ("n_params", "tokens", "flops", "budget", "loss", "tokens_per_param")
 DEFAULT_BOOTSTRAP = 200
+BASELINE_LAST_D = 3  # the per-size baseline extends ln L(ln D) through a size's 3 largest token counts
 
 
 def query_frame(df):
@@ -109,11 +111,17 @@ def check_split(df, mask: np.ndarray, spec: str, methods) -> None:
 
 
 def _summary(points: list[dict], level: float, sigma: float | None) -> dict:
+    """The summary fields every predictor of the held-out runs reports (laws and baselines alike):
+    mean |error|, the signed mean (the bias), the errors' own spread across the held-out runs (std,
+    ddof 1) and the bias in units of that spread, rms and max, and coverage where there are intervals."""
     rel = np.array([p["rel_error"] for p in points])
-    inside = [p["inside"] for p in points if p["inside"] is not None]
+    inside = [p["inside"] for p in points if p.get("inside") is not None]
     log_err = np.array([math.log(p["predicted"] / p["measured"]) for p in points])
+    spread = float(np.std(rel, ddof=1)) if len(rel) > 1 else None
     return {"n": len(points), "level": level,
             "mean_abs_rel_error": float(np.mean(np.abs(rel))), "mean_rel_error": float(np.mean(rel)),
+            "bias": float(np.mean(rel)), "std_rel_error": spread,
+            "bias_over_spread": float(np.mean(rel)) / spread if spread else None,
             "max_abs_rel_error": float(np.max(np.abs(rel))),
             "rms_log_error": float(np.sqrt(np.mean(log_err ** 2))), "mean_log_error": float(np.mean(log_err)),
             "noise_sigma_log": sigma,
@@ -144,12 +152,13 @@ def holdout_warnings(summary: dict) -> list[str]:
     return out
 
 
-def mean_error_se(pred, held, sigma: float | None) -> float | None:
+def mean_error_se(pred, held, sigma) -> float | None:
     """Standard error of the mean ln(predicted/measured) over the held-out runs under an honest law:
-    independent noise (sigma^2/n) plus the parameter uncertainty, which is shared by every held-out
-    run and so does not average away (variance over bootstrap laws of their mean ln L)."""
+    independent noise (mean sigma_i^2 / n, each run's sigma at its own D/N) plus the parameter
+    uncertainty, which is shared by every held-out run and so does not average away (variance over
+    bootstrap laws of their mean ln L)."""
     n = len(held)
-    var = (sigma or 0.0) ** 2 / n
+    var = float(np.mean(np.square(sigma))) / n if sigma is not None else 0.0
     samples = pred.loss_samples(held["N"].to_numpy(float), held["D"].to_numpy(float))
     if samples is not None:
         var += float(np.nanvar(np.mean(np.log(samples), axis=1), ddof=1))
@@ -178,7 +187,7 @@ def check_law(fit: dict, method: str, train, held, level: float, seed: int = 0) 
                        "inside": None if lo is None else bool(lo <= r["L"] <= hi)})
     sigma = out_rows["interval"]["sigma_log"]
     summary = _summary(points, level, sigma)
-    summary["mean_log_error_se"] = mean_error_se(pred, held, sigma)
+    summary["mean_log_error_se"] = mean_error_se(pred, held, noise_sigma(pred.noise, held["N"], held["D"]))
     warns = holdout_warnings(summary)
     return {"law": pred.form, "params": pred.params, "n_kind": pred.n_kind,
             "interval": out_rows["interval"], "summary": summary, "points": points,
@@ -186,6 +195,45 @@ def check_law(fit: dict, method: str, train, held, level: float, seed: int = 0) 
                               "measured": float(m), "predicted": r["loss"]}
                              for r, f, m in zip(in_rows, train["F"], train["L"])],
             "warnings": warns}
+
+
+def per_size_baseline(train, held, level: float, sigma: float | None) -> dict:
+    """A baseline with no law: each held-out run's loss from its own size's training runs, extended as a
+    straight line of ln L against ln D through the size's BASELINE_LAST_D largest token counts (least
+    squares, every seed: the local slope, since ln L bends in ln D). Runs whose size has fewer than 2
+    training token counts are left out (counted in n_unpredicted)."""
+    size_train, size_held = same_value_keys(train["N"]), same_value_keys(held["N"])
+    points, missing = [], 0
+    for i, (_, r) in enumerate(held.iterrows()):
+        rows = train[size_train == size_held[i]]
+        rows = rows[rows["D"].isin(np.sort(rows["D"].unique())[-BASELINE_LAST_D:])]
+        if rows["D"].nunique() < 2:
+            missing += 1
+            continue
+        slope, intercept = np.polyfit(np.log(rows["D"].to_numpy(float)), np.log(rows["L"].to_numpy(float)), 1)
+        predicted = float(math.exp(intercept + slope * math.log(float(r["D"]))))
+        points.append({"n_params": float(r["N"]), "tokens": float(r["D"]), "measured": float(r["L"]),
+                       "predicted": predicted, "rel_error": predicted / float(r["L"]) - 1.0, "inside": None})
+    if not points:
+        return {"skipped": "no held-out run's size has >= 2 training token counts to extend"}
+    return {"what": f"per size: ln L linear in ln D through the size's {BASELINE_LAST_D} largest training token "
+                    "counts, extended to the held-out D",
+            "summary": _summary(points, level, sigma), "n_unpredicted": missing, "points": points}
+
+
+def baseline_warnings(out: dict) -> list[str]:
+    """The law does worse than a simple baseline on the same held-out runs."""
+    warns = []
+    law = (out.get("approach3") or {}).get("summary")
+    if not law:
+        return warns
+    for name, block in (out.get("baselines") or {}).items():
+        base = block.get("summary") if isinstance(block, dict) else None
+        if base and base["mean_abs_rel_error"] < law["mean_abs_rel_error"]:
+            warns.append(f"Approach 3 predicts the held-out runs worse (mean |error| {law['mean_abs_rel_error']:.2%}, "
+                         f"bias {law['bias']:+.2%}) than the baseline {name} ({base['mean_abs_rel_error']:.2%}, "
+                         f"bias {base['bias']:+.2%}): the law adds nothing to extrapolation here")
+    return warns
 
 
 def _overlap(a, b) -> bool:
@@ -264,8 +312,8 @@ def run_holdout(table, spec: str, methods=None, options: FitOptions | None = Non
     train, held = df[~mask].reset_index(drop=True), df[mask].reset_index(drop=True)
     train_table = dataclasses.replace(table, df=train, sweep_dir=None)
     fit = run_fits(train_table, methods, dataclasses.replace(
-        options, strict=True, budgets=(float(held["C"].max()),), kaplan_n=f"column {table.columns.get('n', 'N')}"),
-        log=log)
+        options, strict=True, budgets=(float(held["C"].max()),), kaplan_n=f"column {table.columns.get('n', 'N')}",
+        sensitivity=False), log=log)
     out = {"holdout": spec, "n_train": int(len(train)), "n_heldout": int(len(held)), "level": level,
            "bootstrap": int(bootstrap), "seed": seed, "extrapolation_decades": _distance(train, held),
            "train_range": {"n_params": [float(train["N"].min()), float(train["N"].max())],
@@ -276,6 +324,12 @@ def run_holdout(table, spec: str, methods=None, options: FitOptions | None = Non
         out[m] = check_law(fit, m, train, held, level, seed)
         out[m]["fit_warnings"] = list(fit[m].get("warnings", []))
         out["warnings"] += [f"{m}: {w}" for w in out[m]["warnings"]]
+    sigma = (out.get("approach3") or {}).get("interval", {}).get("sigma_log")
+    out["baselines"] = {"per_size_lnL_lnD": per_size_baseline(train, held, level, sigma)}
+    if "kaplan" in out:  # Kaplan's joint form, on the same runs, as a baseline beside the law
+        out["baselines"]["kaplan"] = {"what": out["kaplan"]["law"], "summary": out["kaplan"]["summary"]}
+    out["heldout_noise"] = replicate_sigma(held)  # the held-out runs' own seed spread (sigma of ln L)
+    out["warnings"] += baseline_warnings(out)
     if allocation:
         out["approach2"] = check_allocation(train, held, level, seed, max(bootstrap, 20))
         out["warnings"] += [f"approach2: {w}" for w in out["approach2"].get("warnings", [])]

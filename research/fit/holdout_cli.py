@@ -22,7 +22,7 @@ def holdout_command(args, table) -> int:
         log(f"holdout: using --bootstrap {bootstrap} (prediction intervals need a bootstrap of the fit)")
     result = run_holdout(table, args.holdout, methods, bootstrap=bootstrap, seed=args.seed, level=args.level,
                          grid=args.grid, reduction=args.reduction, backend=args.backend, tol=args.tolerances,
-                         log=log, allocation=args.method == "all")
+                         solver=args.solver, log=log, allocation=args.method == "all")
     out = output_path(args.out, args.no_write, table.sweep_dir)  # --out was checked before fitting
     if out is not None:
         write_fit(out, {"extrapolation": result}, merge=True)
@@ -78,6 +78,8 @@ def print_holdout(r: dict) -> None:
               f"max |rel.err| {s['max_abs_rel_error']:.2%}, coverage of the {s['level']:.0%} intervals {cov}")
         for w in b.get("fit_warnings", []):
             print(f"  fit warning: {w}")
+    for line in baseline_lines(r):
+        print(line)
     a2 = r.get("approach2")
     if a2 and "skipped" in a2:
         print(f"approach2 (N_opt at held-out budgets): skipped: {a2['skipped']}")
@@ -95,3 +97,20 @@ def print_holdout(r: dict) -> None:
 
 def _yes_no(inside) -> str:
     return "-" if inside is None else "yes" if inside else "no"
+
+
+def baseline_lines(r: dict) -> list[str]:
+    """The baselines' errors on the same held-out runs, and those runs' own seed spread."""
+    lines = []
+    for name, b in (r.get("baselines") or {}).items():
+        s = b.get("summary") if isinstance(b, dict) else None
+        if s is None:
+            lines.append(f"baseline {name}: skipped: {b.get('skipped') if isinstance(b, dict) else b}")
+            continue
+        spread = "" if s.get("std_rel_error") is None else f", spread {s['std_rel_error']:.2%}"
+        lines.append(f"baseline {name}: mean |rel.err| {s['mean_abs_rel_error']:.2%}, bias {s['bias']:+.2%}{spread} "
+                     f"({s['n']} runs)")
+    noise = r.get("heldout_noise")
+    if noise:
+        lines.append(f"held-out runs' own seed spread: sigma of ln L {noise['sigma_log']:.4f} ({noise['dof']} dof)")
+    return lines

@@ -12,23 +12,39 @@ A law fitted on a `chinchilla`-convention sweep keeps that sweep's FLOPs per tok
 (fit.json "flops_per_token"), so its budgets are chinchilla FLOPs and its optimum solves
 C = k·N^p·D; an Approach 1/2 power law keeps the convention of the runs it was fitted on.
 
-Published constants (copied here so that nothing reads reference files at run
-time):
+Published laws (constants copied here so that nothing reads reference files at run time; each
+law's `source` names the paper and the table or equation):
 
-* ``chinchilla``: Hoffmann et al. 2022, "Training Compute-Optimal Large
-  Language Models", Approach 3 (§3.3, eq. 10):
-  E 1.69, A 406.4, B 410.7, α 0.34, β 0.28.
-* ``epoch-2024``: Besiroglu et al. 2024 (Epoch AI), "Chinchilla Scaling: A
-  replication attempt": refit of the digitised Chinchilla Fig. 4 points with
-  a *summed* Huber loss: E 1.8172, A 482.01, B 2085.43, α 0.3478, β 0.3658.
-* ``kaplan-2020``: Kaplan et al. 2020, "Scaling Laws for Neural Language
-  Models": only the compute-optimal allocation exponent is published in a form
-  usable here, N_opt ∝ C^0.73 (so D_opt = C/(6·N_opt) ∝ C^0.27). The
-  normalisation is ours: the line is anchored to pass through the first row of
-  Chinchilla's Table 3 (N = 400M parameters at C = 1.92e19 FLOPs), i.e. the two
-  allocation rules agree at that small budget and diverge above it. Kaplan's
-  loss is not a function of (N, D) in this form, so its predicted loss is
-  unavailable (None).
+* ``chinchilla-approach3`` (alias ``chinchilla``): Hoffmann et al. 2022, "Training Compute-Optimal
+  Large Language Models", Approach 3 (§3.3, eq. 10) with the unrounded constants
+  E 1.69337, A 406.401, B 410.723, α 0.33917, β 0.28491: 40.4B parameters at 5.76e23 FLOPs,
+  the paper's "40B". ``chinchilla-rounded`` keeps the constants as printed in eq. 10
+  (E 1.69, A 406.4, B 410.7, α 0.34, β 0.28); the rounding alone moves N_opt at 5.76e23 to 32.2B.
+* ``chinchilla-approach1``: Hoffmann et al. 2022 Approach 1 (§3.1) as an allocation,
+  N_opt = k·C^a, D_opt = C/(6·N_opt). Table 2 prints a = 0.50; k and the unrounded a are the
+  least-squares line of log N on log C through the nine rows of Table 3 (CHINCHILLA_TABLE3),
+  a = 0.4981, k = 0.09916. Eight rows lie within 0.4% of the line in N; the 67B row sits 1.2%
+  above it and its 1.5T tokens break C = 6·N·D by 4.7% (6·67e9·1.5e12 = 6.03e23 ≠ 5.76e23).
+* ``chinchilla-approach2``: Hoffmann et al. 2022 Approach 2 (§3.2, IsoFLOP profiles) as an
+  allocation: a = 0.49 (Table 2); k anchored at the paper's Approach-2 projection for Gopher's
+  budget, 63B parameters at 5.76e23 FLOPs (§3.2, Fig. 3 and Fig. 1).
+* ``epoch-2024``: Besiroglu et al. 2024 (Epoch AI), "Chinchilla Scaling: A replication attempt":
+  refit of the digitised Chinchilla Fig. 4 points with a *summed* Huber loss (their §3):
+  E 1.8172, A 482.01, B 2085.43, α 0.3478, β 0.3658.
+* ``kaplan-2020``: Kaplan et al. 2020, "Scaling Laws for Neural Language Models": only the
+  compute-optimal allocation exponent is published in a form usable here, N_opt ∝ C^0.73 (so
+  D_opt = C/(6·N_opt) ∝ C^0.27). The normalisation is ours: the line is anchored to pass
+  through the first row of Chinchilla's Table 3 (N = 400M parameters at C = 1.92e19 FLOPs), i.e.
+  the two allocation rules agree at that small budget and diverge above it. Kaplan's loss is not
+  a function of (N, D) in this form, so its predicted loss is unavailable (None).
+* ``muennighoff-2023``: Muennighoff et al. 2023, "Scaling Data-Constrained Language Models":
+  the fitted L(N, D) of their data-constrained law (E 1.869, A 520.8, B 1487.7, α = β = 0.353;
+  with unique data the D of the law is their effective data D', `research.fit.planning`).
+* ``deepseek-2024``: DeepSeek-AI 2024, "DeepSeek LLM: Scaling Open-Source Language Models with
+  Longtermism", §3.2 eq. 4: M_opt = 0.1715·C^0.5243, D_opt = 5.8316·C^0.4757, with the model
+  scale M in non-embedding FLOPs per token (C = M·D). As parameters N = M/6 (M ≈ 6·N_nonembedding
+  once the attention-over-context term 12·n_layer·d·l_seq is dropped), so D_opt = C/(6·N_opt)
+  and N counts non-embedding parameters.
 """
 
 from __future__ import annotations
@@ -41,7 +57,9 @@ from pathlib import Path
 import numpy as np
 
 from research.errors import UserError, closest
+from research.fsutil import loads_json, read_regular_text
 from research.fit.allocation import SIX_N, FlopsPerToken, allocation_params, compute_optimal
+from research.fit.law_warnings import fit_warnings
 from research.train.sweep_dir import SweepDir
 
 FLOPS_PER_PARAM_TOKEN = SIX_N.k  # C = 6·N·D, the "6n" convention (Kaplan's anchor below)
@@ -59,6 +77,18 @@ CHINCHILLA_TABLE3 = [
     (1e12, 1.27e26, 21.2e12),
     (10e12, 1.30e28, 216.2e12),
 ]
+
+# Chinchilla Approach 1 (Table 2 prints a = 0.50): the least-squares line log N = log k + a·log C
+# through the nine rows above (tests/test_published_laws.py refits it from the table).
+CHINCHILLA_A1_EXPONENT = 0.4980987
+CHINCHILLA_A1_K = 0.09915893
+# Chinchilla Approach 2: a = 0.49 (Table 2), anchored at its projection for Gopher's budget (§3.2).
+CHINCHILLA_A2_EXPONENT = 0.49
+CHINCHILLA_A2_ANCHOR_FLOPS = 5.76e23
+CHINCHILLA_A2_ANCHOR_N = 63e9
+# DeepSeek LLM 2024 §3.2 eq. 4 (M: non-embedding FLOPs per token; N = M/6).
+DEEPSEEK_M_BASE, DEEPSEEK_A = 0.1715, 0.5243
+DEEPSEEK_D_BASE, DEEPSEEK_B = 5.8316, 0.4757
 
 # Kaplan 2020 allocation exponent, and our anchor (Chinchilla Table 3, row 1).
 KAPLAN_EXPONENT = 0.73
@@ -78,6 +108,9 @@ class ChinchillaLaw:
     name: str = "fit"
     source: str = ""
     per_token: FlopsPerToken = SIX_N  # C = k·N^p·D: the FLOP convention budgets are given in
+    data_range: dict | None = None  # {"n_params": [lo, hi], "tokens": [lo, hi], "flops": ...} it was fitted on
+    warnings: list = field(default_factory=list)  # the warnings of the fit it came from
+    fit_block: dict | None = field(default=None, repr=False)  # the fit.json block it was read from
 
     @property
     def convention(self) -> str:
@@ -132,6 +165,9 @@ class AllocationLaw:
     source: str = ""
     notes: list = field(default_factory=list)
     convention: str = "6n"  # the FLOP convention of the C it was fitted on
+    data_range: dict | None = None
+    warnings: list = field(default_factory=list)
+    fit_block: dict | None = field(default=None, repr=False)
 
     def n_opt(self, flops):
         return self.k_N * flops**self.a
@@ -149,26 +185,76 @@ class AllocationLaw:
         return f"N_opt = {self.k_N:.4g}·C^{self.a:.4g}, D_opt = {self.k_D:.4g}·C^{self.b:.4g}"
 
 
+def six_n_allocation(k_n: float, a: float, name: str, source: str, notes=()) -> AllocationLaw:
+    """N_opt = k_n·C^a and D_opt = C/(6·N_opt) (6n convention): the published allocations' form."""
+    return AllocationLaw(k_N=k_n, a=a, k_D=1.0 / (FLOPS_PER_PARAM_TOKEN * k_n), b=1.0 - a, name=name,
+                         source=source, notes=["loss unavailable: " + name + " publishes only the allocation",
+                                               *notes])
+
+
 def kaplan_2020() -> AllocationLaw:
-    k_n = KAPLAN_ANCHOR_N / KAPLAN_ANCHOR_FLOPS**KAPLAN_EXPONENT
-    return AllocationLaw(
-        k_N=k_n, a=KAPLAN_EXPONENT, k_D=1.0 / (FLOPS_PER_PARAM_TOKEN * k_n), b=1.0 - KAPLAN_EXPONENT,
-        name="kaplan-2020",
-        source="Kaplan et al. 2020: N_opt ∝ C^0.73; normalisation anchored at N=400M, "
-               "C=1.92e19 (Chinchilla Table 3 row 1); D = C/(6N)",
-        notes=["loss unavailable: kaplan-2020 publishes only the allocation exponent in this form"],
-    )
+    return six_n_allocation(
+        KAPLAN_ANCHOR_N / KAPLAN_ANCHOR_FLOPS**KAPLAN_EXPONENT, KAPLAN_EXPONENT, "kaplan-2020",
+        "Kaplan et al. 2020: N_opt ∝ C^0.73; normalisation anchored at N=400M, "
+        "C=1.92e19 (Chinchilla Table 3 row 1); D = C/(6N)")
+
+
+# The range of (N, D) behind each published law, for extrapolation warnings (from the papers'
+# abstracts; None where the paper states none we hold).
+CHINCHILLA_RANGE = {"n_params": [70e6, 16e9], "tokens": [5e9, 500e9]}  # "70M to over 16B ... 5 to 500B tokens"
+KAPLAN_RANGE = {"n_params": [768, 1.5e9], "tokens": [22e6, 23e9]}  # non-embedding N
+
+
+def _chinchilla(E, A, B, alpha, beta, name, source, data_range=CHINCHILLA_RANGE):
+    return lambda: ChinchillaLaw(E, A, B, alpha, beta, name=name, source=source, data_range=data_range)
+
+
+def _alloc(k_n, a, name, source, data_range=CHINCHILLA_RANGE, notes=()):
+    def make():
+        law = six_n_allocation(k_n, a, name, source, notes)
+        law.data_range = data_range
+        return law
+    return make
 
 
 PUBLISHED = {
-    "chinchilla": lambda: ChinchillaLaw(
-        1.69, 406.4, 410.7, 0.34, 0.28, name="chinchilla",
-        source="Hoffmann et al. 2022, Approach 3 (§3.3)"),
-    "epoch-2024": lambda: ChinchillaLaw(
-        1.8172, 482.01, 2085.43, 0.3478, 0.3658, name="epoch-2024",
-        source="Besiroglu et al. 2024 (Epoch AI), summed-Huber refit of Chinchilla data"),
-    "kaplan-2020": kaplan_2020,
+    "chinchilla": _chinchilla(
+        1.69337, 406.401, 410.723, 0.33917, 0.28491, "chinchilla",
+        "Hoffmann et al. 2022, Approach 3 (§3.3, eq. 10), unrounded constants (= chinchilla-approach3)"),
+    "chinchilla-approach3": _chinchilla(
+        1.69337, 406.401, 410.723, 0.33917, 0.28491, "chinchilla-approach3",
+        "Hoffmann et al. 2022, Approach 3 (§3.3, eq. 10), unrounded constants"),
+    "chinchilla-rounded": _chinchilla(
+        1.69, 406.4, 410.7, 0.34, 0.28, "chinchilla-rounded",
+        "Hoffmann et al. 2022, Approach 3 (§3.3, eq. 10) as printed (rounded; 32B at 5.76e23, not 40B)"),
+    "chinchilla-approach1": _alloc(
+        CHINCHILLA_A1_K, CHINCHILLA_A1_EXPONENT, "chinchilla-approach1",
+        "Hoffmann et al. 2022, Approach 1 (§3.1; Table 2 a = 0.50): N_opt = k*C^a through Table 3's rows "
+        f"(least squares: a = {CHINCHILLA_A1_EXPONENT}, k = {CHINCHILLA_A1_K}); D = C/(6N)"),
+    "chinchilla-approach2": _alloc(
+        CHINCHILLA_A2_ANCHOR_N / CHINCHILLA_A2_ANCHOR_FLOPS**CHINCHILLA_A2_EXPONENT, CHINCHILLA_A2_EXPONENT,
+        "chinchilla-approach2",
+        "Hoffmann et al. 2022, Approach 2 (§3.2; Table 2 a = 0.49): N_opt = k*C^0.49 anchored at the paper's "
+        "projection of 63B parameters for Gopher's 5.76e23 FLOPs; D = C/(6N)"),
+    "epoch-2024": _chinchilla(
+        1.8172, 482.01, 2085.43, 0.3478, 0.3658, "epoch-2024",
+        "Besiroglu et al. 2024 (Epoch AI), summed-Huber refit of Chinchilla data (§3)"),
+    "kaplan-2020": lambda: _with_range(kaplan_2020(), KAPLAN_RANGE),
+    "muennighoff-2023": _chinchilla(
+        1.869, 520.8, 1487.7, 0.353, 0.353, "muennighoff-2023",
+        "Muennighoff et al. 2023, data-constrained scaling law's fitted L(N, D) (R_D* 15.4, R_N* 5.3)",
+        data_range=None),
+    "deepseek-2024": _alloc(
+        DEEPSEEK_M_BASE / FLOPS_PER_PARAM_TOKEN, DEEPSEEK_A, "deepseek-2024",
+        f"DeepSeek-AI 2024, DeepSeek LLM §3.2 eq. 4: M_opt = {DEEPSEEK_M_BASE}*C^{DEEPSEEK_A}, "
+        f"D_opt = {DEEPSEEK_D_BASE}*C^{DEEPSEEK_B} (M: non-embedding FLOPs/token); N = M/6", data_range=None,
+        notes=["N counts non-embedding parameters (DeepSeek's M = 6N without the attention-context term)"]),
 }
+
+
+def _with_range(law, data_range):
+    law.data_range = data_range
+    return law
 
 
 def published(name: str):
@@ -203,18 +289,39 @@ def _law_numbers(block: dict, keys: dict, name: str) -> list[float]:
     return out
 
 
+def fitted_range(fit: dict, block: dict) -> dict | None:
+    """The (N, D, C) range of the runs behind a fit: the block's own `data_range`, else that of any
+    approach in the same file (every approach is fitted on the same table)."""
+    if isinstance(block.get("data_range"), dict):
+        return block["data_range"]
+    for key in APPROACH_ORDER:
+        other = fit.get(key)
+        if isinstance(other, dict) and isinstance(other.get("data_range"), dict):
+            return other["data_range"]
+    return None
+
+
 def law_from_fit(fit: dict, approach: str | None = None, name: str = "fit"):
-    """A law from a fit.json dict (or one approach's block)."""
+    """A law from a fit.json dict (or one approach's block), carrying the fit's warnings
+    (research.fit.law_warnings.fit_warnings), its data range and the block it came from."""
+    law = _law_from_fit(fit, approach, name)
+    block = law.fit_block if law.fit_block is not None else fit
+    law.warnings = fit_warnings(fit, block if block is not fit else None)
+    law.data_range = fitted_range(fit, block)
+    return law
+
+
+def _law_from_fit(fit: dict, approach: str | None = None, name: str = "fit"):
     if not isinstance(fit, dict):
         raise UserError(f"{name} holds a JSON {type(fit).__name__}, not a fit object; run `scaling fit` to make one")
     if "E" in fit and "alpha" in fit:
         return ChinchillaLaw(*_law_numbers(fit, CHINCHILLA_KEYS, name), name=name, source="Approach 3 fit",
-                             per_token=FlopsPerToken.from_dict(fit.get("flops_per_token")))
+                             per_token=FlopsPerToken.from_dict(fit.get("flops_per_token")), fit_block=fit)
     if "k_N" in fit and "a" in fit:
         k_n, a, k_d, b = _law_numbers(fit, ALLOCATION_KEYS, name)
         return AllocationLaw(k_n, a, k_d, b, name=name, source=f"{fit.get('method', 'power-law')} fit",
                              notes=["loss unavailable: an IsoFLOP/envelope fit gives only N_opt, D_opt"],
-                             convention=str(fit.get("flops_convention", "6n")))
+                             convention=str(fit.get("flops_convention", "6n")), fit_block=fit)
     choices = [approach] if approach else [k for k in APPROACH_ORDER if isinstance(fit.get(k), dict)
                                            and "skipped" not in fit[k]]
     for key in choices:
@@ -223,7 +330,7 @@ def law_from_fit(fit: dict, approach: str | None = None, name: str = "fit"):
             raise UserError(f"fit has no usable {key!r} result"
                             + (f" ({block['skipped']})" if isinstance(block, dict) else "")
                             + "; run `scaling fit DIR --method " + key + "` first or pick another --approach")
-        return law_from_fit(block, name=f"{name}:{key}")
+        return _law_from_fit(block, name=f"{name}:{key}")
     raise UserError(f"{name} holds no Approach 1/2/3 result; run `scaling fit` on the sweep first")
 
 
@@ -239,8 +346,8 @@ def load_law(spec: str, approach: str | None = None):
             raise UserError(f"fit file {path} does not exist; run `scaling fit` first or use a "
                             f"published law ({', '.join(PUBLISHED)})")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            data = loads_json(read_regular_text(path, "law file"), f"law file {path}")
+        except json.JSONDecodeError as err:
             raise UserError(f"{path} is not valid JSON ({err}); re-run `scaling fit`") from None
         except OSError as err:
             raise UserError(f"cannot read {path}: {err.strerror}") from None

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from research.errors import UserError
+from research.fsutil import loads_json, read_regular_text
 
 RULE_KIND = "lr_rule"
 RULE_VERSION = 1
@@ -124,13 +125,13 @@ def load_rule(path) -> LrRule:
     """Read and check a rule JSON file; UserError (one line) when missing, not JSON or not an lr rule."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_regular_text(path, "[recipe] lr_rule:")
     except FileNotFoundError:
         raise UserError(f"[recipe] lr_rule: file not found: {path} (paths are relative to the sweep file)") from None
     except (OSError, UnicodeDecodeError, ValueError) as err:  # ValueError: a path with a NUL byte
         raise UserError(f"[recipe] lr_rule: cannot read {str(path)[:200]!r} ({type(err).__name__})") from None
     try:
-        data = json.loads(text)
+        data = loads_json(text, f"[recipe] lr_rule: {path}")
     except json.JSONDecodeError as err:
         raise UserError(f"[recipe] lr_rule: {path} is not JSON (line {err.lineno}: {err.msg})") from None
     return parse_rule(data, str(path))

@@ -22,6 +22,7 @@ Reduction = Literal["sum", "mean"]
 Backend = Literal["jax", "scipy"]
 Grid = Literal["full", "small"]
 Tolerances = Literal["tight", "scipy"]
+Solver = Literal["varpro", "lbfgs"]  # Approach 3: research/fit/varpro.py or the L-BFGS grid of approach3.py
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,13 @@ class FitOptions:
     kaplan_n: str = "nonembedding"  # what N the Kaplan fits count (recorded in the result)
     smooth: int = 5  # Approach 1 from curves: smoothing window
     approach1_source: Approach1Source = "endpoints"
+    solver: Solver | None = None  # Approach 3 solver (None: method_approach3.resolve_solver picks)
+    sensitivity: bool = True  # add the sensitivity block (research/fit/sensitivity.py) after an Approach-3 fit
 
     def for_refit(self, bootstrap: int) -> FitOptions:
         """A held-out refit's options: this fit's solver settings, seed and level, its own bootstrap."""
         return FitOptions(bootstrap=bootstrap, seed=self.seed, grid=self.grid, reduction=self.reduction,
-                          backend=self.backend, tol=self.tol, level=self.level)
+                          backend=self.backend, tol=self.tol, level=self.level, solver=self.solver)
 
 
 @dataclass(frozen=True)

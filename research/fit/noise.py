@@ -23,6 +23,8 @@ Replicates are used when they give at least MIN_REPLICATE_DOF degrees of freedom
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 MIN_REPLICATE_DOF = 3
@@ -115,6 +117,7 @@ def seed_noise(df) -> dict:
                        "mean_loss": mean, "std": std, "rel_std": std / mean})
     dof = int(sum(len(g) - 1 for g in groups))
     return {"replicates": int(sum(len(g) for g in groups)), "n_points": len(groups), "points": points,
+            "model": noise_model(df),
             "pooled": {"std": float(np.sqrt(ss / dof)), "rel_std": float(np.sqrt(ss_rel / dof)), "dof": dof},
             "units": "std in nats/token, rel_std = std / mean loss of the point; pooled: sqrt(sum of squared "
                      "deviations from each point's mean / sum of (n_seeds - 1))"}
@@ -150,6 +153,11 @@ def estimate_noise(df, L_pred, n_fitted: int) -> dict:
         out.update(kind="replicates", sigma_log=rep["sigma_log"],
                    description=f"run-to-run spread of {rep['n_runs']} replicate runs at {rep['n_groups']} "
                                f"(N, D) points (sigma of ln L {rep['sigma_log']:.3g}, {rep['dof']} dof)")
+        trend = noise_trend(df)
+        if trend is not None:  # prediction intervals take the noise at each point's own D/N
+            out["by_tokens_per_param"] = trend
+            out["description"] += (f", as a function of D/N: sigma ∝ (D/N)^{trend['exponent']:.2f} over D/N "
+                                   f"{trend['range'][0]:.3g}-{trend['range'][1]:.3g}")
     else:
         why = ("no replicate runs (same N and D, different seed)" if rep is None
                else f"only {rep['dof']} replicate dof (need >= {MIN_REPLICATE_DOF})")
@@ -157,3 +165,108 @@ def estimate_noise(df, L_pred, n_fitted: int) -> dict:
                    description=f"residual scatter of the fit stands in for run-to-run noise ({why}; "
                                f"sigma of ln L {res['sigma_log']:.3g}, {res['dof']} dof)")
     return out
+
+
+# ----------------------------------------------------------------------------- the noise model
+
+DN_BIN_DECADES = 0.5  # D/N bins of half a decade for the binned seed noise
+MIN_TREND_GROUPS = 4  # replicated points needed to fit the noise's trend in D/N
+
+
+def _log_var_bias(k: int) -> float:
+    """E[ln(s^2 / sigma^2)] for a sample variance with k degrees of freedom (normal noise)."""
+    from scipy.special import digamma
+
+    return float(digamma(k / 2) + math.log(2 / k))
+
+
+def noise_trend(df) -> dict | None:
+    """The seed noise of ln L as a smooth function of D/N: ln sigma^2 = c0 + c1 ln(D/N), least squares
+    on each replicated point's ln s^2 (unbiased for its dof). None with too few replicated points or
+    no spread in D/N. `noise_sigma` evaluates it (clamped to the measured D/N range)."""
+    groups = replicate_groups(df)
+    if len(groups) < MIN_TREND_GROUPS:
+        return None
+    lnL = np.log(df["L"].to_numpy(float))
+    x = np.log(df["D"].to_numpy(float) / df["N"].to_numpy(float))
+    xs, ys = [], []
+    for g in groups:
+        s2 = float(np.var(lnL[g], ddof=1))
+        if s2 > 0:
+            xs.append(float(np.mean(x[g])))
+            ys.append(math.log(s2) - _log_var_bias(len(g) - 1))
+    if len(xs) < MIN_TREND_GROUPS or np.ptp(xs) < 0.1:
+        return None
+    c1, c0 = np.polyfit(xs, ys, 1)
+    return {"form": "sigma_log(D/N) = exp((c0 + c1 ln(D/N)) / 2), D/N clamped to range", "c0": float(c0),
+            "c1": float(c1), "exponent": float(c1 / 2), "range": [float(math.exp(min(xs))), float(math.exp(max(xs)))],
+            "n_points": len(xs)}
+
+
+def noise_sigma(noise: dict | None, N, D):
+    """sigma of ln L at each (N, D): the D/N trend where the noise estimate has one (clamped to the D/N
+    it was measured over), else its single sigma_log; None without a noise estimate."""
+    if not noise or noise.get("sigma_log") is None:
+        return None
+    trend = noise.get("by_tokens_per_param")
+    N, D = np.asarray(N, float), np.asarray(D, float)
+    if not trend:
+        return np.full(N.shape, float(noise["sigma_log"]))
+    lo, hi = trend["range"]
+    x = np.log(np.clip(D / N, lo, hi))
+    return np.exp((trend["c0"] + trend["c1"] * x) / 2)
+
+
+def noise_model(df) -> dict | None:
+    """The seed noise taken apart: per trunk and per run, binned by D/N, with its trend and the degrees
+    of freedom that are really independent. A seed's runs of one size share initialisation, data order
+    and (in a branch design) the trunk, so each (size, seed) carries an offset common to all its points:
+    r = ln L - the point's seed mean splits into the (size, seed) offset (the mean of r over the size's
+    points) and the per-run rest. Offsets give one independent contrast per size and extra seed
+    (sizes x (seeds - 1)), not one per point."""
+    groups = replicate_groups(df)
+    if not groups:
+        return None
+    lnL = np.log(df["L"].to_numpy(float))
+    size = same_value_keys(df["N"])
+    seeds = df["seed"].astype(str).to_numpy() if "seed" in df.columns else np.array([str(i) for i in range(len(df))])
+    resid = np.full(len(df), np.nan)
+    for g in groups:
+        resid[g] = lnL[g] - lnL[g].mean()
+    ss_offset = ss_run = 0.0
+    dof_offset = dof_run = 0
+    for k in sorted(set(size[np.isfinite(resid)])):
+        rows = np.flatnonzero((size == k) & np.isfinite(resid))
+        by_seed = {}
+        for i in rows:
+            by_seed.setdefault(seeds[i], []).append(i)
+        for idx in by_seed.values():
+            offset = float(np.mean(resid[idx]))
+            ss_offset += len(idx) * offset ** 2
+            ss_run += float(np.sum((resid[idx] - offset) ** 2))
+        dof_size = sum(len(g) - 1 for g in groups if size[g[0]] == k)  # each point's seeds less its mean
+        dof_offset += len(by_seed) - 1
+        dof_run += dof_size - (len(by_seed) - 1)
+    total = ss_offset + ss_run
+    x = df["D"].to_numpy(float) / df["N"].to_numpy(float)
+    bins: dict[int, list] = {}
+    for g in groups:
+        bins.setdefault(int(math.floor(math.log10(float(np.mean(x[g]))) / DN_BIN_DECADES)), []).append(g)
+    binned = []
+    for b in sorted(bins):
+        gs = bins[b]
+        ss = sum(float(np.sum((lnL[g] - lnL[g].mean()) ** 2)) for g in gs)
+        dof = sum(len(g) - 1 for g in gs)
+        binned.append({"tokens_per_param": [10 ** (b * DN_BIN_DECADES), 10 ** ((b + 1) * DN_BIN_DECADES)],
+                       "n_points": len(gs), "dof": dof, "sigma_log": math.sqrt(ss / dof)})
+    naive = int(sum(len(g) - 1 for g in groups))
+    return {"offset_share": ss_offset / total if total > 0 else None,
+            "sigma_log_offset": math.sqrt(ss_offset / dof_offset) if dof_offset else None,
+            "sigma_log_run": math.sqrt(ss_run / dof_run) if dof_run else None,
+            "dof_offset": dof_offset, "dof_run": dof_run, "dof_naive": naive, "dof_independent": dof_offset,
+            "binned": binned, "trend": noise_trend(df),
+            "description": "sigma of ln L between seeds. offset: each (size, seed)'s mean deviation over the size's "
+                           "points (one per trunk), sigma_log_offset its rms per row on dof_offset = "
+                           "sizes x (seeds - 1) "
+                           "independent contrasts; run: the rest; offset_share: the offsets' share of the squared "
+                           "deviations; binned: pooled by half a decade of D/N; trend: ln sigma^2 linear in ln(D/N)"}

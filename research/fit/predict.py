@@ -27,20 +27,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from research.errors import UserError, closest
-from research.fit.diagnostics import extrapolation_warnings
 from research.fit.families import CHINCHILLA_KEYS, FAMILY_FORMS, FAMILY_KEYS, KAPLAN_KEYS, family_loss  # noqa: F401
 from research.fit.kaplan import PUBLISHED as KAPLAN_PUBLISHED
-from research.fit.laws import published
+from research.fit.law_warnings import fit_warnings, law_own_warnings, range_warnings
+from research.fit.laws import PUBLISHED, ChinchillaLaw, published
 from research.fit.methods import METHODS, loss_methods
+from research.fit.noise import noise_sigma
+from research.fsutil import loads_json, read_regular_text
 from research.train.sweep_dir import SweepDir
+
 MC_DRAWS = 4000  # Monte Carlo draws per (N, D) for the interval
 
-# Ranges of the data behind the published laws (from the papers' abstracts), for extrapolation warnings.
-PUBLISHED_RANGES = {
-    "chinchilla": {"n_params": [70e6, 16e9], "tokens": [5e9, 500e9]},  # "70M to over 16B ... 5 to 500B tokens"
-    "epoch-2024": {"n_params": [70e6, 16e9], "tokens": [5e9, 500e9]},  # refit of the same runs
-    "kaplan-2020": {"n_params": [768, 1.5e9], "tokens": [22e6, 23e9]},  # non-embedding N
-}
 NO_LOSS_APPROACHES = tuple(name for name, m in METHODS.items() if m.law is None)  # allocation only
 NO_LOSS_MESSAGE = ("{which} gives only the compute-optimal allocation N_opt(C), D_opt(C), not the loss of an "
                    "arbitrary (N, D); predict with --approach approach3 (E + A/N^alpha + B/D^beta) or kaplan "
@@ -56,10 +53,13 @@ class Predictor:
     params: dict
     source: str = ""
     samples: dict | None = None  # family keys -> arrays (S,), one law per bootstrap resample
+    samples_drawn: int | None = None  # resamples the fit drew, usable or not (samples keeps the usable ones)
     noise: dict | None = None  # research.fit.noise.estimate_noise output
     n_kind: str = "total"
     data_range: dict | None = None
     notes: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)  # the fit's own (research.fit.law_warnings.fit_warnings)
+    fit_block: dict | None = field(default=None, repr=False)
 
     @property
     def form(self) -> str:
@@ -108,6 +108,23 @@ def _samples(block: dict, keys) -> dict | None:
     return {k: v[ok] for k, v in arr.items()}
 
 
+def _drawn(block: dict) -> int | None:
+    """How many bootstrap resamples the fit recorded (before `_samples` drops the unusable ones)."""
+    s = (block.get("bootstrap") or {}).get("samples")
+    first = next(iter(s.values()), None) if isinstance(s, dict) else None
+    return len(first) if isinstance(first, list) else None
+
+
+def usable_laws_text(pred: Predictor) -> str:
+    """'183 of 200 bootstrap laws (17 dropped: ...)', or 'N bootstrap laws' when none was dropped."""
+    kept = len(next(iter(pred.samples.values())))
+    drawn = pred.samples_drawn or kept
+    if drawn <= kept:
+        return f"{kept} bootstrap laws"
+    return (f"{kept} of {drawn} bootstrap laws; {drawn - kept} resamples were dropped because a parameter "
+            "came out non-finite, or A, B or an exponent not positive (a resample the law's form cannot use)")
+
+
 def _usable(block) -> bool:
     return isinstance(block, dict) and "skipped" not in block
 
@@ -123,8 +140,9 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
         if approach is None and any(k in fit for k in keys) and not any(k in fit for k in APPROACH_KEYS):
             params = _check_params(fit, keys, f"law file {name}")
             return Predictor(name, family, params, source=f"law file {name}", samples=_samples(fit, keys),
+                             samples_drawn=_drawn(fit),
                              noise=fit.get("noise"), n_kind=fit.get("n_kind", "total"),
-                             data_range=fit.get("data_range"))
+                             data_range=fit.get("data_range"), warnings=fit_warnings(fit, None), fit_block=fit)
     if approach is None:
         approach = next((m for m in loss_methods() if _usable(fit.get(m)) and _has_law(fit[m], m)), None)
         if approach is None:
@@ -133,7 +151,7 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
                 raise UserError(NO_LOSS_MESSAGE.format(which=f"{name} holds only {' and '.join(have)}, which"))
             raise UserError(f"{name} holds no Approach 3 or Kaplan L(N, D) result; run "
                             "`scaling fit DIR --method approach3` first, or pass a published law "
-                            f"({', '.join(PUBLISHED_RANGES)})")
+                            f"({', '.join(PUBLISHED)})")
     block = fit.get(approach)
     if not _usable(block):
         why = f" ({block['skipped']})" if isinstance(block, dict) else ""
@@ -149,8 +167,9 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
     where = f"{name} {approach}" + ("" if law.block is block else " L_ND")
     params = _check_params(law.block, keys, where)
     return Predictor(f"{name}:{approach}", law.family, params, source=law.source, samples=_samples(law.block, keys),
-                     noise=law.block.get("noise"), n_kind=law.n_kind, data_range=law.block.get("data_range"),
-                     notes=list(law.notes))
+                     samples_drawn=_drawn(law.block), noise=law.block.get("noise"), n_kind=law.n_kind,
+                     data_range=law.block.get("data_range"), notes=list(law.notes),
+                     warnings=fit_warnings(fit, block), fit_block=block if law.block is block else None)
 
 
 def _has_law(block: dict, approach: str) -> bool:
@@ -165,17 +184,20 @@ APPROACH_KEYS = tuple(METHODS)
 
 
 def published_predictor(name: str) -> Predictor:
+    law = published(name)
     if name == "kaplan-2020":
         return Predictor("kaplan-2020", "kaplan", dict(KAPLAN_PUBLISHED["L_ND"]),
                          source="Kaplan et al. 2020 joint law (alpha_N 0.076, alpha_D 0.103, N_c 6.4e13, "
                                 "D_c 1.8e13)", n_kind="nonembedding",
-                         data_range=PUBLISHED_RANGES[name],
+                         data_range=law.data_range,
                          notes=["N is non-embedding parameters and the loss is Kaplan's (WebText2, their "
                                 "tokenizer), as published",
                                 "no published uncertainty: point prediction only"])
-    law = published(name)
+    if not isinstance(law, ChinchillaLaw):
+        raise UserError(f"{name} is an allocation N_opt(C), D_opt(C) only ({law.source}); it gives no L(N, D) "
+                        "to predict with: use a law with a loss, e.g. chinchilla-approach3 or epoch-2024")
     return Predictor(name, "chinchilla", {k: getattr(law, k) for k in CHINCHILLA_KEYS}, source=law.source,
-                     data_range=PUBLISHED_RANGES.get(name),
+                     data_range=law.data_range,
                      notes=["no published uncertainty: point prediction only"])
 
 
@@ -184,7 +206,7 @@ def load_predictor(spec: str, approach: str | None = None) -> Predictor:
     import json
     from pathlib import Path
 
-    if spec in PUBLISHED_RANGES:
+    if spec in PUBLISHED:
         if approach is not None:
             raise UserError(f"--approach applies to a fit.json, not to the published law {spec!r}")
         return published_predictor(spec)
@@ -192,11 +214,11 @@ def load_predictor(spec: str, approach: str | None = None) -> Predictor:
     if path.is_dir():
         path = SweepDir(path).fit_path
     if not path.exists():
-        raise UserError(f"unknown law {spec!r}{closest(spec, PUBLISHED_RANGES)}: not a published law "
-                        f"({', '.join(PUBLISHED_RANGES)}) and no such file; run `scaling fit` first")
+        raise UserError(f"unknown law {spec!r}{closest(spec, PUBLISHED)}: not a published law "
+                        f"({', '.join(PUBLISHED)}) and no such file; run `scaling fit` first")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = loads_json(read_regular_text(path, "law file"), f"law file {path}")
+    except json.JSONDecodeError as err:
         raise UserError(f"{path} is not valid JSON ({err}); pass a fit.json written by `scaling fit`") from None
     return predictor_from_fit(data, approach, name=str(path))
 
@@ -230,7 +252,7 @@ def interval_description(pred: Predictor, level: float) -> dict:
     noise = pred.noise.get("kind") if pred.noise else None
     if params and noise:
         text = (f"{level:.0%} prediction interval for a new run: parameter uncertainty "
-                f"({len(next(iter(pred.samples.values())))} bootstrap laws) plus run-to-run noise: "
+                f"({usable_laws_text(pred)}) plus run-to-run noise: "
                 f"{pred.noise['description']}")
     elif noise:
         fix = ("the Kaplan fit has no bootstrap" if pred.family == "kaplan"
@@ -254,23 +276,23 @@ def predict(pred: Predictor, N, D, level: float = 0.95, seed: int = 0) -> dict:
     point = np.asarray(pred.loss(N, D), float)
     lo = hi = p_lo = p_hi = None
     q = [(1 - level) / 2, (1 + level) / 2]
-    sigma = float(pred.noise["sigma_log"]) if pred.noise and pred.noise.get("sigma_log") is not None else None
+    sigma = noise_sigma(pred.noise, N, D)  # per point: the seed noise at its own D/N where it was modelled
     samples = pred.loss_samples(N, D)
     if samples is not None:
         ln_s = np.log(samples)  # (S, P)
         p_lo, p_hi = np.exp(np.nanquantile(ln_s, q, axis=0))
-        if sigma:
+        if sigma is not None:
             reps = max(1, -(-MC_DRAWS // len(ln_s)))
             z = np.random.default_rng(seed).standard_normal((len(ln_s) * reps, 1))
             draws = np.repeat(ln_s, reps, axis=0) + sigma * z
             lo, hi = np.exp(np.nanquantile(draws, q, axis=0))
         else:
             lo, hi = p_lo, p_hi
-    elif sigma:
+    elif sigma is not None:
         from statistics import NormalDist
 
         k = NormalDist().inv_cdf(q[1])
-        lo, hi = point * math.exp(-k * sigma), point * math.exp(k * sigma)
+        lo, hi = point * np.exp(-k * sigma), point * np.exp(k * sigma)
     rows = []
     for i in range(len(N)):
         row = {"n_params": float(N[i]), "tokens": float(D[i]), "tokens_per_param": float(D[i] / N[i]),
@@ -281,7 +303,12 @@ def predict(pred: Predictor, N, D, level: float = 0.95, seed: int = 0) -> dict:
             row["loss_low_params_only"] = float(p_lo[i])
             row["loss_high_params_only"] = float(p_hi[i])
         rows.append(row)
-    warns = extrapolation_warnings(N, D, pred.data_range)
+    warns = list(pred.warnings) + law_own_warnings(pred.params.get("E"), pred.loss, pred.data_range,
+                                                   pred.fit_block, pred.warnings)
+    for i in range(len(N)):
+        for w in range_warnings(pred.data_range, n=N[i], d=D[i], label=f"pair {i + 1}: " if len(N) > 1 else ""):
+            if w not in warns:
+                warns.append(w)
     return {"law": pred.name, "form": pred.form, "params": pred.params, "source": pred.source,
             "n_kind": pred.n_kind, "interval": interval_description(pred, level), "notes": list(pred.notes),
             "warnings": warns, "rows": rows}

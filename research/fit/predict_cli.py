@@ -13,12 +13,13 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "predict", help="predicted loss L(N, D) of (N, D) pairs under a law, with prediction intervals",
         description="Predicted loss (nats/token) of models with N parameters trained on D tokens, under a "
-                    "published law (chinchilla, epoch-2024, kaplan-2020: Kaplan's joint L(N, D), non-embedding N) "
+                    "published law (chinchilla = chinchilla-approach3, chinchilla-rounded, epoch-2024, muennighoff-2023, "
+                    "kaplan-2020: Kaplan's joint L(N, D), non-embedding N) "
                     "or a fit.json (Approach 3, or Kaplan's joint law). Approaches 1 and 2 give only the "
                     "compute-optimal allocation, not L(N, D), so they cannot predict. A fit with a bootstrap "
                     "gives a prediction interval for a new run: parameter uncertainty plus run-to-run noise.")
     p.add_argument("--law", default="chinchilla",
-                   help="chinchilla | epoch-2024 | kaplan-2020 | path to fit.json (or a sweep dir, or a JSON "
+                   help="chinchilla | chinchilla-rounded | epoch-2024 | muennighoff-2023 | kaplan-2020 | path to fit.json (or a sweep dir, or a JSON "
                         "file with E, A, B, alpha, beta)")
     p.add_argument("--approach", choices=APPROACH_CHOICES, default=None,
                    help="which law in a fit.json (default: approach3, else kaplan)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from research.fit.agreement import agreement
-from research.fsutil import atomic_write_text
+from research.fsutil import atomic_write_text, loads_json, read_regular_text
 from research.train.sweep_dir import SweepDir
 
 
@@ -54,9 +54,9 @@ def write_fit(path, result: dict, merge=True) -> Path:
     path = Path(path)
     data = {}
     if merge and path.exists():
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        try:  # a device or directory at the path is refused, never read (/dev/zero never ends)
+            data = loads_json(read_regular_text(path, "--out"), f"--out {path}")
+        except json.JSONDecodeError:
             data = {}
         if not isinstance(data, dict):  # not a fit record: replaced, as an unreadable one is
             data = {}

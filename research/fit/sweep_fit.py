@@ -15,8 +15,9 @@ from research.train.sweep_dir import SweepDir
 
 
 def fit_sweep_dir(path, *, bootstrap: int = 0, seed: int = 0, grid="full", quiet: bool = True,
-                  holdout: str | None = None, holdout_bootstrap: int = 200, **kw) -> dict:
-    """Fit every approach the sweep directory's data supports and write DIR/fit.json.
+                  holdout: str | None = None, holdout_bootstrap: int = 200, write: bool = True, **kw) -> dict:
+    """Fit every approach the sweep directory's data supports and write DIR/fit.json (`write=False`:
+    only return it, as the notebooks do: they never write into a sweep directory).
 
     Approaches without enough points are recorded as {"skipped": reason} instead of failing.
     `holdout` (e.g. "largest-budget"): also refit on the other runs (bootstrap: the larger of
@@ -35,8 +36,9 @@ def fit_sweep_dir(path, *, bootstrap: int = 0, seed: int = 0, grid="full", quiet
     if holdout:
         result["extrapolation"] = holdout_or_skip(table, holdout, options=options.for_refit(
             max(bootstrap, holdout_bootstrap)), log=log, allocation=True)
-    sweep_dir = table.sweep_dir or (path if path.is_dir() else path.parent)
-    write_fit(SweepDir(sweep_dir).fit_path, result, merge=False)
+    if write:
+        sweep_dir = table.sweep_dir or (path if path.is_dir() else path.parent)
+        write_fit(SweepDir(sweep_dir).fit_path, result, merge=False)
     return json.loads(dumps(result))
 
 

@@ -123,3 +123,12 @@ def write_sweep_dir(path, law=None, budgets=DEMO_BUDGETS, per_budget=7, span=6.0
     layout.record_path.write_text(json.dumps({"design": "isoflop", "budgets": list(budgets),
                                                  "flops_convention": convention}))
     return path
+
+
+def compute_shifted(law: ChinchillaLaw, factor: float, name: str = "shifted") -> ChinchillaLaw:
+    """A law whose compute-optimal loss at C equals `law`'s at factor·C (6n convention): L'(N, D) =
+    L(s·N, s·D) with s² = factor, i.e. A' = A·s^-α, B' = B·s^-β. Recipe B = compute_shifted(A, m) is
+    worth exactly m times the compute at every budget (the known answer for `scaling compare`)."""
+    s = math.sqrt(factor)
+    return ChinchillaLaw(law.E, law.A * s ** -law.alpha, law.B * s ** -law.beta, law.alpha, law.beta,
+                         name=name, source=f"{law.name} with compute x{factor:g}")

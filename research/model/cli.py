@@ -7,17 +7,21 @@ import math
 
 from research.config import ModelConfig, RunConfig, TrainConfig, validate
 from research.errors import UserError
-from research.model.accounting import count_model
+from research.model.accounting import WEIGHT_BYTES_PER_PARAM, count_model
 
 
 def register(sub) -> None:
     p = sub.add_parser("size", help="count parameters, FLOPs per token and training memory of a model shape",
                        description="Count parameters (with and without embeddings), training FLOPs per token "
                                    "under the '6n' and 'chinchilla' (Hoffmann et al. 2022 App. F) conventions, "
-                                   "and training memory per precision for one transformer shape.")
+                                   "training memory per precision policy, weights-only memory (fp32, bf16, int8, "
+                                   "int4) and the KV cache per token of context for one transformer shape.")
     p.add_argument("--layers", type=int, required=True)
     p.add_argument("--d-model", type=int, required=True)
     p.add_argument("--heads", type=int, required=True)
+    p.add_argument("--kv-heads", type=int, default=None,
+                   help="K/V heads for grouped-query attention (default --heads: multi-head attention); "
+                        "counted only: the harness's model trains multi-head attention")
     p.add_argument("--ffw", type=int, default=None, help="MLP hidden width (default 4 * d_model)")
     p.add_argument("--vocab", type=int, required=True, help="vocabulary size")
     p.add_argument("--seq-len", type=int, required=True)
@@ -37,7 +41,9 @@ def run(args) -> int:
                       vocab_size=args.vocab, seq_len=args.seq_len, mlp=args.mlp,
                       tie_embeddings=args.tie_embeddings)
     validate(RunConfig(model=cfg, train=TrainConfig(steps=1)))
-    counts = count_model(cfg)
+    if args.kv_heads is not None and not (1 <= args.kv_heads <= args.heads and args.heads % args.kv_heads == 0):
+        raise UserError(f"--kv-heads {args.kv_heads} must divide --heads {args.heads} (e.g. 8 for 64 heads)")
+    counts = count_model(cfg, args.kv_heads)
     out = counts.to_dict()
     if args.tokens:
         out["tokens"] = args.tokens
@@ -47,7 +53,7 @@ def run(args) -> int:
         print(json.dumps(out, indent=2))
         return 0
     print(f"shape            layers {cfg.layers}, d_model {cfg.d_model}, heads {cfg.heads}, ffw {cfg.d_ffw}, "
-          f"vocab {cfg.vocab_size}, seq_len {cfg.seq_len}, mlp {cfg.mlp}, "
+          f"kv_heads {counts.kv_heads}, vocab {cfg.vocab_size}, seq_len {cfg.seq_len}, mlp {cfg.mlp}, "
           f"{'tied' if cfg.tie_embeddings else 'untied'} embeddings")
     print(f"n_params         {counts.n_params:>16,}  (all, embeddings included)")
     print(f"  embedding      {counts.n_params_embedding:>16,}")
@@ -60,6 +66,12 @@ def run(args) -> int:
     for name, nbytes in counts.memory_bytes().items():
         print(f"train memory     {nbytes / 2**30:>16.3f} GiB  [{name}: {counts.to_dict()['memory_bytes_per_param'][name]}"
               f" bytes/param: weights+grads+AdamW, no activations]")
+    for name, nbytes in out["weights_memory_bytes"].items():
+        print(f"weights only     {nbytes / 2**30:>16.3f} GiB  [{name}: {WEIGHT_BYTES_PER_PARAM[name]:g} bytes/param]")
+    kv = out["kv_cache_bytes_per_token"]
+    print(f"KV cache/token   {kv['bf16'] / 2**20:>16.4f} MiB  [bf16: 2 x {cfg.layers} layers x {counts.kv_heads} kv_heads "
+          f"x {counts.head_dim} head_dim x 2 B]; x seq_len {cfg.seq_len}: {kv['bf16'] * cfg.seq_len / 2**30:.3f} GiB "
+          "per sequence")
     if args.tokens:
         print(f"training FLOPs   {out['flops_6n']:>16.4e}  [6n]   {out['flops_chinchilla']:.4e}  [chinchilla]"
               f"  for D = {args.tokens:.4g} tokens")

@@ -103,7 +103,8 @@ def add_warnings(fig: Figure, lines) -> Figure:
 # which approaches' warnings belong on which figure of `research.plots.plot_sweep_dir`
 FIGURE_APPROACHES = {"isoflop": ("approach2",), "loss_vs_compute": ("approach1",),
                      "optimal_allocation": ("approach1", "approach2", "approach3"),
-                     "approach3_contours": ("approach3",), "residuals": ("approach3", "kaplan")}
+                     "approach3_contours": ("approach3",), "residuals": ("approach3", "kaplan"),
+                     "approach3_profile": ("approach3",)}
 
 
 def figure_warnings(name: str, fit: dict) -> list[str]:

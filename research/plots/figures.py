@@ -7,12 +7,12 @@ the fit dict (`fit.json`) and returns a `matplotlib.figure.Figure`.
 from __future__ import annotations
 
 import numpy as np
-from matplotlib import cm, colors
+from matplotlib import cm, colors, ticker
 from matplotlib.figure import Figure
 
 from research.fit.allocation import SIX_N, FlopsPerToken, compute_optimal, fit_flops_per_token
 from research.fit.kaplan import kaplan_joint
-from research.fit.laws import PUBLISHED, ChinchillaLaw, published
+from research.fit.laws import ChinchillaLaw, published
 from research.fit.noise import point_groups
 from research.fit.profiles import mean_points, size_profiles
 
@@ -48,6 +48,19 @@ def _law(r, per_token) -> ChinchillaLaw:
     return ChinchillaLaw(r["E"], r["A"], r["B"], r["alpha"], r["beta"], per_token=per_token)
 
 
+def plain_log_ticks(axis) -> None:
+    """Label a log axis with plain numbers ("3.1", "2e+11") at 1, 2 and 5 of each decade, and no minor
+    labels: matplotlib's defaults write "3.1×10⁰" on a narrow range and let minor labels collide."""
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _note(ax, text: str) -> None:
+    """A grey note in the lower left of a panel: what the figure leaves out, and why."""
+    ax.text(0.01, 0.01, text, transform=ax.transAxes, fontsize=7, color="0.35", va="bottom", ha="left", wrap=True)
+
+
 def _budget_norm(c):
     return colors.LogNorm(vmin=float(np.min(c)), vmax=float(np.max(c)) * 1.0001)
 
@@ -60,20 +73,39 @@ def approach1_source(fit) -> str:
     return "endpoints"
 
 
+FAMILY_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def families(df) -> list[str]:
+    """The table's model families (several: the figures mark each with its own marker)."""
+    return sorted(set(df["family"])) if "family" in df.columns else []
+
+
 def _points_with_seeds(ax, df, x_col, c_col, cmap, norm, label):
     """One marker per run; where an (N, D) point has several seeds, each seed faintly and the mean with
-    an error bar of their standard deviation (ddof=1)."""
+    an error bar of their standard deviation (ddof=1). Several model families: one marker shape each."""
+    names = families(df)
+    if len(names) > 1:
+        for i, name in enumerate(names):
+            sub = df[df["family"] == name].reset_index(drop=True)
+            marker = FAMILY_MARKERS[i % len(FAMILY_MARKERS)]
+            _family_points(ax, sub, x_col, c_col, cmap, norm, f"{label}: {name}", marker)
+        return
+    _family_points(ax, df, x_col, c_col, cmap, norm, label, "o")
+
+
+def _family_points(ax, df, x_col, c_col, cmap, norm, label, marker):
     groups = point_groups(df)
     x, y, c = (df[k].to_numpy(float) for k in (x_col, "L", c_col))
     single = np.array([g[0] for g in groups if len(g) == 1], dtype=int)
     if len(single):
         ax.scatter(x[single], y[single], c=c[single], cmap=cmap, norm=norm, s=16, zorder=3, edgecolor="black",
-                   linewidth=0.3, label=label)
+                   linewidth=0.3, label=label, marker=marker)
         label = None
     for g in (g for g in groups if len(g) >= 2):
         col = cmap(norm(np.mean(c[g])))
-        ax.scatter(x[g], y[g], color=col, s=9, alpha=0.35, zorder=2, lw=0)
-        ax.errorbar(np.exp(np.mean(np.log(x[g]))), np.mean(y[g]), yerr=np.std(y[g], ddof=1), fmt="o", ms=4.5,
+        ax.scatter(x[g], y[g], color=col, s=9, alpha=0.35, zorder=2, lw=0, marker=marker)
+        ax.errorbar(np.exp(np.mean(np.log(x[g]))), np.mean(y[g]), yerr=np.std(y[g], ddof=1), fmt=marker, ms=4.5,
                     color=col, mec="black", mew=0.3, ecolor=col, elinewidth=1.0, capsize=2, zorder=3,
                     label=label)
         label = None
@@ -117,8 +149,10 @@ def isoflop(df, fit) -> Figure:
     title = "IsoFLOP profiles (Approach 2" + (", interpolated slices)" if interpolated else ")")
     if _ok(fit, "approach2"):
         title += f": N_opt ∝ C^{a2['a']:.3f}, D_opt ∝ C^{a2['b']:.3f}"
+    elif isinstance(a2, dict) and a2.get("skipped"):
+        _note(ax, f"Approach 2 skipped (no parabolas drawn): {a2['skipped']}"[:160])
     ax.set_title(title)
-    if interpolated:
+    if interpolated or len(families(df)) > 1:
         ax.legend(loc="upper right")
     sm = cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(sm, ax=ax, label="FLOP budget C (FLOPs)")
@@ -149,9 +183,12 @@ def loss_vs_compute(df, fit, curves=None) -> Figure:
                 label=f"envelope of {what} (Approach 1): N_opt ∝ C^{fit['approach1']['a']:.3f}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plain_log_ticks(ax.xaxis)
+    plain_log_ticks(ax.yaxis)
     ax.set_xlabel("training compute C (FLOPs)")
     ax.set_ylabel("loss (nats/token)")
-    ax.set_title("Loss vs compute" + ("" if source == "curves" else " (end points; lines join each size's)"))
+    ax.set_title("Loss vs compute" + (": training curves" if source == "curves"
+                                      else ": final losses, each size's runs joined by a line"))
     fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="parameters N")
     ax.legend(loc="upper right")
     ax.grid(True, which="both", alpha=0.25)
@@ -178,8 +215,9 @@ def optimal_allocation(df, fit, c_max=1e26) -> Figure:
     cmin, cmax_data = float(df["C"].min()), float(df["C"].max())
     grid = np.geomspace(cmin / 10, max(c_max, cmax_data * 100), 200)
     for ax, which in ((axn, "n"), (axd, "d")):
+        central = []  # the lines drawn; the y range is theirs, so a wide bootstrap band cannot swamp the panel
         ax.axvspan(cmin, cmax_data, color="0.9", zorder=0, label="range of the data")
-        for name in PUBLISHED:
+        for name in PUBLISHED_STYLE:
             law = published(name)
             col, ls = PUBLISHED_STYLE[name]
             label = f"{name} (published)"
@@ -191,6 +229,7 @@ def optimal_allocation(df, fit, c_max=1e26) -> Figure:
                     label = f"{name} (published, C in 6n FLOPs)"
             y = law.n_opt(grid) if which == "n" else law.d_opt(grid)
             ax.plot(grid, y, color=col, ls=ls, lw=1.2, label=label)
+            central.append(y)
         for key, col in APPROACH_COLORS.items():
             if not _ok(fit, key):
                 continue
@@ -201,6 +240,7 @@ def optimal_allocation(df, fit, c_max=1e26) -> Figure:
             else:
                 y = r["k_N"] * grid ** r["a"] if which == "n" else r["k_D"] * grid ** r["b"]
             ax.plot(grid, y, color=col, lw=2, label=f"{key} fit: a={r['a']:.3f}, b={r['b']:.3f}")
+            central.append(y)
             bs = r.get("bootstrap", {})
             if bs.get("samples"):
                 lo, hi = _band(bs["samples"], grid, which, per_token)
@@ -211,6 +251,10 @@ def optimal_allocation(df, fit, c_max=1e26) -> Figure:
                            color=col, s=22, zorder=4, edgecolor="black", linewidth=0.4)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ys = np.concatenate([np.asarray(y, float) for y in central])
+        ys = ys[np.isfinite(ys) & (ys > 0)]
+        if ys.size:
+            ax.set_ylim(ys.min() / 3, ys.max() * 3)
         ax.set_xlabel(f"training compute C (FLOPs, {per_token.convention} convention)")
         ax.set_ylabel("compute-optimal parameters N_opt" if which == "n" else "compute-optimal tokens D_opt")
         ax.grid(True, which="major", alpha=0.25)
@@ -236,9 +280,19 @@ def approach3_contours(df, fit) -> Figure:
     cgrid = np.geomspace(per_token(n.min()) * d.min(), per_token(n.max()) * d.max(), 200)
     nf, df_ = law.n_opt(cgrid), law.d_opt(cgrid)
     m = (nf >= n.min()) & (nf <= n.max()) & (df_ >= d.min()) & (df_ <= d.max())
-    ax.plot(nf[m], df_[m], color="red", lw=2, label=f"efficient frontier: N_opt ∝ C^{law.a:.3f}")
-    for c in np.unique(df["C"].round(-int(np.floor(np.log10(df["C"].min()))) + 3))[:12]:
-        ax.plot(n, c / per_token(n), color="white", lw=0.6, ls="--", alpha=0.7)  # IsoFLOP line D = C / f(N)
+    if m.sum() >= 2:
+        ax.plot(nf[m], df_[m], color="red", lw=2, label=f"efficient frontier: N_opt ∝ C^{law.a:.3f}")
+    else:
+        _note(ax, f"efficient frontier (N_opt ∝ C^{law.a:.3f}) lies outside the plotted N and D range")
+    budgets = np.unique(df["C"].round(-int(np.floor(np.log10(df["C"].min()))) + 3))[:12]
+    for i, c in enumerate(budgets):  # IsoFLOP line D = C / f(N), labelled with its budget
+        ax.plot(n, c / per_token(n), color="white", lw=0.6, ls="--", alpha=0.7,
+                label=f"IsoFLOP lines D = C/f(N), C {budgets[0]:.2g} to {budgets[-1]:.2g}" if i == 0 else None)
+        d_line = c / per_token(n)
+        inside = np.flatnonzero((d_line >= d.min()) & (d_line <= d.max()))
+        if inside.size:
+            j = inside[len(inside) // 2]
+            ax.text(n[j], d_line[j], f"{c:.2g}", color="white", fontsize=6, ha="center", va="bottom")
     ax.scatter(df["N"], df["D"], s=10, color="black", label="runs", zorder=3)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -252,21 +306,22 @@ def approach3_contours(df, fit) -> Figure:
 
 
 def residuals(df, fit) -> Figure:
-    """Approach-3 (and Kaplan L(N, D)) relative residuals of loss against N and D."""
+    """Approach-3 (and Kaplan L(N, D)) relative errors of the loss against N and D, predicted/measured − 1
+    (positive: the law predicts too high a loss), the sign the held-out check and its figure use."""
     fig, (axn, axd) = _figure(w=10, h=3.8, ncols=2)
     norm = _budget_norm(df["C"])
     law = _law(fit["approach3"], SIX_N)  # residuals need only L(N, D), no convention
-    res = 100 * (df["L"] / law.loss(df["N"], df["D"]) - 1)
+    res = 100 * (law.loss(df["N"], df["D"]) / df["L"] - 1)  # the sign of held-out errors (fit/holdout.py)
     for ax, x, lab in ((axn, df["N"], "parameters N"), (axd, df["D"], "training tokens D")):
         sc = ax.scatter(x, res, c=df["C"], cmap="viridis", norm=norm, s=16, label="Approach 3")
         if _ok(fit, "kaplan") and "skipped" not in fit["kaplan"].get("L_ND", {"skipped": 1}):
             if fit["kaplan"].get("n_kind") == "total":
-                kr = 100 * (df["L"] / kaplan_joint(fit["kaplan"]["L_ND"], df["N"], df["D"]) - 1)
+                kr = 100 * (kaplan_joint(fit["kaplan"]["L_ND"], df["N"], df["D"]) / df["L"] - 1)
                 ax.scatter(x, kr, marker="x", color="0.5", s=12, label="Kaplan L(N, D)")
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel(lab)
-        ax.set_ylabel("residual: observed/predicted − 1 (%)")
+        ax.set_ylabel("predicted/measured − 1 (%)")
         ax.grid(True, alpha=0.25)
     rms = float(np.sqrt(np.mean(res**2)))
     axn.set_title(f"Approach-3 residuals (rms {rms:.2f}%)")

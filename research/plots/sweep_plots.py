@@ -14,6 +14,8 @@ from research.plots import FORMATS
 from research.plots import figures as F
 from research.plots import lr_rule as R
 from research.plots.extrapolation import add_warnings, extrapolation_figure, figure_warnings
+from research.plots.profile import approach3_profile, has_profile
+from research.plots.sensitivity import sensitivity_figure
 from research.train.sweep_dir import SweepDir
 
 
@@ -48,6 +50,10 @@ def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS,
     for method_name, method in METHODS.items():  # each fitted method's own figures
         if ok(method_name):
             makers += [(name, lambda draw=F.FIGURES[name]: draw(df, fit)) for name in method.figures]
+    if has_profile(fit):
+        makers.append(("approach3_profile", lambda: approach3_profile(fit)))
+    if ok("sensitivity"):
+        makers.append(("sensitivity", lambda: sensitivity_figure(fit)))
     if ok("extrapolation"):
         makers.append(("extrapolation", lambda: extrapolation_figure(fit["extrapolation"])))
     written = []

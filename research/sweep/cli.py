@@ -64,16 +64,28 @@ def _sweep_dir(args, sweep) -> Path:
 
 
 def cmd_plan(args) -> int:
+    from research.fit.support import plan_support, support_lines  # lazy: --help builds every parser; fit ~0.15 s
     from research.sweep.plan import load_sweep, plan  # lazy: --help builds every parser; the planner and runner ~0.1 s
     from research.sweep.runner import measured_flops_per_s  # lazy: as above
 
     sweep = load_sweep(args.sweep, args.overrides)
     p = plan(sweep)
     out = p.to_dict(measured_flops_per_s(_sweep_dir(args, sweep)))
+    support = plan_support(out)
+    if sweep.validate is not None:
+        from research.sweep.validate import estimate  # lazy: as in cmd_plan
+
+        out["validate"] = estimate(sweep.validate, p, out["throughput_flops_per_s"])
     if args.json:
-        print(json.dumps(out, indent=2))
+        print(json.dumps(dict(out, fit_support=support), indent=2))
         return 0
     print_plan(out)
+    for line in support_lines(support) if support else ():
+        print(line)
+    if "validate" in out:
+        from research.sweep.validate import estimate_lines  # lazy: as in cmd_plan
+
+        print("\n".join(estimate_lines(out["validate"])))
     return 0
 
 
@@ -114,6 +126,12 @@ def print_plan(out: dict) -> None:
         print(f"FLOPs represented {out['total_flops_6n']:.3e} [6n] (each row's whole history), spent "
               f"{out['total_flops_spent_6n']:.3e} (each trunk once + each cooldown): "
               f"{out['flops_spent_over_represented']:.2f}x")
+    families = out.get("families") or []
+    if families:
+        print("model families: " + "; ".join(f"{f['family']} (d_model {', '.join(map(str, f['d_model']))})"
+                                             for f in families))
+    for change in out.get("family_changes") or []:
+        print(f"family change: the size axis changes family {change}")
     for kind in ("rejected", "dropped"):
         for r in out.get(kind, []):
             print(f"{kind}: layers {r['layers']}, d_model {r['d_model']}, N {r['n_params']:,}"
@@ -121,6 +139,7 @@ def print_plan(out: dict) -> None:
 
 
 def cmd_run(args) -> int:
+    from research.fit.support import plan_support, support_lines  # lazy: as in cmd_plan
     from research.sweep.plan import load_sweep, plan  # lazy: as in cmd_plan
     from research.sweep.runner import LocalRunner, prepare_sweep_dir, run_slurm  # lazy: as in cmd_plan
 
@@ -128,20 +147,33 @@ def cmd_run(args) -> int:
     sweep.base = sweep.base.replace(logging=apply_flags(sweep.base.logging, args))
     p = plan(sweep)
     sweep_dir = _sweep_dir(args, sweep).absolute()
+    support = plan_support(p.to_dict())
+    if support and not args.no_fit:
+        for line in support_lines(support):
+            if line.startswith("warning"):  # said before hours of training, not after
+                print(line, file=sys.stderr)
     trial_dirs = prepare_sweep_dir(p, sweep_dir)
     print(f"sweep {sweep.name}: {len(p.trials)} trials"
           + (f" ({len(p.trunks)} trunks + their cooldown branches)" if p.trunks else "") + f" in {sweep_dir}"
           + (f" ({len(p.rejected)} rejected, {len(p.dropped)} dropped; see 'scaling sweep plan')"
              if p.rejected or p.dropped else ""), file=sys.stderr)
-    if args.executor == "local":
-        LocalRunner(p, sweep_dir, workers=args.workers, retries=args.retries, retry_failed=args.retry_failed,
-                    live=not args.quiet, warm=not args.fresh_processes).run(trial_dirs)
-    else:
-        options = dict(sweep.slurm)
-        for key, value in (("partition", args.partition), ("time_min", args.time_min), ("gpus_per_node", args.gpus)):
-            if value is not None:
-                options[key] = value
-        run_slurm(p, sweep_dir, trial_dirs, options, args.retries, args.retry_failed)
+    if sweep.validate is not None:  # its targets checked (beyond the fitted budgets) before anything trains
+        from research.sweep.validate import targets  # lazy: as in cmd_plan
+
+        targets(sweep.validate, p)
+
+    def execute(the_plan, dirs) -> None:
+        if args.executor == "local":
+            LocalRunner(the_plan, sweep_dir, workers=args.workers, retries=args.retries,
+                        retry_failed=args.retry_failed, live=not args.quiet, warm=not args.fresh_processes).run(dirs)
+        else:
+            options = dict(sweep.slurm)
+            for key, value in (("partition", args.partition), ("time_min", args.time_min), ("gpus_per_node", args.gpus)):
+                if value is not None:
+                    options[key] = value
+            run_slurm(the_plan, sweep_dir, dirs, options, args.retries, args.retry_failed)
+
+    execute(p, trial_dirs)
     frame = SweepDir(sweep_dir).collect()
     counts = status_counts(frame)
     print(f"results: {SweepDir(sweep_dir).results_path} ({', '.join(f'{v} {k}' for k, v in counts.items() if v)})",
@@ -152,6 +184,11 @@ def cmd_run(args) -> int:
               f"({totals['flops_spent_over_represented']:.2f}x; trunks shared by their branches)", file=sys.stderr)
     if not args.no_fit:
         fit_and_plot(sweep_dir)
+        if sweep.validate is not None:
+            from research.sweep.validate import report_lines, run_rung  # lazy: as in cmd_plan
+
+            for line in report_lines(run_rung(p, sweep_dir, execute)):
+                print(line, file=sys.stderr)
         log_sweep(sweep_dir, sweep.base.logging, sweep.name)  # the sweep's own W&B/TensorBoard run
     return 0 if counts["failed"] == 0 else 1
 
@@ -259,12 +296,23 @@ def _print_fit_summary(fit: dict) -> None:
     for line in (agreement_line(fit or {}), noise_line(fit or {})):
         if line:
             print(f"  {line}", file=sys.stderr)
+    spread = ((fit or {}).get("sensitivity") or {}).get("range")
+    if spread:
+        lo, hi = spread.get("with_E_profile", spread["approach3"])
+        print(f"  sensitivity: Approach 3's a ranges over [{lo:.3f}, {hi:.3f}] across the analyst's choices "
+              "(E profiled, seed means, N without embeddings, leave one size/budget out, families; fit.json)",
+              file=sys.stderr)
     held = (fit or {}).get("extrapolation") or {}
     summary = (held.get("approach3") or {}).get("summary")
     if summary:
         print(f"  held out ({held.get('holdout')}): Approach 3 predicts {summary['n']} unseen runs with mean |error| "
               f"{summary['mean_abs_rel_error']:.2%} (signed {summary['mean_rel_error']:+.2%}); "
               f"{summary['n_inside']}/{summary['n']} inside their {summary['level']:.0%} intervals", file=sys.stderr)
+        for name, block in (held.get("baselines") or {}).items():
+            s = block.get("summary") if isinstance(block, dict) else None
+            if s:
+                print(f"    baseline {name}: mean |error| {s['mean_abs_rel_error']:.2%} (signed {s['bias']:+.2%}) on the "
+                      "same runs", file=sys.stderr)
     for w in all_warnings(fit or {}):
         print(f"  warning: {w}", file=sys.stderr)
 

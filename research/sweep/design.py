@@ -37,7 +37,7 @@ class DesignConfig:
     The one typed record of the TOML table; each kind (research/sweep/kind_<name>.py, looked up in
     research.sweep.kinds.KINDS) takes its own subset of these fields, checks them and plans from them."""
 
-    kind: str
+    kind: str  # "isoflop", "grid", "branches" or "lr": which keys below apply
     budgets: list[float] | None = None  # isoflop: training FLOPs under flops_convention
     tokens_per_param: list[float] | None = None  # isoflop: [low, high]; grid: the horizons as D/N
     sizes: int = 5  # isoflop: model sizes per budget
@@ -51,6 +51,7 @@ class DesignConfig:
     cooldown_shape: DecayShape = "1-sqrt"  # branches: "1-sqrt" (Hägele et al. 2024) or "linear"
     trunk_tokens_per_param: float | None = None  # branches: trunk length as D/N (default: the longest branch's)
     lr_multipliers: list[float] | None = None  # lr: factors on the recipe's own peak lr for each size
+    allow_mixed_families: bool = False  # allow sizes from several model families of the recipe (e.g. depths)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

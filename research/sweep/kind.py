@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-COMMON_KEYS = frozenset({"kind", "flops_convention", "allow_repeat", "seeds"})
+COMMON_KEYS = frozenset({"kind", "flops_convention", "allow_repeat", "seeds", "allow_mixed_families"})
 
 
 class DesignKind:

@@ -53,8 +53,8 @@ class BranchesKind(DesignKind):
 
         A branch to `steps` leaves its trunk at `steps - cooldown_steps(steps, f)`; the trunk runs to
         the latest such step (or `trunk_tokens_per_param`). Every branch of a size shares the trunk's
-        peak LR and warmup (the recipe's, for the size's shortest branch), so each branch is exactly
-        the straight WSD run to its horizon."""
+        peak LR and warmup, which the recipe must fix per size (horizon_free_hyperparameters), so each
+        branch is exactly the straight WSD run to its horizon, whatever else the sweep holds."""
         design, base = sweep.design, planner.base
         tokens_per_step, available = planner.tokens_per_step, planner.available
         convention = design.flops_convention
@@ -80,7 +80,7 @@ class BranchesKind(DesignKind):
                 continue
             starts = {steps: steps - cooldown_steps(steps, f) for steps in horizons}
             shortest = min(horizons)
-            hyper = sweep.recipe.hyperparameters(counts.n_params, shortest * tokens_per_step, shortest)
+            hyper = horizon_free_hyperparameters(sweep.recipe, counts.n_params, tokens_per_step)
             warmup = min(hyper.get("warmup_steps") or 1, shortest)
             for steps in sorted(horizons):
                 if starts[steps] <= warmup:
@@ -124,6 +124,23 @@ class BranchesKind(DesignKind):
             reasons = "; ".join(sorted({r["reason"] for r in rejected}))[:300]
             raise UserError(f"the design yields no branch that can run: {reasons or 'no size has a budget whose D/N lies in tokens_per_param'}")
         return planner.make_plan(trials, rejected, dropped, trunks)
+
+
+PROBE_STEPS = (1_000, 100_000)  # two horizons at which a branch design's hyperparameters must agree
+
+
+def horizon_free_hyperparameters(recipe, n_params: int, tokens_per_step: int) -> dict:
+    """The recipe's [train] values for a size, which a branch design shares between the size's trunk
+    and all its branches. They must not depend on the horizon: a branch has to equal the straight
+    WSD run to its own D, whichever other horizons share the sweep (else a run would depend on its
+    sweep's budget list). Asked at two fixed horizons, never at the design's."""
+    probes = [recipe.hyperparameters(n_params, steps * tokens_per_step, steps) for steps in PROBE_STEPS]
+    if probes[0] != probes[1]:
+        keys = ", ".join(sorted(k for k in probes[0] if probes[0][k] != probes[1].get(k)))
+        raise UserError(f"[recipe] gives N = {n_params:,} a {keys} that depends on the training horizon; a branch design "
+                        f"shares one trunk among a size's horizons, so it needs one fixed per size: set [recipe] "
+                        f"warmup_tokens = ... (e.g. 1e5) instead of warmup_fraction")
+    return probes[0]
 
 
 def branch_horizons(design, counts, convention: str, requested: float):

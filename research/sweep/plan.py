@@ -44,11 +44,12 @@ from research.errors import UserError
 from research.model.accounting import RunSize, count_model
 from research.sweep.design import DesignConfig, check_name, parse_design, parse_slurm, refuse_recipe_overrides
 from research.sweep.kinds import KINDS
-from research.sweep.recipe import load_recipe
+from research.sweep.recipe import family_of, load_recipe
+from research.sweep.validate_config import ValidateConfig, parse_validate
 from research.train.run_dir import identity, identity_hash
 from research.train.sweep_dir import spent_fraction
 
-SWEEP_SECTIONS = ("design", "recipe", "slurm")
+SWEEP_SECTIONS = ("design", "recipe", "slurm", "validate")
 DEFAULT_FLOPS_PER_S = 1.5e10  # tiny models on 2 CPU cores (6n FLOPs/s; the demo measures 1.4-2e10); until trials measure it
 STARTUP_S = 6.0  # process start + compile per trial, on CPU
 
@@ -62,6 +63,7 @@ class Sweep:
     recipe: object
     slurm: dict  # the [slurm] keys given (checked against SlurmOptions)
     raw: dict = field(repr=False)
+    validate: ValidateConfig | None = None  # [validate]: a validation rung after the fit (research/sweep/validate.py)
 
 
 ROLES = ("run", "trunk", "branch")
@@ -125,6 +127,25 @@ class Plan:
             out += [trunk] + by_trunk.pop(trunk.trial_id, [])
         return out
 
+    def families(self) -> list[dict]:
+        """The model families the trials' sizes belong to, smallest first: family, layers, d_model, n_params."""
+        out: dict[str, dict] = {}
+        for t in sorted(self.trials, key=lambda t: t.n_params):
+            f = out.setdefault(t.coords["family"], {"family": t.coords["family"], "layers": [], "d_model": [],
+                                                    "n_params": []})
+            for key, value in (("layers", t.config.model.layers), ("d_model", t.config.model.d_model),
+                               ("n_params", t.n_params)):
+                if value not in f[key]:
+                    f[key].append(value)
+        return list(out.values())
+
+    def family_changes(self) -> list[str]:
+        """Where the size axis (sizes by N) passes from one family to another, in words."""
+        sizes = sorted({(t.n_params, t.config.model.layers, t.config.model.d_model, t.coords["family"])
+                        for t in self.trials})
+        return [f"between d_model {a[2]} ({a[3]}, N {a[0]:,}) and d_model {b[2]} ({b[3]}, N {b[0]:,})"
+                for a, b in zip(sizes, sizes[1:]) if a[3] != b[3]]
+
     def to_dict(self, flops_per_s: float = DEFAULT_FLOPS_PER_S) -> dict:
         rows, trunks = [], []
         for t in self.trials:
@@ -143,6 +164,7 @@ class Plan:
                 "est_time_s": sum(r["est_time_s"] for r in rows + trunks),
                 "flops_convention": self.sweep.design.flops_convention,
                 "seeds": self.sweep.design.seeds,
+                "families": self.families(), "family_changes": self.family_changes(),
                 "throughput_flops_per_s": flops_per_s}
 
 
@@ -155,6 +177,9 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
     path = Path(path)
     raw = apply_overrides(read_toml(path), list(overrides))
     name = check_name(raw.pop("name", path.stem), path)
+    if "design" not in raw and isinstance(raw.get("train"), dict) and {"steps", "tokens"} & set(raw["train"]):
+        raise UserError(f"{path} is a run file (a [train] horizon and no [design] section), not a sweep file: "
+                        f"train it with `scaling train {path}`")
     if not raw.get("design"):
         raise UserError(f"{path} has no [design] section (or it is empty); add kind = \"isoflop\" or \"grid\"")
     design = parse_design(raw["design"])
@@ -171,7 +196,7 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
     recipe = load_recipe(raw.get("recipe", {}), path.parent)
     refuse_recipe_overrides(raw, recipe)
     return Sweep(name=name, source=path.absolute(), base=base, design=design, recipe=recipe,
-                 slurm=parse_slurm(raw.get("slurm")), raw=raw)
+                 slurm=parse_slurm(raw.get("slurm")), raw=raw, validate=parse_validate(raw.get("validate"), design))
 
 
 def plan(sweep: Sweep, dataset=None) -> Plan:
@@ -194,7 +219,7 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
     kind = KINDS[sweep.design.kind]
     own = kind.plan(sweep, planner)  # a kind that lays out its trials itself (branches)
     if own is not None:
-        return own
+        return _one_family(own)
     dropped = planner.dropped
     candidates = kind.candidates(sweep, planner)
     trials, rejected, seen = [], [], {}
@@ -222,15 +247,31 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
                 duplicate = True
                 continue
             seen[trial_id] = coords
-            trials.append(_trial(trial_id, config, coords, counts, tokens, steps))
+            trials.append(_trial(trial_id, config, coords, counts, tokens, steps, recipe=sweep.recipe))
         if duplicate:
             dropped.append({**where, "reason": f"the same trial (shape and horizon) as the point at "
                                                f"{_where(seen[trial_id])}"})
     if not trials:
         reasons = "; ".join(sorted({r["reason"] for r in rejected}))[:300]
         raise UserError(f"the design yields no trial that can run: {reasons}")
-    return Plan(sweep=sweep, trials=trials, rejected=rejected, data_fingerprint=dataset.fingerprint,
-                train_tokens_available=available, dropped=dropped)
+    return _one_family(Plan(sweep=sweep, trials=trials, rejected=rejected, data_fingerprint=dataset.fingerprint,
+                            train_tokens_available=available, dropped=dropped))
+
+
+def _one_family(p: Plan) -> Plan:
+    """Refuse a plan whose sizes span several model families, unless the design allows it."""
+    families = p.families()
+    if len(families) > 1 and not p.sweep.design.allow_mixed_families:
+        spans = "; ".join(f"{f['family']}: d_model {_span(f['d_model'])}, N {_span(f['n_params'], ',')}"
+                          for f in families)
+        raise UserError(f"[design] the sizes span {len(families)} model families of the recipe ({spans}): a law fitted "
+                        "across them confounds the change of architecture with N; keep one family (e.g. [recipe] "
+                        "class = \"research.sweep.recipe:FixedDepthRecipe\") or set [design] allow_mixed_families = true")
+    return p
+
+
+def _span(values: list, spec: str = "") -> str:
+    return format(values[0], spec) if len(values) == 1 else f"{values[0]:{spec}}-{values[-1]:{spec}}"
 
 
 @dataclass
@@ -270,7 +311,7 @@ class Planner:
         return checked(config, counts)
 
     def trial(self, trial_id, config, coords, counts, tokens, steps, **kw) -> Trial:
-        return _trial(trial_id, config, coords, counts, tokens, steps, **kw)
+        return _trial(trial_id, config, coords, counts, tokens, steps, recipe=self.sweep.recipe, **kw)
 
 
 def seeded(config: RunConfig, seeds: int) -> list[RunConfig]:
@@ -286,7 +327,9 @@ def checked(config: RunConfig, counts) -> RunConfig:
     return config
 
 
-def _trial(trial_id, config, coords, counts, tokens, steps, **kw) -> Trial:
+def _trial(trial_id, config, coords, counts, tokens, steps, *, recipe, **kw) -> Trial:
+    m = config.model
+    coords = {**coords, "family": family_of(recipe, {"layers": m.layers, "d_model": m.d_model, "heads": m.heads})}
     return Trial(trial_id=trial_id, config=config, coords=coords, **RunSize.of(counts, tokens).to_dict(), steps=steps,
                  memory_bytes=counts.memory_bytes()["fp32"], **kw)
 

@@ -8,7 +8,14 @@ candidate into an architecture and hyperparameters. Override it in a sweep file:
     aspect_ratio = 32                                    # any constructor argument of that class
     lr_rule = "lr-rule-cpu.json"                         # a fitted LR rule, relative to the sweep file
 
-A custom recipe subclasses `AspectRatioRecipe` (or implements the same three methods).
+A custom recipe subclasses `AspectRatioRecipe` (or implements the same methods). Built in:
+`AspectRatioRecipe` (depth = round(d_model / aspect_ratio): its depth steps make several model
+families), `FixedDepthRecipe` (one depth, width the knob: one family) and `ProportionalRecipe`
+(layers and d_model scaled together on one aspect ratio: one family).
+
+Model families. `family(shape)` names the rule a shape is on (default: its depth). A sweep whose
+sizes span several families is refused when planned unless `[design] allow_mixed_families = true`:
+a law fitted across a change of architecture confounds the change with N.
 
 Peak learning rate. Without `lr_rule`, lr = lr_base * (N / lr_ref_params) ** lr_exponent, a guessed
 power of N. With `lr_rule` (a JSON file written by `scaling lr-rule` from an lr sweep,
@@ -16,6 +23,12 @@ research/fit/lr_rule.py), lr = the rule's lr(N) = lr_ref * (N / n_ref) ** expone
 lr_base, lr_ref_params and lr_exponent; lr_max still caps it. A rule covers the sizes it was
 calibrated on widened by LR_RULE_MARGIN (2x) each way; a trial outside that is refused when the
 sweep is planned, before anything trains. N counts embeddings throughout.
+
+Warmup. By default 5% of each run's own steps (`warmup_fraction`), a function of the run's own
+horizon. A branch design shares one trunk (and its warmup) among every horizon of a size, so it
+needs a warmup that does not depend on the horizon: `warmup_tokens` (the same number of tokens for
+every trial). Then a trial's schedule is a function of its own shape, D, seed and recipe alone,
+never of which other budgets share its sweep (planning refuses a branch design otherwise).
 """
 
 from __future__ import annotations
@@ -30,8 +43,10 @@ from pathlib import Path
 from research.config import section_from_dict
 from research.errors import UserError
 from research.fit.lr_rule import load_rule
+from research.model.family import depth_family
 
 DEFAULT_RECIPE = "research.sweep.recipe:AspectRatioRecipe"
+DEFAULT_WARMUP_FRACTION = 0.05  # of a run's own steps, when the recipe sets neither warmup key
 MAX_SHAPES = 4096  # shapes in one recipe's ladder (each is counted when a sweep is planned)
 
 
@@ -45,13 +60,14 @@ class AspectRatioRecipe:
     """
 
     aspect_ratio: int = 32  # d_model / layers
-    head_dim: int = 16
-    max_width: int = 2048
+    head_dim: int = 16  # width of one head; d_model grows one head at a time
+    max_width: int = 2048  # widest d_model the ladder of shapes goes to
     lr_base: float = 1e-2  # peak LR at n_params = lr_ref_params ...
-    lr_ref_params: float = 1e5
+    lr_ref_params: float = 1e5  # N at which the peak LR is lr_base
     lr_exponent: float = -0.25  # ... scaled as (N / lr_ref_params) ** lr_exponent
-    lr_max: float = 3e-2
-    warmup_fraction: float = 0.05
+    lr_max: float = 3e-2  # cap on any trial's peak LR (also with lr_rule)
+    warmup_fraction: float | None = None  # warmup as a share of the run's own steps (default 0.05): from-scratch designs
+    warmup_tokens: float | None = None  # a warmup of this many tokens for every size and horizon (branch designs need it)
     lr_rule: str | None = None  # a fitted LR rule file (see the module docstring); replaces lr_base/lr_exponent
 
     def __post_init__(self):
@@ -70,8 +86,13 @@ class AspectRatioRecipe:
                             "scale as N^-0.5 .. N^0)")
         if not self.lr_max < 1:
             raise UserError(f"[recipe] lr_max = {self.lr_max} must be below 1")
-        if not 0 <= self.warmup_fraction <= 1:
+        if self.warmup_fraction is not None and not 0 <= self.warmup_fraction <= 1:
             raise UserError(f"[recipe] warmup_fraction = {self.warmup_fraction} must lie in [0, 1]")
+        if self.warmup_tokens is not None and not self.warmup_tokens > 0:
+            raise UserError(f"[recipe] warmup_tokens = {self.warmup_tokens} must be positive")
+        if self.warmup_fraction is not None and self.warmup_tokens is not None:
+            raise UserError("[recipe] set one of warmup_fraction (a share of each run's steps) or warmup_tokens "
+                            "(a fixed warmup), not both")
         if self.lr_rule is not None:
             object.__setattr__(self, "_rule", load_rule(self.lr_rule))  # parsed once, checked before planning
 
@@ -86,8 +107,13 @@ class AspectRatioRecipe:
         return {"layers": max(1, math.floor(d_model / self.aspect_ratio + 0.5)), "d_model": d_model, "heads": knob}
 
     def ladder(self) -> list[dict]:
-        """Every shape of the family, smallest first."""
+        """Every shape of the recipe, smallest first (each with its depth: `layers`)."""
         return [self.shape(k) for k in range(1, self.max_width // self.head_dim + 1)]
+
+    def family(self, shape: dict) -> str:
+        """The model family a shape belongs to: shapes on one rule, whose losses a law may compare.
+        Here depth is a rounded d_model / aspect_ratio, so each depth is its own family."""
+        return depth_family(shape["layers"])
 
     def hyperparameters(self, n_params: int, tokens: int, steps: int) -> dict:
         """[train] values for a model of n_params trained for `steps` steps (on `tokens` tokens)."""
@@ -97,7 +123,58 @@ class AspectRatioRecipe:
         else:
             log_scale = self.lr_exponent * math.log(n_params / self.lr_ref_params)
             lr = min(self.lr_max, self.lr_base * math.exp(min(log_scale, 700.0)))  # min(): no overflow, lr_max caps it
-        return {"lr": lr, "warmup_steps": max(1, round(self.warmup_fraction * steps))}
+        if self.warmup_tokens is not None:  # fixed: the same for every horizon (a branch shares its trunk's)
+            warmup = max(1, round(self.warmup_tokens / (tokens / steps)))
+        else:
+            fraction = DEFAULT_WARMUP_FRACTION if self.warmup_fraction is None else self.warmup_fraction
+            warmup = max(1, round(fraction * steps))
+        return {"lr": lr, "warmup_steps": warmup}
+
+
+@dataclass(frozen=True)
+class FixedDepthRecipe(AspectRatioRecipe):
+    """A fixed-depth ladder: every shape has `layers` layers; width (one head at a time) is the
+    size knob. One family over any range of N (ffw = 4 d_model, head_dim fixed)."""
+
+    layers: int = 1
+    aspect_ratio: int = 32  # unused: depth is fixed
+
+    def __post_init__(self):
+        if not isinstance(self.layers, int) or not 1 <= self.layers <= 1024:
+            raise UserError(f"[recipe] layers = {self.layers!r} must be an integer from 1 to 1024")
+        super().__post_init__()
+
+    def shape(self, knob: int) -> dict:
+        return {"layers": self.layers, "d_model": self.head_dim * knob, "heads": knob}
+
+
+@dataclass(frozen=True)
+class ProportionalRecipe(AspectRatioRecipe):
+    """Depth and width scaled together on one rule: layers = k, d_model = aspect_ratio * k exactly
+    (heads = d_model / head_dim). One family: every shape has the same aspect ratio. Coarse steps
+    in N (about 2.5x between neighbours at small k), so best for grids and branch designs."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.aspect_ratio % self.head_dim:
+            raise UserError(f"[recipe] aspect_ratio = {self.aspect_ratio} must be a multiple of head_dim = "
+                            f"{self.head_dim} (d_model = aspect_ratio x layers splits into whole heads)")
+
+    def shape(self, knob: int) -> dict:
+        d_model = self.aspect_ratio * knob
+        return {"layers": knob, "d_model": d_model, "heads": d_model // self.head_dim}
+
+    def ladder(self) -> list[dict]:
+        return [self.shape(k) for k in range(1, self.max_width // self.aspect_ratio + 1)]
+
+    def family(self, shape: dict) -> str:
+        return f"d_model = {self.aspect_ratio} x layers"
+
+
+def family_of(recipe, shape: dict) -> str:
+    """The family of a shape under a recipe: its `family(shape)` when it has one, else its depth."""
+    family = getattr(recipe, "family", None)
+    return str(family(shape)) if callable(family) else depth_family(shape["layers"])
 
 
 def load_recipe(spec: dict, base_dir: Path):

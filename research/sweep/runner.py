@@ -143,6 +143,12 @@ class _Running:
     started: float = field(default_factory=time.time)
 
 
+def trial_progress(name: str, done: int, total: int) -> str:
+    """A running trial in the live line: 'ab12cd34 120/309', or 'ab12cd34 compiling 0/309' before its
+    first step is logged (starting the process, preparing the data and compiling take seconds)."""
+    return f"{name[:8]} {'compiling ' if done == 0 else ''}{done}/{total}"
+
+
 class LocalRunner:
     def __init__(self, plan: Plan, sweep_dir: Path, workers: int = 1, retries: int = 2,
                  retry_failed: bool = False, live: bool = True, warm: bool = True):
@@ -300,7 +306,7 @@ class LocalRunner:
         flops_done, flops_total = self._flops_done(), sum(self.flops.values())
         rate = (flops_done - self.flops_at_start) / max(time.time() - self.t0, 1e-9)
         eta = (flops_total - flops_done) / rate if rate > 0 else float("nan")
-        per_trial = ", ".join(f"{r.trial_dir.name[:8]} {steps_done(r.trial_dir)}/{self.steps[r.trial_dir][1]}"
+        per_trial = ", ".join(trial_progress(r.trial_dir.name, steps_done(r.trial_dir), self.steps[r.trial_dir][1])
                               for r in running)
         self._say(f"[{done}/{len(statuses)} done, {statuses.count('failed')} failed, "
                   f"{statuses.count('diverged')} diverged] FLOPs spent {flops_done:.2e}/{flops_total:.2e} [6n] "

@@ -1,4 +1,5 @@
-"""Training: optimiser and schedule, the jitted step, checkpoints, the run directory, the loop.
+"""Training: optimiser and schedule, the jitted step, checkpoints, the run directory, the loop (loop.py),
+its metrics rows and summary (metrics.py) and the signals that stop it cleanly (signals.py).
 
 `from research.train import train` imports jax lazily, so the CLI's --help stays fast.
 """

@@ -11,13 +11,21 @@ on resume restore the newest one, telling apart two ways a restore can fail:
                   (`CheckpointIncompatible`, a `UserError`), since going on would throw the
                   run's history away.
 
-A failure that is neither shown corrupt nor recognised is treated as incompatible: only
-proof of corruption ever moves a checkpoint.
+Corruption is read from the whole cause chain of the error (orbax wraps tensorstore's
+OUT_OF_RANGE or "ZSTD_decompressStream() failed" in a generic exception), and where the
+chain proves nothing the step is checked directly: its arrays are restored into a scratch
+tree on one host device, without the run's sharding. If even that read fails, the files
+are bad (corrupt); if it succeeds, what failed is the fit to this run's mesh (incompatible).
+Only proof of corruption ever moves a checkpoint, and a moved one is kept, never deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -29,12 +37,20 @@ from research.errors import UserError
 
 # tensorstore/absl status codes that mean "the bytes on disk are bad or gone".
 _CORRUPT_CODES = ("NOT_FOUND", "OUT_OF_RANGE", "DATA_LOSS")
+# ... and codes that mean it only when tensorstore says it was reading or decoding the files.
+_READ_CODES = ("FAILED_PRECONDITION", "INVALID_ARGUMENT", "UNKNOWN", "INTERNAL")
+_READ_WORDS = ("Error reading", "decompress", "Error decoding", "checksum", "Unexpected end", "corrupt")
 # ... and those that mean "this machine cannot take it now".
 _RESOURCE_CODES = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory")
 
 
 class CheckpointIncompatible(UserError):
-    """A checkpoint that reads back but cannot be resumed by this code, config or machine."""
+    """A checkpoint that reads back but cannot be resumed by this code, config or machine.
+    `proven`: the cause is known (a tree difference, out of memory), so no read check can change it."""
+
+    def __init__(self, message: str, proven: bool = False):
+        super().__init__(message)
+        self.proven = proven
 
 
 class CheckpointCorrupt(Exception):
@@ -46,6 +62,7 @@ class Checkpoints:
     the trunk, another process, may still be adding to them): nothing is created or moved."""
 
     def __init__(self, directory: str | Path, keep: int | None, read_only: bool = False):
+        _quiet_closed_event_loops()
         self.directory = Path(directory).absolute()  # orbax wants absolute paths
         self.keep = keep
         self.read_only = read_only
@@ -64,14 +81,17 @@ class Checkpoints:
         return self.directory.with_name(self.directory.name + ".corrupt")
 
     def save(self, step: int, state, meta: dict) -> None:
-        """Start an asynchronous save; the previous one is finished first."""
-        if step in self.manager.all_steps():
-            return
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+        """Start an asynchronous save; the previous one is finished first. A save the disk
+        refused (full, quota, read-only) is raised here or at `wait`/`close` as one OSError."""
+        with _storage_errors(self.directory):
+            if step in self.manager.all_steps():
+                return
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with _storage_errors(self.directory):
+            self.manager.wait_until_finished()
 
     def restore_latest(self, abstract_state) -> tuple[int, object, dict] | None:
         """(step, state, meta) of the newest restorable checkpoint, or None if there is none.
@@ -111,21 +131,42 @@ class Checkpoints:
         try:
             stored = self.manager.item_metadata(step)["state"]
         except Exception as err:  # classified below: only proof of bad bytes is "corrupt"
-            raise _classify(err, step, where, "reading its metadata") from err
+            raise self._verdict(err, step, abstract_state, "reading its metadata") from err
         mismatch = tree_mismatch(getattr(stored, "tree", stored), abstract_state)
         if mismatch:
             raise CheckpointIncompatible(
                 f"the checkpoint at step {step} in {self.directory} does not fit this run ({mismatch}); the model "
-                "or optimiser code changed since it was saved. Nothing was moved: restore the code that wrote "
-                f"it, or move {self.directory} away to start over")
+                "or optimiser code changed since it was saved. Nothing was moved: run the code that wrote it, "
+                "or train this config into a new --out directory", proven=True)
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
         except Exception as err:  # classified below
-            raise _classify(err, step, where, "restoring it") from err
+            raise self._verdict(err, step, abstract_state, "restoring it") from err
         if not isinstance(restored["meta"], dict):
             raise CheckpointCorrupt(f"its meta item is {type(restored['meta']).__name__}, not a JSON object")
         return step, restored["state"], dict(restored["meta"])
+
+    def _verdict(self, err: BaseException, step: int, abstract_state, doing: str) -> Exception:
+        """Corrupt or incompatible: from the error's cause chain, else by reading the step's arrays
+        into a scratch tree on one host device (no mesh), which only bad files can fail."""
+        verdict = _classify(err, step, self.directory / str(step), doing)
+        if not isinstance(verdict, CheckpointIncompatible) or verdict.proven:
+            return verdict
+        host = jax.local_devices(backend="cpu")[0]
+        scratch = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(host)),
+            abstract_state)
+        try:
+            self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(scratch), meta=ocp.args.JsonRestore()))
+        except Exception as scratch_err:  # the files themselves cannot be read back: classified here
+            again = _classify(scratch_err, step, self.directory / str(step), "reading it back on one device")
+            if isinstance(again, CheckpointIncompatible) and again.proven:
+                return again  # out of memory even for the check: prove nothing, move nothing
+            return CheckpointCorrupt(f"{doing}: {_first_line(err)}; and reading it back on one host device "
+                                     f"failed too: {_first_line(scratch_err)}")
+        return verdict
 
     def _set_aside(self, steps: list[int]) -> None:
         """Move corrupt steps aside (process 0 only); every process then sees the same steps.
@@ -147,8 +188,11 @@ class Checkpoints:
         self._open()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        with _storage_errors(self.directory):
+            try:
+                self.manager.wait_until_finished()
+            finally:
+                self.manager.close()
 
     def keep_copy(self, step: int, target_dir: Path) -> bool:
         """Keep the finished checkpoint at `step` for good as `target_dir/<step>` (a cooldown branch
@@ -173,6 +217,57 @@ class Checkpoints:
         return True
 
 
+# Tensorstore's words for a write the storage refused, and the errno each one means.
+_WRITE_FAILURES = (("No space left", errno.ENOSPC), ("Disk quota", errno.EDQUOT), ("Read-only file system", errno.EROFS),
+                   ("Permission denied", errno.EACCES), ("RESOURCE_EXHAUSTED: Error writing", errno.ENOSPC))
+
+
+@contextlib.contextmanager
+def _storage_errors(directory: Path):
+    """A save that failed on the storage (orbax raises it as a ValueError from its background
+    thread) re-raised as the OSError it is, naming the checkpoint directory: one line at the CLI."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as err:  # re-raised unchanged unless its chain shows a refused write
+        for e in _chain(err):
+            if isinstance(e, OSError) and e.errno is not None:
+                raise OSError(e.errno, e.strerror or str(e), str(e.filename or directory)) from err
+            for words, code in _WRITE_FAILURES:
+                if words in str(e):
+                    raise OSError(code, os.strerror(code) + " (saving a checkpoint)", str(directory)) from err
+        raise
+
+
+class _NoTracebacks(logging.Filter):
+    """orbax logs each failure of its background save threads at ERROR with a traceback, several
+    times over; the failure itself reaches the caller and is reported there in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.levelno >= logging.ERROR)
+
+
+def _quiet_closed_event_loops() -> None:
+    """After a failed read, tensorstore still calls back into the event loop orbax has closed;
+    Python reports each as an 'unraisable' RuntimeError traceback. Those (and only those) are
+    dropped: the failure itself is already classified and reported in one line."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_research_quiet", False):
+        return
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+            return
+        if isinstance(unraisable.exc_value, ImportError) and "likely shutting down" in str(unraisable.exc_value):
+            return  # an orbax write coroutine abandoned at exit after a failed save
+        previous(unraisable)
+
+    hook._research_quiet = True
+    sys.unraisablehook = hook
+    logging.getLogger("absl").addFilter(_NoTracebacks())
+
+
 def _link_or_copy(src: str, dst: str) -> None:
     import os
 
@@ -182,21 +277,50 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def _chain(err: BaseException):
+    """`err` and every exception it was raised from or while handling, outermost first."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def _first_line(err: BaseException) -> str:
+    """The most telling line of an error chain: the first storage status line if there is one."""
+    for e in _chain(err):
+        text = str(e).strip()
+        if any(text.startswith(code) for code in _CORRUPT_CODES + _READ_CODES):
+            return f"{type(e).__name__}: {text.splitlines()[0][:300]}"
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:300]}" if text else type(err).__name__
+
+
+def _proves_bad_files(e: BaseException) -> bool:
+    if isinstance(e, (json.JSONDecodeError, UnicodeDecodeError, FileNotFoundError, IsADirectoryError,
+                      NotADirectoryError, EOFError)):
+        return True
+    text = str(e)
+    if any(text.startswith(code) or f" {code}:" in text for code in _CORRUPT_CODES):
+        return True
+    return any(text.startswith(code) or f" {code}:" in text for code in _READ_CODES) \
+        and any(word in text for word in _READ_WORDS)
+
+
 def _classify(err: BaseException, step: int, where: Path, doing: str) -> Exception:
-    """CheckpointCorrupt when the error proves the files are bad, else CheckpointIncompatible."""
-    text = str(err)
-    first = text.strip().splitlines()[0][:300] if text.strip() else type(err).__name__
-    if isinstance(err, MemoryError) or any(code in text for code in _RESOURCE_CODES):
+    """CheckpointCorrupt when some error in the cause chain proves the files are bad, else
+    CheckpointIncompatible (`proven` for out of memory; otherwise worth a read check)."""
+    chain = list(_chain(err))
+    if any(isinstance(e, MemoryError) or any(code in str(e) for code in _RESOURCE_CODES) for e in chain):
         return CheckpointIncompatible(
-            f"out of memory restoring the checkpoint at step {step} in {where.parent} ({first}); nothing was "
-            "moved: resume on a machine with more memory or with more devices")
-    if isinstance(err, (json.JSONDecodeError, UnicodeDecodeError, FileNotFoundError, IsADirectoryError)) \
-            or any(text.startswith(code) or f" {code}:" in text for code in _CORRUPT_CODES):
-        return CheckpointCorrupt(f"{doing}: {type(err).__name__}: {first}")
+            f"out of memory restoring the checkpoint at step {step} in {where.parent} ({_first_line(err)}); "
+            "nothing was moved: resume on a machine with more memory or with more devices", proven=True)
+    if any(_proves_bad_files(e) for e in chain):
+        return CheckpointCorrupt(f"{doing}: {_first_line(err)}")
     return CheckpointIncompatible(
-        f"the checkpoint at step {step} in {where.parent} cannot be restored on this run ({type(err).__name__} "
-        f"while {doing}: {first}); nothing was moved: fix the cause (a changed mesh or device count needs "
-        f"the same sharding), or move {where.parent} away to start over")
+        f"the checkpoint at step {step} in {where.parent} reads back but cannot be placed on this run's devices "
+        f"({_first_line(err)} while {doing}); nothing was moved: resume with the device count and mesh "
+        "that wrote it")
 
 
 def _path_str(path) -> str:

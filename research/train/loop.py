@@ -10,35 +10,28 @@ stalls the device; the only host syncs are evaluations and checkpoints.
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
-import platform
 import queue
 import signal
 import sys
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from research.config import RunConfig, total_steps, warmup_steps
 from research.data import get_dataset
-from research.data.prepare import bits_per_byte
 from research.errors import UserError
 from research.fsutil import read_json
-from research.model.accounting import RunSize, count_model
+from research.model.accounting import count_model
 from research.train.checkpoint import Checkpoints, abstract_like
-from research.train.devices import mfu_fields
+from research.train.metrics import MetricsLogger, build_summary, versions  # noqa: F401 (versions: bench reads it here)
 from research.train.optim import learning_rate_schedule
 from research.train.progress import Progress
 from research.train.run_dir import RunDir, identity, identity_hash
+from research.train.signals import EXIT_DIVERGED, EXIT_INTERRUPTED, StopSignals, exit_code  # noqa: F401 (CLIs)
 from research.train.step import Stepper, check_memory, make_mesh
 from research.train.tracking import open_run_tracking
-
-EXIT_DIVERGED, EXIT_INTERRUPTED = 3, 143
 
 
 def resolve(config: RunConfig, dataset) -> RunConfig:
@@ -54,21 +47,6 @@ def resolve(config: RunConfig, dataset) -> RunConfig:
             raise UserError(f"[model] seq_len = {m.seq_len} is longer than the {split} split "
                             f"({dataset.n_tokens(split):,} tokens); lower seq_len or use a larger corpus")
     return config
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scaling-research"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def device_info() -> dict:
-    d = jax.devices()
-    return {"backend": jax.default_backend(), "kind": d[0].device_kind, "count": len(d)}
 
 
 class Prefetcher:
@@ -96,77 +74,6 @@ class Prefetcher:
         return batch
 
 
-class StopSignals:
-    """Inside the training loop, SIGINT (Ctrl-C), SIGTERM (`kill`, cluster preemption) and
-    SIGUSR2 (Slurm's pre-timeout / preemption warning) set `signal` instead of killing the
-    process: the loop finishes its step, checkpoints and stops. A second Ctrl-C stops at once.
-
-    With several processes, `agreed()` is the first signal any of them received (a collective
-    call: every process must make it at the same steps), so all stop at the same step and
-    write the checkpoint together. After the loop, `forward()` hands a SIGUSR2 on to the
-    handler installed before (submitit's, which requeues the job), now that the checkpoint
-    is written.
-    """
-
-    HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
-
-    def __init__(self):
-        self.signal: int | None = None
-        self._old: dict = {}
-        self._usr2_before = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = {s: signal.signal(s, self._handle) for s in self.HANDLED}
-            self._usr2_before = self._old[signal.SIGUSR2]
-        return self
-
-    def _handle(self, signum, frame):  # no I/O here: the main thread may be mid-write
-        if signum == signal.SIGINT and self.signal == signal.SIGINT:
-            self._restore()
-            raise KeyboardInterrupt
-        if self.signal is None:
-            self.signal = signum
-
-    def agreed(self) -> int | None:
-        if jax.process_count() == 1:
-            return self.signal
-        from jax.experimental import multihost_utils
-
-        received = multihost_utils.process_allgather(np.int32(self.signal or 0))
-        first = next((int(s) for s in np.ravel(received) if s), 0)
-        if first:
-            self.signal = first  # the same on every process
-        return first or None
-
-    def _restore(self) -> None:
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
-        self._old = {}
-
-    def __exit__(self, *exc):
-        self._restore()
-
-    def forward(self) -> None:
-        """Re-raise a SIGUSR2 caught in the loop if someone else (submitit) was handling it."""
-        if self.signal == signal.SIGUSR2 and callable(self._usr2_before):
-            signal.raise_signal(signal.SIGUSR2)
-
-
-def exit_code(summary: dict) -> int:
-    """The process exit status a run's summary calls for: 0 completed, 3 diverged, 128 + the
-    signal number when a signal stopped it (130 Ctrl-C, 143 SIGTERM, 140 SIGUSR2)."""
-    status = summary.get("status")
-    if status == "completed":
-        return 0
-    if status == "diverged":
-        return EXIT_DIVERGED
-    if status == "interrupted":
-        name = summary.get("stop_signal") or "SIGTERM"
-        return 128 + int(getattr(signal, name, signal.SIGTERM))
-    return 1
-
-
 @dataclasses.dataclass(frozen=True)
 class BranchFrom:
     """Start a cooldown branch from its trunk: the trunk run's directory and the step it leaves it.
@@ -192,7 +99,6 @@ def train(config: RunConfig, out_dir: str | Path, *, progress: bool = True, sink
     branch points). `branch_from`: start, when the run has no checkpoint of its own, from a trunk's
     branch point instead of from initialisation.
     """
-
     # Everything the config and the data can refuse is refused before the run directory is touched.
     d = config.data
     dataset = get_dataset(d.corpus, d.tokenizer, val_fraction=d.val_fraction, seed=d.seed)
@@ -255,233 +161,121 @@ def check_trunk(config: RunConfig, branch_from: BranchFrom, steps: int) -> None:
         raise UserError(f"the branch does not continue its trunk {branch_from.trunk_dir}: {'; '.join(diffs[:3])}")
 
 
-def _bits_per_byte(nats_per_token: float | None, bytes_per_token: float) -> float | None:
-    """bits/byte beside a loss; None without a loss or where the text behind the tokens is
-    unknown (a corpus that came already tokenized, `ids:V`)."""
-    if nats_per_token is None or not math.isfinite(bytes_per_token) or bytes_per_token <= 0:
-        return None
-    return bits_per_byte(nats_per_token, bytes_per_token)
-
-
-class Throughput:
-    """Training tokens/s between logged rows, counting neither compilation (the first step of
-    a process is excluded) nor evaluation time."""
-
-    def __init__(self, tokens_per_step: int):
-        self.tokens_per_step = tokens_per_step
-        self.step_mark: int | None = None
-        self.t_mark = 0.0
-        self.excluded_s = 0.0
-
-    def start(self, step: int) -> None:
-        """Call once `step` (the compiled first step) has finished on the device."""
-        self.step_mark, self.t_mark, self.excluded_s = step, time.perf_counter(), 0.0
-
-    def exclude(self, seconds: float) -> None:
-        self.excluded_s += seconds
-
-    def tokens_per_s(self, step: int, now: float) -> float | None:
-        """Rate since the last call (None before `start` or with no step in between)."""
-        if self.step_mark is None or step <= self.step_mark:
-            return None
-        rate = (step - self.step_mark) * self.tokens_per_step / max(now - self.t_mark - self.excluded_s, 1e-9)
-        self.step_mark, self.t_mark, self.excluded_s = step, now, 0.0
-        return rate
-
-
-class MetricsLogger:
-    """Builds each metrics row (the one place a row is made), appends it to metrics.jsonl and
-    hands it to every sink: `sink.log_row(step, row)` (the progress display, trackers).
-
-    Rows are fetched from the device one logged step behind (`hold`, then `flush` after the
-    next step is dispatched), so logging never stalls the device.
-    """
-
-    def __init__(self, run: RunDir, counts, tokens_per_step: int, lr_at, eval_bytes_per_token: float,
-                 wall_before: float, sinks=(), devices=()):
-        self.devices = list(devices)
-        self.run, self.counts, self.tokens_per_step, self.lr_at = run, counts, tokens_per_step, lr_at
-        self.eval_bytes_per_token = eval_bytes_per_token
-        self.sinks = list(sinks)
-        self.throughput = Throughput(tokens_per_step)
-        self.wall_before, self.t_start = wall_before, time.perf_counter()
-        self.pending = None  # (step, device metrics) of the last logged step, not yet fetched
-        self.last_train_loss: float | None = None
-        float(lr_at(0))  # compiles the schedule's eager ops now, not inside the first measured interval
-
-    def wall_time_s(self) -> float:
-        return self.wall_before + time.perf_counter() - self.t_start
-
-    def hold(self, step: int, dev_metrics) -> None:
-        self.pending = (step, dev_metrics)
-
-    def flush(self, eval_loss: float | None = None) -> bool:
-        """Write the pending row (if any); False if its loss is not finite."""
-        if self.pending is None:
-            return True
-        step, dev = self.pending
-        self.pending = None
-        values = jax.device_get(dev)
-        row = self.row(step, float(values["loss"]), float(values["grad_norm"]), eval_loss)
-        self.run.append_metrics(row)
-        for sink in self.sinks if self.run.writer else ():  # like metrics.jsonl: process 0 only
-            sink.log_row(step, row)
-        self.last_train_loss = row["loss"]
-        return math.isfinite(row["loss"]) and (eval_loss is None or math.isfinite(eval_loss))
-
-    def row(self, step: int, loss: float, grad_norm: float, eval_loss: float | None) -> dict:
-        """One metrics row. FLOPs name their convention; rates are over the steps since the last row."""
-        now = time.perf_counter()
-        tokens = step * self.tokens_per_step
-        tokens_per_s = self.throughput.tokens_per_s(step, now)
-        row = {"step": step, "tokens": tokens, "flops_6n": self.counts.flops_per_token_6n * tokens,
-               "flops_chinchilla": self.counts.flops_per_token_chinchilla * tokens,
-               "lr": float(self.lr_at(step - 1)), "loss": loss, "grad_norm": grad_norm,
-               "tokens_per_s": tokens_per_s,
-               "flops_per_s_6n": None if tokens_per_s is None else self.counts.flops_per_token_6n * tokens_per_s,
-               "flops_per_s_chinchilla": None if tokens_per_s is None
-               else self.counts.flops_per_token_chinchilla * tokens_per_s,
-               "wall_time_s": self.wall_before + now - self.t_start}
-        if tokens_per_s is not None:
-            row.update(mfu_fields(self.counts, tokens_per_s, self.devices))  # where the devices' peak is known
-        if eval_loss is not None:
-            row.update(eval_loss=eval_loss, eval_bits_per_byte=_bits_per_byte(eval_loss, self.eval_bytes_per_token))
-        return row
-
-
-def build_summary(config, run: RunDir, dataset, counts, *, status: str, steps: int, steps_done: int,
-                  final_train_loss: float | None, final_eval_loss: float | None, eval_bytes_per_token: float,
-                  wall_time_s: float, stop_signal: int | None) -> dict:
-    """summary.json: the run's shape, N/D/C (conventions named), final losses, provenance."""
-    t, m = config.train, config.model
-    tokens = steps_done * t.batch_size * m.seq_len
-    return {
-        "status": status, "steps": steps, "steps_done": steps_done,
-        "stop_signal": None if stop_signal is None else signal.Signals(stop_signal).name,
-        "layers": m.layers, "d_model": m.d_model, "heads": m.heads, "ffw": m.d_ffw,
-        "seq_len": m.seq_len, "vocab_size": m.vocab_size, "batch_size": t.batch_size,
-        **RunSize.of(counts, tokens).to_dict(),
-        "final_train_loss": final_train_loss, "final_eval_loss": final_eval_loss,
-        "eval_bits_per_byte": _bits_per_byte(final_eval_loss, eval_bytes_per_token),
-        "eval_bytes_per_token": eval_bytes_per_token,
-        "loss_unit": "nats/token", "wall_time_s": wall_time_s,
-        "identity_hash": identity_hash(identity(config, dataset.fingerprint)),
-        "entropy_floor_nats_per_token": dataset.entropy_rate_nats_per_token,
-        "versions": versions(), "device": device_info(), "host": platform.node(), "pid": os.getpid(),
-    }
-
-
-def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress: bool, sinks=(), keep_steps=(),
-                branch_from: BranchFrom | None = None) -> dict:
-
-    t, m = config.train, config.model
-    tokens_per_step = t.batch_size * m.seq_len
+def _announce(dataset, counts, steps: int, tokens_per_step: int) -> None:
+    """N, D and C of the run (conventions named), and a warning when it repeats its data."""
+    tokens = steps * tokens_per_step
     print(f"model: n_params {counts.n_params:,} (embeddings included), non-embedding "
           f"{counts.n_params_nonembedding:,}; {steps} steps x {tokens_per_step:,} tokens = "
-          f"D {steps * tokens_per_step:,}; C = {counts.flops_per_token_6n * steps * tokens_per_step:.3e} FLOPs [6n], "
-          f"{counts.flops_per_token_chinchilla * steps * tokens_per_step:.3e} [chinchilla]", file=sys.stderr)
-    if steps * tokens_per_step > dataset.n_tokens("train"):
-        epochs = steps * tokens_per_step / dataset.n_tokens("train")
-        print(f"warning: the run sees the training split {epochs:.2f} times (repeated data)", file=sys.stderr)
+          f"D {tokens:,}; C = {counts.flops_per_token_6n * tokens:.3e} FLOPs [6n], "
+          f"{counts.flops_per_token_chinchilla * tokens:.3e} [chinchilla]", file=sys.stderr)
+    if tokens > dataset.n_tokens("train"):
+        print(f"warning: the run sees the training split {tokens / dataset.n_tokens('train'):.2f} times "
+              "(repeated data)", file=sys.stderr)
 
-    stepper = Stepper(config, make_mesh(config))
+
+def _initial_state(stepper, ckpts: Checkpoints, branch_from: BranchFrom | None):
+    """(start step, {params, opt_state}, wall time before): from the run's newest checkpoint, else a
+    trunk's branch point, else initialisation."""
     params, opt_state = stepper.init()
-    ckpts = Checkpoints(run.checkpoint_dir, t.keep_checkpoints)
-    start, wall_before = 0, 0.0
+    like = abstract_like({"params": params, "opt_state": opt_state})
     try:
-        restored = ckpts.restore_latest(abstract_like({"params": params, "opt_state": opt_state}))
+        restored = ckpts.restore_latest(like)
     except BaseException:
         ckpts.close()
         raise
     if restored:
         start, state, meta = restored
-        params, opt_state = state["params"], state["opt_state"]
-        wall_before = float(meta.get("wall_time_s", 0.0))
         print(f"resuming from the checkpoint at step {start}", file=sys.stderr)
-    elif branch_from is not None:
-        trunk_points = Checkpoints(Path(branch_from.trunk_dir) / "branch_points", None, read_only=True)
-        try:
-            start, state, _ = trunk_points.restore_step(branch_from.step,
-                                                        abstract_like({"params": params, "opt_state": opt_state}))
-        finally:
-            trunk_points.close()
-        params, opt_state = state["params"], state["opt_state"]
-        print(f"branching from the trunk {branch_from.trunk_dir} at step {start}", file=sys.stderr)
-    branch_points = run.path / "branch_points"
+        return start, state, float(meta.get("wall_time_s", 0.0))
+    if branch_from is None:
+        return 0, {"params": params, "opt_state": opt_state}, 0.0
+    trunk_points = Checkpoints(Path(branch_from.trunk_dir) / "branch_points", None, read_only=True)
+    try:
+        start, state, _ = trunk_points.restore_step(branch_from.step, like)
+    finally:
+        trunk_points.close()
+    print(f"branching from the trunk {branch_from.trunk_dir} at step {start}", file=sys.stderr)
+    return start, state, 0.0
+
+
+def _keep_missed_branch_points(ckpts: Checkpoints, keep_steps, start: int, branch_points: Path) -> None:
     for kept in (s for s in keep_steps if s <= start):  # killed between a save and its kept copy
         if not ckpts.keep_copy(kept, branch_points):
             print(f"warning: the branch point at step {kept} was not kept (its checkpoint is gone); "
                   "branches from it cannot start until this run is trained again", file=sys.stderr)
-    run.truncate_metrics(start)
 
-    tracking = open_run_tracking(config.logging, run.path, read_json(run.config_path), start, enabled=run.writer)
 
-    lr_at = learning_rate_schedule(config)
-    val_windows = dataset.val_batches(t.batch_size, m.seq_len, t.eval_tokens)
-    eval_bytes_per_token = dataset.bytes_per_token_of([w[:, 1:] for w in val_windows])  # the scored targets
-    val = [stepper.put_batch(b) for b in val_windows]
+class Evaluator:
+    """The held-out loss: the same validation windows every time, put on the device once."""
 
-    def evaluate(p) -> float:  # dispatch every batch, then one host sync for the mean
-        return float(jax.numpy.mean(jax.numpy.stack([stepper.eval_step(p, b) for b in val])))
+    def __init__(self, stepper, dataset, batch_size: int, seq_len: int, eval_tokens: int):
+        windows = dataset.val_batches(batch_size, seq_len, eval_tokens)
+        self.bytes_per_token = dataset.bytes_per_token_of([w[:, 1:] for w in windows])  # the scored targets
+        self.stepper, self.batches = stepper, [stepper.put_batch(b) for b in windows]
 
-    bar = Progress(steps, start, enabled=show_progress and run.writer)
-    log = MetricsLogger(run, counts, tokens_per_step, lr_at, eval_bytes_per_token, wall_before,
-                        sinks=[bar, tracking, *sinks], devices=stepper.mesh.devices.flat)
-    status, last_eval = "completed", None
+    def __call__(self, params) -> float:  # dispatch every batch, then one host sync for the mean
+        return float(jax.numpy.mean(jax.numpy.stack([self.stepper.eval_step(params, b) for b in self.batches])))
 
-    def save(step: int) -> None:
-        ckpts.save(step, {"params": params, "opt_state": opt_state},
-                   {"step": step, "tokens": step * tokens_per_step, "wall_time_s": log.wall_time_s()})
+    def timed(self, params) -> tuple[float, float]:
+        """(loss, seconds the evaluation itself took). The train steps still queued on the device
+        finish first, so their time is not counted as evaluation (and left out of the throughput)."""
+        jax.block_until_ready(params)
+        t0 = time.perf_counter()
+        loss = self(params)
+        return loss, time.perf_counter() - t0
 
-    prefetch = Prefetcher(lambda s: dataset.train_batch(s, t.batch_size, m.seq_len, t.seed),
-                          stepper.put_batch, start, steps, t.prefetch)
-    step = start
-    keep = set(keep_steps)
-    with StopSignals() as stop:
+
+class Steps:
+    """Steps `start + 1 .. steps`: train, log, evaluate, checkpoint, keep branch points, stop on a
+    signal. Holds the parameters and optimiser state between steps."""
+
+    def __init__(self, config: RunConfig, stepper, ckpts: Checkpoints, log: MetricsLogger, evaluate: Evaluator,
+                 prefetch: Prefetcher, state: dict, keep_steps, branch_points: Path, steps: int):
+        self.t, self.stepper, self.ckpts, self.log, self.evaluate = config.train, stepper, ckpts, log, evaluate
+        self.prefetch, self.keep, self.branch_points, self.steps = prefetch, set(keep_steps), branch_points, steps
+        self.tokens_per_step = config.train.batch_size * config.model.seq_len
+        self.params, self.opt_state = state["params"], state["opt_state"]
+
+    def save(self, step: int) -> None:
+        self.ckpts.save(step, {"params": self.params, "opt_state": self.opt_state},
+                        {"step": step, "tokens": step * self.tokens_per_step, "wall_time_s": self.log.wall_time_s()})
+
+    def run(self, start: int, stop: StopSignals) -> tuple[str, int, float | None]:
+        """(status, last step, last evaluation loss)."""
+        t, log, steps, step, last_eval = self.t, self.log, self.steps, start, None
         for step in range(start + 1, steps + 1):
-            params, opt_state, dev_metrics = stepper.train_step(params, opt_state, prefetch.get(step - 1))
+            self.params, self.opt_state, dev_metrics = self.stepper.train_step(
+                self.params, self.opt_state, self.prefetch.get(step - 1))
             if step == start + 1:  # compiled and run once: throughput counts from here
                 jax.block_until_ready(dev_metrics)
                 log.throughput.start(step)
             if not log.flush():
-                status = "diverged"
-                break
+                return "diverged", step, last_eval
             if step % t.log_every == 0 or step % t.eval_every == 0 or step == steps:
                 log.hold(step, dev_metrics)
             if step % t.eval_every == 0 or step == steps:
-                t_eval = time.perf_counter()
-                last_eval = evaluate(params)
-                log.throughput.exclude(time.perf_counter() - t_eval)
+                last_eval, eval_s = self.evaluate.timed(self.params)
+                log.throughput.exclude(eval_s)
                 if not log.flush(eval_loss=last_eval):
-                    status = "diverged"
-                    break
-            periodic = step % t.checkpoint_every == 0 or step == steps or step in keep
+                    return "diverged", step, last_eval
+            periodic = step % t.checkpoint_every == 0 or step == steps or step in self.keep
             if periodic:
-                save(step)
-            if step in keep:
-                ckpts.keep_copy(step, branch_points)  # a cooldown branch may start from here now
+                self.save(step)
+            if step in self.keep:
+                self.ckpts.keep_copy(step, self.branch_points)  # a cooldown branch may start from here now
             if step < steps and (step % t.log_every == 0 or jax.process_count() == 1) and stop.agreed():
                 print(f"{signal.Signals(stop.signal).name} received: checkpointing at step {step} and stopping",
                       file=sys.stderr)
                 if not periodic:
-                    save(step)
-                status = "interrupted"
-                break
-    if not log.flush():
-        status = "diverged"
-    if status == "completed" and last_eval is None:  # killed after the final checkpoint, before the summary
-        last_eval = evaluate(params)
-        log.last_train_loss = next((r["loss"] for r in reversed(run.metrics()) if "loss" in r), None)
-    ckpts.close()
-    bar.close()
+                    self.save(step)
+                return "interrupted", step, last_eval
+        return "completed", step, last_eval
 
-    summary = build_summary(config, run, dataset, counts, status=status, steps=steps, steps_done=step,
-                            final_train_loss=log.last_train_loss, final_eval_loss=last_eval,
-                            eval_bytes_per_token=eval_bytes_per_token, wall_time_s=log.wall_time_s(),
-                            stop_signal=stop.signal if status == "interrupted" else None)
-    if branch_from is not None:  # its wall time is its own; its N, D and C count the trunk's steps too
-        summary["branch_from"] = {"trunk": str(branch_from.trunk_dir), "step": branch_from.step}
-    run.write_summary(summary)
+
+def _report_end(summary: dict, run: RunDir, sinks, tracking, stop: StopSignals) -> None:
+    """Hand the summary to the sinks and trackers, say how the run ended, and pass a caught
+    SIGUSR2 on to submitit now that the checkpoint is written."""
+    status = summary["status"]
     for sink in sinks if run.writer else ():
         if hasattr(sink, "log_summary"):
             sink.log_summary(summary)
@@ -489,14 +283,54 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
     tracking.close(ok=status == "completed")
     if status == "completed":
         bpb = summary["eval_bits_per_byte"]
-        print(f"done: eval loss {last_eval:.4f} nats/token"
+        print(f"done: eval loss {summary['final_eval_loss']:.4f} nats/token"
               + (f" ({bpb:.4f} bits/byte)" if bpb is not None else "") + " "
               f"after D = {summary['tokens']:,} tokens, C = {summary['flops_6n']:.3e} FLOPs [6n]; {run.path}",
               file=sys.stderr)
     else:
-        print(f"stopped at step {step}: {status}"
+        print(f"stopped at step {summary['steps_done']}: {status}"
               + (f" ({summary['stop_signal']}; checkpointed)" if summary["stop_signal"] else "") + f"; {run.path}",
               file=sys.stderr)
     if status == "interrupted":
-        stop.forward()  # a SIGUSR2 under submitit: now that the checkpoint is written, let it requeue the job
+        stop.forward()
+
+
+def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress: bool, sinks=(), keep_steps=(),
+                branch_from: BranchFrom | None = None) -> dict:
+    t, m = config.train, config.model
+    tokens_per_step = t.batch_size * m.seq_len
+    _announce(dataset, counts, steps, tokens_per_step)
+    stepper = Stepper(config, make_mesh(config))
+    ckpts = Checkpoints(run.checkpoint_dir, t.keep_checkpoints)
+    start, state, wall_before = _initial_state(stepper, ckpts, branch_from)
+    branch_points = run.path / "branch_points"
+    _keep_missed_branch_points(ckpts, keep_steps, start, branch_points)
+    run.truncate_metrics(start)
+    # W&B / TensorBoard copies of the rows ([logging])
+    tracking = open_run_tracking(config.logging, run.path, read_json(run.config_path), start, enabled=run.writer)
+    lr_at = learning_rate_schedule(config)
+    evaluate = Evaluator(stepper, dataset, t.batch_size, m.seq_len, t.eval_tokens)
+    bar = Progress(steps, start, enabled=show_progress and run.writer)
+    log = MetricsLogger(run, counts, tokens_per_step, lr_at, evaluate.bytes_per_token, wall_before,
+                        sinks=[bar, tracking, *sinks], devices=stepper.mesh.devices.flat)
+    prefetch = Prefetcher(lambda s: dataset.train_batch(s, t.batch_size, m.seq_len, t.seed),
+                          stepper.put_batch, start, steps, t.prefetch)
+    loop = Steps(config, stepper, ckpts, log, evaluate, prefetch, state, keep_steps, branch_points, steps)
+    with StopSignals() as stop:
+        status, step, last_eval = loop.run(start, stop)
+    if not log.flush():
+        status = "diverged"
+    if status == "completed" and last_eval is None:  # killed after the final checkpoint, before the summary
+        last_eval = evaluate(loop.params)
+        log.last_train_loss = next((r["loss"] for r in reversed(run.metrics()) if "loss" in r), None)
+    ckpts.close()
+    bar.close()
+    summary = build_summary(config, run, dataset, counts, status=status, steps=steps, steps_done=step,
+                            final_train_loss=log.last_train_loss, final_eval_loss=last_eval,
+                            eval_bytes_per_token=evaluate.bytes_per_token, wall_time_s=log.wall_time_s(),
+                            stop_signal=stop.signal if status == "interrupted" else None)
+    if branch_from is not None:  # its wall time is its own; its N, D and C count the trunk's steps too
+        summary["branch_from"] = {"trunk": str(branch_from.trunk_dir), "step": branch_from.step}
+    run.write_summary(summary)
+    _report_end(summary, run, sinks, tracking, stop)
     return summary

@@ -30,11 +30,11 @@ from research.model.accounting import RUN_SIZE_FIELDS
 
 LR_KIND = "lr"  # [design] kind of a learning-rate sweep (fits a rule, not the Chinchilla approaches)
 TRIAL_STATUSES = ("completed", "running", "failed", "diverged", "pending")
-COLUMNS = ["trial", "status", "kind", "seed", "budget", "requested_n", "requested_tokens_per_param", "layers", "d_model",
-           "heads", "seq_len", "vocab_size", "n_params", "n_params_nonembedding", "tokens", "flops_6n", "flops_chinchilla",
-           "final_train_loss", "final_eval_loss", "eval_bits_per_byte", "wall_time_s", "steps", "batch_size",
-           "lr", "lr_multiplier", "trunk", "branch_step", "flops_spent_6n", "error"]  # results.csv
-TEXT_COLUMNS = ("trial", "status", "kind", "trunk", "error")
+COLUMNS = ["trial", "status", "kind", "seed", "budget", "requested_n", "requested_tokens_per_param", "family",
+           "layers", "d_model", "heads", "seq_len", "vocab_size", "n_params", "n_params_nonembedding", "tokens",
+           "flops_6n", "flops_chinchilla", "final_train_loss", "final_eval_loss", "eval_bits_per_byte", "wall_time_s",
+           "steps", "batch_size", "lr", "lr_multiplier", "trunk", "branch_step", "flops_spent_6n", "error"]  # results.csv
+TEXT_COLUMNS = ("trial", "status", "kind", "family", "trunk", "error")
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,7 @@ class SweepDir:
             if column not in TEXT_COLUMNS:
                 frame[column] = pd.to_numeric(frame[column], errors="coerce")
         frame["trunk"] = frame["trunk"].fillna("").astype(str)
+        frame["family"] = frame["family"].fillna("").astype(str)  # "" for a trial planned before families were recorded
         frame["error"] = frame["error"].fillna("").astype(str).str.replace("\n", " ").str.slice(0, 300)
         atomic_write_text(self.results_path, frame.to_csv(index=False))
         return frame

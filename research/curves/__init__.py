@@ -1,0 +1,11 @@
+"""Whole loss curves as data: laws of the loss at every step under any learning-rate schedule.
+
+    laws.py       the Multi-Power Law (Luo et al. 2025) and the LR-annealing law (Tissue et al. 2024)
+    schedules.py  schedules as per-step LR arrays, from the trainer's own schedule function
+    fitting.py    the fit (Huber on log loss over every logged step, several starts) and its bootstrap
+    table.py      per-step tables (run, step, lr, loss) and sweep / run directories in
+    record.py     LAW.json out and in
+    cli.py        `scaling curves fit|predict`
+
+Layering: above fit (reads tables with research.fit.data), below plots and sweep.
+"""

@@ -1,0 +1,289 @@
+"""`scaling curves fit|predict`: loss-curve laws that know the learning-rate schedule."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from research.errors import UserError
+
+LAW_CHOICES = ("multipower", "annealing")
+SCHEDULE_CHOICES = ("constant", "cosine", "wsd")
+
+
+def _table_flags(p) -> None:
+    p.add_argument("--run-col", default="run", help="column naming the run (default run)")
+    p.add_argument("--step-col", default="step", help="column of the 1-based optimizer step (default step)")
+    p.add_argument("--lr-col", default="lr", help="column of the learning rate used at that step (default lr)")
+    p.add_argument("--loss-col", default=None,
+                   help="column of the measured loss, empty where not measured (default loss; for a sweep or "
+                        "run directory: eval_loss, the fixed eval set, or loss, the training loss)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "curves", help="fit and predict whole loss curves under any learning-rate schedule",
+        description="Loss-curve laws that read the learning-rate schedule: the Multi-Power Law (Luo et al. 2025) "
+                    "and the LR-annealing law (Tissue et al. 2024), fitted to every logged step of a few runs of "
+                    "one model size, then used to predict the curve of any other schedule of that size.")
+    s = p.add_subparsers(dest="curves_command", metavar="SUBCOMMAND", required=True)
+
+    fit = s.add_parser("fit", help="fit a law to the logged steps of some runs of one size; write LAW.json",
+                       description="TABLE: CSV, TSV or parquet with one row per optimizer step of each run (columns "
+                                   "run, step, lr, loss; loss empty where not measured), or a sweep or run "
+                                   "directory. One table = one model size.")
+    fit.add_argument("table", help="per-step table, or a sweep / run directory")
+    fit.add_argument("--law", choices=LAW_CHOICES, default="multipower", help="which law (default multipower)")
+    fit.add_argument("--runs", default=None, help="comma-separated runs to fit on (default: all)")
+    fit.add_argument("--out", required=True, help="where to write the fitted law (JSON)")
+    fit.add_argument("--bootstrap", type=int, default=16,
+                     help="refits on residuals resampled in blocks, for prediction intervals (default 16; 0 = none)")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    fit.add_argument("--max-points", type=int, default=400,
+                     help="longer runs are summarised in this many bins of consecutive steps (default 400)")
+    fit.add_argument("--from-step", type=int, default=None,
+                     help="fit the losses from this step on (default: each run's first step after its warmup)")
+    fit.add_argument("--lambda", dest="lam", default="0.999",
+                     help="annealing law: its momentum decay, a number in (0.9, 1) or 'fit' (default 0.999)")
+    fit.add_argument("--json", action="store_true", help="print the fitted law as one JSON object")
+    _table_flags(fit)
+    fit.set_defaults(func=cmd_fit)
+
+    pred = s.add_parser(
+        "predict", help="predicted loss at every step of the runs of a table, or of a described schedule",
+        description="With TABLE: the predicted loss at every row whose lr is given (and the error where the loss "
+                    "was measured). With --schedule: the curve of a constant, cosine or WSD run of --steps steps "
+                    "(the trainer's own schedule), with a bootstrap interval when LAW.json has draws.")
+    pred.add_argument("table", nargs="?", default=None, help="per-step table, or a sweep / run directory")
+    pred.add_argument("--law", required=True, help="LAW.json written by `scaling curves fit`")
+    pred.add_argument("--runs", default=None, help="comma-separated runs of TABLE to predict (default: all)")
+    pred.add_argument("--schedule", choices=SCHEDULE_CHOICES, default=None, help="predict this schedule instead")
+    pred.add_argument("--steps", type=int, default=None, help="--schedule: its horizon in optimizer steps")
+    pred.add_argument("--tokens", type=float, default=None,
+                      help="--schedule: its horizon in tokens (with --tokens-per-step)")
+    pred.add_argument("--tokens-per-step", type=float, default=None, help="batch size x sequence length")
+    pred.add_argument("--peak-lr", type=float, default=None, help="--schedule: peak LR (default: the fitted runs')")
+    pred.add_argument("--warmup-steps", type=int, default=None,
+                      help="--schedule: warmup steps (default: the fitted runs')")
+    pred.add_argument("--min-lr-ratio", type=float, default=0.1, help="--schedule: final LR / peak (default 0.1)")
+    pred.add_argument("--cooldown-fraction", type=float, default=0.2,
+                      help="--schedule wsd: share of steps in the cooldown (default 0.2)")
+    pred.add_argument("--cooldown-shape", choices=("1-sqrt", "linear"), default="1-sqrt")
+    pred.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
+    pred.add_argument("--every", type=int, default=1, help="print every k-th step's row (default 1: all)")
+    pred.add_argument("--json", action="store_true", help="print one JSON object with a \"rows\" list")
+    _table_flags(pred)
+    pred.set_defaults(func=cmd_predict)
+    _register_offsets(s)
+    _register_trunks_only(s)
+
+
+def _register_offsets(s) -> None:
+    off = s.add_parser(
+        "offsets", help="per-trunk offsets from a curve fit; a results table with corrected final losses",
+        description="For each size of a sweep, fit one curve law to every logged step of its trunks and branches "
+                    "(all seeds), take each trunk's (lineage's) median log residual as its offset, and write "
+                    "results.csv with final_eval_loss divided by exp(offset) (the raw value kept as "
+                    "final_eval_loss_raw). Fit the (N, D) law to it with `scaling fit OUT`.")
+    off.add_argument("sweep", help="sweep directory (results.csv and trials/)")
+    off.add_argument("--out", required=True, help="where to write the corrected results table (CSV)")
+    off.add_argument("--law", choices=LAW_CHOICES, default="multipower")
+    off.add_argument("--loss-col", default="eval_loss", choices=("eval_loss", "loss"),
+                     help="the logged loss the curves are fitted to (default eval_loss: the fixed eval set)")
+    off.add_argument("--json", action="store_true", help="print the offsets as one JSON object")
+    off.set_defaults(func=cmd_offsets)
+
+
+def cmd_offsets(args) -> int:
+    from pathlib import Path
+
+    from research.curves.offsets import corrected_results  # lazy: --help builds every parser; the curve fits and pandas ~1 s
+    from research.fsutil import atomic_write_text  # lazy: as above
+
+    out = Path(args.out)
+    if out.resolve() == (Path(args.sweep) / "results.csv").resolve():
+        raise UserError(f"--out {out} is the sweep's own results.csv; write the corrected table elsewhere")
+    frame, sizes = corrected_results(args.sweep, args.law, args.loss_col)
+    atomic_write_text(out, frame.to_csv(index=False))
+    record = {"sweep": str(args.sweep), "law": args.law, "loss_col": args.loss_col, "out": str(out),
+              "sizes": [{"n_params": s.n_params, "params": s.law, "offsets": s.offsets, "n_points": s.n_points}
+                        for s in sizes]}
+    if args.json:
+        print(json.dumps(record))
+    else:
+        spread = [v for s in sizes for v in s.offsets.values()]
+        print(f"wrote {out}: {len(frame)} rows, {len(spread)} lineages over {len(sizes)} sizes; offsets "
+              f"{100 * min(spread):+.2f}% .. {100 * max(spread):+.2f}%" if spread else f"wrote {out}")
+    return 0
+
+
+def _register_trunks_only(s) -> None:
+    t = s.add_parser(
+        "trunks-only", help="evaluate a trunks-only design on a branch sweep: the curve law stands in for cooldowns",
+        description="Keep each trunk and its shortest and longest cooldowns (--keep 2) or its longest (--keep 1); "
+                    "fit one curve law per size to them; predict every other branch's final loss; write the "
+                    "results table (column source = measured | predicted) and report FLOPs spent / represented. "
+                    "Compare `scaling fit OUT` with `scaling fit SWEEP` for the two designs' exponents.")
+    t.add_argument("sweep", help="a finished branch design's sweep directory")
+    t.add_argument("--out", required=True, help="where to write the table (CSV)")
+    t.add_argument("--keep", type=int, default=2,
+                   help="cooldowns kept per trunk: 2 (shortest and longest; default) or 1 (the longest)")
+    t.add_argument("--law", choices=LAW_CHOICES, default="multipower")
+    t.add_argument("--loss-col", default="eval_loss", choices=("eval_loss", "loss"))
+    t.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    t.set_defaults(func=cmd_trunks_only)
+
+
+def cmd_trunks_only(args) -> int:
+    from pathlib import Path
+
+    from research.curves.trunks_only import trunks_only  # lazy: as above
+    from research.fsutil import atomic_write_text  # lazy: as above
+
+    out = Path(args.out)
+    if out.resolve() == (Path(args.sweep) / "results.csv").resolve():
+        raise UserError(f"--out {out} is the sweep's own results.csv; write the table elsewhere")
+    frame, summary = trunks_only(args.sweep, args.keep, args.law, args.loss_col)
+    atomic_write_text(out, frame.to_csv(index=False))
+    summary["out"] = str(out)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"wrote {out}: {summary['n_predicted']} of {summary['n_rows']} branch end points predicted; FLOPs "
+              f"spent / represented {summary['spent_over_represented']:.3f} (the branch design: "
+              f"{summary['branch_design_spent_over_represented']:.3f})")
+    return 0
+
+
+def _runs(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    runs = [r.strip() for r in text.split(",") if r.strip()]
+    if not runs:
+        raise UserError("--runs is empty; name runs like --runs cosine,constant")
+    return runs
+
+
+def _lam(text: str) -> float | None:
+    if text.strip().lower() == "fit":
+        return None
+    try:
+        lam = float(text)
+    except ValueError:
+        raise UserError(f"--lambda {text!r}: expected a number like 0.999 or 'fit'") from None
+    if not (0.9 <= lam < 1.0):
+        raise UserError(f"--lambda {lam}: expected a decay factor in [0.9, 1), e.g. 0.999")
+    return lam
+
+
+def cmd_fit(args) -> int:
+    from research.curves.record import fit_curve_law, write_law  # lazy: as above
+    from research.curves.table import load_curves  # lazy: as above
+
+    if args.bootstrap < 0 or args.max_points < 10 or (args.from_step is not None and args.from_step < 1):
+        raise UserError("--bootstrap must be >= 0, --max-points >= 10 and --from-step >= 1")
+    lam = _lam(args.lam)
+    table = load_curves(args.table, args.run_col, args.step_col, args.lr_col, args.loss_col)
+    curves = table.select(_runs(args.runs))
+    empty = [c.run for c in curves if c.step_M.size == 0]
+    if empty:
+        raise UserError(f"run {empty[0]!r} has no measured loss; leave it out with --runs or give its losses")
+    n_fitted = sum(c.fitted_part(args.from_step).step_M.size for c in curves)
+    if n_fitted < 10:
+        raise UserError(f"only {n_fitted} measured losses in the fitting runs after their warmup (or --from-step); "
+                        "need 10+")
+    if not any(c.decays for c in curves):
+        raise UserError("no fitting run's learning rate ever decays, so the law's decay terms cannot be fitted; "
+                        "add a run with a cosine, WSD or step-decay schedule")
+    print(f"fitting the {args.law} law to {len(curves)} run(s), {sum(c.step_M.size for c in curves):,} logged "
+          "steps", file=sys.stderr)
+    law = fit_curve_law(args.law, curves, max_points=args.max_points, lam=lam, from_step=args.from_step,
+                        n_bootstrap=args.bootstrap, seed=args.seed)
+    law.meta["source"] = table.source
+    write_law(args.out, law)
+    if args.json:
+        print(json.dumps(law.to_dict()))
+    else:
+        print(" ".join(f"{k}={v:.6g}" for k, v in law.params.items()))
+        for run, e in law.meta["in_sample"].items():
+            print(f"  {run}: mean |rel err| {100 * e['mean_rel_err']:.3f}%, max {100 * e['max_rel_err']:.3f}% "
+                  f"over {e['n_measured']:,} logged steps")
+        print(f"wrote {args.out}" + (f" ({len(law.draws)} bootstrap draws)" if law.draws else ""))
+    return 0
+
+
+def _described_schedule(args, law):
+    from research.curves.schedules import schedule_lr  # lazy: as above
+
+    steps = args.steps
+    if args.tokens is not None:
+        if steps is not None or not args.tokens_per_step:
+            raise UserError("give the horizon as --steps S, or as --tokens D with --tokens-per-step B")
+        steps = max(1, round(args.tokens / args.tokens_per_step))
+    if steps is None or steps < 1:
+        raise UserError("--schedule needs a horizon: --steps S (or --tokens D --tokens-per-step B)")
+    peak = args.peak_lr or law.peak_lr
+    if not peak or peak <= 0:
+        raise UserError("--peak-lr is needed: the law file records no peak LR")
+    warmup = args.warmup_steps if args.warmup_steps is not None else (law.warmup_steps or None)
+    name = args.schedule + (f"-cooldown{args.cooldown_fraction:g}" if args.schedule == "wsd" else "")
+    return name, schedule_lr(args.schedule, steps, peak, warmup_steps=min(warmup, steps) if warmup else None,
+                             min_lr_ratio=args.min_lr_ratio, cooldown_fraction=args.cooldown_fraction,
+                             cooldown_shape=args.cooldown_shape)
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from research.curves.fitting import Curve  # lazy: as above
+    from research.curves.record import read_law  # lazy: as above
+    from research.curves.table import load_curves  # lazy: as above
+
+    if not (0 < args.level < 1) or args.every < 1:
+        raise UserError("--level must lie in (0, 1) and --every be at least 1")
+    law = read_law(args.law)
+    if (args.table is None) == (args.schedule is None):
+        raise UserError("give a TABLE (or sweep directory) to predict, or --schedule with --steps; not both")
+    if args.schedule:
+        name, lr_T = _described_schedule(args, law)
+        curves = [Curve(name, lr_T, np.zeros(0, np.int64), np.zeros(0))]
+        given = {name: np.arange(1, lr_T.size + 1)}
+        label = lambda run, step_Q: step_Q  # noqa: E731
+    else:
+        table = load_curves(args.table, args.run_col, args.step_col, args.lr_col, args.loss_col)
+        curves = table.select(_runs(args.runs))
+        given = {c.run: table.given_steps(c.run) for c in curves}
+        label = table.step_label
+    rows, summary = [], []
+    for c in curves:
+        steps = given[c.run]
+        pred = law.loss(c.sums, steps)
+        band = law.interval(c.sums, steps, args.level)
+        show = np.zeros(steps.size, bool)
+        show[::args.every] = True
+        show[-1] = True
+        labels = label(c.run, steps)
+        for i in np.flatnonzero(show):
+            row = {"run": c.run, "step": int(labels[i]), "loss": float(pred[i])}
+            if band is not None:
+                row.update(lo=float(band[0][i]), hi=float(band[1][i]))
+            rows.append(row)
+        entry = {"run": c.run, "steps": int(c.lr_T.size), "final_loss": float(pred[-1])}
+        if band is not None:
+            entry.update(final_lo=float(band[0][-1]), final_hi=float(band[1][-1]), level=args.level)
+        if c.step_M.size:
+            err = np.abs(law.loss(c.sums, c.step_M) - c.loss_M) / c.loss_M
+            entry.update(n_measured=int(c.step_M.size), mean_rel_err=float(err.mean()), max_rel_err=float(err.max()))
+        summary.append(entry)
+    if args.json:
+        print(json.dumps({"law": law.law, "law_file": str(args.law), "runs": summary, "rows": rows}))
+        return 0
+    for e in summary:
+        line = f"{e['run']}: {e['steps']:,} steps, final loss {e['final_loss']:.4f}"
+        if "final_lo" in e:
+            line += f" [{e['final_lo']:.4f}, {e['final_hi']:.4f}] ({100 * args.level:g}% bootstrap)"
+        if "mean_rel_err" in e:
+            line += (f"; vs {e['n_measured']:,} measured: mean |rel err| {100 * e['mean_rel_err']:.3f}%, "
+                     f"max {100 * e['max_rel_err']:.3f}%")
+        print(line)
+    return 0

@@ -1,0 +1,106 @@
+"""A trunks-only design, evaluated on a finished branch sweep: the curve law stands in for most cooldowns.
+
+A branch design trains one constant-LR trunk per size and seed, plus one cooldown per horizon.
+Here only the trunks and one or two cooldowns per trunk are kept: the longest, or the
+shortest and the longest. For each size, one curve law is fitted to every logged step of
+those runs (all seeds). It predicts the final loss of every other branch from that branch's
+own schedule, times its trunk's offset (the centred median log residual, as
+`research.curves.offsets` computes it). The result is a results table that `scaling fit` reads
+like the real one: measured rows where the runs were kept, predicted rows elsewhere (column
+`source`). Its FLOPs are compared:
+
+    spent        what the trunks-only design computes: each trunk once, plus the kept cooldowns
+    represented  the IsoFLOP points it stands for: every row's whole-history FLOPs (6N per token)
+
+Fitting both tables (`scaling fit`) gives the two designs' exponent a on the same sizes.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+
+from research.curves.offsets import lineage_of, size_offsets
+from research.curves.table import load_curves
+from research.errors import UserError
+from research.fit.data import read_frame
+from research.fsutil import read_json
+
+
+def kept_horizons(steps: list[int], keep: int) -> set[int]:
+    """The horizons (steps) of one trunk's branches whose cooldowns are trained: the longest, or the
+    shortest and the longest."""
+    s = sorted(set(steps))
+    return {s[-1]} if keep == 1 else {s[0], s[-1]}
+
+
+def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str = "eval_loss"):
+    """(table, summary): results.csv with the non-kept branches' final losses predicted, and the FLOPs."""
+    from pathlib import Path
+
+    if keep not in (1, 2):
+        raise UserError(f"--keep {keep}: keep 1 (the longest) or 2 (the shortest and longest) cooldowns per trunk")
+    sweep_dir = Path(sweep_dir)
+    results = sweep_dir / "results.csv"
+    if not (sweep_dir / "trials").is_dir() or not results.is_file():
+        raise UserError(f"{sweep_dir} is not a sweep directory with results.csv and trials/")
+    frame = read_frame(results)
+    if "kind" not in frame.columns or not (frame["kind"].astype(str) == "branch").any():
+        raise UserError(f"{results} has no branch rows; a trunks-only design is evaluated on a branch design's sweep")
+    done = frame["status"].astype(str) == "completed" if "status" in frame else True
+    frame = frame[done & (frame["kind"].astype(str) == "branch")].reset_index(drop=True)
+    rows = frame.to_dict("records")
+    table = load_curves(sweep_dir, loss_col=loss_col)
+    lineage = {str(r["trial"]): lineage_of(r) for r in rows}
+    kept: set[str] = set()
+    by_lineage: dict[str, list] = {}
+    for r in rows:
+        by_lineage.setdefault(lineage[str(r["trial"])], []).append(r)
+    for members in by_lineage.values():
+        horizons = kept_horizons([int(r["steps"]) for r in members], keep)
+        kept |= {str(r["trial"]) for r in members if int(r["steps"]) in horizons}
+    predicted, spent, represented, trunk_flops = {}, 0.0, 0.0, 0.0
+    for n in sorted({float(r["n_params"]) for r in rows}):
+        size_rows = [r for r in rows if float(r["n_params"]) == n]
+        size_lineages = {lineage[str(r["trial"])] for r in size_rows}
+        fit_runs = {run: c for run, c in table.curves.items()
+                    if run in size_lineages or run in kept and lineage.get(run) in size_lineages}
+        missing = sorted(size_lineages - set(table.curves))
+        if missing:
+            raise UserError(f"trunk {missing[0]} of N = {n:,.0f} has no metrics.jsonl in {sweep_dir}/trials")
+        offsets = size_offsets(n, fit_runs, {run: lineage.get(run, run) for run in fit_runs}, law)
+        fitted = offsets.curve_law
+        per_step = {float(r["flops_6n"]) / int(r["steps"]) for r in size_rows}
+        flops_per_step = sum(per_step) / len(per_step)
+        for trunk in size_lineages:
+            record = read_json(sweep_dir / "trials" / trunk / "trial.json") or {}
+            trunk_steps = ((record.get("config") or {}).get("train") or {}).get("steps")
+            if trunk_steps is None:
+                raise UserError(f"trunk {trunk} has no trial.json with its steps")
+            trunk_flops += flops_per_step * int(trunk_steps)
+        for r in size_rows:
+            trial = str(r["trial"])
+            represented += float(r["flops_6n"])
+            if trial in kept:
+                spent += float(r["flops_6n"]) * (1 - int(r["branch_step"] or 0) / int(r["steps"]))
+                continue
+            curve = table.curves.get(trial)
+            if curve is None:
+                raise UserError(f"branch {trial} has no config in {sweep_dir}/trials; its schedule is unknown")
+            loss = float(fitted.loss(curve.sums, np.array([curve.lr_T.size]))[0])
+            predicted[trial] = loss * math.exp(offsets.offsets.get(lineage[trial], 0.0))
+        print(f"N = {n:,.0f}: {len(fit_runs)} runs fitted, "
+              f"{sum(1 for r in size_rows if str(r['trial']) in predicted)} branch end points predicted", file=sys.stderr)
+    out = frame.copy()
+    out["source"] = ["predicted" if str(t) in predicted else "measured" for t in out["trial"]]
+    out["final_eval_loss_measured"] = out["final_eval_loss"]
+    out["final_eval_loss"] = [predicted.get(str(t), v) for t, v in zip(out["trial"], out["final_eval_loss"])]
+    spent += trunk_flops
+    cooldowns = sum(float(r["flops_6n"]) * (1 - int(r["branch_step"] or 0) / int(r["steps"])) for r in rows)
+    summary = {"keep": keep, "law": law, "flops_spent_6n": spent, "flops_represented_6n": represented,
+               "spent_over_represented": spent / represented if represented else float("nan"),
+               "branch_design_spent_over_represented": (trunk_flops + cooldowns) / represented if represented
+               else float("nan"), "n_rows": len(out), "n_predicted": len(predicted)}
+    return out, summary

@@ -1,0 +1,330 @@
+"""Loss-curve laws (research/curves): the formulas against plain loops, the fit against a known
+truth on held-out schedules, the CLI on tables and on a real trained run directory."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from research.cli import main
+from research.curves.fitting import Curve, fit_law, relative_errors
+from research.curves.laws import CurveSums, law_loss
+from research.curves.schedules import schedule_lr
+from research.curves.synthetic import TRUTH, synthetic_curves
+
+
+# ---------------------------------------------------------------- the formulas, written as loops
+
+def mpl_by_loops(lr, t, L0, A, alpha, B, C, beta, gamma):
+    """The paper's formula term by term (1-based steps; eta_0 = the peak, decay counted after it)."""
+    eta = [None] + list(lr)  # eta[1..T]
+    peak = int(np.argmax(lr)) + 1
+    s1 = sum(eta[1:t + 1])
+    ld = 0.0
+    for k in range(peak + 1, t + 1):
+        s_k = sum(eta[k:t + 1])
+        ld += (eta[k - 1] - eta[k]) * (1 - (C * eta[k] ** -gamma * s_k + 1) ** -beta)
+    return L0 + A * s1 ** -alpha - B * ld
+
+
+def annealing_by_loops(lr, t, L0, A, alpha, C, lam):
+    eta = [None] + list(lr)
+    peak = int(np.argmax(lr)) + 1
+    m, s2 = 0.0, 0.0
+    for i in range(1, t + 1):
+        m = lam * m + ((eta[i - 1] - eta[i]) if i > peak else 0.0)
+        s2 += m
+    return L0 + A * sum(eta[1:t + 1]) ** -alpha - C * s2
+
+
+def stepped(T=120):
+    """Warmup, a plateau, two drops, a partial recovery (non-monotone) and a cosine tail."""
+    lr = np.full(T, 1e-3)
+    lr[:10] = np.linspace(1e-4, 1e-3, 10)
+    lr[40:] = 5e-4
+    lr[60:] = 2e-4
+    lr[70:] = 3e-4
+    lr[90:] = 3e-4 * (0.55 + 0.45 * np.cos(np.linspace(0, np.pi, T - 90)))
+    return lr
+
+
+@pytest.mark.parametrize("params", [TRUTH, dict(TRUTH, C=0.05, beta=1.5, gamma=0.3), dict(TRUTH, C=30, beta=0.3)])
+def test_multipower_matches_the_formula_written_as_loops(params):
+    lr = stepped()
+    t = np.array([1, 9, 10, 11, 41, 45, 61, 71, 100, 120])
+    got = law_loss("multipower", CurveSums.of(lr), t, params)
+    want = [mpl_by_loops(lr, int(s), **params) for s in t]
+    np.testing.assert_allclose(got, want, rtol=1e-5)  # the block sum: second-order error
+
+
+def test_the_block_sum_of_a_long_schedule_matches_the_plain_double_sum():
+    T = 8_000
+    lr = schedule_lr("cosine", T, 3e-4, warmup_steps=200)
+    lr[T // 2:] *= 0.3  # and a step drop on top
+    sums = CurveSums.of(lr)
+    t = np.array([150, 201, 5000, T // 2, T // 2 + 1, T // 2 + 7, T // 2 + 300, T - 1, T])
+    for C, beta, gamma in ((2.0, 0.6, 0.55), (0.05, 1.5, 0.3), (20.0, 0.3, 0.9)):
+        exact = sums.loss_drop_exact(t, C, beta, gamma)
+        np.testing.assert_allclose(sums.loss_drop(t, C, beta, gamma), exact, rtol=2e-3, atol=1e-12)
+
+
+def test_annealing_law_matches_its_momentum_written_as_a_loop():
+    lr = stepped()
+    params = dict(L0=2.0, A=0.5, alpha=0.4, C=300.0, lam=0.95)
+    t = np.array([1, 10, 41, 61, 75, 120])
+    got = law_loss("annealing", CurveSums.of(lr), t, params)
+    np.testing.assert_allclose(got, [annealing_by_loops(lr, int(s), **params) for s in t], rtol=1e-10)
+
+
+def test_schedules_are_the_trainers_own():
+    from research.curves.schedules import schedule_config
+    from research.train.optim import learning_rate_schedule
+
+    lr = schedule_lr("wsd", 100, 1e-3, warmup_steps=10, cooldown_fraction=0.3)
+    sched = learning_rate_schedule(schedule_config("wsd", 100, 1e-3, warmup_steps=10, cooldown_fraction=0.3))
+    assert lr[0] == pytest.approx(1e-4) and lr[9] == pytest.approx(1e-3) and lr[69] == pytest.approx(1e-3)
+    assert lr[-1] == pytest.approx(1e-4, rel=1e-5)  # min_lr_ratio 0.1 at the last step
+    np.testing.assert_allclose(lr, [float(sched(s)) for s in range(100)], rtol=1e-6)  # float32 either way
+
+
+# ---------------------------------------------------------------- the fit
+
+def curves_of(rows, names, col="loss"):
+    frame = pd.DataFrame(rows)
+    out = {}
+    for name in names:
+        f = frame[frame.run == name]
+        measured = f[col].notna()
+        out[name] = Curve(name, f.lr.to_numpy(), f.step[measured].to_numpy(), f[col][measured].to_numpy(float))
+    return out
+
+
+@pytest.mark.parametrize("law,mean_tol,max_tol", [("multipower", 1e-3, 1e-2), ("annealing", 5e-3, 2e-2)])
+def test_fitted_on_three_schedules_it_predicts_the_others(law, mean_tol, max_tol):
+    """The curves are the Multi-Power Law's, so the annealing law (another form) gets a looser bound."""
+    rows = synthetic_curves(steps=2000, noise=0.003, seed=1)
+    fit_on, held_out = ["constant", "cosine", "wsd-0.2"], ["wsd-0.1-linear", "cosine-half"]
+    fit = fit_law(law, list(curves_of(rows, fit_on).values()))
+    truth = curves_of(rows, held_out, col="true_loss")
+    for name in held_out:
+        late = truth[name]  # the law's own region: past the first 5% of steps
+        late = Curve(name, late.lr_T, late.step_M[late.step_M > 100], late.loss_M[late.step_M > 100])
+        mean, worst = relative_errors(law, fit.params, late)
+        assert mean < mean_tol and worst < max_tol, (name, mean, worst)
+    if law == "multipower":
+        assert fit.params["L0"] == pytest.approx(TRUTH["L0"], abs=0.02)
+        assert fit.params["alpha"] == pytest.approx(TRUTH["alpha"], abs=0.03)
+
+
+# ---------------------------------------------------------------- the command
+
+def write_table(tmp_path, log_every=1, steps=1500, **rename):
+    rows = synthetic_curves(steps=steps, noise=0.002, seed=2, log_every=log_every,
+                            names=("constant", "cosine", "wsd-0.2"))
+    frame = pd.DataFrame(rows).drop(columns="true_loss").rename(columns=rename)
+    path = tmp_path / "curves.csv"
+    frame.to_csv(path, index=False)
+    return path, frame
+
+
+def test_fit_then_predict_every_row_of_a_table(tmp_path, capsys):
+    path, frame = write_table(tmp_path, log_every=10)
+    law = tmp_path / "law.json"
+    assert main(["curves", "fit", str(path), "--runs", "constant,cosine", "--out", str(law),
+                 "--bootstrap", "4"]) == 0
+    record = json.loads(law.read_text())
+    assert record["law"] == "multipower" and record["runs"] == ["constant", "cosine"]
+    assert len(record["bootstrap"]["draws"]) == 4
+    capsys.readouterr()
+    assert main(["curves", "predict", "--law", str(law), str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["rows"]) == len(frame)  # every row whose lr is given
+    pred = pd.DataFrame(out["rows"]).merge(frame, on=["run", "step"])
+    wsd = pred[(pred.run == "wsd-0.2") & pred.loss_y.notna() & (pred.step > 100)]
+    assert (abs(wsd.loss_x - wsd.loss_y) / wsd.loss_y).mean() < 0.005  # held out, within the noise
+    summary = {r["run"]: r for r in out["runs"]}
+    assert summary["wsd-0.2"]["final_lo"] <= summary["wsd-0.2"]["final_hi"]
+    assert summary["cosine"]["n_measured"] == frame[(frame.run == "cosine")].loss.notna().sum()
+    sparse = tmp_path / "sparse.csv"  # rows missing: their LRs are interpolated, only given rows are printed
+    frame.iloc[::3].to_csv(sparse, index=False)
+    assert main(["curves", "predict", "--law", str(law), str(sparse), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)["rows"]) == len(frame.iloc[::3]) and "interpolated" in captured.err
+    zero = tmp_path / "zero.csv"  # a table that counts from 0 gets its own step numbers back
+    frame.assign(step=frame.step - 1).to_csv(zero, index=False)
+    assert main(["curves", "predict", "--law", str(law), str(zero), "--json"]) == 0
+    rows0 = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["step"] + 1 for r in rows0] == [r["step"] for r in out["rows"]]
+    assert [r["loss"] for r in rows0] == [r["loss"] for r in out["rows"]]
+
+
+def test_predict_a_described_schedule_and_renamed_columns(tmp_path, capsys):
+    path, _ = write_table(tmp_path, R="run", S="step", eta="lr", L="loss")
+    law = tmp_path / "law.json"
+    path2 = tmp_path / "renamed.csv"
+    pd.read_csv(path).rename(columns={"run": "R", "step": "S", "lr": "eta", "loss": "L"}).to_csv(path2, index=False)
+    assert main(["curves", "fit", str(path2), "--run-col", "R", "--step-col", "S", "--lr-col", "eta",
+                 "--loss-col", "L", "--law", "annealing", "--out", str(law), "--bootstrap", "0"]) == 0
+    capsys.readouterr()
+    assert main(["curves", "predict", "--law", str(law), "--schedule", "wsd", "--steps", "3000",
+                 "--cooldown-fraction", "0.1", "--json", "--every", "100"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    steps = [r["step"] for r in out["rows"]]
+    assert steps[0] == 1 and steps[-1] == 3000 and len(steps) == 31
+    losses = [r["loss"] for r in out["rows"]]
+    assert losses[-1] < losses[-2] < losses[5]  # the cooldown lowers the loss
+    assert main(["curves", "predict", "--law", str(law), "--schedule", "wsd", "--tokens", str(3000 * 2048),
+                 "--tokens-per-step", "2048", "--cooldown-fraction", "0.1", "--json", "--every", "100"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == out["rows"]  # a horizon in tokens is the same run
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--loss-col", "nope"], "column 'nope' not in"),
+    (["--runs", "constant,cosnie"], "no run 'cosnie'"),
+    (["--runs", "constant"], "ever decays"),
+    (["--lambda", "2"], "--lambda 2.0"),
+])
+def test_bad_input_is_one_line(tmp_path, capsys, args, message):
+    path, _ = write_table(tmp_path, steps=300)
+    code = main(["curves", "fit", str(path), "--out", str(tmp_path / "law.json"), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "law.json").exists()
+
+
+def test_bad_tables_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("run,step,lr,loss\na,1,0.001,3.0\na,1,0.001,2.9\n")
+    assert main(["curves", "fit", str(bad), "--out", str(tmp_path / "x.json")]) == 2
+    assert "two rows for step 1" in capsys.readouterr().err
+    bad.write_text("run,step,lr,loss\na,-1,0.001,3.0\n")
+    assert main(["curves", "fit", str(bad), "--out", str(tmp_path / "x.json")]) == 2
+    assert "is not a step number" in capsys.readouterr().err
+    assert main(["curves", "predict", "--law", str(tmp_path / "none.json"), str(bad)]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- a real run directory
+
+def test_a_trained_run_and_a_sweep_directory_read_their_schedule_and_eval_losses(tmp_path, capsys):
+    from research.config import load_run_config
+    from research.fsutil import read_jsonl, atomic_write_json
+    from research.train.loop import train
+
+    run_file = tmp_path / "run.toml"
+    run_file.write_text('[data]\ncorpus = "shakespeare"\ntokenizer = "bytes"\n[model]\nd_model = 16\nlayers = 1\n'
+                        'heads = 2\nseq_len = 32\n[train]\nbatch_size = 4\nsteps = 60\nlr = 3e-3\n'
+                        'schedule = "wsd"\nwarmup_steps = 5\neval_every = 5\neval_tokens = 512\nlog_every = 1\n')
+    config = load_run_config(run_file)
+    train(config, tmp_path / "run", progress=False)
+    from research.curves.table import load_curves
+
+    table = load_curves(tmp_path / "run")
+    (curve,) = table.curves.values()
+    logged = {r["step"]: r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")}
+    assert curve.lr_T.size == 60
+    np.testing.assert_allclose([curve.lr_T[s - 1] for s in logged], [logged[s]["lr"] for s in logged], rtol=1e-6)
+    assert list(curve.step_M) == [s for s in sorted(logged) if "eval_loss" in logged[s]]
+    train_losses = load_curves(tmp_path / "run", loss_col="loss").curves["run"]
+    assert train_losses.step_M.size == 60
+    # The same run as a trial of a sweep directory.
+    trial = tmp_path / "sweep" / "trials" / "t0001"
+    shutil.copytree(tmp_path / "run", trial, ignore=shutil.ignore_patterns("checkpoints"))
+    atomic_write_json(trial / "trial.json", {"trial": "t0001", "config": json.loads(
+        (trial / "config.json").read_text())["config"]})
+    law = tmp_path / "law.json"
+    assert main(["curves", "fit", str(tmp_path / "sweep"), "--loss-col", "loss", "--out", str(law),
+                 "--bootstrap", "0"]) == 0
+    capsys.readouterr()
+    assert main(["curves", "predict", "--law", str(law), str(tmp_path / "sweep"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["step"] for r in out["rows"]] == list(range(1, 61))
+    assert all(math.isfinite(r["loss"]) for r in out["rows"])
+
+
+# ---------------------------------------------------------------- per-trunk offsets
+
+def write_branch_sweep(root, offsets, steps=600, horizons=(300, 600), seed=0):
+    """A sweep directory as a branch design leaves it, its curves drawn from TRUTH times
+    exp(offset of the trunk) with 0.2% noise: the offsets are known."""
+    import dataclasses
+
+    from research.config import RunConfig, TrainConfig
+    from research.curves.synthetic import ar1_noise
+    from research.fsutil import atomic_write_json
+
+    rng = np.random.default_rng(seed)
+    rows = []
+
+    def write_run(trial_id, steps_, schedule, first_step, offset, record):
+        config = RunConfig(train=dataclasses.replace(TrainConfig(), steps=steps_, lr=3e-4, schedule=schedule,
+                                                     warmup_steps=20, decay_fraction=0.2))
+        lr = schedule_lr(schedule, steps_, 3e-4, warmup_steps=20, cooldown_fraction=0.2)
+        step = np.arange(1, steps_ + 1)
+        loss = law_loss("multipower", CurveSums.of(lr), step, TRUTH) * math.exp(offset)
+        loss *= 1 + ar1_noise(steps_, 0.002, 0.5, rng)
+        d = root / "trials" / trial_id
+        d.mkdir(parents=True)
+        atomic_write_json(d / "trial.json", {"trial": trial_id, "config": config.to_dict(), **record})
+        with open(d / "metrics.jsonl", "w") as f:
+            for s in range(first_step + 1, steps_ + 1):
+                if s % 10 == 0 or s == steps_:
+                    f.write(json.dumps({"step": s, "lr": float(lr[s - 1]), "eval_loss": float(loss[s - 1])}) + "\n")
+        return float(loss[-1])
+
+    for seed_, (trunk, offset) in enumerate(offsets.items()):
+        write_run(trunk, steps, "constant", 0, offset, {"role": "trunk"})
+        for h in horizons:
+            start = h - round(0.2 * h)
+            tid = f"{trunk}-b{h}"
+            final = write_run(tid, h, "wsd", start, offset, {"role": "branch", "branch": {"trunk": trunk, "step": start}})
+            rows.append({"trial": tid, "status": "completed", "kind": "branch", "seed": seed_, "n_params": 1000,
+                         "tokens": h * 2048, "final_eval_loss": final, "eval_bits_per_byte": final / math.log(2),
+                         "trunk": trunk, "branch_step": start})
+    pd.DataFrame(rows).to_csv(root / "results.csv", index=False)
+    return pd.DataFrame(rows)
+
+
+def test_trunk_offsets_are_recovered_and_correct_the_final_losses(tmp_path, capsys):
+    truth = {"trunkA": 0.012, "trunkB": -0.004, "trunkC": -0.008}
+    raw = write_branch_sweep(tmp_path / "sweep", truth)
+    out = tmp_path / "corrected.csv"
+    assert main(["curves", "offsets", str(tmp_path / "sweep"), "--out", str(out), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    (size,) = record["sizes"]
+    for trunk, offset in truth.items():  # the truth is centred already (sums to zero)
+        assert size["offsets"][trunk] == pytest.approx(offset, abs=1.5e-3)
+    corrected = pd.read_csv(out)
+    assert list(corrected.final_eval_loss_raw) == pytest.approx(list(raw.final_eval_loss))
+    for h, group in corrected.groupby("tokens"):  # the seeds of one point now agree
+        assert np.ptp(np.log(group.final_eval_loss)) < 0.25 * np.ptp(np.log(group.final_eval_loss_raw))
+    from research.fit.data import load_table
+
+    assert len(load_table(out, quiet=True).df) == len(raw)  # `scaling fit` reads it as any results table
+    code = main(["curves", "offsets", str(tmp_path / "sweep"), "--out", str(tmp_path / "sweep" / "results.csv")])
+    assert code == 2 and "own results.csv" in capsys.readouterr().err
+
+
+def test_trunks_only_predicts_the_other_cooldowns_and_counts_flops(tmp_path, capsys):
+    raw = write_branch_sweep(tmp_path / "sweep", {"trunkA": 0.01, "trunkB": -0.01}, horizons=(200, 400, 600))
+    raw["steps"] = raw["tokens"] // 2048
+    raw["flops_6n"] = 6 * 1000 * raw["tokens"]
+    raw["flops_spent_6n"] = raw["flops_6n"] * (raw["steps"] - raw["branch_step"]) / raw["steps"]
+    raw.to_csv(tmp_path / "sweep" / "results.csv", index=False)
+    out = tmp_path / "trunks_only.csv"
+    assert main(["curves", "trunks-only", str(tmp_path / "sweep"), "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    table = pd.read_csv(out)
+    assert sorted(table[table.source == "measured"].steps) == [200, 200, 600, 600]  # shortest and longest kept
+    pred = table[table.source == "predicted"]
+    assert len(pred) == summary["n_predicted"] == 2
+    err = abs(pred.final_eval_loss - pred.final_eval_loss_measured) / pred.final_eval_loss_measured
+    assert err.max() < 0.006  # within the curves' noise (0.2%, correlated) and the law's error
+    # spent: two trunks of 600 steps and cooldowns of 120 and 40 steps each; represented: 2 x (200 + 400 + 600)
+    per_step = 6 * 1000 * 2048
+    assert summary["flops_spent_6n"] == pytest.approx(per_step * (2 * 600 + 2 * 120 + 2 * 40))
+    assert summary["flops_represented_6n"] == pytest.approx(per_step * 2 * 1200)
+    assert summary["spent_over_represented"] < summary["branch_design_spent_over_represented"]
