@@ -63,9 +63,11 @@ import numpy as np
 from research.fit import varpro
 t1 = time.perf_counter()
 z = np.load(sys.argv[1])
+c1 = time.process_time()
 r = varpro.fit_result(z["N"], z["D"], z["L"], profile=False)
 t2 = time.perf_counter(); c2 = time.process_time()
-print(json.dumps({{"import_s": t1 - t0, "fit_seconds": r["fit_seconds"], "process_cpu_s_to_fit": c2 - c0,
+print(json.dumps({{"import_s": t1 - t0, "fit_seconds": r["fit_seconds"], "fit_cpu_s": c2 - c1,
+                  "process_cpu_s_to_fit": c2 - c0,
                   "process_wall_s_to_fit": t2 - t0, "objective": r["objective"], "a": r["a"],
                   "affinity": sorted(os.sched_getaffinity(0))}}))
 """
@@ -116,7 +118,7 @@ def varpro_bench(args) -> None:
             out = subprocess.run([sys.executable, "-c", COLD_FIT.format(cores=args.cores), str(npz)], env=env,
                                  capture_output=True, text=True, check=True).stdout
             cold.append(json.loads(out))
-            print(f"cold fit: fit_seconds {cold[-1]['fit_seconds']:.3f}s, process CPU to fit "
+            print(f"cold fit: fit_seconds {cold[-1]['fit_seconds']:.3f}s ({cold[-1]['fit_cpu_s']:.3f}s CPU), process CPU to fit "
                   f"{cold[-1]['process_cpu_s_to_fit']:.3f}s, import {cold[-1]['import_s']:.3f}s", flush=True)
         cli = []
         for _ in range(args.repeats):
@@ -125,7 +127,8 @@ def varpro_bench(args) -> None:
             cli.append(json.loads(out))
             print(f"cold CLI: fit_seconds {cli[-1]['fit_seconds']:.3f}s, profile {cli[-1]['profile_seconds']:.3f}s, "
                   f"whole command {cli[-1]['cli_wall_s']:.2f}s", flush=True)
-    res["cold_fit"] = {"runs": cold, "fit_seconds_median": float(np.median([c["fit_seconds"] for c in cold]))}
+    res["cold_fit"] = {"runs": cold, "fit_seconds_median": float(np.median([c["fit_seconds"] for c in cold])),
+                       "fit_cpu_s_median": float(np.median([c["fit_cpu_s"] for c in cold]))}
     res["cold_cli"] = {"runs": cli, "fit_seconds_median": float(np.median([c["fit_seconds"] for c in cli]))}
     fit = varpro.fit_result(N, D, L, profile=False)
     W = a3.resample_weights(len(N), args.resamples, seed=0)
@@ -148,7 +151,11 @@ def varpro_bench(args) -> None:
           f"over scipy L-BFGS-B on {len(excess)} resamples {max(excess):.2e}")
     res["machine"]["loadavg_after"] = os.getloadavg()
     res["goals"] = {"cold_fit_seconds_le_1": res["cold_fit"]["fit_seconds_median"] <= 1.0,
-                    "bootstrap_1000_le_5s": t_bs.wall <= 5.0}
+                    "bootstrap_1000_le_5s": t_bs.wall <= 5.0,
+                    "cold_fit_cpu_s_le_1": res["cold_fit"]["fit_cpu_s_median"] <= 1.0,
+                    "bootstrap_1000_cpu_s_le_5": t_bs.cpu <= 5.0,
+                    "note": "wall times on a shared 2-core machine are contended (see loadavg: the load is runnable "
+                            "processes, against 2 cores); CPU seconds are this process's own work"}
     out = Path(args.out or f"results/bench/fit_varpro_{args.tag}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))

@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 from research import __version__
+from research.guards import check_args, check_jax_start
 from research.errors import MID_RUN_ERRNOS, UserError, os_error_line, with_path
 
 COMMANDS = {
@@ -46,7 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         seen.add(module_name)
         importlib.import_module(module_name).register(sub)  # a broken command module fails here, loudly
+    _negative_numbers_are_values(parser)
     return parser
+
+
+# argparse takes "-1e9" for an option (its pattern knows "-5" and "-.5" only), so `--n-params -1e9`
+# said "expected one argument"; as a value it reaches the check that says what is wrong with it.
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|nan)$", re.IGNORECASE)
+
+
+def _negative_numbers_are_values(parser: argparse.ArgumentParser) -> None:
+    parser._negative_number_matcher = _NEGATIVE_NUMBER
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _negative_numbers_are_values(child)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     real_stdout, sys.stdout = sys.stdout, _NamedStream(sys.stdout, "<standard output>")
     try:
+        check_args(args)
+        check_jax_start()
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # output to a full device fails here at the latest, inside the handlers below
         return code

@@ -1,14 +1,33 @@
 """Shared test setup.
 
-Prepared datasets go to one cache per test session (never the user's ~/.cache), set
-through SCALING_DATA_DIR so subprocesses (`scaling ...`) see it too.
+Prepared datasets go to one cache per test run (never the user's ~/.cache), shared by the
+xdist workers (preparing takes a lock, so a dataset is built once), set through
+SCALING_DATA_DIR so subprocesses (`scaling ...`) see it too.
+
+The suite runs in parallel (pytest-xdist; `addopts` in pyproject.toml). Two rules keep it
+correct there, applied below at collection:
+- a test that uses a module-scoped fixture runs on the worker that made it (the module's
+  tests form one xdist group), so the fixture is built once and module-level tallies are whole;
+- every `slurm` test runs on one worker (group "slurm"), so one cluster serves them all.
+A module's expensive training (tests/test_sharding.py's meshes, tests/test_train_faults.py's
+straight run) is a module fixture, so the first rule makes it once per run.
+
+JAX's persistent compilation cache is on for the whole run, one directory for all workers
+and every process they start: the suite trains the same tiny shapes in dozens of tests and
+subprocesses, and a program compiled once is loaded (bit for bit the same executable) by
+the rest. A sweep's trials still use the sweep's own cache (they set it themselves); a test
+that needs JAX to really compile asks for the `no_compilation_cache` fixture.
 """
 
+import json
 import os
 import sys
 from pathlib import Path
 
+import jax
 import pytest
+from jax.experimental.compilation_cache import compilation_cache
+from xdist.scheduler import LoadScopeScheduling
 
 # `slurm_cluster`: one real one-node Slurm cluster per session, for the tests that ask for it.
 pytest_plugins = ["tests.slurm_cluster"]
@@ -17,9 +36,67 @@ REPO = Path(__file__).resolve().parents[1]
 SCALING = [sys.executable, "-m", "research"]
 
 
+def _xdist_group(item: pytest.Item) -> str | None:
+    if item.get_closest_marker("slurm"):
+        return "slurm"
+    defs = item._fixtureinfo.name2fixturedefs.values()
+    if any(d and d[-1].scope == "module" for d in defs):
+        return item.module.__name__
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    groups = {}
+    for item in items:
+        group = _xdist_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+            groups[item.nodeid] = group
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:  # for GroupScheduling in the controller, which collects nothing itself
+        path = config._tmp_path_factory.getbasetemp().parent / f"xdist-groups-{worker}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(groups))
+        tmp.rename(path)
+
+
+class GroupScheduling(LoadScopeScheduling):
+    """`--dist loadgroup` as documented: tests with the same xdist_group mark go to one worker,
+    the rest one by one to whichever worker is free. (xdist 3.8 marks a group by rewriting
+    the test's node id, which pytest 9.2's structured node ids silently ignore, pytest-xdist
+    issue #1386; here the workers write their groups to a file the controller reads.)"""
+
+    def __init__(self, config, log=None):
+        super().__init__(config, log)
+        self._groups: dict[str, str] | None = None
+
+    def _split_scope(self, nodeid: str) -> str:
+        if self._groups is None:
+            self._groups = {}
+            for path in self.config._tmp_path_factory.getbasetemp().glob("xdist-groups-*.json"):
+                self._groups.update(json.loads(path.read_text()))
+        group = self._groups.get(nodeid)
+        return f"group:{group}" if group else nodeid
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") == "loadgroup":
+        return GroupScheduling(config, log)
+    return None
+
+
+def run_root(tmp_path_factory) -> Path:
+    """The directory every xdist worker of this test run shares (the session's own without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session", autouse=True)
 def data_cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data-cache")
+    path = run_root(tmp_path_factory) / "data-cache"
+    path.mkdir(exist_ok=True)
     old = os.environ.get("SCALING_DATA_DIR")
     os.environ["SCALING_DATA_DIR"] = str(path)
     yield path
@@ -27,3 +104,49 @@ def data_cache(tmp_path_factory):
         os.environ.pop("SCALING_DATA_DIR", None)
     else:
         os.environ["SCALING_DATA_DIR"] = old
+
+
+def _cache_settings(path: Path | None) -> dict:
+    """JAX options (their JAX_* environment variables are the upper-cased names)."""
+    if path is None:
+        return {"jax_compilation_cache_dir": None}
+    return {
+        "jax_compilation_cache_dir": str(path),
+        "jax_persistent_cache_min_compile_time_secs": 0.0,  # the tiny programs compile in under a second
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+        # a size limit turns on JAX's file lock around every read and write: workers share the cache
+        "jax_compilation_cache_max_size": 4 << 30,
+    }
+
+
+def _use_cache(path: Path | None) -> None:
+    """Point this process's compilation cache at `path` (None: off)."""
+    for name, value in _cache_settings(path).items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()  # the next compile opens the cache as now configured
+
+
+@pytest.fixture(scope="session", autouse=True)
+def jax_compilation_cache(tmp_path_factory):
+    path = run_root(tmp_path_factory) / "jax-cache"
+    path.mkdir(exist_ok=True)
+    env = {name.upper(): str(value) for name, value in _cache_settings(path).items()}
+    old = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)  # for subprocesses
+    _use_cache(path)  # and for this process
+    yield path
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _use_cache(None)
+
+
+@pytest.fixture
+def no_compilation_cache(jax_compilation_cache):
+    """This process compiles for itself (for tests that time compilation); a subprocess does
+    too when the caller drops JAX_COMPILATION_CACHE_DIR from its environment."""
+    _use_cache(None)
+    yield
+    _use_cache(jax_compilation_cache)

@@ -17,7 +17,7 @@ from research.sweep.plan import load_sweep, plan
 from research.train.loop import BranchFrom, train
 from research.train.optim import cooldown_steps
 from tests.conftest import SCALING
-from tests.test_sweep import events
+from tests.test_sweep import events, wait_until_no_trial_runs
 
 SWEEP = """
 name = "branches"
@@ -197,7 +197,8 @@ def _kill_runner_when(out, args, condition, timeout=240):
         time.sleep(0.05)
     runner.send_signal(signal.SIGKILL)
     runner.wait()
-    time.sleep(3)  # the orphaned trial checkpoints on its SIGTERM and exits
+    if (out / "trials").exists():
+        wait_until_no_trial_runs(out)
 
 
 def test_killed_runner_during_a_trunk_and_during_a_branch_completes_every_point_once(tmp_path):

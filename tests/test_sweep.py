@@ -36,6 +36,18 @@ def events(out: Path, kind: str) -> dict[str, int]:
     return counts
 
 
+def wait_until_no_trial_runs(out: Path, timeout: float = 120) -> None:
+    """After a runner is SIGKILLed its orphaned trial checkpoints on its SIGTERM and exits:
+    wait until no trial holds its lock (rather than a fixed sleep, too long when quiet, too
+    short on a loaded machine)."""
+    from research.train.sweep_dir import trial_status
+
+    deadline = time.time() + timeout
+    while any(trial_status(t) == "running" for t in (out / "trials").iterdir()):
+        assert time.time() < deadline, "an orphaned trial is still running"
+        time.sleep(0.05)
+
+
 def assert_all_completed_once(out: Path):
     frame = pd.read_csv(out / "results.csv")
     assert (frame["status"] == "completed").all(), frame[["trial", "status", "error"]]
@@ -142,7 +154,7 @@ def test_killed_runner_rerun_completes_every_trial_exactly_once(tmp_path):
         time.sleep(0.1)
     runner.send_signal(signal.SIGKILL)
     runner.wait()
-    time.sleep(3)  # the orphaned trial checkpoints on its SIGTERM and exits
+    wait_until_no_trial_runs(out)
     res = run_sweep(out, "--set", "design.sizes=2", "--set", "design.budgets=[1e9, 2e9]")
     frame = assert_all_completed_once(out)
     assert len(frame) == 4

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from research.cli import main
-from research.fit import approach3
+from research.fit import approach3, varpro
 from research.fit.synthetic import write_sweep_dir
 from research.plots import figures
 from research.sweep.cli import fit_and_plot
@@ -37,15 +37,21 @@ def _solver_that_fails(*args, **kwargs):
     raise RuntimeError("Approach 3: no start converged to a finite objective")
 
 
+def _varpro_that_fails(*args, **kwargs):
+    # what the default solver raises when no grid cell converges (research/fit/varpro.py)
+    raise RuntimeError("Approach 3: no grid cell converged to a finite objective")
+
+
 def test_a_fit_crash_after_training_leaves_results_and_is_recorded(tmp_path, monkeypatch, capsys):
     sweep = write_sweep_dir(tmp_path / "sweep", n_failed=0)
     (sweep / "fit.json").write_text(json.dumps({"approach2": {"a": 0.5}}))  # a previous fit
     results = (sweep / "results.csv").read_bytes()
-    monkeypatch.setattr(approach3, "fit_approach3", _solver_that_fails)  # fault injection: the real solver's error
+    monkeypatch.setattr(approach3, "fit_approach3", _solver_that_fails)  # fault injection: the real solvers' errors
+    monkeypatch.setattr(varpro, "fit_varpro", _varpro_that_fails)
     fit_and_plot(sweep)  # must not raise
     err = capsys.readouterr().err.splitlines()
     skipped = [line for line in err if line.startswith("fit skipped:")]
-    assert len(skipped) == 1 and "RuntimeError: Approach 3: no start converged" in skipped[0]
+    assert len(skipped) == 1 and "RuntimeError: Approach 3: no grid cell converged" in skipped[0]
     assert not any("Traceback" in line for line in err)
     assert (sweep / "results.csv").read_bytes() == results
     fit = json.loads((sweep / "fit.json").read_text())
@@ -58,6 +64,7 @@ def test_a_plot_crash_is_recorded_beside_the_fit(tmp_path, monkeypatch, capsys):
     sweep = write_sweep_dir(tmp_path / "sweep", n_failed=0)
     results = (sweep / "results.csv").read_bytes()
     monkeypatch.setattr(approach3, "fit_approach3", _solver_that_fails)
+    monkeypatch.setattr(varpro, "fit_varpro", _varpro_that_fails)
 
     def broken_figure(*args, **kwargs):
         raise ValueError("Axis limits cannot be NaN or Inf")

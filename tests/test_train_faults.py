@@ -110,7 +110,7 @@ def test_signal_checkpoints_then_resume_loses_nothing(tmp_path, straight_losses,
 
 # ---------------------------------------------------------------- fault 9: rates and bits/byte
 
-def test_logged_rates_exclude_compilation_and_name_their_convention(tmp_path):
+def test_logged_rates_exclude_compilation_and_name_their_convention(tmp_path, no_compilation_cache):
     from research.model import count_model
 
     class Recorder:  # what an experiment tracker attaches

@@ -71,6 +71,7 @@ def _fresh_copy(trial_dir: Path, where: Path) -> Path:
     where.mkdir()
     (where / "trial.json").write_text((trial_dir / "trial.json").read_text())
     env = dict(os.environ, SCALING_COMPILATION_CACHE="off")
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # nor the test run's (tests/conftest.py)
     subprocess.run(SCALING + ["sweep", "trial", str(where)], check=True, capture_output=True, text=True, env=env)
     return where
 

@@ -55,13 +55,17 @@ def test_a_finer_grid_changes_nothing_at_printed_precision(table, fit, monkeypat
 
 def test_profile_cells_are_the_inner_minimum(table, fit):
     coarse = fit["coarse"]
+    obj = coarse["objective"]
     lnN, lnD, lnL = table
-    for i, j in ((2, 3), (5, 5), (10, 1)):
+    i0, j0 = np.unravel_index(np.nanargmin(obj), obj.shape)
+    far = np.unravel_index(np.nanargmax(np.where(obj < 10 * obj[i0, j0], obj, -np.inf)), obj.shape)
+    # cells near the best (within varpro.NEAR_FACTOR) are converged; far cells are within 1% of their minimum
+    for (i, j), tol in (((i0, j0), 1e-6), ((i0 + 1, j0), 1e-6), ((i0, j0 + 1), 1e-6), (far, 1e-2)):
         al, be = coarse["alpha"][i], coarse["beta"][j]
         best = min(minimize(lambda x: huber_obj([x[0], x[1], x[2], al, be], lnN, lnD, lnL), x0,
                             method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 20000}).fun
-                   for x0 in ([5.0, 5.0, 0.5], [2.0, 8.0, 0.0], [8.0, 2.0, 0.7]))
-        assert coarse["objective"][i, j] <= best * (1 + 1e-6)
+                   for x0 in ([5.0, 5.0, 0.5], [2.0, 8.0, 0.0], [8.0, 2.0, 0.7], list(coarse["params"][i, j, :3])))
+        assert best * (1 - 1e-9) <= obj[i, j] <= best * (1 + tol)
 
 
 def test_profile_block_a_range_and_E(table, fit):

@@ -116,8 +116,9 @@ def _tail(text: str, lines: int = 3) -> str:
 def stage_tests(out: Path, log, limits: Limits, tests: list[str]) -> Stage:
     stage = Stage("tests")
     xml = out / "tests.xml"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-           f"--junitxml={xml}", *tests]
+    # Serially (-n 0: one GPU, and pyproject's addopts ask xdist for a worker per core).
+    serial = ["-n", "0"] if importlib.util.find_spec("xdist") else ["-o", "addopts=-ra"]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *serial, f"--junitxml={xml}", *tests]
     code, text = _run(cmd, log, limits.tests)
     counts = {}
     for line in reversed(text.splitlines()):

@@ -37,11 +37,11 @@ import numpy as np
 
 from research.config import RunConfig
 from research.data import get_dataset
-from research.model.accounting import FLOP_CONVENTIONS, count_model
+from research.model.accounting import FLOP_CONVENTIONS, count_model, count_params
 from research.model.transformer import attention_impl, compute_dtype
 from research.train.devices import peak_for_kind
 from research.train.loop import resolve, versions
-from research.train.step import Stepper, loss_chunk, make_mesh
+from research.train.step import Stepper, check_memory, loss_chunk, make_mesh
 
 COUNTS = ("model", *FLOP_CONVENTIONS)  # "model": the MFU count; the others: conventions for C
 
@@ -89,12 +89,12 @@ def _memory(compiled) -> dict:
 
 def benchmark(config: RunConfig, *, steps: int = 20, warmup: int = 3, data: str = "random") -> dict:
     """Measure the train step of `config` on all devices of its mesh; a JSON-ready dict."""
-
     if steps < 1 or warmup < 0:
         raise ValueError("steps must be >= 1 and warmup >= 0")
     config, make_batch = _resolve_data(config, data)
     m, t = config.model, config.train
     mesh = make_mesh(config)
+    check_memory(config, count_params(m)[0], mesh)  # refused at once, as `train` refuses it
     n_devices = mesh.devices.size
     stepper = Stepper(config, mesh)
     params, opt_state = stepper.init()

@@ -70,6 +70,9 @@ def register(subparsers) -> None:
                       help="--schedule wsd: share of steps in the cooldown (default 0.2)")
     pred.add_argument("--cooldown-shape", choices=("1-sqrt", "linear"), default="1-sqrt")
     pred.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
+    pred.add_argument("--interval", action="store_true",
+                      help="with TABLE: give every row an interval (lo, hi), not only each run's final loss "
+                           "(--schedule always does)")
     pred.add_argument("--every", type=int, default=1, help="print every k-th step's row (default 1: all)")
     pred.add_argument("--json", action="store_true", help="print one JSON object with a \"rows\" list")
     _table_flags(pred)
@@ -258,14 +261,15 @@ def cmd_predict(args) -> int:
     for c in curves:
         steps = given[c.run]
         pred = law.loss(c.sums, steps)
-        band = law.interval(c.sums, steps, args.level)
+        every_row = args.schedule is not None or args.interval  # one prediction per draw and step: opt-in for tables
+        band = law.interval(c.sums, steps if every_row else steps[-1:], args.level)
         show = np.zeros(steps.size, bool)
         show[::args.every] = True
         show[-1] = True
         labels = label(c.run, steps)
         for i in np.flatnonzero(show):
             row = {"run": c.run, "step": int(labels[i]), "loss": float(pred[i])}
-            if band is not None:
+            if band is not None and every_row:
                 row.update(lo=float(band[0][i]), hi=float(band[1][i]))
             rows.append(row)
         entry = {"run": c.run, "steps": int(c.lr_T.size), "final_loss": float(pred[-1])}

@@ -118,13 +118,14 @@ def points_of(curves: list[Curve], max_points: int = MAX_POINTS, from_step: int 
 
 # ---------------------------------------------------------------- parameterisation
 
-def _bounds(law: str, min_loss: float):
-    """(lower, upper) of the vector the optimiser moves: amplitudes as natural logs."""
+def _bounds(law: str, max_loss: float):
+    """(lower, upper) of the vector the optimiser moves: amplitudes as natural logs. L0 is not bounded
+    by the smallest loss: the decay terms take the loss below L0 + A*S1^-alpha, and below L0 itself."""
     if law == MULTIPOWER:  # L0, ln A, alpha, ln B, ln C, beta, gamma
         return (np.array([0.0, -30, 1e-3, -30, -30, 1e-3, 0.0]),
-                np.array([min_loss * 0.999, 30, 3.0, 30, 30, 10.0, 3.0]))
+                np.array([max_loss, 30, 3.0, 30, 30, 10.0, 3.0]))
     return (np.array([0.0, -30, 1e-3, -30, 0.9]),  # L0, ln A, alpha, ln C, lam
-            np.array([min_loss * 0.999, 30, 3.0, 30, 0.99999]))
+            np.array([max_loss, 30, 3.0, 30, 0.99999]))
 
 
 LOG_AMPLITUDES = {MULTIPOWER: (1, 3, 4), ANNEALING: (1, 3)}
@@ -269,7 +270,7 @@ def polish(law: str, points: Points, start: dict, fixed: tuple = (), max_nfev: i
     """Bounded Huber least squares from `start`; parameters named in `fixed` stay as they are."""
     from scipy.optimize import least_squares
 
-    lo, hi = _bounds(law, float(np.exp(points.y.min())))
+    lo, hi = _bounds(law, float(np.exp(points.y.max())))
     x0 = from_params(law, start)
     free = np.array([name not in fixed for name in PARAMS[law]])
     x0 = np.clip(x0, lo, hi)

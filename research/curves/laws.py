@@ -30,7 +30,6 @@ double sum the tests compare against).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np

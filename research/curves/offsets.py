@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -65,7 +66,6 @@ def size_offsets(n_params: float, curves: dict[str, Curve], lineages: dict[str, 
 
 def corrected_results(sweep_dir, law: str = "multipower", loss_col: str = "eval_loss"):
     """(results frame with corrected final_eval_loss, [SizeOffsets]) of a sweep directory."""
-    from pathlib import Path
 
     sweep_dir = Path(sweep_dir)
     results = sweep_dir / "results.csv"

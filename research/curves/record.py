@@ -63,7 +63,6 @@ class CurveLaw:
 
 
 def write_law(path: str | Path, law: CurveLaw) -> None:
-
     atomic_write_json(path, json.loads(json.dumps(law.to_dict(), default=float)))
 
 
@@ -95,7 +94,6 @@ def read_law(path: str | Path) -> CurveLaw:
 
 def warmup_curve(curves, from_step: int | None, max_points: int = 200) -> list:
     """[[S1, loss], ...] sorted by area: the fitting runs' binned losses before their fitted steps."""
-
     pairs = []
     for c in curves:
         last = (peak_step(c.lr_T) if from_step is None else from_step - 1)
@@ -105,6 +103,7 @@ def warmup_curve(curves, from_step: int | None, max_points: int = 200) -> list:
         early = Curve(c.run, c.lr_T, c.step_M[keep], c.loss_M[keep])
         step, log_loss, _ = summarise(early, max_points)
         pairs += [[float(c.sums.area(np.array([s]))[0]), float(np.exp(y))] for s, y in zip(step, log_loss)]
+    pairs = [p for p in pairs if p[0] > 0 and np.isfinite(p[1])]
     pairs.sort()
     return pairs
 
@@ -117,7 +116,6 @@ def fit_curve_law(law: str, curves, *, max_points: int = 400, lam: float | None 
                   from_step: int | None = None, n_bootstrap: int = 0, seed: int = 0) -> CurveLaw:
     """Fit `law` to `curves` (one size) and package it as a CurveLaw: parameters, bootstrap draws,
     the loss cap, the warmup's measured curve and each fitting run's in-sample error."""
-
     fit = fit_law(law, curves, max_points=max_points, lam=lam, from_step=from_step)
     cap = float(max(np.exp(summarise(c, max_points)[1]).max() for c in curves if c.step_M.size))
     draws = bootstrap(fit, curves, n_bootstrap, seed, max_points=max_points) if n_bootstrap else []

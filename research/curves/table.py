@@ -131,7 +131,6 @@ def _curve(name: str, step: np.ndarray, lr: np.ndarray, loss: np.ndarray, where:
 # ---------------------------------------------------------------- run and sweep directories
 
 def _from_directory(path: Path, loss_col: str) -> CurveTable:
-
     if loss_col not in RUN_DIR_LOSSES:
         raise UserError(f"--loss-col {loss_col!r}: a run or sweep directory logs {' or '.join(RUN_DIR_LOSSES)}")
     if (path / "trials").is_dir():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -38,8 +39,6 @@ def kept_horizons(steps: list[int], keep: int) -> set[int]:
 
 def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str = "eval_loss"):
     """(table, summary): results.csv with the non-kept branches' final losses predicted, and the FLOPs."""
-    from pathlib import Path
-
     if keep not in (1, 2):
         raise UserError(f"--keep {keep}: keep 1 (the longest) or 2 (the shortest and longest) cooldowns per trunk")
     sweep_dir = Path(sweep_dir)

@@ -26,6 +26,7 @@ from research.data.prepare import bits_per_byte, prepare_dataset
 from research.data.split import SPLITS
 from research.data.tokenizer import load_tokenizer
 from research.errors import UserError
+from research.fsutil import atomic_write_json, read_json
 
 
 @functools.lru_cache(maxsize=8)
@@ -110,10 +111,36 @@ class Dataset:
         """The split's whole token stream as a read-only memmap."""
         if split not in self._tokens:
             record = self._split(split)
-            self._tokens[split] = shards.open_token_file(
+            tokens = shards.open_token_file(
                 self.path / record["file"], self.manifest["dtype"], int(record["tokens"])
             )
+            self._check_ids(self.path / record["file"], tokens)
+            self._tokens[split] = tokens
         return self._tokens[split]
+
+    ID_CHECK_STAMP = ".ids-checked.json"
+
+    def _check_ids(self, path: Path, tokens: np.ndarray) -> None:
+        """Refuse a shard holding ids outside the vocabulary (overwritten, or from another
+        tokenizer) before a step trains on it. One pass over the shard, then a stamp records its
+        size, mtime and inode so later opens of the unchanged file skip the pass."""
+        info = path.stat()
+        stamp = [info.st_size, info.st_mtime_ns, info.st_ino, self.vocab_size]
+        stamps = read_json(self.path / self.ID_CHECK_STAMP) or {}
+        if isinstance(stamps, dict) and stamps.get(path.name) == stamp:
+            return
+        chunk = 1 << 24
+        top = max((int(tokens[i:i + chunk].max()) for i in range(0, len(tokens), chunk)), default=-1)
+        if top >= self.vocab_size:
+            raise UserError(f"dataset {self.path}: {path.name} holds token id {top}, outside the vocabulary of "
+                            f"{self.vocab_size} (the file was overwritten or comes from another tokenizer; "
+                            f"`scaling data info {self.path} --verify` names the damaged file); delete the "
+                            "dataset and prepare it again")
+        try:  # best effort: a read-only dataset is simply checked again next time
+            atomic_write_json(self.path / self.ID_CHECK_STAMP, {**(stamps if isinstance(stamps, dict) else {}),
+                                                                path.name: stamp})
+        except OSError:
+            pass
 
     @property
     def tokenizer(self):

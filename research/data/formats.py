@@ -25,7 +25,6 @@ Every problem with a file raises `UserError` naming the file (and line or row).
 
 from __future__ import annotations
 
-import glob
 import gzip
 import io
 import json
@@ -110,8 +109,17 @@ def _read_json(path: Path) -> dict:
     return value
 
 
-def _walk(directory: Path) -> list[Path]:
-    """Known files below directory, in sorted path order; save_to_disk directories contribute their data files."""
+def _walk(directory: Path, seen: set | None = None) -> list[Path]:
+    """Known files below directory, in sorted path order; save_to_disk directories contribute their data files.
+    A directory reached twice (a link to itself or to an ancestor: `ln -s . again`) is walked once."""
+    seen = set() if seen is None else seen
+    try:
+        real = directory.resolve(strict=True)
+    except (OSError, RuntimeError):  # a link loop or a dangling link: nothing to walk
+        return []
+    if real in seen:
+        return []
+    seen.add(real)
     hf = _hf_data_files(directory)
     if hf is not None:
         return hf
@@ -120,21 +128,40 @@ def _walk(directory: Path) -> list[Path]:
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            found.extend(_walk(entry))
+            found.extend(_walk(entry, seen))
         elif entry.is_file() and suffix_of(entry):
             found.append(entry)
     return found
 
 
+def _glob(pattern: Path) -> list[Path]:
+    """Matches of a glob, sorted, with `**` never descending through a symbolic link (pathlib's
+    rule; glob.glob follows them, so a link to `.` or `..` multiplies the walk without end).
+    Names starting with a dot are left out, as the shell does."""
+    parts = pattern.parts
+    first = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
+    base = Path(*parts[:first]) if first else Path(".")
+    rest = str(Path(*parts[first:]))
+    if not base.is_dir():
+        return []
+    return sorted(m for m in base.glob(rest) if not any(p.startswith(".") for p in m.relative_to(base).parts))
+
+
+def _unique(files: list[Path]) -> list[Path]:
+    """Resolved files, each once, in first-seen order: a glob with `**` or two links to one file read it once."""
+    return list(dict.fromkeys(f.resolve() for f in files))
+
+
 def find_files(corpus: str) -> list[Path]:
     """Files of a local corpus string (file, directory or glob), sorted; UserError when none match."""
     path = Path(corpus).expanduser()
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"corpus path {corpus!r} is a symbolic link that leads nowhere (dangling, or a loop of links)")
     if any(ch in corpus for ch in "*?["):
-        files = []
-        for match in sorted(glob.glob(str(path), recursive=True)):
-            match_path = Path(match)
+        files, seen = [], set()
+        for match_path in _glob(path):
             if match_path.is_dir():
-                files.extend(_walk(match_path))
+                files.extend(_walk(match_path, seen))
             elif match_path.is_file() and suffix_of(match_path):
                 files.append(match_path)
         if not files:
@@ -152,7 +179,7 @@ def find_files(corpus: str) -> list[Path]:
         files = [path]
     else:
         raise FileNotFoundError(corpus)
-    files = [f.resolve() for f in files]
+    files = _unique(files)
     unreadable = [f for f in files if not os.access(f, os.R_OK)]
     if unreadable:
         raise UserError(f"corpus file {unreadable[0]} is not readable (permissions); fix them or leave it out"

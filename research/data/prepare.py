@@ -63,7 +63,11 @@ CHECKPOINT_SECONDS = 10.0  # how often a preparation records how far it got (res
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
     """Cache root: data_dir, else $SCALING_DATA_DIR, else ~/.cache/scaling/data."""
     chosen = data_dir or os.environ.get("SCALING_DATA_DIR") or DEFAULT_DATA_DIR
-    root = Path(chosen).expanduser()
+    try:
+        root = Path(chosen).expanduser()
+    except RuntimeError:  # no HOME and no home directory in the password database
+        raise UserError(f"the data cache {chosen} needs a home directory and this user has none; set "
+                        "SCALING_DATA_DIR (or pass --data-dir) to a writable directory") from None
     for parent in (root, *root.parents):  # a file where the cache (or a folder above it) should be
         if parent.exists():
             if not parent.is_dir():

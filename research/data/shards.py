@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from research.errors import UserError
+from research.fsutil import loads_json, read_regular_text
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "scaling-data/1"
@@ -51,11 +52,15 @@ def read_manifest(directory: Path) -> dict:
     """The manifest of a prepared dataset; UserError when it is missing or unreadable."""
     path = Path(directory) / MANIFEST_FILE
     try:
-        manifest = json.loads(path.read_text())
+        manifest = loads_json(read_regular_text(path, "dataset manifest"), f"dataset manifest {path}")
     except FileNotFoundError:
         raise UserError(f"{directory} is not a prepared dataset (no {MANIFEST_FILE}); run 'scaling data prepare'") from None
     except json.JSONDecodeError:
         raise UserError(f"{path} is corrupt; delete {directory} and run 'scaling data prepare' again") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict) \
+            or not isinstance(manifest.get("splits", {}), dict):
+        raise UserError(f"{path} is corrupt (not a manifest object); delete {directory} and run "
+                        "'scaling data prepare' again")
     if manifest.get("format") != FORMAT:
         raise UserError(
             f"{directory} has data format {manifest.get('format')!r}, this code reads {FORMAT!r}; "

@@ -58,6 +58,7 @@ import numpy as np
 
 from research.errors import UserError, closest
 from research.fsutil import loads_json, read_regular_text
+from research.guards import law_flops_per_token
 from research.fit.allocation import SIX_N, FlopsPerToken, allocation_params, compute_optimal
 from research.fit.law_warnings import fit_warnings
 from research.train.sweep_dir import SweepDir
@@ -316,7 +317,8 @@ def _law_from_fit(fit: dict, approach: str | None = None, name: str = "fit"):
         raise UserError(f"{name} holds a JSON {type(fit).__name__}, not a fit object; run `scaling fit` to make one")
     if "E" in fit and "alpha" in fit:
         return ChinchillaLaw(*_law_numbers(fit, CHINCHILLA_KEYS, name), name=name, source="Approach 3 fit",
-                             per_token=FlopsPerToken.from_dict(fit.get("flops_per_token")), fit_block=fit)
+                             per_token=FlopsPerToken.from_dict(law_flops_per_token(fit.get("flops_per_token"), name)),
+                             fit_block=fit)
     if "k_N" in fit and "a" in fit:
         k_n, a, k_d, b = _law_numbers(fit, ALLOCATION_KEYS, name)
         return AllocationLaw(k_n, a, k_d, b, name=name, source=f"{fit.get('method', 'power-law')} fit",

@@ -69,7 +69,8 @@ def run_approach3(df, *, bootstrap=0, seed=0, grid="full", reduction="sum", back
         if solver == "varpro":
             thetas, _ = varpro.bootstrap(df["N"], df["D"], df["L"], optima, weights, reduction=reduction)
             starts = (f"each resample refitted by the same LM-IRLS solver in all five parameters from the "
-                      f"{min(len(optima), varpro.BOOTSTRAP_STARTS)} best distinct polished optima of the full-data fit")
+                      f"{min(len(a3.distinct_optima(optima, np.arange(len(optima), dtype=float))), varpro.BOOTSTRAP_STARTS)}"
+                      f" distinct polished optima of the full-data fit within {varpro.BOOTSTRAP_BASIN_FACTOR}x its objective")
         else:
             thetas, _ = a3.bootstrap_approach3(df["N"], df["D"], df["L"], optima, n_resamples=bootstrap,
                                                seed=seed, reduction=reduction, backend=backend, tol=tol,

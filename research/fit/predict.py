@@ -34,6 +34,7 @@ from research.fit.laws import PUBLISHED, ChinchillaLaw, published
 from research.fit.methods import METHODS, loss_methods
 from research.fit.noise import noise_sigma
 from research.fsutil import loads_json, read_regular_text
+from research.guards import law_bootstrap, law_data_range, law_noise
 from research.train.sweep_dir import SweepDir
 
 MC_DRAWS = 4000  # Monte Carlo draws per (N, D) for the interval
@@ -97,6 +98,7 @@ def _check_params(params: dict, keys, where: str) -> dict:
 
 
 def _samples(block: dict, keys) -> dict | None:
+    law_bootstrap(block, "law file")
     s = (block.get("bootstrap") or {}).get("samples")
     if not isinstance(s, dict) or not all(k in s for k in keys):
         return None
@@ -141,8 +143,9 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
             params = _check_params(fit, keys, f"law file {name}")
             return Predictor(name, family, params, source=f"law file {name}", samples=_samples(fit, keys),
                              samples_drawn=_drawn(fit),
-                             noise=fit.get("noise"), n_kind=fit.get("n_kind", "total"),
-                             data_range=fit.get("data_range"), warnings=fit_warnings(fit, None), fit_block=fit)
+                             noise=law_noise(fit.get("noise"), name), n_kind=fit.get("n_kind", "total"),
+                             data_range=law_data_range(fit.get("data_range"), name), warnings=fit_warnings(fit, None),
+                             fit_block=fit)
     if approach is None:
         approach = next((m for m in loss_methods() if _usable(fit.get(m)) and _has_law(fit[m], m)), None)
         if approach is None:
@@ -167,8 +170,8 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
     where = f"{name} {approach}" + ("" if law.block is block else " L_ND")
     params = _check_params(law.block, keys, where)
     return Predictor(f"{name}:{approach}", law.family, params, source=law.source, samples=_samples(law.block, keys),
-                     samples_drawn=_drawn(law.block), noise=law.block.get("noise"), n_kind=law.n_kind,
-                     data_range=law.block.get("data_range"), notes=list(law.notes),
+                     samples_drawn=_drawn(law.block), noise=law_noise(law.block.get("noise"), name), n_kind=law.n_kind,
+                     data_range=law_data_range(law.block.get("data_range"), name), notes=list(law.notes),
                      warnings=fit_warnings(fit, block), fit_block=block if law.block is block else None)
 
 

@@ -41,6 +41,7 @@ from research.fit.noise import point_means, same_value_keys
 
 PROFILE_THRESHOLD = 0.02  # E's profile: the choices of E whose objective is within 2% of the best
 PROFILE_POINTS = 17  # E grid: this many values from 2% to 98% of the smallest measured loss (and the best E)
+PROFILE_NEAR = np.array([0.95, 0.98, 0.99, 1.0, 1.01, 1.02, 1.05])  # and these multiples of the fitted E
 MIN_POINTS = 8  # an Approach-3 refit needs >= 8 runs over >= 3 sizes and >= 3 token counts
 
 
@@ -74,7 +75,8 @@ def profile_E(df, theta_best, objective_best: float, per_token, *, reduction="su
 
     lnN, lnD, lnL = (np.log(df[c].to_numpy(float)) for c in ("N", "D", "L"))
     E_best = math.exp(theta_best[2])
-    grid = np.unique(np.append(np.linspace(0.02, 0.98, PROFILE_POINTS) * float(np.min(df["L"])), E_best))
+    grid = np.append(np.linspace(0.02, 0.98, PROFILE_POINTS) * float(np.min(df["L"])), E_best * PROFILE_NEAR)
+    grid = np.unique(grid[(grid > 0) & (grid < 0.999 * float(np.min(df["L"])))])
     rows = {}
     start = int(np.searchsorted(grid, E_best))
     for direction in (range(start, len(grid)), range(start - 1, -1, -1)):

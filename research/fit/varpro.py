@@ -40,7 +40,9 @@ from research.fit.approach3 import DELTA, THETA, distinct_optima, huber, log_res
 # the same numbers).
 COARSE_STEP, COARSE_MAX = 0.1, 2.5
 FINE_STEP, FINE_HALF = 0.01, 0.05
-INNER_ITERS = 100  # LM-IRLS iterations per grid cell (most stop earlier, at INNER_FTOL)
+INNER_ITERS = 100  # LM-IRLS iterations per grid cell near the best (most stop earlier, at INNER_FTOL) ...
+INNER_ITERS_ALL = 30  # ... and for every cell: far cells (above NEAR_FACTOR x the best) stop here, within
+NEAR_FACTOR = 2.0  # ~1% of their minimum (reported as such), far outside any profile-likelihood threshold
 INNER_FTOL = 1e-12  # relative decrease below which a cell is converged (cells then agree with an
 # independent solve to 1e-6, tests/test_varpro.py)
 POLISH_ITERS = 200  # LM-IRLS iterations for the polished cells (all five parameters)
@@ -49,8 +51,8 @@ E_PROFILE_POINTS = 16  # E = 0 and 15 values up to 0.98 of the lowest loss
 E_GRID_STEP = 0.2  # (α, β) grid of the E profile's seeds (each E's best cell is then polished)
 NEWTON_ITERS = 12  # Newton steps finishing the best polished cell (finite-difference Hessian of the gradient)
 BFGS_ITERS = 200  # then dense BFGS steps (at most) on the exact objective
-LOG_BOUNDS = (-300.0, 300.0)  # e, a, b kept within (E = e^-300 is zero for any loss; a - e stays below
-# 709, where exp overflows)
+LOG_BOUNDS = (-300.0, 700.0)  # e, a, b kept within: E = e^-300 is zero for any loss; a step taking a - e
+# past 709 overflows exp and is rejected like any step that does not lower the objective
 # Profile-likelihood threshold for a's range: the Huber objective with δ = 1e-3 is, at the residuals
 # of real fits (≥ 0.005 in log L), essentially Σ|r|: a Laplace likelihood whose scale profiled out
 # gives 2·ΔNLL = 2·n·log(f/f_min). The range is where that is ≤ χ²₁(0.95) = 3.841.
@@ -95,10 +97,11 @@ def objective(P_G5, lnN, lnD, lnL, W_Gn, delta=DELTA):
         return _eval(np.asarray(P_G5, float), lnN, lnD, lnL, W, delta)[0]
 
 
-def lm_irls(P_G5, lnN, lnD, lnL, W_Gn, free, iters, delta=DELTA, ftol=1e-13):
+def lm_irls(P_G5, lnN, lnD, lnL, W_Gn, free, iters, delta=DELTA, ftol=1e-13, return_active=False):
     """Minimise the objective over the parameters `free` (indices into a, b, e, α, β) of every row of
     P_G5 at once, the others held fixed: Levenberg–Marquardt with IRLS Huber weights; a step is kept
-    only where it lowers the objective. Returns (P_G5, f_G)."""
+    only where it lowers the objective. Returns (P_G5, f_G), and with `return_active` the mask of
+    rows not yet converged after `iters` iterations."""
     P = np.array(P_G5, dtype=float)
     G, n = len(P), len(lnN)
     W = np.broadcast_to(np.asarray(W_Gn, float), (G, n))
@@ -116,7 +119,7 @@ def lm_irls(P_G5, lnN, lnD, lnL, W_Gn, free, iters, delta=DELTA, ftol=1e-13):
             cols = {0: ua[..., 1], 1: ua[..., 2], 2: ua[..., 0],  # d r / d(a, b, e, α, β)
                     3: -ua[..., 1] * lnN, 4: -ua[..., 2] * lnD}
             J = np.stack([cols[j] for j in free], axis=-1)  # (g, n, k)
-            psi = np.clip(ra, -delta, delta)
+            psi = huber(np, ra, delta)[1]
             omega = Wa * np.where(np.abs(ra) > delta, delta / np.maximum(np.abs(ra), 1e-300), 1.0)
             H, g = _normal_equations(J, omega, Wa * psi)
             diag = np.diagonal(H, axis1=1, axis2=2)
@@ -137,7 +140,7 @@ def lm_irls(P_G5, lnN, lnD, lnL, W_Gn, free, iters, delta=DELTA, ftol=1e-13):
             lam[idx] = np.where(better, np.maximum(lam[idx] / 3.0, 1e-12), np.minimum(lam[idx] * 4.0, 1e12))
             done = (better & (gain < ftol)) | (~better & (lam[idx] >= 1e12))
             active[idx[done]] = False
-    return P, f
+    return (P, f, active) if return_active else (P, f)
 
 
 def inner_lm(XN_Gn, XD_Gn, lnL, W, logc_G3, iters=INNER_ITERS, delta=DELTA, ftol=1e-13, free=(0, 1, 2)):
@@ -169,7 +172,7 @@ def inner_lm(XN_Gn, XD_Gn, lnL, W, logc_G3, iters=INNER_ITERS, delta=DELTA, ftol
                 break
             ra, Wa = r[idx], Wf[idx]
             J = J3[idx][..., free]
-            psi = np.clip(ra, -delta, delta)
+            psi = huber(np, ra, delta)[1]
             omega = Wa * np.where(np.abs(ra) > delta, delta / np.maximum(np.abs(ra), 1e-300), 1.0)
             H, g = _normal_equations(J, omega, Wa * psi)
             diag = np.diagonal(H, axis1=1, axis2=2)
@@ -215,7 +218,12 @@ def solve_cells(alphas, betas, lnN, lnD, lnL, W, iters=INNER_ITERS, delta=DELTA,
         al, be = alphas[s:s + chunk], betas[s:s + chunk]
         e_a_b = _initial_linear(al, be, lnN, lnD, lnL, W)
         XN, XD = np.exp(-al[:, None] * lnN), np.exp(-be[:, None] * lnD)
-        e_a_b, f = inner_lm(XN, XD, lnL, W, e_a_b, iters=iters, delta=delta, ftol=INNER_FTOL)
+        e_a_b, f = inner_lm(XN, XD, lnL, W, e_a_b, iters=min(iters, INNER_ITERS_ALL), delta=delta, ftol=INNER_FTOL)
+        # cells that matter (within NEAR_FACTOR of the chunk's best) run on to full convergence
+        near = np.flatnonzero(np.isfinite(f) & (f <= NEAR_FACTOR * np.nanmin(np.where(np.isfinite(f), f, np.nan))))
+        if iters > INNER_ITERS_ALL and len(near):
+            e_a_b[near], f[near] = inner_lm(XN[near], XD[near], lnL, W, e_a_b[near], iters=iters - INNER_ITERS_ALL,
+                                            delta=delta, ftol=INNER_FTOL)
         P = np.column_stack([e_a_b[:, 1], e_a_b[:, 2], e_a_b[:, 0], al, be])
         P_all.append(P)
         f_all.append(f)
@@ -353,6 +361,8 @@ def fit_varpro(lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", profile=True
         W = W / W.sum()
     coarse = profile_alpha_beta(lnN, lnD, lnL, W, delta=delta)
     Pc, fc = coarse["params"].reshape(-1, 5), coarse["objective"].ravel()
+    if not np.isfinite(fc).any():
+        raise RuntimeError("Approach 3: no grid cell converged to a finite objective")
     i0 = int(np.nanargmin(np.where(np.isfinite(fc), fc, np.nan)))
     al0, be0 = Pc[i0, 3], Pc[i0, 4]
     fa = _grid(max(FINE_STEP, al0 - FINE_HALF), al0 + FINE_HALF, FINE_STEP)
@@ -378,7 +388,9 @@ def fit_varpro(lnN, lnD, lnL, w=None, delta=DELTA, reduction="sum", profile=True
                            objective_fn=objective_at_zero_E if at_zero else objective_np)
     edge = [name for name, v, hi in (("alpha", al0, coarse["alpha"][-1]), ("beta", be0, coarse["beta"][-1]))
             if v >= hi - 1e-9 or v <= coarse["alpha"][0] + 1e-9]
-    return {"theta": theta, "objective": float(f), "optima": np.vstack([theta[None], Pp]), "coarse": coarse,
+    optima, f_opt = np.vstack([theta[None], Pp]), np.concatenate([[f], fp])
+    keep = np.isfinite(f_opt) & (f_opt <= BOOTSTRAP_BASIN_FACTOR * f)
+    return {"theta": theta, "objective": float(f), "optima": optima[keep], "coarse": coarse,
             "fine": fine, "edge": edge, "E_at_zero": bool(at_zero)}
 
 
@@ -416,7 +428,7 @@ def profile_E(lnN, lnD, lnL, w=None, E_values=None, delta=DELTA, grid_step=E_GRI
     logc[:, 0] = np.repeat([math.log(E) if E > 0 else LOG_BOUNDS[0] for E in E_values], cells)
     XN, XD = np.exp(-AL[:, None] * lnN), np.exp(-BE[:, None] * lnD)
     logc, f = inner_lm(np.tile(XN, (len(E_values), 1)), np.tile(XD, (len(E_values), 1)), lnL, W, logc,
-                       iters=INNER_ITERS, delta=delta, ftol=1e-9, free=(1, 2))
+                       iters=INNER_ITERS_ALL, delta=delta, ftol=1e-9, free=(1, 2))  # seeds only: polished below
     f = np.where(np.isfinite(f), f, np.inf).reshape(len(E_values), cells)
     j = np.argmin(f, axis=1)
     best = logc.reshape(len(E_values), cells, 3)[np.arange(len(E_values)), j]
@@ -429,7 +441,9 @@ def profile_E(lnN, lnD, lnL, w=None, E_values=None, delta=DELTA, grid_step=E_GRI
 # ----------------------------------------------------------------------------- results for fit.json
 
 PROFILE_DIGITS = 6  # significant digits of the stored profile objectives
-BOOTSTRAP_STARTS = 4  # distinct optima of the full-data fit each resample is polished from
+BOOTSTRAP_STARTS = 4  # at most this many distinct optima of the full-data fit start each resample ...
+BOOTSTRAP_BASIN_FACTOR = 1.1  # ... those whose objective is within this factor of the best
+BOOTSTRAP_MORE_ITERS = 3000  # further LM-IRLS iterations for the resamples not converged after POLISH_ITERS
 
 
 def _sig(x, digits=PROFILE_DIGITS):
@@ -519,7 +533,8 @@ def fit_result(N, D, L, *, reduction="sum", delta=DELTA, profile=True) -> dict:
 def bootstrap(N, D, L, starts, weights, *, reduction="sum", delta=DELTA, k=BOOTSTRAP_STARTS):
     """Refit every bootstrap resample (rows of `weights`, multiplicities of the runs) with the same
     LM-IRLS solver in all five parameters, from each of the first `k` distinct `starts` (the
-    full-data fit's polished optima), keeping each resample's best. Returns (thetas R×5, objs R)."""
+    full-data fit's polished optima within BOOTSTRAP_BASIN_FACTOR of its best), keeping each
+    resample's best. Returns (thetas R×5, objs R)."""
     lnN, lnD, lnL = (np.log(np.asarray(v, dtype=np.float64)) for v in (N, D, L))
     W = np.asarray(weights, float)
     if reduction == "mean":
@@ -528,7 +543,11 @@ def bootstrap(N, D, L, starts, weights, *, reduction="sum", delta=DELTA, k=BOOTS
     R, K = len(W), len(S)
     P0 = np.tile(S, (R, 1))
     Wr = np.repeat(W, K, axis=0)
-    P, f = lm_irls(P0, lnN, lnD, lnL, Wr, free=range(5), iters=POLISH_ITERS, delta=delta)
+    P, f, active = lm_irls(P0, lnN, lnD, lnL, Wr, free=range(5), iters=POLISH_ITERS, delta=delta, return_active=True)
+    slow = np.flatnonzero(active)  # ill-conditioned valleys (LM-IRLS converges linearly): run on
+    if len(slow):
+        P[slow], f[slow] = lm_irls(P[slow], lnN, lnD, lnL, Wr[slow], free=range(5), iters=BOOTSTRAP_MORE_ITERS,
+                                   delta=delta)
     f = np.where(np.isfinite(f), f, np.inf).reshape(R, K)
     best = np.argmin(f, axis=1)
     return P.reshape(R, K, 5)[np.arange(R), best], f[np.arange(R), best]

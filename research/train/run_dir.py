@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -63,7 +64,13 @@ class RunDir:
 
     def check_or_write_config(self, record: dict) -> None:
         """Refuse a directory that holds a run of a different config; never mix results."""
-        existing = read_json(self.config_path)
+        existing = read_json(self.config_path) if self.config_path.is_file() else None
+        if (existing is None and (self.config_path.exists() or self.config_path.is_symlink())) \
+                or (existing is not None and not (isinstance(existing, dict)
+                                                  and isinstance(existing.get("identity", {}), dict))):
+            raise UserError(f"{self.config_path} is corrupt (not a run's config object), so the run in "
+                            f"{self.path} cannot be identified; nothing was changed: choose another --out, "
+                            "or restore config.json")
         if existing is None:
             artifacts = [p.name for p in (self.metrics_path, self.summary_path, self.checkpoint_dir) if p.exists()]
             if artifacts:
@@ -105,15 +112,25 @@ class RunDir:
             lines = self.metrics_path.read_text().splitlines(keepends=True)
         except FileNotFoundError:
             return 0
-        keep, drop = [], []
+        keep, drop, unreadable, salvaged = [], [], 0, 0
         for line in lines:
             try:
                 row = json.loads(line)
                 step = row.get("step") if isinstance(row, dict) else None
             except json.JSONDecodeError:
                 step = None
+                unreadable += line.strip() != ""
+                rescued = _row_after_cut(line)  # `{"step": 15, "lo{"step": 16, ...}`: row 16 is whole
+                if rescued is not None and rescued[0] <= last_step and line.endswith("\n"):
+                    keep.append(rescued[1])
+                    salvaged += 1
             whole = line.endswith("\n")
             (keep if whole and isinstance(step, int) and step <= last_step else drop).append(line)
+        if unreadable:
+            print(f"warning: {self.metrics_path} has {unreadable} unreadable line(s) (cut mid-line); they are "
+                  f"kept in {self.removed_metrics_path.name}" + (f", and {salvaged} whole row(s) found after "
+                                                                 "the cut were kept" if salvaged else ""),
+                  file=sys.stderr)
         if not drop:
             return 0
         removed_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -131,3 +148,19 @@ class RunDir:
             return
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def _row_after_cut(line: str) -> tuple[int, str] | None:
+    """(step, text) of the whole row that ends a damaged line, if one does."""
+    decoder = json.JSONDecoder()
+    start = line.find('{"', 1)
+    while start != -1:
+        try:
+            row, end = decoder.raw_decode(line, start)
+        except json.JSONDecodeError:
+            start = line.find('{"', start + 1)
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and not line[end:].strip():
+            return row["step"], line[start:end] + "\n"
+        start = line.find('{"', start + 1)
+    return None

@@ -32,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from research.config import RunConfig
 from research.errors import UserError
 from research.model.accounting import MEMORY_BYTES_PER_PARAM
+from research.guards import check_environment
 from research.model.transformer import Transformer
 from research.train.optim import make_optimizer, schedule_numbers
 
@@ -47,6 +48,7 @@ def initialize_distributed() -> bool:
     if _DISTRIBUTED:
         return True
     env = os.environ
+    check_environment(env)
     if env.get("JAX_COORDINATOR_ADDRESS") or env.get("JAX_NUM_PROCESSES"):
         missing = [k for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if not env.get(k)]
         if missing:

@@ -1,0 +1,75 @@
+"""Benchmark: the test suite's wall time and its slowest tests.
+
+Not a test. Runs `pytest -q --durations=N` (plus any extra pytest arguments, e.g. `-n 2`) from
+the repository root, or reads the output of such a run from --log, and records the summary
+line's counts, the wall time, the machine's load average before and after (a contended
+machine inflates every number) and the N slowest setup/call/teardown phases.
+
+    python benchmarks/test_suite_times.py --tag after [--durations 40] [-- -n 2]
+    python benchmarks/test_suite_times.py --tag before --log pytest-output.txt
+
+Writes (or adds the tag to) results/bench/test_suite_times.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "results" / "bench" / "test_suite_times.json"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s (setup|call|teardown)\s+(\S.*)$")
+_SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|warnings?)")
+_WALL = re.compile(r" in (\d+(?:\.\d+)?)s")
+
+
+def parse(text: str) -> dict:
+    """The durations table and the summary line of pytest's output."""
+    slowest = [{"seconds": float(m[1]), "phase": m[2], "test": m[3].strip()}
+               for m in map(_DURATION.match, text.splitlines()) if m]
+    summary = next((line for line in reversed(text.splitlines()) if _WALL.search(line) and _SUMMARY.search(line)), "")
+    counts = {kind.rstrip("s") if kind != "errors" else "error": int(n) for n, kind in _SUMMARY.findall(summary)}
+    wall = _WALL.search(summary)
+    return {"summary": summary.strip("= "), "counts": counts, "pytest_wall_s": float(wall[1]) if wall else None,
+            "slowest": slowest}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tag", required=True, help="the key this run is recorded under (e.g. before, after)")
+    ap.add_argument("--durations", type=int, default=40)
+    ap.add_argument("--log", type=Path, help="read a finished run's pytest output instead of running")
+    ap.add_argument("--note", default="", help="recorded as is (say whether the machine was contended)")
+    ap.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments")
+    args = ap.parse_args()
+    record = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+              "note": args.note}
+    if args.log:
+        text = args.log.read_text(errors="replace")
+        record["command"] = f"(from {args.log.name})"
+    else:
+        cmd = [sys.executable, "-m", "pytest", "-q", f"--durations={args.durations}", *args.pytest_args]
+        record["command"] = " ".join(["pytest", *cmd[3:]])
+        record["load_before"] = os.getloadavg()
+        t0 = time.monotonic()
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        record["wall_s"] = round(time.monotonic() - t0, 1)
+        record["load_after"] = os.getloadavg()
+        text = proc.stdout + proc.stderr
+    record.update(parse(text))
+    results = json.loads(OUT.read_text()) if OUT.exists() else {}
+    results[args.tag] = record
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"{args.tag}: {record['summary']}; {len(record['slowest'])} slowest phases -> {OUT}")
+
+
+if __name__ == "__main__":
+    main()
