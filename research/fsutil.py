@@ -89,7 +89,8 @@ def read_regular_text(path: str | Path, what: str, limit: int = MAX_FILE_BYTES) 
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise UserError(f"{what} {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise UserError(f"{what} {path} is not UTF-8 text, so not valid JSON or TOML ({err.reason} at byte "
+                        f"{err.start})") from None
 
 
 def nesting_depth(obj, limit: int = MAX_NESTING) -> int:

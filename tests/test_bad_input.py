@@ -763,7 +763,7 @@ def test_law_files_refused(tmp_path, content, expected):
 def test_law_file_not_utf8(tmp_path):
     (tmp_path / "fit.json").write_bytes(b"\xff\xfe{}")
     rc, out, err = run_cli(["optimal", "--flops", "1e20", "--law", tmp_path / "fit.json"])
-    assert "not UTF-8 text" in assert_refused(rc, out, err, ["fit.json"])  # fsutil.read_regular_text's line
+    assert "not valid JSON" in assert_refused(rc, out, err, ["fit.json"])
 
 
 def test_optimum_that_overflows_is_refused():

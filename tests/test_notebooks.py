@@ -51,9 +51,9 @@ def test_sweep_report_notebook(tmp_path):
     nb = run("sweep_report.ipynb", {"SWEEP_DIR": str(sweep), "REPORT_DIR": str(report), "BOOTSTRAP": "20",
                                     "FIT_GRID": "small"}, tmp_path)
     assert snapshot(sweep) == before, "the notebook wrote into the sweep directory"
-    assert len(list(report.glob("*.png"))) == 7  # 6 fit figures (the Approach-3 profile too) + the held-out check
+    assert len(list(report.glob("*.png"))) == 8  # 7 fit figures (Approach-3 profile, sensitivity) + the held-out check
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
-    assert images == 7
+    assert images == 8
     assert "approach3" in text(nb)
     assert "WARNING: " in text(nb) and "mean_abs_rel_error" in text(nb)
 
