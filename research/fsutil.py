@@ -78,11 +78,12 @@ def read_regular_text(path: str | Path, what: str, limit: int = MAX_FILE_BYTES) 
         raise UserError(f"{what} {str(path)[:200]!r} is not a usable path ({err})") from None
     except IsADirectoryError:
         raise UserError(f"{what} {path} is a directory, not a file") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a device, pipe or socket"
+        raise UserError(f"{what} {path} is {kind}, not a regular file; pass a file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "a device, pipe or socket"
-            raise UserError(f"{what} {path} is {kind}, not a regular file; pass a file")
         data = f.read(limit + 1)
     if len(data) > limit:
         raise UserError(f"{what} {path} is larger than {limit >> 20} MiB; this is not a file the harness wrote")

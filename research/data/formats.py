@@ -29,6 +29,7 @@ import gzip
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -138,13 +139,17 @@ def _glob(pattern: Path) -> list[Path]:
     """Matches of a glob, sorted, with `**` never descending through a symbolic link (pathlib's
     rule; glob.glob follows them, so a link to `.` or `..` multiplies the walk without end).
     Names starting with a dot are left out, as the shell does."""
-    parts = pattern.parts
+    parts = [part if part == "**" else re.sub(r"\*\*+", "*", part) for part in pattern.parts]  # `a**` is `a*`
     first = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
     base = Path(*parts[:first]) if first else Path(".")
     rest = str(Path(*parts[first:]))
     if not base.is_dir():
         return []
-    return sorted(m for m in base.glob(rest) if not any(p.startswith(".") for p in m.relative_to(base).parts))
+    try:
+        matches = list(base.glob(rest))
+    except ValueError as err:
+        raise UserError(f"corpus glob {str(pattern)!r} is not a valid pattern ({err})") from None
+    return sorted(m for m in matches if not any(p.startswith(".") for p in m.relative_to(base).parts))
 
 
 def _unique(files: list[Path]) -> list[Path]:

@@ -83,6 +83,8 @@ def read_frame(path: Path):
     import pandas as pd
 
     suffix = path.suffix.lower()
+    if not path.is_file():  # a device (/dev/zero never ends), FIFO or directory is never read as a table
+        raise UserError(f"results table {path} is not a regular file; pass a CSV or parquet file")
     try:
         if suffix in (".parquet", ".pq"):
             try:

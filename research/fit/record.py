@@ -55,7 +55,7 @@ def write_fit(path, result: dict, merge=True) -> Path:
     data = {}
     if merge and path.exists():
         try:  # a device or directory at the path is refused, never read (/dev/zero never ends)
-            data = loads_json(read_regular_text(path, "--out"), f"--out {path}")
+            data = loads_json(read_regular_text(path, "fit file"), f"fit file {path}")
         except json.JSONDecodeError:
             data = {}
         if not isinstance(data, dict):  # not a fit record: replaced, as an unreadable one is

@@ -5,6 +5,9 @@ in `sweep_plots`. This package file imports none of them until asked, so `scalin
 (which imports `research.plots.cli`) does not import matplotlib.
 """
 
+from research.errors import UserError
+from research.fsutil import loads_json, read_regular_text
+
 FORMATS = ("png", "svg")
 
 

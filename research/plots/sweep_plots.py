@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from research.errors import UserError
 from research.fit import fit_sweep_dir
 from research.fit.data import load_table
 from research.fit.envelope import load_curves
 from research.fit.lr_sweep import fit_lr_sweep_dir
 from research.fit.methods import METHODS
+from research.fsutil import loads_json, read_regular_text
 from research.plots import FORMATS
 from research.plots import figures as F
 from research.plots import lr_rule as R
@@ -32,7 +34,7 @@ def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS,
     if fit is None:
         fjson = SweepDir(sweep).fit_path
         if fjson.exists():
-            fit = json.loads(fjson.read_text())
+            fit = _json_object(fjson, "fit file", "re-run `scaling fit` on the sweep")
         else:
             fit = fit_sweep_dir(sweep)
     out = Path(out_dir) if out_dir else SweepDir(sweep).plots_dir
@@ -75,7 +77,7 @@ def plot_lr_sweep_dir(sweep: Path, out_dir=None, formats=FORMATS) -> list[Path]:
     layout = SweepDir(sweep)
     rule_path = layout.lr_rule_path
     if rule_path.exists():
-        rule = json.loads(rule_path.read_text())
+        rule = _json_object(rule_path, "lr rule", "re-run `scaling lr-rule` on the sweep")
     else:
         rule = fit_lr_sweep_dir(sweep)
     df = pd.read_csv(layout.results_path)
@@ -89,3 +91,14 @@ def plot_lr_sweep_dir(sweep: Path, out_dir=None, formats=FORMATS) -> list[Path]:
             fig.savefig(p, dpi=150 if fmt == "png" else None)
             written.append(p)
     return written
+
+
+def _json_object(path: Path, what: str, fix: str) -> dict:
+    """A JSON object file written by an earlier stage; one line when it is anything else."""
+    try:
+        data = loads_json(read_regular_text(path, what), f"{what} {path}")
+    except json.JSONDecodeError as err:
+        raise UserError(f"{what} {path} is corrupt (line {err.lineno}: {err.msg}); {fix}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{what} {path} holds a JSON {type(data).__name__}, not an object; {fix}")
+    return data
