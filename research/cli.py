@@ -3,13 +3,15 @@
 Each entry maps a subcommand to the module that defines it. That module has
 `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
 Modules import heavy libraries (jax, pandas) inside their handlers so that
-`--help` stays fast.
+`--help` stays fast. A command module that fails to import is an error of the
+package, raised with its traceback: never skipped as "not built yet".
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 
@@ -45,13 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         if module_name in seen:
             continue
         seen.add(module_name)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name and module_name.startswith(err.name):
-                continue  # stage not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(module_name).register(sub)  # a broken command module fails here, loudly
     _negative_numbers_are_values(parser)
     return parser
 
@@ -90,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scaling {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output cut short by `| head` and the like: not an error of ours
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as err:  # the one path for the operating system's refusals: one line, no traceback

@@ -30,6 +30,15 @@ from research.fsutil import MAX_NESTING, nesting_depth, read_regular_text
 
 MAX_SET_CHARS = 10_000  # a --set value: a number, a word or a short list
 
+# The choices of a setting, defined once: each is a Literal type (for the typed configs) and the
+# tuple of its values (for checks and messages).
+FlopConvention = typing.Literal["6n", "chinchilla"]  # C = 6·N·D, or Hoffmann et al. 2022 App. F
+Schedule = typing.Literal["cosine", "constant", "wsd"]  # wsd: warmup-stable-decay
+DecayShape = typing.Literal["1-sqrt", "linear"]  # a wsd cooldown's shape ("1-sqrt": Hägele et al. 2024)
+FLOP_CONVENTIONS: tuple[str, ...] = typing.get_args(FlopConvention)
+SCHEDULES: tuple[str, ...] = typing.get_args(Schedule)
+DECAY_SHAPES: tuple[str, ...] = typing.get_args(DecayShape)
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -70,11 +79,11 @@ class TrainConfig:
     steps: int | None = None  # horizon in optimiser steps ...
     tokens: int | None = None  # ... or in training tokens (rounded up to whole steps)
     lr: float = 3e-3  # peak learning rate
-    schedule: str = "cosine"  # "cosine", "constant" or "wsd" (warmup-stable-decay)
+    schedule: Schedule = "cosine"  # "cosine", "constant" or "wsd" (warmup-stable-decay)
     warmup_steps: int | None = None  # default: 5% of the horizon, at least 1
     min_lr_ratio: float = 0.1  # cosine/wsd end at this fraction of the peak
     decay_fraction: float = 0.2  # wsd: share of steps in the final cooldown
-    decay_shape: str = "1-sqrt"  # wsd cooldown: "1-sqrt" (Hägele et al. 2024) or "linear"
+    decay_shape: DecayShape = "1-sqrt"  # wsd cooldown: "1-sqrt" (Hägele et al. 2024) or "linear"
     weight_decay: float = 0.1  # AdamW decoupled weight decay (matrices only)
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.95  # AdamW second-moment decay
@@ -166,8 +175,8 @@ def _check_type(section: str, key: str, value, annotation):
             if not math.isfinite(number):
                 raise UserError(f"{where} = {value!r} must be a finite number")
             return number
-        if hint is str and isinstance(value, str):
-            return value
+        if (hint is str or typing.get_origin(hint) is typing.Literal) and isinstance(value, str):
+            return value  # a Literal's value is checked by `validate`, with the choices in its message
         if hint is dict and isinstance(value, dict):
             return dict(value)
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):  # an inline table: [logging] wandb = {...}
@@ -295,9 +304,9 @@ def validate(config: RunConfig) -> None:
         raise UserError(f"[model] compute_dtype = {m.compute_dtype!r}: expected 'auto', 'float32' or 'bfloat16'")
     if m.attention not in ("auto", "xla", "cudnn"):
         raise UserError(f"[model] attention = {m.attention!r}: expected 'auto', 'xla' or 'cudnn'")
-    if t.schedule not in ("cosine", "constant", "wsd"):
-        raise UserError(f"[train] schedule = {t.schedule!r}: expected 'cosine', 'constant' or 'wsd'{closest(t.schedule, ['cosine', 'constant', 'wsd'])}")
-    if t.decay_shape not in ("1-sqrt", "linear"):
+    if t.schedule not in SCHEDULES:
+        raise UserError(f"[train] schedule = {t.schedule!r}: expected 'cosine', 'constant' or 'wsd'{closest(t.schedule, SCHEDULES)}")
+    if t.decay_shape not in DECAY_SHAPES:
         raise UserError(f"[train] decay_shape = {t.decay_shape!r}: expected '1-sqrt' or 'linear'")
     if t.loss_chunk != "auto" and not (isinstance(t.loss_chunk, int) and t.loss_chunk >= 0):
         raise UserError(f"[train] loss_chunk = {t.loss_chunk!r}: expected a number of tokens, 0 (off) or \"auto\"")
@@ -381,3 +390,12 @@ def warmup_steps(config: RunConfig) -> int:
     steps = total_steps(config)
     w = t.warmup_steps if t.warmup_steps is not None else max(1, round(0.05 * steps))
     return min(w, steps)
+
+
+def cooldown_steps(steps: int, decay_fraction: float) -> int:
+    """Steps in a WSD run's final cooldown: the last `decay_fraction` of `steps`, at least one.
+
+    The one place this is computed: the schedule (research/train/optim.py), and the sweep planner that starts a
+    cooldown branch from its trunk at step `steps - cooldown_steps(steps, f)` (so a branch
+    and a straight WSD run to the same horizon share every learning rate)."""
+    return max(1, round(decay_fraction * steps))

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from research.bench.devices import peak_for_kind
+from research.train.devices import peak_for_kind
 from research.config import load_run_config
 from research.model.accounting import count_model
 

@@ -60,7 +60,8 @@ def test_every_command_is_documented():
 
 def test_every_run_and_sweep_file_key_is_documented():
     from research.config import SECTIONS, WandbConfig
-    from research.sweep.design import DESIGN_KEYS, DesignConfig
+    from research.sweep.design import DesignConfig
+    from research.sweep.kinds import KINDS, design_keys
     from research.sweep.recipe import AspectRatioRecipe
     from research.sweep.slurm import SlurmOptions
 
@@ -69,7 +70,7 @@ def test_every_run_and_sweep_file_key_is_documented():
     sections = {**SECTIONS, "logging.wandb": WandbConfig, "design": DesignConfig, "recipe": AspectRatioRecipe,
                 "slurm": SlurmOptions}
     keys = {f"{s}.{f.name}" for s, cls in sections.items() for f in dataclasses.fields(cls)} - {"slurm.folder"}
-    keys |= {f"design.{k}" for kind in DESIGN_KEYS.values() for k in kind} | {"name", "recipe.class"}
+    keys |= {f"design.{k}" for kind in KINDS for k in design_keys(kind)} | {"name", "recipe.class"}
     for key in sorted(keys):
         assert key in rows, f"{key} is not in docs/reference/sweep-file.md"
         meaning = rows[key].rstrip(" |").rsplit("|", 1)[-1].strip()

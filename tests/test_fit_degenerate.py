@@ -18,7 +18,7 @@ DATA = Path(__file__).parent / "data" / "degenerate_tiny_sweep.csv"
 
 def test_bootstrap_with_overflowing_resamples_still_reports_intervals(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "research", "fit", str(DATA), "--method", "approach3",
-                           "--bootstrap", "200", "--seed", "0", "--loss-col", "final_eval_loss", "--json",
+                           "--solver", "lbfgs", "--bootstrap", "200", "--seed", "0", "--loss-col", "final_eval_loss", "--json",
                            "--out", str(tmp_path / "fit.json")], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-1500:]
     a3 = json.loads(proc.stdout)  # one method: its result alone

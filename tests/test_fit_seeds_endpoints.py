@@ -14,7 +14,7 @@ from research.fit.approach3 import TWO_STAGE, bootstrap_weights
 from research.fit.core import run_fits
 from research.fit.data import load_table
 from research.fit.laws import ChinchillaLaw
-from research.fit.diagnostics import AGREEMENT_MAX, agreement_line, annotate, noise_line
+from research.fit.agreement import AGREEMENT_MAX, agreement_line, annotate, noise_line
 from research.fit.profiles import CLUSTER, interpolate, size_profiles
 from research.fit.synthetic import demo_truth
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from research.cli import main
+from research.fit import agreement
 from research.fit import diagnostics as dg
 from research.fit.core import run_fits
 from research.fit.data import load_table
@@ -54,7 +55,7 @@ def test_well_designed_table_raises_no_warning(good_fit):
     assert good_fit["warnings"] == []
     assert good_fit["approach2"]["warnings"] == []
     assert good_fit["approach3"]["warnings"] == []
-    assert dg.all_warnings(good_fit) == []
+    assert agreement.all_warnings(good_fit) == []
 
 
 def test_wide_interval_on_the_exponent(tmp_path):
@@ -106,7 +107,7 @@ def test_approach3_optimum_on_the_edge_of_the_start_grid(tmp_path):
     table = _table(synthetic_table(seed=2, noise=0.005), tmp_path)
     r = run_fits(table, ["approach3"], grid=grid, budgets=[1e20])
     assert any("outside the start grid's range" in w for w in r["approach3"]["warnings"])
-    assert any(w.startswith("approach3: best fit") for w in dg.all_warnings(r))
+    assert any(w.startswith("approach3: best fit") for w in agreement.all_warnings(r))
 
 
 def test_unidentified_exponent_when_the_loss_ignores_n(tmp_path):
@@ -140,7 +141,7 @@ def test_lack_of_fit_against_replicate_spread(tmp_path):
 
 def test_extrapolation_of_the_optimum_beyond_the_data(good_fit):
     far = dict(good_fit, budgets_for_intervals=[1e20, 5.76e23])
-    msgs = dg.overall_warnings(far, pd.DataFrame({"N": [1e8, 1e9, 1e10], "D": [1e9] * 3, "C": [1e19, 1e20, 3e21]}))
+    msgs = agreement.overall_warnings(far, pd.DataFrame({"N": [1e8, 1e9, 1e10], "D": [1e9] * 3, "C": [1e19, 1e20, 3e21]}))
     assert any("5.76e+23, 2.3 decades beyond the largest budget" in m for m in msgs)
     # the well-designed fit reported only budgets inside the data: silent (checked above)
 

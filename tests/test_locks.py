@@ -15,7 +15,7 @@ from tests.conftest import REPO
 # the trial's .lock and .claim), as fast as it can until the stop file appears.
 _HAMMER = """
 import sys, pathlib
-from research.sweep.trial import trial_status
+from research.train.sweep_dir import trial_status
 trial, stop = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 pathlib.Path(sys.argv[3]).touch()
 n = 0

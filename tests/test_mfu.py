@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from research.bench.devices import PEAKS, mfu_fields, peak_flops_of, peak_for_kind, peak_for_name
+from research.train.devices import PEAKS, mfu_fields, peak_flops_of, peak_for_kind, peak_for_name
 from research.config import ModelConfig
 from research.fit.hardware import training_cost
 from research.model.accounting import (MEMORY_BYTES_PER_PARAM, TRAINING_BYTES_PER_PARAM, bytes_per_param,

@@ -40,7 +40,7 @@ def wait_until_no_trial_runs(out: Path, timeout: float = 120) -> None:
     """After a runner is SIGKILLed its orphaned trial checkpoints on its SIGTERM and exits:
     wait until no trial holds its lock (rather than a fixed sleep, too long when quiet, too
     short on a loaded machine)."""
-    from research.sweep.trial import trial_status
+    from research.train.sweep_dir import trial_status
 
     deadline = time.time() + timeout
     while any(trial_status(t) == "running" for t in (out / "trials").iterdir()):

@@ -120,7 +120,7 @@ def _wait_until_training(trial_dir: Path, handle, timeout: float = 600) -> None:
 
 
 def test_sigkill_of_a_trial_or_of_the_worker_loses_no_other_trial(tmp_path):
-    from research.sweep.trial import trial_status
+    from research.train.sweep_dir import trial_status
     from research.sweep.warm import WORKER_DIED, WarmWorker
 
     a, b = _trial_dirs(tmp_path, ["design.budgets=[1e9]", "design.sizes=2"])

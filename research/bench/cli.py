@@ -6,6 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+from research.config import load_run_config
+from research.errors import UserError
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -31,16 +34,14 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from research.config import load_run_config
-    from research.errors import UserError
-    from research.train.step import initialize_distributed
+    from research.train.step import initialize_distributed  # lazy: jax; --help and bad input stay fast
 
     if args.steps < 1 or args.warmup < 0:
         raise UserError("--steps must be at least 1 and --warmup at least 0")
     config = load_run_config(args.config, args.overrides)
     initialize_distributed()
 
-    from research.bench.run import benchmark, format_report
+    from research.bench.run import benchmark, format_report  # lazy: jax
 
     result = benchmark(config, steps=args.steps, warmup=args.warmup, data=args.data)
     result["config_file"] = str(args.config)

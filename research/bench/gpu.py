@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from research.bench.devices import peak_for_kind
+from research.train.devices import peak_for_kind
 
 SHAPES = {"gpt2-small": "sweeps/bench-gpt2-small.toml", "6L-d384": "sweeps/bench-sweep-size.toml"}
 SWEEP = "sweeps/gpu-check.toml"

@@ -17,7 +17,7 @@ do: `research.model.accounting.model_flops_per_token` = 6 x the parameters that 
 in matmuls (layers' matrices + output head; the input-embedding lookup excluded; tied
 embeddings counted once) + 12 x L x T x d for attention, causal masking NOT halved.
 MFU = model FLOP/s / (devices x dense bf16 peak of the device kind); None (unknown) when
-the device kind is not in `research.bench.devices`.
+the device kind is not in `research.train.devices`.
 
 The FLOP/s under the two conventions for C are reported beside it, labelled as what they
 are, with the would-be utilisation they imply (not MFU):
@@ -35,9 +35,13 @@ import time
 import jax
 import numpy as np
 
-from research.bench.devices import peak_for_kind
 from research.config import RunConfig
-from research.model.accounting import FLOP_CONVENTIONS, count_model
+from research.data import get_dataset
+from research.model.accounting import FLOP_CONVENTIONS, count_model, count_params
+from research.model.transformer import attention_impl, compute_dtype
+from research.train.devices import peak_for_kind
+from research.train.loop import resolve, versions
+from research.train.step import Stepper, check_memory, loss_chunk, make_mesh
 
 COUNTS = ("model", *FLOP_CONVENTIONS)  # "model": the MFU count; the others: conventions for C
 
@@ -49,8 +53,6 @@ def _resolve_data(config: RunConfig, data: str):
     m, t = config.model, config.train
     dataset = None
     if data == "real" or m.vocab_size is None:
-        from research.data import get_dataset
-        from research.train.loop import resolve
 
         d = config.data
         dataset = get_dataset(d.corpus, d.tokenizer, val_fraction=d.val_fraction, seed=d.seed)
@@ -87,11 +89,6 @@ def _memory(compiled) -> dict:
 
 def benchmark(config: RunConfig, *, steps: int = 20, warmup: int = 3, data: str = "random") -> dict:
     """Measure the train step of `config` on all devices of its mesh; a JSON-ready dict."""
-    from research.model.transformer import attention_impl, compute_dtype
-    from research.train.loop import versions
-    from research.model.accounting import count_params
-    from research.train.step import Stepper, check_memory, loss_chunk, make_mesh
-
     if steps < 1 or warmup < 0:
         raise ValueError("steps must be >= 1 and warmup >= 0")
     config, make_batch = _resolve_data(config, data)
@@ -219,12 +216,3 @@ def format_report(r: dict) -> str:
     lines.append(f"memory      peak in use {_fmt_bytes(mem['peak_bytes_in_use'])}; compiled step needs "
                  f"{_fmt_bytes(mem.get('compiled_total_bytes'))} per device (arguments + outputs + temporaries)")
     return "\n".join(lines)
-
-
-def summary_row(r: dict) -> dict:
-    """The README table's columns."""
-    m, t = r["config"]["model"], r["config"]["train"]
-    return {"config": f"L{m['layers']} d{m['d_model']} s{m['seq_len']} b{t['batch_size']}",
-            "device": f"{r['device']['count']} x {r['device']['kind']}", "tokens_per_s": r["tokens_per_s"],
-            "mfu": r["mfu"]["model"], "mfu_6n": r["mfu"]["6n"], "mfu_chinchilla": r["mfu"]["chinchilla"],
-            "peak_bytes": r["memory"]["peak_bytes_in_use"], "date": r["date"][:10]}

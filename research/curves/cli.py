@@ -100,8 +100,8 @@ def _register_offsets(s) -> None:
 def cmd_offsets(args) -> int:
     from pathlib import Path
 
-    from research.curves.offsets import corrected_results
-    from research.fsutil import atomic_write_text
+    from research.curves.offsets import corrected_results  # lazy: --help builds every parser; the curve fits and pandas ~1 s
+    from research.fsutil import atomic_write_text  # lazy: as above
 
     out = Path(args.out)
     if out.resolve() == (Path(args.sweep) / "results.csv").resolve():
@@ -140,8 +140,8 @@ def _register_trunks_only(s) -> None:
 def cmd_trunks_only(args) -> int:
     from pathlib import Path
 
-    from research.curves.trunks_only import trunks_only
-    from research.fsutil import atomic_write_text
+    from research.curves.trunks_only import trunks_only  # lazy: as above
+    from research.fsutil import atomic_write_text  # lazy: as above
 
     out = Path(args.out)
     if out.resolve() == (Path(args.sweep) / "results.csv").resolve():
@@ -180,8 +180,8 @@ def _lam(text: str) -> float | None:
 
 
 def cmd_fit(args) -> int:
-    from research.curves.record import fit_curve_law, write_law
-    from research.curves.table import load_curves
+    from research.curves.record import fit_curve_law, write_law  # lazy: as above
+    from research.curves.table import load_curves  # lazy: as above
 
     if args.bootstrap < 0 or args.max_points < 10 or (args.from_step is not None and args.from_step < 1):
         raise UserError("--bootstrap must be >= 0, --max-points >= 10 and --from-step >= 1")
@@ -216,7 +216,7 @@ def cmd_fit(args) -> int:
 
 
 def _described_schedule(args, law):
-    from research.curves.schedules import schedule_lr
+    from research.curves.schedules import schedule_lr  # lazy: as above
 
     steps = args.steps
     if args.tokens is not None:
@@ -238,9 +238,9 @@ def _described_schedule(args, law):
 def cmd_predict(args) -> int:
     import numpy as np
 
-    from research.curves.fitting import Curve
-    from research.curves.record import read_law
-    from research.curves.table import load_curves
+    from research.curves.fitting import Curve  # lazy: as above
+    from research.curves.record import read_law  # lazy: as above
+    from research.curves.table import load_curves  # lazy: as above
 
     if not (0 < args.level < 1) or args.every < 1:
         raise UserError("--level must lie in (0, 1) and --every be at least 1")

@@ -19,7 +19,7 @@ SCHEDULES = ("constant", "cosine", "wsd")
 
 def lr_of_config(config: RunConfig, steps: int | None = None) -> np.ndarray:
     """The LR of every step 1..T (T = the run's horizon, or `steps` if given: a prefix) as float64."""
-    from research.train.optim import learning_rate_schedule  # jax: imported when a schedule is built
+    from research.train.optim import learning_rate_schedule  # lazy: jax (2-5 s), imported when a schedule is built
 
     T = total_steps(config) if steps is None else steps
     schedule = learning_rate_schedule(config)

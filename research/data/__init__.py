@@ -9,7 +9,8 @@ Typical use::
     bpb = ds.bits_per_byte(val_loss_nats_per_token)
 
 Modules: `corpora` (corpus strings -> documents), `shakespeare`, `synthetic`,
-`tokenizer`, `shards` (files + manifest), `prepare` (split, tokenize, cache),
+`tokenizer`, `shards` (files + manifest), `split` (train/val by document), `build`
+(stream, tokenize, write), `prepare` (key, lock, cache),
 `dataset` (batching), `cli` (`scaling data ...`).
 """
 

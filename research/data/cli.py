@@ -18,6 +18,11 @@ import json
 import sys
 import time
 
+from research.data import data_root, load_dataset, prepare_dataset
+from research.data.formats import ReadOptions
+from research.data.prepare import resolve_dataset
+from research.errors import UserError
+
 CORPUS_HELP = (
     "shakespeare | python-stdlib | python-site | synthetic[:states=64,branch=4,tokens=2000000,doc=16384,seed=0] "
     "| a file, directory or glob of .txt, .jsonl[.gz|.zst], .parquet, .arrow, .bin, .npy, or a save_to_disk directory"
@@ -89,10 +94,6 @@ def _summary(ds, seconds: float | None = None, reused: bool | None = None) -> st
 
 
 def _prepare(args) -> int:
-    from research.data import load_dataset, prepare_dataset
-    from research.data.formats import ReadOptions
-    from research.errors import UserError
-
     started = time.time()
     if not args.batch_mb > 0:
         raise UserError(f"--batch-mb {args.batch_mb} must be positive, e.g. 16")
@@ -112,16 +113,11 @@ def _prepare(args) -> int:
 def _info(args) -> int:
     from pathlib import Path
 
-    from research.data import load_dataset
-    from research.data.prepare import resolve_dataset
-    from research.errors import UserError
 
     target = Path(args.target).expanduser()
     if (target / "manifest.json").is_file():
         ds = load_dataset(target)
     elif args.tokenizer:
-        from research.data.formats import ReadOptions
-
         options = ReadOptions(text_field=args.text_field, token_dtype=args.token_dtype)
         _, spec, _, path = resolve_dataset(args.target, args.tokenizer, args.val_fraction, args.seed, args.data_dir,
                                            options)
@@ -143,9 +139,6 @@ def _info(args) -> int:
 
 
 def _list(args) -> int:
-    from research.data import data_root, load_dataset
-    from research.errors import UserError
-
     root = data_root(args.data_dir)
     rows = []
     for path in sorted(root.glob("*/manifest.json")) if root.is_dir() else []:
@@ -169,21 +162,3 @@ def _list(args) -> int:
                 print(f"{row['path']}: {row['corpus']} / {row['tokenizer']}, vocab {row['vocab_size']}, "
                       f"{row['train_tokens']:,} train + {row['val_tokens']:,} val tokens")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry: `python -m research.data.cli prepare ...` (same as `scaling data prepare ...`)."""
-    from research.errors import UserError
-
-    parser = argparse.ArgumentParser(prog="python -m research.data.cli")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["data", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except UserError as err:
-        print(f"scaling data: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

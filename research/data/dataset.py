@@ -22,7 +22,8 @@ import numpy as np
 
 from research.data import shards
 from research.data.formats import ReadOptions
-from research.data.prepare import SPLITS, bits_per_byte, prepare_dataset
+from research.data.prepare import bits_per_byte, prepare_dataset
+from research.data.split import SPLITS
 from research.data.tokenizer import load_tokenizer
 from research.errors import UserError
 from research.fsutil import atomic_write_json, read_json

@@ -407,7 +407,3 @@ def check_token_dtype(name: str) -> str:
     if name not in RAW_TOKEN_DTYPES:
         raise UserError(f"--token-dtype {name!r} is not one of {', '.join(RAW_TOKEN_DTYPES)}")
     return name
-
-
-def total_size(files: list[Path]) -> int:
-    return sum(os.path.getsize(f) for f in files)

@@ -35,6 +35,9 @@ import time
 
 import numpy as np
 
+from research.fit.allocation import SIX_N, allocation_params, compute_optimal, optimal_row
+from research.fit.noise import point_groups, seed_draw
+
 DELTA = 1e-3
 GRID_FULL = {
     "alpha": (0.0, 0.5, 1.0, 1.5, 2.0),
@@ -161,7 +164,7 @@ def _jax_solver(reduction: str, delta: float, maxiter: int, gtol: float, ftol: f
     import jax
     import jax.numpy as jnp
 
-    from research.fit import lbfgs
+    from research.fit import lbfgs  # lazy: jax (seconds to import); the scipy backend never needs it
 
     cfg = lbfgs.Config(lanes=lanes, memory=MEMORY, maxiter=maxiter, maxfun=MAXFUN, maxls=MAXLS,
                        gtol=gtol, ftol=ftol)
@@ -240,8 +243,6 @@ def solve(starts, lnN, lnD, lnL, w=None, backend="jax", **kw):
 
 def theta_to_params(theta, per_token=None) -> dict:
     """Law parameters and the compute-optimal a, b, G (research/fit/allocation.py; 6n unless per_token)."""
-    from research.fit.allocation import SIX_N, allocation_params
-
     a, b, e, al, be = (float(v) for v in theta)
     with np.errstate(over="ignore"):  # an unidentified resample can put log A past 709: A = inf, not a crash
         A, B, E = (float(np.exp(v)) for v in (a, b, e))
@@ -339,8 +340,6 @@ def bootstrap_weights(df, n_resamples: int, seed: int, shared_seeds: bool = True
     replacement, then their seeds by research.fit.noise.seed_draw (with `shared_seeds`, one draw per
     size, so the correlated noise of a seed's runs stays inside the interval: TWO_STAGE; else
     TWO_STAGE_PER_POINT)."""
-    from research.fit.noise import point_groups, seed_draw
-
     groups = point_groups(df)
     if not any(len(g) >= 2 for g in groups):
         return resample_weights(len(df), n_resamples, seed), "runs with replacement"
@@ -373,8 +372,6 @@ def bootstrap_approach3(N, D, L, starts, *, n_resamples=1000, seed=0, reduction=
 def summarize_bootstrap(thetas, level=0.95, budgets=(), per_token=None) -> dict:
     """Percentile intervals for every parameter, a, b, G and N_opt/D_opt at `budgets` (in per_token's
     FLOP convention, 6n by default)."""
-    from research.fit.allocation import SIX_N, compute_optimal, optimal_row
-
     per_token = per_token or SIX_N
     rows = [theta_to_params(t, per_token) for t in thetas]
     keys = ["E", "A", "B", "alpha", "beta", "a", "b", "G"]

@@ -6,12 +6,31 @@ Heavy imports (jax, pandas, scipy) happen inside the handlers so `--help` is fas
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from research.errors import UserError
 
-METHOD_CHOICES = ("all", "approach1", "approach2", "approach3", "kaplan")
+
+
+class _MethodChoices:
+    """--method's choices, "all" and every registered fitting method, read from the registry when
+    argparse first needs them (to check a value or format `scaling fit --help`)."""
+
+    def _names(self) -> list[str]:
+        from research.fit.methods import METHODS  # lazy: fit modules ~0.15 s, off `scaling --help`
+
+        return ["all", *METHODS]
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __contains__(self, name) -> bool:
+        return name in self._names()
+
+
+METHOD_CHOICES = _MethodChoices()
 PUBLISHED_NAMES = ("chinchilla", "chinchilla-approach1", "chinchilla-approach2", "chinchilla-approach3",
                    "chinchilla-rounded", "epoch-2024", "kaplan-2020", "muennighoff-2023", "deepseek-2024")
 
@@ -100,7 +119,7 @@ def register(subparsers) -> None:
     o.add_argument("--unique-tokens", type=float, default=None, metavar="U",
                    help="unique training tokens available: also the best (N, D) when data beyond U is repeated "
                         "(Muennighoff et al. 2023 effective data, R_D* = 15.4) and the epochs it implies")
-    o.add_argument("--gpu", default=None, help="h100 | h200 | a100 | l4 | b200 | tpu-v5p | ... (research/bench/devices.py): "
+    o.add_argument("--gpu", default=None, help="h100 | h200 | a100 | l4 | b200 | tpu-v5p | ... (research/train/devices.py): "
                    "estimate memory and device-hours")
     o.add_argument("--peak-flops", type=_positive_float, default=None,
                    help="device dense peak FLOP/s (overrides --gpu's)")
@@ -116,54 +135,14 @@ def _fmt(x, unit=""):
 
 
 def _print_fit(name, r):
+    from research.fit.methods import METHODS  # lazy: as in fit_handler
+
     if "skipped" in r:
         print(f"{name}: skipped: {r['skipped']}")
         return
     bs = r.get("bootstrap", {})
-    iv = bs.get("intervals", {})
-
-    def val(k):
-        s = _fmt(r[k])
-        if k in iv and iv[k][0] is not None:
-            s += f" [{iv[k][0]:.4g}, {iv[k][1]:.4g}]"
-        return s
-
-    if name == "approach3":
-        how = (f"{r['n_starts']} starts" if "n_starts" in r else f"variable projection, {r['grid_cells']} grid cells")
-        print(f"approach3: L(N, D) = E + A/N^alpha + B/D^beta  ({r['n_points']} runs, {how}, "
-              f"{r['reduction']}-reduced Huber delta={r['delta']:g}, objective {r['objective']:.6g})")
-        for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G"):
-            print(f"  {k:6s} {val(k)}")
-        ar = (r.get("profile") or {}).get("a_range")
-        if ar and ar.get("low") is not None:
-            print(f"  profile: a in [{ar['low']:.4g}, {ar['high']:.4g}] within the {ar['level']:.0%} profile-likelihood "
-                  "threshold (objective over (alpha, beta) and over E in fit.json 'profile')")
-    elif name in ("approach1", "approach2"):
-        print(f"{name}: N_opt = k_N*C^a, D_opt = k_D*C^b")
-        for k in ("a", "b", "k_N", "k_D"):
-            print(f"  {k:6s} {val(k)}")
-        if name == "approach2":
-            print(f"  slices: {r.get('slices', 'design budgets')}")
-            for g in r["budgets"]:
-                print(f"  C={g['flops']:.3g}: N_opt={g['n_opt']:.4g} D_opt={g['d_opt']:.4g} "
-                      f"loss={g['loss_opt']:.4f} ({g['n_points']} runs)")
-            for g in r["rejected_budgets"]:
-                print(f"  C={g['flops']:.3g}: refused: {g['reason']}")
-        elif r.get("source") == "endpoints":
-            print(f"  envelope of end points: {r['n_envelope_points']} grid points from {r['n_points']} (N, D) points "
-                  f"of {r['n_sizes']} sizes ({r['n_edge_points_dropped']} edge points dropped)")
-        else:
-            print(f"  envelope of training curves: {r['n_envelope_points']} points from {r['n_curves']} curves "
-                  f"({r['n_edge_points_dropped']} edge points dropped)")
-    elif name == "kaplan":
-        print(f"kaplan (N = {r['n_kind']}):")
-        for key, form in r["form"].items():
-            block = r[key]
-            if "skipped" in block:
-                print(f"  {key}: skipped: {block['skipped']}")
-            else:
-                print(f"  {key} = {form}: " + ", ".join(f"{k}={v:.4g}" for k, v in block.items()
-                                                          if isinstance(v, float)))
+    for line in METHODS[name].describe(r):
+        print(line)
     if bs.get("n_resamples"):
         print(f"  ({bs['level']:.0%} bootstrap intervals, {bs['n_resamples']} resamples; "
               f"{bs.get('resampling', 'runs with replacement')})")
@@ -171,22 +150,12 @@ def _print_fit(name, r):
         print(f"  warning: {w}")
 
 
-def output_path(args, table) -> Path | None:
-    """Where `scaling fit` writes: --out, else DIR/fit.json for a sweep directory, else nowhere
-    (a plain table, or --no-write); the folder is created."""
-    if args.no_write:
-        return None
-    out = Path(args.out) if args.out else (table.sweep_dir / "fit.json" if table.sweep_dir is not None else None)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def fit_handler(args) -> int:
-    from pathlib import Path
-
-    from research.fit.core import METHODS, dumps, run_fits, write_fit
-    from research.fit.data import load_table
+    from research.fit.core import run_fits  # lazy: --help builds every parser; fit modules ~0.15 s
+    from research.fit.data import load_table  # lazy: as above
+    from research.fit.method import FitOptions  # lazy: as above
+    from research.fit.methods import METHODS  # lazy: as above
+    from research.fit.record import dumps, output_path, write_fit  # lazy: as above
 
     if args.bootstrap < 0:
         raise UserError("--bootstrap must be >= 0")
@@ -203,7 +172,7 @@ def fit_handler(args) -> int:
             raise UserError(f"--out {out_path}: {blocker} is a file, not a directory")
     table = load_table(args.path, args.n_col, args.d_col, args.loss_col, args.flops_col)
     if args.holdout is not None:
-        from research.fit.holdout_cli import holdout_command
+        from research.fit.holdout_cli import holdout_command  # lazy: as above
 
         return holdout_command(args, table)
     methods = list(METHODS) if args.method == "all" else [args.method]
@@ -216,28 +185,29 @@ def fit_handler(args) -> int:
         except UserError:
             kaplan_n = "total (table has no n_params_nonembedding column)"
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    result = run_fits(table, methods, bootstrap=args.bootstrap, seed=args.seed, grid=args.grid,
-                      reduction=args.reduction, backend=args.backend, tol=args.tolerances, level=args.level,
-                      budgets=args.budgets, strict=args.method != "all", kaplan_df=kaplan_table,
-                      kaplan_n=kaplan_n, approach1_source=args.approach1_source, log=log, solver=args.solver)
+    options = FitOptions(bootstrap=args.bootstrap, seed=args.seed, grid=args.grid, reduction=args.reduction,
+                         backend=args.backend, tol=args.tolerances, level=args.level,
+                         budgets=tuple(args.budgets) if args.budgets else None, strict=args.method != "all",
+                         kaplan_n=kaplan_n, approach1_source=args.approach1_source, solver=args.solver)
+    result = run_fits(table, methods, options, kaplan_df=kaplan_table, log=log)
     if all("skipped" in result[m] for m in methods):  # nothing fitted: say so, and leave fit.json as it is
         reasons = "; ".join(f"{m}: {result[m]['skipped']}" for m in methods)
         raise UserError(f"no fit possible on {table.drop_message().replace('using', 'the', 1)} ({reasons})")
-    out = output_path(args, table)
+    out = output_path(args.out, args.no_write, table.sweep_dir)
     if out is not None:
         write_fit(out, result, merge=True)
         print(f"wrote {out}", file=sys.stderr)
     if args.json:
         print(dumps(result[methods[0]] if len(methods) == 1 else result))
     else:
-        from research.fit.diagnostics import agreement_line, noise_line
+        from research.fit.agreement import agreement_line, noise_line  # lazy: as above
 
         for m in methods:
             _print_fit(m, result[m])
         for line in (agreement_line(result), noise_line(result)):
             if line:
                 print(line)
-        from research.fit.sensitivity import sensitivity_lines
+        from research.fit.sensitivity import sensitivity_lines  # lazy: as above
 
         for line in sensitivity_lines(result.get("sensitivity")):
             if not line.lstrip().startswith("warning:"):  # its warning is among those printed below
@@ -278,13 +248,11 @@ def _print_plans(row: dict) -> None:
 
 
 def optimal_handler(args) -> int:
-    import json
-
-    from research.fit.hardware import training_cost
-    from research.fit.law_warnings import law_own_warnings, range_warnings
-    from research.fit.laws import load_law, optimum
-    from research.fit.planning import data_constrained, inference_optimal
-    from research.model.accounting import memory_report
+    from research.fit.hardware import training_cost  # lazy: as above
+    from research.fit.law_warnings import law_own_warnings, range_warnings  # lazy: as above
+    from research.fit.laws import load_law, optimum  # lazy: as above
+    from research.fit.planning import data_constrained, inference_optimal  # lazy: as above
+    from research.model.accounting import memory_report  # lazy: as above
 
     law = load_law(args.law, args.approach)
     own = law_own_warnings(getattr(law, "E", None), getattr(law, "loss", None), law.data_range, law.fit_block,

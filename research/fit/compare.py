@@ -33,8 +33,10 @@ import numpy as np
 from research.errors import UserError, closest
 from research.fit import approach3 as a3
 from research.fit.allocation import FlopsPerToken
-from research.fit.data import Table, group_budgets, load_table
+from research.fit.data import Table, group_budgets, load_table, read_frame
 from research.fit.laws import ChinchillaLaw
+from research.fit.method import flops_per_token
+from research.fit.method_approach3 import run_approach3
 
 SHAREABLE = {"A": 0, "B": 1, "E": 2, "alpha": 3, "beta": 4}  # law parameter -> index in a3.THETA
 BPB_COLUMN = "eval_bits_per_byte"
@@ -129,7 +131,6 @@ def provenance(table: Table) -> dict:
                     value = (config.get(section) or {}).get(key)
                     if value is not None:
                         out[f"{section}.{key}"] = value
-    from research.fit.data import read_frame
 
     raw = read_frame(table.source)
     if "vocab_size" in raw.columns:
@@ -177,7 +178,6 @@ def check_comparable(prov_a: dict, prov_b: dict, bpb: bool) -> list[str]:
 
 def fit_each(table: Table, label: str, opts: CompareOptions, seed: int) -> SweepFit:
     """Approach 3 on one sweep with its bootstrap (resampling as `scaling fit` does)."""
-    from research.fit.core import flops_per_token, run_approach3
 
     per_token = flops_per_token(table)
     try:
@@ -215,7 +215,7 @@ def _joint_solver(idx_a: tuple, idx_b: tuple, lanes: int):
     import jax
     import jax.numpy as jnp
 
-    from research.fit import lbfgs
+    from research.fit import lbfgs  # lazy: jax (2-5 s); only a shared-parameter fit needs it
 
     ftol, gtol = a3.TOLERANCES["tight"]
     cfg = lbfgs.Config(lanes=lanes, memory=a3.MEMORY, maxiter=a3.MAXITER, maxfun=a3.MAXFUN, maxls=a3.MAXLS,

@@ -14,7 +14,6 @@ Canonical columns of `Table.df`:
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -23,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from research.errors import UserError, closest
-from research.fsutil import loads_json, read_regular_text
 from research.model.family import depth_family
+from research.train.sweep_dir import SweepDir
 
 DEFAULT_N = "n_params"
 NONEMBEDDING_N = "n_params_nonembedding"
@@ -66,14 +65,13 @@ def resolve(path) -> tuple[Path, Path | None]:
     """(table file, sweep dir or None) for a CSV/parquet path or a sweep directory."""
     p = Path(path)
     if p.is_dir():
-        for name in ("results.csv", "results.parquet"):
-            if (p / name).exists():
-                return p / name, p
+        for table in (SweepDir(p).results_path, SweepDir(p).results_path.with_suffix(".parquet")):
+            if table.exists():
+                return table, p
         raise UserError(f"{p} is a directory without results.csv; pass a sweep directory or a CSV/parquet table")
     if not p.exists():
         raise UserError(f"{p} does not exist; pass a results table (CSV/parquet) or a sweep directory")
-    sweep = p.parent if (p.name.startswith("results.") and ((p.parent / "sweep.json").exists()
-                                                             or (p.parent / "trials").is_dir())) else None
+    sweep = p.parent if p.name.startswith("results.") and SweepDir(p.parent).looks_like_sweep() else None
     return p, sweep
 
 
@@ -110,16 +108,7 @@ def read_frame(path: Path):
 
 
 def sweep_convention(sweep_dir: Path | None) -> str:
-    if sweep_dir is None:
-        return "6n"
-    f = sweep_dir / "sweep.json"
-    if f.exists():
-        try:
-            conv = loads_json(read_regular_text(f, "sweep record"), f"sweep record {f}").get("flops_convention", "6n")
-        except (json.JSONDecodeError, AttributeError):
-            conv = "6n"
-        return conv if conv in ("6n", "chinchilla") else "6n"
-    return "6n"
+    return "6n" if sweep_dir is None else SweepDir(sweep_dir).flops_convention()
 
 
 def _need(df, col: str, flag: str, path: Path) -> str:

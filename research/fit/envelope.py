@@ -20,6 +20,7 @@ import numpy as np
 
 from research.errors import UserError
 from research.fit.powerlaw import bootstrap_allocation, fit_allocation
+from research.train.sweep_dir import SweepDir
 
 N_GRID = 1500
 
@@ -40,7 +41,7 @@ def load_curves(sweep_dir, table_df, convention="6n", smooth=5) -> list[dict]:
     if "trial" not in table_df.columns:
         return curves
     for trial, n in zip(table_df["trial"], table_df["N"]):
-        f = sweep_dir / "trials" / str(trial) / "metrics.jsonl"
+        f = SweepDir(sweep_dir).trial_dir(trial) / "metrics.jsonl"
         if not f.exists():
             continue
         recs = []

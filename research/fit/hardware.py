@@ -1,6 +1,6 @@
 """Training-cost estimates for a compute-optimal model: memory and device-hours.
 
-Peaks and device memories come from the one device table, `research.bench.devices`
+Peaks and device memories come from the one device table, `research.train.devices`
 (DENSE bf16 tensor-core FLOP/s, never the 2:4-sparse figures; sources there); `--gpu`
 takes its short names (h100, h200, a100, l4, b200, tpu-v5p, ...).
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from research.bench.devices import PEAKS, Peak, peak_for_name
+from research.train.devices import PEAKS, Peak, peak_for_name
 from research.errors import UserError, closest
 from research.model.accounting import bytes_per_param, memory_convention
 

@@ -23,14 +23,20 @@ import math
 import numpy as np
 
 from research.errors import UserError, closest
-from research.fit.noise import noise_sigma, replicate_sigma
+from research.fit.core import run_fits
+from research.fit.method import FitOptions
+from research.fit.methods import METHODS, loss_methods
+from research.fit.data import group_budgets
+from research.fit.diagnostics import decades_outside
+from research.fit.isoflop import BudgetRejected, fit_approach2, isoflop_points, parabola_min
+from research.fit.powerlaw import percentile_interval
+from research.fit.noise import noise_sigma, replicate_sigma, same_value_keys
+from research.fit.predict import predict, predictor_from_fit
 
 NAMED_SPECS = ("largest-budget", "largest-n", "largest-tokens")
 QUERY_COLUMNS = ("n_params", "tokens", "flops", "budget", "loss", "tokens_per_param")
-LOSS_LAWS = ("approach3", "kaplan")
 DEFAULT_BOOTSTRAP = 200
 BASELINE_LAST_D = 3  # the per-size baseline extends ln L(ln D) through a size's 3 largest token counts
-MIN_TRAIN = {"approach3": 8, "kaplan": 5}  # as research.fit.core / research.fit.kaplan require
 
 
 def query_frame(df):
@@ -44,8 +50,6 @@ def query_frame(df):
 
 
 def _largest(values: np.ndarray, rel_tol: float) -> np.ndarray:
-    from research.fit.data import group_budgets
-
     labels = group_budgets(values, rel_tol=rel_tol)
     return labels == labels.max()
 
@@ -98,7 +102,7 @@ def check_split(df, mask: np.ndarray, spec: str, methods) -> None:
                         f"{df['N'].max():.3g}, D {df['D'].min():.3g}..{df['D'].max():.3g}, budgets "
                         f"{df['C'].min():.3g}..{df['C'].max():.3g}); nothing to check")
     train = df[~mask]
-    need = max(MIN_TRAIN[m] for m in methods)
+    need = max(METHODS[m].min_train for m in methods)
     n_sizes, n_tokens = train["N"].nunique(), train["D"].nunique()
     if len(train) < need or n_sizes < 3 or n_tokens < 3:
         raise UserError(f"--holdout {spec!r} holds out {n_out} of {len(df)} runs and leaves {len(train)} runs with "
@@ -162,8 +166,6 @@ def mean_error_se(pred, held, sigma) -> float | None:
 
 
 def _distance(train, held) -> dict:
-    from research.fit.diagnostics import decades_outside
-
     out = {}
     for key, col in (("n_params", "N"), ("tokens", "D"), ("budget", "C")):
         lo, hi = float(train[col].min()), float(train[col].max())
@@ -173,8 +175,6 @@ def _distance(train, held) -> dict:
 
 def check_law(fit: dict, method: str, train, held, level: float, seed: int = 0) -> dict:
     """Predictions of one fitted law at the held-out (and, for the figure, the training) runs."""
-    from research.fit.predict import predict, predictor_from_fit
-
     pred = predictor_from_fit(fit, method)
     out_rows = predict(pred, held["N"], held["D"], level=level, seed=seed)
     in_rows = predict(pred, train["N"], train["D"], level=level, seed=seed)["rows"]
@@ -202,8 +202,6 @@ def per_size_baseline(train, held, level: float, sigma: float | None) -> dict:
     straight line of ln L against ln D through the size's BASELINE_LAST_D largest token counts (least
     squares, every seed: the local slope, since ln L bends in ln D). Runs whose size has fewer than 2
     training token counts are left out (counted in n_unpredicted)."""
-    from research.fit.noise import same_value_keys
-
     size_train, size_held = same_value_keys(train["N"]), same_value_keys(held["N"])
     points, missing = [], 0
     for i, (_, r) in enumerate(held.iterrows()):
@@ -244,8 +242,6 @@ def _overlap(a, b) -> bool:
 
 def _measured_nopt_interval(rows, n_resamples: int, seed: int, level: float) -> list:
     """Percentile interval of one budget's IsoFLOP minimum, resampling its runs with replacement."""
-    from research.fit.isoflop import BudgetRejected, parabola_min
-    from research.fit.powerlaw import percentile_interval
 
     rng = np.random.default_rng(seed)
     vals = []
@@ -263,8 +259,6 @@ def check_allocation(train, held, level: float, seed: int = 0, n_resamples: int 
     held-out budget (k_N·C^a from the other budgets) against that budget's own IsoFLOP minimum.
     `consistent`: the predicted interval (bootstrap of the fit) overlaps the measured one (bootstrap of
     the held-out budget's runs)."""
-    from research.fit.isoflop import fit_approach2, isoflop_points
-
     good, rejected = isoflop_points(held)
     if not good:
         why = "; ".join(f"C={r['flops']:.3g}: {r['reason']}" for r in rejected) or "no budgets"
@@ -298,16 +292,17 @@ def interval_text(iv) -> str:
     return "[n/a]" if iv[0] is None else f"[{iv[0]:.3g}, {iv[1]:.3g}]"
 
 
-def run_holdout(table, spec: str, methods=LOSS_LAWS, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
-                level: float = 0.95, log=None, allocation: bool = False, **fit_kw) -> dict:
+def run_holdout(table, spec: str, methods=None, options: FitOptions | None = None, *, log=None,
+                allocation: bool = False, **settings) -> dict:
     """Fit `methods` on the rows outside `spec` (with `bootstrap` resamples) and check the rows inside;
     with `allocation`, also judge Approach 2's N_opt at held-out budgets (`check_allocation`).
 
-    `fit_kw` go to `research.fit.core.run_fits` (grid, reduction, backend, tol). Raises UserError."""
-    from research.fit.core import run_fits
-
-    methods = [m for m in methods]
-    bad = [m for m in methods if m not in LOSS_LAWS]
+    `options` (default: DEFAULT_BOOTSTRAP resamples), or FitOptions fields as keywords, are those of
+    the refit (`research.fit.core.run_fits`; grid, reduction, backend, tol, seed, level). Raises UserError."""
+    options = dataclasses.replace(options or FitOptions(bootstrap=DEFAULT_BOOTSTRAP), **settings)
+    bootstrap, seed, level = options.bootstrap, options.seed, options.level
+    methods = list(methods or loss_methods())
+    bad = [m for m in methods if m not in loss_methods()]
     if bad:
         raise UserError(f"--holdout checks predicted losses, which {', '.join(bad)} cannot give (Approaches 1 and 2 "
                         "give only the compute-optimal allocation); use --method approach3, kaplan or all")
@@ -316,9 +311,9 @@ def run_holdout(table, spec: str, methods=LOSS_LAWS, *, bootstrap: int = DEFAULT
     check_split(df, mask, spec, methods)
     train, held = df[~mask].reset_index(drop=True), df[mask].reset_index(drop=True)
     train_table = dataclasses.replace(table, df=train, sweep_dir=None)
-    fit_kw.setdefault("kaplan_n", f"column {table.columns.get('n', 'N')}")
-    fit = run_fits(train_table, methods, bootstrap=bootstrap, seed=seed, level=level, strict=True,
-                   budgets=[float(held["C"].max())], log=log, sensitivity=False, **fit_kw)
+    fit = run_fits(train_table, methods, dataclasses.replace(
+        options, strict=True, budgets=(float(held["C"].max()),), kaplan_n=f"column {table.columns.get('n', 'N')}",
+        sensitivity=False), log=log)
     out = {"holdout": spec, "n_train": int(len(train)), "n_heldout": int(len(held)), "level": level,
            "bootstrap": int(bootstrap), "seed": seed, "extrapolation_decades": _distance(train, held),
            "train_range": {"n_params": [float(train["N"].min()), float(train["N"].max())],

@@ -5,16 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from research.errors import UserError
-from research.fit.holdout import interval_text
+from research.fit.holdout import DEFAULT_BOOTSTRAP, check_split, holdout_mask, interval_text, run_holdout
+from research.fit.methods import loss_methods
+from research.fit.record import dumps, output_path, write_fit
+from research.train.sweep_dir import SweepDir
 
 
 def holdout_command(args, table) -> int:
-    from research.fit.cli import output_path
-    from research.fit.core import dumps, write_fit
-    from research.fit.holdout import DEFAULT_BOOTSTRAP, LOSS_LAWS, check_split, holdout_mask, run_holdout
-
-    methods = list(LOSS_LAWS) if args.method == "all" else [args.method]
+    methods = loss_methods() if args.method == "all" else [args.method]
     bootstrap = args.bootstrap
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if bootstrap == 0 and "approach3" in methods:
@@ -25,7 +23,7 @@ def holdout_command(args, table) -> int:
     result = run_holdout(table, args.holdout, methods, bootstrap=bootstrap, seed=args.seed, level=args.level,
                          grid=args.grid, reduction=args.reduction, backend=args.backend, tol=args.tolerances,
                          solver=args.solver, log=log, allocation=args.method == "all")
-    out = output_path(args, table)  # --out was checked (not a directory, not under a file) before fitting
+    out = output_path(args.out, args.no_write, table.sweep_dir)  # --out was checked before fitting
     if out is not None:
         write_fit(out, {"extrapolation": result}, merge=True)
         print(f"wrote {out} (key extrapolation)", file=sys.stderr)
@@ -42,11 +40,11 @@ def holdout_command(args, table) -> int:
 
 
 def write_figure(result: dict, out: Path, sweep_dir) -> list[Path]:
-    from research.plots.extrapolation import extrapolation_figure
+    from research.plots.extrapolation import extrapolation_figure  # lazy: matplotlib; --help stays fast
 
     fig = extrapolation_figure(result)
-    if sweep_dir is not None and out == sweep_dir / "fit.json":
-        base = sweep_dir / "plots" / "extrapolation"
+    if sweep_dir is not None and out == SweepDir(sweep_dir).fit_path:
+        base = SweepDir(sweep_dir).plots_dir / "extrapolation"
     else:
         base = out.parent / f"{out.stem}_extrapolation"
     base.parent.mkdir(parents=True, exist_ok=True)

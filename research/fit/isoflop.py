@@ -41,6 +41,7 @@ from research.fit.noise import point_means
 from research.fit.powerlaw import bootstrap_allocation, fit_allocation
 from research.fit.profiles import (coverage_range, has_replicates, interpolate, mean_points, resample_points,
                                    resampling_scheme, size_profiles)
+from research.fit.allocation import fit_flops_per_token
 
 N_SLICES = 8  # interpolated IsoFLOP slices (log-spaced budgets) when the design has no shared budgets
 MIN_SLICE_SIZES = 3  # sizes that must cover an interpolated budget (a parabola needs three)
@@ -72,8 +73,6 @@ def parabola_min(N, L, F=None, D=None):
 
 def flops_per_token(n_opt, N, F, D):
     """Real FLOPs per token at n_opt: the runs' own k·N^p (research/fit/allocation.py) evaluated there."""
-    from research.fit.allocation import fit_flops_per_token
-
     return float(fit_flops_per_token(N, F, D, convention="of the runs")(n_opt))
 
 
@@ -147,8 +146,6 @@ def fit_approach2(df, bootstrap=0, seed=0, level=0.95, budgets=(), convention="6
     """Approach 2 on a clean table whose budgets C and FLOPs F are in `convention` (labelled so), on the
     per-point mean loss over seeds. `design_budgets=False`: the table's C are not shared budgets, so
     slices are interpolated through the sizes' profiles where the design allows (see `slicing`)."""
-    from research.fit.allocation import fit_flops_per_token
-
     per_token = per_token or fit_flops_per_token(df["N"], df["F"], df["D"], convention)
     kind, C_B = slicing(df, design_budgets, per_token, n_slices)
     slicer = isoflop_points if C_B is None else functools.partial(interpolated_points, C_B=C_B, per_token=per_token)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 
-from research.fit.diagnostics import E_FLOOR_FRACTION, WIDTH_MAX
+WIDTH_MAX = 0.1  # diagnostics.py explains these thresholds; here so that laws.py can use them without a cycle
+E_FLOOR_FRACTION = 0.05
 
 RANGE_SLACK = 1.01  # within 1% of the fitted range's edge counts as inside
 

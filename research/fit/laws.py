@@ -61,6 +61,7 @@ from research.fsutil import loads_json, read_regular_text
 from research.guards import law_flops_per_token
 from research.fit.allocation import SIX_N, FlopsPerToken, allocation_params, compute_optimal
 from research.fit.law_warnings import fit_warnings
+from research.train.sweep_dir import SweepDir
 
 FLOPS_PER_PARAM_TOKEN = SIX_N.k  # C = 6·N·D, the "6n" convention (Kaplan's anchor below)
 
@@ -341,7 +342,7 @@ def load_law(spec: str, approach: str | None = None):
         return published(spec)
     path = Path(spec)
     if path.is_dir():
-        path = path / "fit.json"
+        path = SweepDir(path).fit_path
     if path.suffix == ".json" or path.exists():
         if not path.exists():
             raise UserError(f"fit file {path} does not exist; run `scaling fit` first or use a "

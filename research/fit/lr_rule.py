@@ -24,7 +24,8 @@ size's vertex and the power law; a resample in which a size's vertex leaves its 
 parabola opens downward leaves that size out of that resample's power law (counted as
 `n_unbracketed`), and a resample with fewer than two such sizes is skipped (counted).
 
-The rule is written as JSON (`kind = "lr_rule"`, RULE_FORM below) with the [train] conditions it was
+Here is the maths and the rule file's format; `research.fit.lr_sweep` reads an lr sweep's directory,
+fits and writes DIR/lr_rule.json. The rule is JSON (`kind = "lr_rule"`, RULE_FORM below) with the [train] conditions it was
 calibrated under; `AspectRatioRecipe(lr_rule = "rule.json")` uses it for every trial's peak LR within
 its coverage: n_range widened by LR_RULE_MARGIN each way (research/sweep/recipe.py).
 
@@ -40,7 +41,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -308,37 +308,6 @@ def fit_lr_rule(n_params, lr, loss, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed:
                           **({"note": no_interval} if no_interval else {})}}
 
 
-# ---------------------------------------------------------------- a sweep directory -> lr_rule.json
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _conditions(sweep_dir: Path, frame, design: dict) -> dict:
-    """The [train]/[model]/[data] settings the rule was calibrated under, read from a completed trial."""
-    done = frame[frame["status"] == "completed"]
-    record = _read_json(sweep_dir / "trials" / str(done["trial"].iloc[0]) / "trial.json") if len(done) else {}
-    if not record and (sweep_dir / "lr_rule.json").is_file():  # a reference directory keeps no trials: its rule has them
-        return _read_json(sweep_dir / "lr_rule.json").get("conditions") or {}
-    config = record.get("config") if isinstance(record.get("config"), dict) else {}
-    train, model, data = (config.get(k) if isinstance(config.get(k), dict) else {} for k in ("train", "model", "data"))
-    out = {k: train[k] for k in CONDITION_KEYS if k in train}
-    out["seq_len"] = model.get("seq_len")
-    for key in ("tokens", "tokens_per_param"):
-        if design.get(key):
-            out[key] = design[key][0]
-    if train.get("warmup_steps") and train.get("steps"):
-        out["warmup_fraction"] = round(train["warmup_steps"] / train["steps"], 4)
-    out["corpus"], out["tokenizer"] = data.get("corpus"), data.get("tokenizer")
-    out["lr_multipliers"] = design.get("lr_multipliers")
-    return {k: v for k, v in out.items() if v is not None}
-
-
 def rule_document(fitted: dict, conditions: dict, source: dict) -> dict:
     """The rule file's JSON object: fit_lr_rule's fields with the form, coverage, conditions and source."""
     return {"kind": RULE_KIND, "version": RULE_VERSION, "form": RULE_FORM, **fitted,
@@ -346,62 +315,3 @@ def rule_document(fitted: dict, conditions: dict, source: dict) -> dict:
             "coverage": {"margin": LR_RULE_MARGIN,
                          "n": [fitted["n_range"][0] / LR_RULE_MARGIN, fitted["n_range"][1] * LR_RULE_MARGIN]},
             "conditions": conditions, "source": source}
-
-
-def fit_lr_sweep_dir(sweep_dir, *, out=None, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
-    """Fit the rule from an lr sweep's results.csv (rebuilt from its trials when DIR has them; a reference
-    directory's table as it is) and write it (default DIR/lr_rule.json)."""
-    from research.fsutil import atomic_write_text
-    from research.sweep.cli import require_sweep_dir
-    from research.sweep.collect import collect
-
-    sweep_dir = require_sweep_dir(sweep_dir)
-    record = _read_json(sweep_dir / "sweep.json")
-    design = record.get("design") if isinstance(record.get("design"), dict) else {}
-    if design.get("kind") != "lr":
-        raise UserError(f"{sweep_dir} is a {design.get('kind')!r} sweep, not an lr sweep ([design] kind = \"lr\"); "
-                        "an lr rule is fitted from sizes x lr_multipliers")
-    if bootstrap < 0:
-        raise UserError(f"--bootstrap {bootstrap}: must be 0 or more")
-    if (sweep_dir / "trials").is_dir():
-        frame = collect(sweep_dir)  # rebuilt from the trials, so it never disagrees with them
-    elif (sweep_dir / "results.csv").is_file():  # a committed reference result: its table is the record
-        import pandas as pd
-
-        frame = pd.read_csv(sweep_dir / "results.csv")
-    else:
-        raise UserError(f"{sweep_dir} has neither trials/ nor results.csv; run 'scaling sweep run' first")
-    used = frame[frame["status"].isin(["completed", "diverged"])]
-    if used.empty:
-        raise UserError(f"{sweep_dir} has no finished trials yet; run 'scaling sweep run' first")
-    loss = used["final_eval_loss"].where(used["status"] == "completed")  # a diverged run has no usable loss
-    fitted = fit_lr_rule(used["n_params"].to_numpy(float), used["lr"].to_numpy(float), loss.to_numpy(float),
-                         bootstrap=bootstrap, seed=seed)
-    rule = rule_document(fitted, _conditions(sweep_dir, frame, design),
-                         {"sweep": record.get("name"), "date": time.strftime("%Y-%m-%d", time.gmtime()),
-                          "runs": int(len(used)), "pending_or_failed": int(len(frame) - len(used))})
-    path = Path(out) if out else sweep_dir / "lr_rule.json"
-    atomic_write_text(path, json.dumps(rule, indent=1) + "\n")
-    rule["path"] = str(path)
-    return rule
-
-
-def summary_lines(rule: dict) -> list[str]:
-    """What a finished lr sweep prints: the exponent with its interval and LR* per size."""
-    iv = rule["intervals"]
-    e_iv = iv.get("exponent")
-    level = f"{iv.get('level', LEVEL):.0%}"
-    lines = [f"lr rule: lr = {rule['lr_ref']:.3g} * (N / {rule['n_ref']:,.0f}) ** {rule['exponent']:.3f}"
-             + (f"  (exponent {level} [{e_iv[0]:.3f}, {e_iv[1]:.3f}])" if e_iv else "")
-             + f"; N counts embeddings, calibrated on N in [{rule['n_range'][0]:,.0f}, {rule['n_range'][1]:,.0f}]"]
-    if (rule.get("bootstrap") or {}).get("note"):
-        lines.append(f"  {rule['bootstrap']['note']}")
-    for s in rule["per_size"]:
-        if s.get("refused"):
-            lines.append(f"  N {s['n_params']:>10,.0f}: refused: {s['refused']}")
-        else:
-            s_iv = s.get("interval")
-            lines.append(f"  N {s['n_params']:>10,.0f}: LR* = {s['lr_opt']:.3g}"
-                         + (f" [{s_iv[0]:.3g}, {s_iv[1]:.3g}]" if s_iv else "")
-                         + f", loss* = {s['loss_opt']:.4f} nats/token, {s['n_runs']} runs")
-    return lines

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sys
 
+from research.fit.lr_rule import DEFAULT_BOOTSTRAP, LR_RULE_MARGIN
+from research.fit.lr_sweep import fit_lr_sweep_dir, summary_lines
+
 
 def register(subparsers) -> None:
-    from research.fit.lr_rule import DEFAULT_BOOTSTRAP, LR_RULE_MARGIN
-
     p = subparsers.add_parser(
         "lr-rule", help="fit a learning-rate rule lr(N) from an lr sweep ([design] kind = \"lr\")",
         description="Per model size, a parabola of final eval loss (nats/token) in ln LR gives the best peak LR "
@@ -26,8 +27,6 @@ def register(subparsers) -> None:
 
 
 def handler(args) -> int:
-    from research.fit.lr_rule import fit_lr_sweep_dir, summary_lines
-
     rule = fit_lr_sweep_dir(args.dir, out=args.out, bootstrap=args.bootstrap, seed=args.seed)
     if args.json:
         print(json.dumps(rule, indent=1))

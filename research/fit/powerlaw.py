@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from research.fit.allocation import optimal_row
 
 
 def fit_powerlaw(x, y) -> tuple[float, float]:
@@ -48,8 +49,6 @@ def percentile_interval(v, level=0.95):
 def summarize_allocation_bootstrap(samples: dict, level=0.95, budgets=(), convention="6n") -> dict:
     """Intervals for k_N, a, k_D, b and N_opt/D_opt at `budgets` (FLOPs in `convention`, that of the
     runs the power laws were fitted on) from bootstrap samples."""
-    from research.fit.allocation import optimal_row
-
     arr = {k: np.asarray(v, float) for k, v in samples.items()}
     out = {"level": level, "n_resamples": int(len(arr["a"])),
            "intervals": {k: percentile_interval(v, level) for k, v in arr.items()},

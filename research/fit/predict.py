@@ -26,21 +26,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from research.errors import UserError
+from research.errors import UserError, closest
+from research.fit.families import CHINCHILLA_KEYS, FAMILY_FORMS, FAMILY_KEYS, KAPLAN_KEYS, family_loss  # noqa: F401
+from research.fit.kaplan import PUBLISHED as KAPLAN_PUBLISHED
 from research.fit.law_warnings import fit_warnings, law_own_warnings, range_warnings
-from research.fit.laws import PUBLISHED, ChinchillaLaw
+from research.fit.laws import PUBLISHED, ChinchillaLaw, published
+from research.fit.methods import METHODS, loss_methods
 from research.fit.noise import noise_sigma
 from research.fsutil import loads_json, read_regular_text
 from research.guards import law_bootstrap, law_data_range, law_noise
+from research.train.sweep_dir import SweepDir
 
-CHINCHILLA_KEYS = ("E", "A", "B", "alpha", "beta")
-KAPLAN_KEYS = ("N_c", "D_c", "alpha_N", "alpha_D")
-FAMILY_KEYS = {"chinchilla": CHINCHILLA_KEYS, "kaplan": KAPLAN_KEYS}
-FAMILY_FORMS = {"chinchilla": "L(N, D) = E + A/N^alpha + B/D^beta",
-                "kaplan": "L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D"}
 MC_DRAWS = 4000  # Monte Carlo draws per (N, D) for the interval
 
-NO_LOSS_APPROACHES = ("approach1", "approach2")
+NO_LOSS_APPROACHES = tuple(name for name, m in METHODS.items() if m.law is None)  # allocation only
 NO_LOSS_MESSAGE = ("{which} gives only the compute-optimal allocation N_opt(C), D_opt(C), not the loss of an "
                    "arbitrary (N, D); predict with --approach approach3 (E + A/N^alpha + B/D^beta) or kaplan "
                    "(Kaplan's joint L(N, D)), fitted by `scaling fit DIR --method approach3|kaplan`")
@@ -76,17 +75,6 @@ class Predictor:
             return None
         p = {k: np.asarray(v, float)[:, None] for k, v in self.samples.items()}
         return family_loss(self.family, p, np.asarray(N, float)[None, :], np.asarray(D, float)[None, :])
-
-
-def family_loss(family: str, p: dict, N, D):
-    """L(N, D) of one law family, through the one function for each formula."""
-    if family == "chinchilla":
-        from research.fit.laws import ChinchillaLaw
-
-        return ChinchillaLaw(p["E"], p["A"], p["B"], p["alpha"], p["beta"]).loss(N, D)
-    from research.fit.kaplan import kaplan_joint
-
-    return kaplan_joint(p, N, D)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -159,11 +147,8 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
                              data_range=law_data_range(fit.get("data_range"), name), warnings=fit_warnings(fit, None),
                              fit_block=fit)
     if approach is None:
-        if _usable(fit.get("approach3")):
-            approach = "approach3"
-        elif _usable(fit.get("kaplan")) and _usable(fit["kaplan"].get("L_ND")):
-            approach = "kaplan"
-        else:
+        approach = next((m for m in loss_methods() if _usable(fit.get(m)) and _has_law(fit[m], m)), None)
+        if approach is None:
             have = [k for k in NO_LOSS_APPROACHES if _usable(fit.get(k))]
             if have:
                 raise UserError(NO_LOSS_MESSAGE.format(which=f"{name} holds only {' and '.join(have)}, which"))
@@ -175,33 +160,33 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
         why = f" ({block['skipped']})" if isinstance(block, dict) else ""
         raise UserError(f"{name} has no usable {approach!r} result{why}; run "
                         f"`scaling fit DIR --method {approach}` first or pick another --approach")
-    if approach == "approach3":
-        params = _check_params(block, CHINCHILLA_KEYS, f"{name} approach3")
-        return Predictor(f"{name}:approach3", "chinchilla", params, source="Approach 3 fit",
-                         samples=_samples(block, CHINCHILLA_KEYS), samples_drawn=_drawn(block),
-                         noise=law_noise(block.get("noise"), name), data_range=law_data_range(block.get("data_range"), name),
-                         warnings=fit_warnings(fit, block), fit_block=block)
-    if approach == "kaplan":
-        ld = block.get("L_ND")
-        if not _usable(ld):
-            raise UserError(f"{name}'s kaplan result has no joint L(N, D) fit; "
-                            "re-run `scaling fit DIR --method kaplan`")
-        params = _check_params(ld, KAPLAN_KEYS, f"{name} kaplan L_ND")
-        n_kind = block.get("n_kind", "total")
-        return Predictor(f"{name}:kaplan", "kaplan", params, source="Kaplan joint L(N, D) fit",
-                         samples=_samples(ld, KAPLAN_KEYS), samples_drawn=_drawn(ld), noise=law_noise(ld.get("noise"), name),
-                         n_kind=n_kind, data_range=law_data_range(ld.get("data_range"), name), warnings=fit_warnings(fit, block),
-                         notes=[f"N is {n_kind} parameters, as the Kaplan fit counted them"])
-    raise UserError(f"unknown approach {approach!r}; use approach3 or kaplan")
+    if approach not in METHODS or METHODS[approach].law is None:
+        raise UserError(f"unknown approach {approach!r}; use {' or '.join(loss_methods())}")
+    try:
+        law = METHODS[approach].law(block)
+    except UserError as err:
+        raise UserError(f"{name}'s {err}") from None
+    keys = FAMILY_KEYS[law.family]
+    where = f"{name} {approach}" + ("" if law.block is block else " L_ND")
+    params = _check_params(law.block, keys, where)
+    return Predictor(f"{name}:{approach}", law.family, params, source=law.source, samples=_samples(law.block, keys),
+                     samples_drawn=_drawn(law.block), noise=law_noise(law.block.get("noise"), name), n_kind=law.n_kind,
+                     data_range=law_data_range(law.block.get("data_range"), name), notes=list(law.notes),
+                     warnings=fit_warnings(fit, block), fit_block=block if law.block is block else None)
 
 
-APPROACH_KEYS = ("approach1", "approach2", "approach3", "kaplan")
+def _has_law(block: dict, approach: str) -> bool:
+    try:
+        METHODS[approach].law(block)
+    except UserError:
+        return False
+    return True
+
+
+APPROACH_KEYS = tuple(METHODS)
 
 
 def published_predictor(name: str) -> Predictor:
-    from research.fit.kaplan import PUBLISHED as KAPLAN_PUBLISHED
-    from research.fit.laws import published
-
     law = published(name)
     if name == "kaplan-2020":
         return Predictor("kaplan-2020", "kaplan", dict(KAPLAN_PUBLISHED["L_ND"]),
@@ -224,15 +209,13 @@ def load_predictor(spec: str, approach: str | None = None) -> Predictor:
     import json
     from pathlib import Path
 
-    from research.errors import closest
-
     if spec in PUBLISHED:
         if approach is not None:
             raise UserError(f"--approach applies to a fit.json, not to the published law {spec!r}")
         return published_predictor(spec)
     path = Path(spec)
     if path.is_dir():
-        path = path / "fit.json"
+        path = SweepDir(path).fit_path
     if not path.exists():
         raise UserError(f"unknown law {spec!r}{closest(spec, PUBLISHED)}: not a published law "
                         f"({', '.join(PUBLISHED)}) and no such file; run `scaling fit` first")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from research.errors import UserError
 
 APPROACH_CHOICES = ("approach3", "kaplan", "approach1", "approach2")
@@ -44,11 +46,9 @@ def _numbers(values, flag: str) -> list[float]:
 
 
 def _pairs_from_csv(path: str):
-    from pathlib import Path
+    import pandas as pd  # lazy: pandas (~1 s), off --help
 
-    import pandas as pd
-
-    from research.fit.data import read_frame
+    from research.fit.data import read_frame  # lazy: --help builds every parser; fit modules ~0.15 s
 
     p = Path(path)
     if not p.is_file():
@@ -66,8 +66,8 @@ def _pairs_from_csv(path: str):
 
 
 def handler(args) -> int:
-    from research.fit.core import dumps
-    from research.fit.predict import check_pairs, load_predictor, predict
+    from research.fit.predict import check_pairs, load_predictor, predict  # lazy: as in _pairs_from_csv
+    from research.fit.record import dumps  # lazy: as in _pairs_from_csv
 
     if args.csv and (args.n_params or args.tokens):
         raise UserError("give pairs either with --n-params/--tokens or with --csv, not both")

@@ -33,6 +33,11 @@ import time
 import numpy as np
 
 from research.errors import UserError
+from research.fit.allocation import SIX_N
+from research.fit.approach3 import DELTA, MAXITER, TOLERANCES, grid_starts, objective_np, solve, theta_to_params
+from research.fit.data import group_budgets
+from research.fit.isoflop import fit_approach2
+from research.fit.noise import point_means, same_value_keys
 
 PROFILE_THRESHOLD = 0.02  # E's profile: the choices of E whose objective is within 2% of the best
 PROFILE_POINTS = 17  # E grid: this many values from 2% to 98% of the smallest measured loss (and the best E)
@@ -45,8 +50,6 @@ def fit_at_fixed_E(lnN, lnD, lnL, E: float, starts, *, w=None, reduction="sum", 
     four free parameters, the objective's analytic gradient). Returns (theta (a, b, e, alpha, beta),
     objective) of the best start."""
     from scipy.optimize import minimize
-
-    from research.fit.approach3 import DELTA, MAXITER, TOLERANCES, objective_np
 
     gtol = TOLERANCES[tol][1]
     w = np.ones_like(lnN) if w is None else w
@@ -69,7 +72,6 @@ def profile_E(df, theta_best, objective_best: float, per_token, *, reduction="su
     """a and the objective as functions of a fixed E (a grid below the smallest measured loss, and
     the fitted E), each refitted from the fitted law and from its neighbour on the grid, walking
     outward from the fitted E (the ridge is smooth)."""
-    from research.fit.approach3 import theta_to_params
 
     lnN, lnD, lnL = (np.log(df[c].to_numpy(float)) for c in ("N", "D", "L"))
     E_best = math.exp(theta_best[2])
@@ -108,8 +110,6 @@ def _enough(sub) -> bool:
 
 def _subsets(df) -> list[tuple[str, str, np.ndarray]]:
     """(group, choice, row mask) for every leave-one-out and family choice."""
-    from research.fit.data import group_budgets
-    from research.fit.noise import same_value_keys
 
     out = []
     size = same_value_keys(df["N"])
@@ -128,7 +128,6 @@ def _subsets(df) -> list[tuple[str, str, np.ndarray]]:
 
 
 def _approach2_a(sub, convention, per_token, design_budgets) -> float | None:
-    from research.fit.isoflop import fit_approach2
 
     try:
         return float(fit_approach2(sub, convention=convention, per_token=per_token,
@@ -141,7 +140,6 @@ def _refit(lnN, lnD, lnL, starts, W, per_token, *, backend, reduction, tol, n_ro
     """Approach 3 refitted under each weight row of W (K x n) from every start; best per row. The jax
     solver gets the full fit's shapes (`n_rows` runs, padded with weight 0; `n_starts` starts) so it
     reuses that fit's compiled program instead of compiling another."""
-    from research.fit.approach3 import solve, theta_to_params
 
     S, pad = len(starts), n_rows - len(lnN)
     if pad > 0:
@@ -161,9 +159,6 @@ def _refit(lnN, lnD, lnL, starts, W, per_token, *, backend, reduction, tol, n_ro
 def sensitivity_report(df, a3: dict, a2: dict | None, per_token, *, convention="6n", design_budgets=True,
                        backend="jax", reduction="sum", tol="tight") -> dict:
     """fit.json's `sensitivity` block: a (Approach 3, and Approach 2 where it fits) as the choices vary."""
-    from research.fit.allocation import SIX_N
-    from research.fit.approach3 import grid_starts
-    from research.fit.noise import point_means
 
     t0 = time.perf_counter()
     theta = np.array([math.log(a3["A"]), math.log(a3["B"]), math.log(a3["E"]), a3["alpha"], a3["beta"]])

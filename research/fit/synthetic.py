@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from research.fit.laws import ChinchillaLaw, published
+from research.train.sweep_dir import SweepDir
 
 CHINCHILLA_BUDGETS = (6e18, 1e19, 3e19, 6e19, 1e20, 3e20, 6e20, 1e21, 3e21)  # Chinchilla §3.2 range
 DEMO_BUDGETS = (1e13, 3e13, 1e14, 3e14, 1e15)  # CPU-sized sweep
@@ -68,7 +69,8 @@ def write_sweep_dir(path, law=None, budgets=DEMO_BUDGETS, per_budget=7, span=6.0
     law = law or demo_truth()
     rng = np.random.default_rng(seed)
     path = Path(path)
-    (path / "trials").mkdir(parents=True, exist_ok=True)
+    layout = SweepDir(path)
+    layout.trials_dir.mkdir(parents=True, exist_ok=True)
     centers = [law.n_opt(c) for c in budgets]
     ladder = np.geomspace(min(centers) / span, max(centers) * span,
                           int(round(math.log(max(centers) / min(centers) * span * span) / math.log(span ** (2 / (per_budget - 1))))) + 1)
@@ -83,7 +85,7 @@ def write_sweep_dir(path, law=None, budgets=DEMO_BUDGETS, per_budget=7, span=6.0
             layers, d_model, heads = _shape(n, vocab)
             name = f"t{trial_id:04d}"
             trial_id += 1
-            tdir = path / "trials" / name
+            tdir = layout.trial_dir(name)
             tdir.mkdir(exist_ok=True)
             bt = batch_tokens or max(seq, int(d / 400))
             steps = max(2, int(d // bt))
@@ -117,8 +119,8 @@ def write_sweep_dir(path, law=None, budgets=DEMO_BUDGETS, per_budget=7, span=6.0
                    final_train_loss=float("nan"), final_eval_loss=float("nan"))
         trial_id += 1
         rows.append(bad)
-    pd.DataFrame(rows).to_csv(path / "results.csv", index=False)
-    (path / "sweep.json").write_text(json.dumps({"design": "isoflop", "budgets": list(budgets),
+    pd.DataFrame(rows).to_csv(layout.results_path, index=False)
+    layout.record_path.write_text(json.dumps({"design": "isoflop", "budgets": list(budgets),
                                                  "flops_convention": convention}))
     return path
 

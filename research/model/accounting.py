@@ -18,7 +18,7 @@ Chowdhery et al. 2022 App. B, as nanoGPT counts it):
                          training), T = seq_len. Causal masking is NOT halved (as PaLM):
                          the count is the full T × T square a dense kernel computes.
     MFU = flops_per_token_model × tokens/s ÷ (devices × dense bf16 peak), see
-    research/bench/devices.py. The conventions below are for C, not for MFU.
+    research/train/devices.py. The conventions below are for C, not for MFU.
 
 FLOPs per training token, by named convention for C (always say which one):
     "6n"          6 * n_params (embeddings included); the context-length term is dropped.
@@ -57,9 +57,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from research.config import ModelConfig
+from research.config import FLOP_CONVENTIONS, FlopConvention, ModelConfig  # noqa: F401 (FLOP_CONVENTIONS: re-exported)
 
-FLOP_CONVENTIONS = ("6n", "chinchilla")
 
 # precision -> {what is stored: bytes per parameter}
 TRAINING_BYTES_PER_PARAM: dict[str, dict[str, int]] = {
@@ -126,12 +125,12 @@ class ModelCounts:
     flops_per_token_chinchilla: float
     flops_per_token_model: float
 
-    def flops_per_token(self, convention: str) -> float:
+    def flops_per_token(self, convention: FlopConvention) -> float:
         if convention not in FLOP_CONVENTIONS:
             raise ValueError(f"unknown FLOP convention {convention!r}; expected one of {FLOP_CONVENTIONS}")
         return self.flops_per_token_6n if convention == "6n" else self.flops_per_token_chinchilla
 
-    def training_flops(self, tokens: float, convention: str) -> float:
+    def training_flops(self, tokens: float, convention: FlopConvention) -> float:
         return self.flops_per_token(convention) * tokens
 
     def memory_bytes(self) -> dict[str, float]:
@@ -149,6 +148,30 @@ class ModelCounts:
         out["flops_per_token_ratio_chinchilla_to_6n"] = self.flops_per_token_chinchilla / self.flops_per_token_6n
         return out
 
+
+
+@dataclass(frozen=True)
+class RunSize:
+    """A run's N (with and without embeddings), D and C in both conventions: the columns a trial's
+    plan (trial.json "planned", plan.json), its summary.json and its results.csv row share."""
+
+    n_params: int
+    n_params_nonembedding: int
+    tokens: int
+    flops_6n: float
+    flops_chinchilla: float
+
+    @classmethod
+    def of(cls, counts: ModelCounts, tokens: int) -> RunSize:
+        return cls(n_params=counts.n_params, n_params_nonembedding=counts.n_params_nonembedding, tokens=tokens,
+                   flops_6n=counts.training_flops(tokens, "6n"),
+                   flops_chinchilla=counts.training_flops(tokens, "chinchilla"))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+RUN_SIZE_FIELDS = tuple(f.name for f in dataclasses.fields(RunSize))
 
 def mlp_matrices(cfg: ModelConfig) -> int:
     return 3 if cfg.mlp == "swiglu" else 2

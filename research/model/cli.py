@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 
+from research.config import ModelConfig, RunConfig, TrainConfig, validate
 from research.errors import UserError
+from research.model.accounting import WEIGHT_BYTES_PER_PARAM, count_model
 
 
 def register(sub) -> None:
@@ -31,9 +33,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from research.config import ModelConfig, validate, RunConfig, TrainConfig
-    from research.model.accounting import WEIGHT_BYTES_PER_PARAM, count_model
-
     if args.vocab < 1:
         raise UserError(f"--vocab must be positive, got {args.vocab}")
     if args.tokens is not None and not (math.isfinite(args.tokens) and args.tokens > 0):

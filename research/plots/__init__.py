@@ -1,9 +1,9 @@
-"""Figures for scaling-law fits. `plot_sweep_dir(path)` writes every figure the data supports."""
+"""Figures for scaling-law fits. `plot_sweep_dir(path)` writes every figure the data supports.
 
-from __future__ import annotations
-
-import json
-from pathlib import Path
+The figures themselves are in `figures`, `extrapolation` and `lr_rule`; a sweep directory's set
+in `sweep_plots`. This package file imports none of them until asked, so `scaling --help`
+(which imports `research.plots.cli`) does not import matplotlib.
+"""
 
 from research.errors import UserError
 from research.fsutil import loads_json, read_regular_text
@@ -11,108 +11,12 @@ from research.fsutil import loads_json, read_regular_text
 FORMATS = ("png", "svg")
 
 
-def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS, quiet=True) -> list[Path]:
-    """Write DIR/plots/<figure>.{png,svg} for every figure the data and fit support.
+def __getattr__(name):
+    if name in ("plot_sweep_dir", "plot_lr_sweep_dir"):
+        from research.plots import sweep_plots  # lazy: matplotlib (1-3 s); --help imports this package
 
-    Uses DIR/fit.json (running `fit_sweep_dir` first when it is missing); an lr sweep's figures
-    come from DIR/lr_rule.json instead (`plot_lr_sweep_dir`)."""
-    if _lr_rule_dir(path):
-        return plot_lr_sweep_dir(Path(path), out_dir=out_dir, formats=formats)
-    from research.fit.data import load_table
-    from research.fit.envelope import load_curves
-    from research.plots import figures as F
-
-    table = load_table(path, quiet=quiet)
-    sweep = table.sweep_dir or Path(path).parent
-    if fit is None:
-        fjson = sweep / "fit.json"
-        if fjson.exists():
-            fit = _json_object(fjson, "fit file", "re-run `scaling fit` on the sweep")
-        else:
-            from research.fit import fit_sweep_dir
-
-            fit = fit_sweep_dir(sweep)
-    out = Path(out_dir) if out_dir else sweep / "plots"
-    out.mkdir(parents=True, exist_ok=True)
-    df = table.df
-    curves = []  # training curves are drawn only where Approach 1 used them
-    if table.sweep_dir and F.approach1_source(fit) == "curves":
-        curves = load_curves(sweep, df, table.convention)
-    ok = lambda k: isinstance(fit.get(k), dict) and "skipped" not in fit[k]  # noqa: E731
-    makers = []
-    if ok("approach2") or df["C"].nunique() > 1:
-        makers.append(("isoflop", lambda: F.isoflop(df, fit)))
-    makers.append(("loss_vs_compute", lambda: F.loss_vs_compute(df, fit, curves)))
-    makers.append(("optimal_allocation", lambda: F.optimal_allocation(df, fit)))
-    if ok("approach3"):
-        makers.append(("approach3_contours", lambda: F.approach3_contours(df, fit)))
-        makers.append(("residuals", lambda: F.residuals(df, fit)))
-    from research.plots.profile import approach3_profile, has_profile
-
-    if has_profile(fit):
-        makers.append(("approach3_profile", lambda: approach3_profile(fit)))
-    from research.plots.extrapolation import add_warnings, extrapolation_figure, figure_warnings
-
-    if ok("sensitivity"):
-        from research.plots.sensitivity import sensitivity_figure
-
-        makers.append(("sensitivity", lambda: sensitivity_figure(fit)))
-    if ok("extrapolation"):
-        makers.append(("extrapolation", lambda: extrapolation_figure(fit["extrapolation"])))
-    written = []
-    for name, make in makers:
-        fig = make()
-        if name != "extrapolation":
-            add_warnings(fig, figure_warnings(name, fit))
-        for fmt in formats:
-            p = out / f"{name}.{fmt}"
-            fig.savefig(p, dpi=150 if fmt == "png" else None)
-            written.append(p)
-    return written
+        return getattr(sweep_plots, name)
+    raise AttributeError(name)
 
 
-def _lr_rule_dir(path) -> bool:
-    """Whether path is the directory of an lr sweep ([design] kind = "lr")."""
-    record = Path(path) / "sweep.json"
-    try:
-        data = loads_json(read_regular_text(record, "sweep record"), str(record)) if record.is_file() else {}
-    except (OSError, UserError, json.JSONDecodeError):
-        return False
-    return isinstance(data, dict) and isinstance(data.get("design"), dict) and data["design"].get("kind") == "lr"
-
-
-def plot_lr_sweep_dir(sweep: Path, out_dir=None, formats=FORMATS) -> list[Path]:
-    """loss_vs_lr and lr_opt_vs_n from DIR/results.csv and DIR/lr_rule.json (fitted first when missing)."""
-    import pandas as pd
-
-    from research.plots import lr_rule as R
-
-    rule_path = sweep / "lr_rule.json"
-    if rule_path.exists():
-        rule = _json_object(rule_path, "lr rule", "re-run `scaling lr-rule` on the sweep")
-    else:
-        from research.fit.lr_rule import fit_lr_sweep_dir
-
-        rule = fit_lr_sweep_dir(sweep)
-    df = pd.read_csv(sweep / "results.csv")
-    out = Path(out_dir) if out_dir else sweep / "plots"
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, make in (("loss_vs_lr", lambda: R.loss_vs_lr(df, rule)), ("lr_opt_vs_n", lambda: R.lr_opt_vs_n(rule))):
-        fig = make()
-        for fmt in formats:
-            p = out / f"{name}.{fmt}"
-            fig.savefig(p, dpi=150 if fmt == "png" else None)
-            written.append(p)
-    return written
-
-
-def _json_object(path: Path, what: str, fix: str) -> dict:
-    """A JSON object file written by an earlier stage; one line when it is anything else."""
-    try:
-        data = loads_json(read_regular_text(path, what), f"{what} {path}")
-    except json.JSONDecodeError as err:
-        raise UserError(f"{what} {path} is corrupt (line {err.lineno}: {err.msg}); {fix}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{what} {path} holds a JSON {type(data).__name__}, not an object; {fix}")
-    return data
+__all__ = ["FORMATS", "plot_sweep_dir", "plot_lr_sweep_dir"]

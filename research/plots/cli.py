@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from research.errors import UserError
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("plot", help="plot fitted scaling laws for a sweep directory (PNG and SVG)",
@@ -15,8 +17,7 @@ def register(subparsers) -> None:
 
 
 def handler(args) -> int:
-    from research.errors import UserError
-    from research.plots import plot_sweep_dir
+    from research.plots import plot_sweep_dir  # lazy: matplotlib and pandas; --help stays fast
 
     formats = tuple(f.strip().lower() for f in args.format.split(",") if f.strip())
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]

@@ -53,9 +53,9 @@ def handler(args) -> int:
     import sys
     from pathlib import Path
 
-    from research.fit.compare import CompareOptions, fit_pair, parse_shared, summarize
-    from research.fit.core import dumps
-    from research.plots.compare_figure import compare_figure
+    from research.fit.compare import CompareOptions, fit_pair, parse_shared, summarize  # lazy: a command handler; --help builds every parser (fit ~0.15 s)
+    from research.fit.record import dumps  # lazy: as above
+    from research.plots.compare_figure import compare_figure  # lazy: matplotlib (1-3 s), off `scaling --help`
 
     plot = Path(args.plot) if args.plot else None
     if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):

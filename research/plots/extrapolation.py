@@ -7,6 +7,9 @@ import textwrap
 import numpy as np
 from matplotlib.figure import Figure
 
+from research.fit.agreement import all_warnings
+from research.plots.figures import STYLE
+
 LAW_STYLE = {"approach3": ("#7570b3", "o"), "kaplan": ("#66a61e", "s")}
 X_NUDGE = {"approach3": 1.0, "kaplan": 1.04}  # side by side at the same FLOPs in the error panel
 MAX_WARNING_LINES = 6
@@ -16,8 +19,6 @@ def extrapolation_figure(result: dict) -> Figure:
     """Left: predicted against measured loss (fitted runs grey, held-out runs coloured with their
     prediction intervals). Right: signed relative error against FLOP budget."""
     import matplotlib as mpl
-
-    from research.plots.figures import STYLE
 
     mpl.rcParams.update(STYLE)
     fig = Figure(figsize=(10, 4.4), layout="constrained")
@@ -108,6 +109,4 @@ FIGURE_APPROACHES = {"isoflop": ("approach2",), "loss_vs_compute": ("approach1",
 
 def figure_warnings(name: str, fit: dict) -> list[str]:
     """The overall warnings and those of the approaches figure `name` shows."""
-    from research.fit.diagnostics import all_warnings
-
     return all_warnings(fit, FIGURE_APPROACHES.get(name, ()))

@@ -11,7 +11,10 @@ from matplotlib import cm, colors, ticker
 from matplotlib.figure import Figure
 
 from research.fit.allocation import SIX_N, FlopsPerToken, compute_optimal, fit_flops_per_token
+from research.fit.kaplan import kaplan_joint
 from research.fit.laws import ChinchillaLaw, published
+from research.fit.noise import point_groups
+from research.fit.profiles import mean_points, size_profiles
 
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7.5}
 APPROACH_COLORS = {"approach1": "#1b9e77", "approach2": "#d95f02", "approach3": "#7570b3"}
@@ -92,8 +95,6 @@ def _points_with_seeds(ax, df, x_col, c_col, cmap, norm, label):
 
 
 def _family_points(ax, df, x_col, c_col, cmap, norm, label, marker):
-    from research.fit.noise import point_groups
-
     groups = point_groups(df)
     x, y, c = (df[k].to_numpy(float) for k in (x_col, "L", c_col))
     single = np.array([g[0] for g in groups if len(g) == 1], dtype=int)
@@ -163,8 +164,6 @@ def loss_vs_compute(df, fit, curves=None) -> Figure:
     """Final losses against the runs' FLOPs coloured by N (each size's end points joined: the profile
     Approach 1 interpolates) and the Approach-1 envelope. Training curves are drawn only when the fit's
     Approach 1 used them (`--approach1-source curves`)."""
-    from research.fit.profiles import mean_points, size_profiles
-
     fig, (ax,) = _figure()
     norm = colors.LogNorm(vmin=float(df["N"].min()), vmax=float(df["N"].max()) * 1.0001)
     cmap = cm.plasma
@@ -316,8 +315,6 @@ def residuals(df, fit) -> Figure:
     for ax, x, lab in ((axn, df["N"], "parameters N"), (axd, df["D"], "training tokens D")):
         sc = ax.scatter(x, res, c=df["C"], cmap="viridis", norm=norm, s=16, label="Approach 3")
         if _ok(fit, "kaplan") and "skipped" not in fit["kaplan"].get("L_ND", {"skipped": 1}):
-            from research.fit.kaplan import kaplan_joint
-
             if fit["kaplan"].get("n_kind") == "total":
                 kr = 100 * (kaplan_joint(fit["kaplan"]["L_ND"], df["N"], df["D"]) / df["L"] - 1)
                 ax.scatter(x, kr, marker="x", color="0.5", s=12, label="Kaplan L(N, D)")
@@ -331,3 +328,7 @@ def residuals(df, fit) -> Figure:
     axn.legend(loc="best")
     fig.colorbar(sc, ax=[axn, axd], label="FLOP budget C (FLOPs)")
     return fig
+
+
+# A fitting method's own figures (research.fit.method.Method.figures names them): name -> figure(df, fit).
+FIGURES = {"approach3_contours": approach3_contours, "residuals": residuals}

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from research.errors import UserError
-from research.train.tracking import add_flags as add_tracking_flags
+from research.sweep.collect import fmt_seconds, status_counts
+from research.train.sweep_dir import SweepDir, trial_row
+from research.train.tracking import add_flags as add_tracking_flags, apply_flags, log_sweep
 
 
 def register(sub) -> None:
@@ -61,16 +64,16 @@ def _sweep_dir(args, sweep) -> Path:
 
 
 def cmd_plan(args) -> int:
-    from research.fit.support import plan_support, support_lines
-    from research.sweep.plan import load_sweep, plan
-    from research.sweep.runner import measured_flops_per_s
+    from research.fit.support import plan_support, support_lines  # lazy: --help builds every parser; fit ~0.15 s
+    from research.sweep.plan import load_sweep, plan  # lazy: --help builds every parser; the planner and runner ~0.1 s
+    from research.sweep.runner import measured_flops_per_s  # lazy: as above
 
     sweep = load_sweep(args.sweep, args.overrides)
     p = plan(sweep)
     out = p.to_dict(measured_flops_per_s(_sweep_dir(args, sweep)))
     support = plan_support(out)
     if sweep.validate is not None:
-        from research.sweep.validate import estimate
+        from research.sweep.validate import estimate  # lazy: as in cmd_plan
 
         out["validate"] = estimate(sweep.validate, p, out["throughput_flops_per_s"])
     if args.json:
@@ -80,15 +83,13 @@ def cmd_plan(args) -> int:
     for line in support_lines(support) if support else ():
         print(line)
     if "validate" in out:
-        from research.sweep.validate import estimate_lines
+        from research.sweep.validate import estimate_lines  # lazy: as in cmd_plan
 
         print("\n".join(estimate_lines(out["validate"])))
     return 0
 
 
 def print_plan(out: dict) -> None:
-    from research.sweep.collect import fmt_seconds
-
     asked = len(out["trials"]) + len(out.get("rejected", [])) + len(out.get("dropped", []))
     seeds = out.get("seeds", 1)
     print(f"sweep {out['sweep']}: {len(out['trials'])} trials of {asked} design points"
@@ -138,11 +139,9 @@ def print_plan(out: dict) -> None:
 
 
 def cmd_run(args) -> int:
-    from research.fit.support import plan_support, support_lines
-    from research.sweep.collect import collect, status_counts
-    from research.sweep.plan import load_sweep, plan
-    from research.sweep.runner import LocalRunner, prepare_sweep_dir, run_slurm
-    from research.train.tracking import apply_flags, log_sweep
+    from research.fit.support import plan_support, support_lines  # lazy: as in cmd_plan
+    from research.sweep.plan import load_sweep, plan  # lazy: as in cmd_plan
+    from research.sweep.runner import LocalRunner, prepare_sweep_dir, run_slurm  # lazy: as in cmd_plan
 
     sweep = load_sweep(args.sweep, args.overrides)
     sweep.base = sweep.base.replace(logging=apply_flags(sweep.base.logging, args))
@@ -159,7 +158,7 @@ def cmd_run(args) -> int:
           + (f" ({len(p.rejected)} rejected, {len(p.dropped)} dropped; see 'scaling sweep plan')"
              if p.rejected or p.dropped else ""), file=sys.stderr)
     if sweep.validate is not None:  # its targets checked (beyond the fitted budgets) before anything trains
-        from research.sweep.validate import targets
+        from research.sweep.validate import targets  # lazy: as in cmd_plan
 
         targets(sweep.validate, p)
 
@@ -175,9 +174,9 @@ def cmd_run(args) -> int:
             run_slurm(the_plan, sweep_dir, dirs, options, args.retries, args.retry_failed)
 
     execute(p, trial_dirs)
-    frame = collect(sweep_dir)
+    frame = SweepDir(sweep_dir).collect()
     counts = status_counts(frame)
-    print(f"results: {sweep_dir / 'results.csv'} ({', '.join(f'{v} {k}' for k, v in counts.items() if v)})",
+    print(f"results: {SweepDir(sweep_dir).results_path} ({', '.join(f'{v} {k}' for k, v in counts.items() if v)})",
           file=sys.stderr)
     totals = p.to_dict()
     if p.trunks:
@@ -186,7 +185,7 @@ def cmd_run(args) -> int:
     if not args.no_fit:
         fit_and_plot(sweep_dir)
         if sweep.validate is not None:
-            from research.sweep.validate import report_lines, run_rung
+            from research.sweep.validate import report_lines, run_rung  # lazy: as in cmd_plan
 
             for line in report_lines(run_rung(p, sweep_dir, execute)):
                 print(line, file=sys.stderr)
@@ -207,7 +206,7 @@ def fit_and_plot(sweep_dir: Path) -> None:
     command to reproduce it with a full traceback is `scaling fit DIR` / `scaling plot DIR`.
     Nothing here touches results.csv. An lr sweep ([design] kind = "lr") fits its learning-rate
     rule (DIR/lr_rule.json, research/fit/lr_rule.py) instead of the Chinchilla approaches."""
-    if _design_kind(sweep_dir) == "lr":
+    if SweepDir(sweep_dir).is_lr_sweep():
         _guarded("fit", sweep_dir, _lr_rule_stage)
         _guarded("plots", sweep_dir, _plot_stage)
         return
@@ -218,27 +217,18 @@ def fit_and_plot(sweep_dir: Path) -> None:
 
 
 def _fit_stage(sweep_dir: Path):
-    from research.fit import fit_sweep_dir
+    from research.fit import fit_sweep_dir  # lazy: --help builds every parser; fit modules ~0.15 s
 
     # Intervals on every exponent and a held-out check of the largest budget: a law is printed
     # with what it takes to judge it (`scaling fit DIR --bootstrap 1000` refits with more).
     fit = fit_sweep_dir(sweep_dir, bootstrap=SWEEP_FIT_BOOTSTRAP, holdout="largest-budget",
                         holdout_bootstrap=SWEEP_FIT_BOOTSTRAP)
-    print(f"fit: {sweep_dir / 'fit.json'}", file=sys.stderr)
+    print(f"fit: {SweepDir(sweep_dir).fit_path}", file=sys.stderr)
     return fit
 
 
-def _design_kind(sweep_dir: Path) -> str | None:
-    try:
-        record = json.loads((sweep_dir / "sweep.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    design = record.get("design") if isinstance(record, dict) else None
-    return design.get("kind") if isinstance(design, dict) else None
-
-
 def _lr_rule_stage(sweep_dir: Path):
-    from research.fit.lr_rule import fit_lr_sweep_dir, summary_lines
+    from research.fit.lr_sweep import fit_lr_sweep_dir, summary_lines  # lazy: as in _fit_stage
 
     rule = fit_lr_sweep_dir(sweep_dir)  # 1000 resamples: well under a second
     for line in summary_lines(rule):
@@ -248,10 +238,10 @@ def _lr_rule_stage(sweep_dir: Path):
 
 
 def _plot_stage(sweep_dir: Path):
-    from research.plots import plot_sweep_dir
+    from research.plots import plot_sweep_dir  # lazy: matplotlib (seconds); only a finished sweep draws
 
     paths = plot_sweep_dir(sweep_dir)
-    print(f"plots: {len(paths)} files in {sweep_dir / 'plots'}", file=sys.stderr)
+    print(f"plots: {len(paths)} files in {SweepDir(sweep_dir).plots_dir}", file=sys.stderr)
     return paths
 
 
@@ -277,15 +267,14 @@ def _guarded(stage: str, sweep_dir: Path, run):
 def _record_skipped(sweep_dir: Path, stage: str, reason: str) -> None:
     """fit.json gets {"skipped": reason} (a failed fit replaces a previous fit, kept as fit.prev.json);
     a failed plot adds "plots": {"skipped": reason} to whatever fit.json holds."""
-    import os
+    from research.fit.record import write_fit  # lazy: as in _fit_stage
 
-    from research.fit.core import write_fit
-
-    path = sweep_dir / "fit.json"
+    layout = SweepDir(sweep_dir)
+    path = layout.fit_path
     try:
         if stage == "fit":
             if path.exists():
-                os.replace(path, sweep_dir / "fit.prev.json")
+                os.replace(path, layout.fit_prev_path)
             write_fit(path, {"version": 1, "skipped": reason}, merge=False)
         else:
             write_fit(path, {"plots": {"skipped": reason}}, merge=True)
@@ -294,7 +283,7 @@ def _record_skipped(sweep_dir: Path, stage: str, reason: str) -> None:
 
 
 def _print_fit_summary(fit: dict) -> None:
-    from research.fit.diagnostics import agreement_line, all_warnings, noise_line
+    from research.fit.agreement import agreement_line, all_warnings, noise_line  # lazy: as in _fit_stage
 
     for name, result in (fit or {}).items():
         if isinstance(result, dict) and "a" in result and "b" in result:
@@ -328,45 +317,28 @@ def _print_fit_summary(fit: dict) -> None:
         print(f"  warning: {w}", file=sys.stderr)
 
 
-def require_sweep_dir(path) -> Path:
-    """A directory `scaling sweep run` made (a readable sweep.json object), before results.csv is rebuilt in it."""
-    sweep_dir = Path(path)
-    record = sweep_dir / "sweep.json"
-    if not record.is_file():
-        raise UserError(f"{sweep_dir} is not a sweep directory (no sweep.json); run 'scaling sweep run' first")
-    try:
-        ok = isinstance(json.loads(record.read_text()), dict)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        ok = False
-    if not ok:
-        raise UserError(f"{record} is not a readable sweep record (a JSON object); it is left as it is")
-    return sweep_dir
-
-
 def cmd_status(args) -> int:
-    from research.sweep.collect import collect, status_counts
-    from research.sweep.runner import measured_flops_per_s
+    from research.sweep.plan import STARTUP_S  # lazy: as in cmd_plan
+    from research.sweep.runner import measured_flops_per_s  # lazy: as in cmd_plan
 
-    from research.sweep.collect import planned_trunks, trial_row
-
-    sweep_dir = require_sweep_dir(args.dir)
-    frame = collect(sweep_dir)
+    sweep = SweepDir.require(args.dir)
+    sweep_dir = sweep.path
+    frame = sweep.collect()
     counts = status_counts(frame)
     done = frame["status"].isin(["completed", "diverged", "failed"])
-    trunks = [trial_row(sweep_dir / "trials" / t) for t in planned_trunks(sweep_dir)]
+    trunks = [trial_row(sweep.trial_dir(t)) for t in sweep.planned_trunks()]
     trunk_left = sum(t["flops_6n"] or 0.0 for t in trunks if t["status"] not in ("completed", "diverged", "failed"))
     spent = frame["flops_spent_6n"].fillna(frame["flops_6n"])  # what each trial computes itself
     left = spent[~done].sum() + trunk_left
     rate = measured_flops_per_s(sweep_dir)
     out = {"dir": str(sweep_dir), "trials": len(frame), **counts,
            "flops_6n_done": float(frame.loc[done, "flops_6n"].sum()), "flops_6n_total": float(frame["flops_6n"].sum()),
-           "est_time_left_s": float(left / rate + 6.0 * ((~done).sum() + sum(t["status"] == "pending" for t in trunks))),
+           "est_time_left_s": float(left / rate + STARTUP_S * ((~done).sum() + sum(t["status"] == "pending" for t in trunks))),
            "trunks": [{k: t[k] for k in ("trial", "status", "n_params", "tokens", "seed")} for t in trunks],
            "per_trial": frame[["trial", "status", "n_params", "tokens", "final_eval_loss"]].to_dict("records")}
     if args.json:
         print(json.dumps(out, indent=2, default=float))
         return 0
-    from research.sweep.collect import fmt_seconds
 
     def shown(value, fmt):  # "-" for a number a damaged or unstarted trial does not have
         return format(value, fmt) if value is not None and value == value else "-"
@@ -384,15 +356,14 @@ def cmd_status(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from research.sweep.collect import collect
-
-    frame = collect(require_sweep_dir(args.dir))
-    print(f"{Path(args.dir) / 'results.csv'}: {len(frame)} rows")
+    sweep = SweepDir.require(args.dir)
+    frame = sweep.collect()
+    print(f"{sweep.results_path}: {len(frame)} rows")
     return 0
 
 
 def cmd_trial(args) -> int:
-    from research.sweep.trial import run_trial
-    from research.train.loop import exit_code
+    from research.sweep.trial import run_trial  # lazy: as in cmd_plan
+    from research.train.loop import exit_code  # lazy: jax; only a trial process needs it
 
     return exit_code(run_trial(args.dir))

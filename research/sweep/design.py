@@ -19,24 +19,11 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-from research.config import section_from_dict
+from research.config import FLOP_CONVENTIONS, DecayShape, FlopConvention, section_from_dict
 from research.errors import UserError, closest
-from research.model.accounting import FLOP_CONVENTIONS
+from research.sweep.kinds import KINDS, design_keys
 
-DESIGN_KEYS = {
-    "isoflop": {"kind", "budgets", "tokens_per_param", "sizes", "flops_convention", "allow_repeat", "seeds",
-                "allow_mixed_families"},
-    "grid": {"kind", "d_model", "n_params", "tokens", "tokens_per_param", "flops_convention", "allow_repeat", "seeds",
-             "allow_mixed_families"},
-    "branches": {"kind", "d_model", "n_params", "budgets", "tokens", "tokens_per_param", "cooldown_fraction",
-                 "cooldown_shape", "trunk_tokens_per_param", "flops_convention", "allow_repeat", "seeds",
-                 "allow_mixed_families"},
-    "lr": {"kind", "d_model", "n_params", "tokens", "tokens_per_param", "lr_multipliers", "flops_convention",
-           "allow_repeat", "seeds", "allow_mixed_families"},
-}
 MAX_SEEDS = 64
-MIN_LR_MULTIPLIERS = 3  # distinct learning rates per size: a parabola in ln LR needs three
-MAX_SIZES = 64  # model sizes per budget; an IsoFLOP parabola needs 5-10
 MAX_POINTS = 10_000  # design points in one sweep
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -45,20 +32,23 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 class DesignConfig:
     """[design]: kind "isoflop" (budgets x sizes), "grid" (sizes x horizons), "branches" (sizes x
     horizons, trained as one constant-LR trunk per size with a cooldown branch per horizon) or "lr"
-    (sizes x peak-LR multipliers at one horizon, for research/fit/lr_rule.py). See plan.py."""
+    (sizes x peak-LR multipliers at one horizon, for research/fit/lr_rule.py). See plan.py.
+
+    The one typed record of the TOML table; each kind (research/sweep/kind_<name>.py, looked up in
+    research.sweep.kinds.KINDS) takes its own subset of these fields, checks them and plans from them."""
 
     kind: str  # "isoflop", "grid", "branches" or "lr": which keys below apply
     budgets: list[float] | None = None  # isoflop: training FLOPs under flops_convention
     tokens_per_param: list[float] | None = None  # isoflop: [low, high]; grid: the horizons as D/N
     sizes: int = 5  # isoflop: model sizes per budget
-    flops_convention: str = "6n"  # "6n" or "chinchilla" (see research/model/accounting.py)
+    flops_convention: FlopConvention = "6n"  # "6n" or "chinchilla" (see research/model/accounting.py)
     allow_repeat: bool = False  # allow trials needing more tokens than the training split holds
     d_model: list[int] | None = None  # grid: widths of the recipe's shapes ...
     n_params: list[float] | None = None  # ... or target parameter counts
     tokens: list[float] | None = None  # grid: horizons in tokens
     seeds: int = 1  # replicates of every point, [train] seed, seed + 1, ... (init and data order)
     cooldown_fraction: float = 0.2  # branches: share of each branch's steps in its cooldown
-    cooldown_shape: str = "1-sqrt"  # branches: "1-sqrt" (Hägele et al. 2024) or "linear"
+    cooldown_shape: DecayShape = "1-sqrt"  # branches: "1-sqrt" (Hägele et al. 2024) or "linear"
     trunk_tokens_per_param: float | None = None  # branches: trunk length as D/N (default: the longest branch's)
     lr_multipliers: list[float] | None = None  # lr: factors on the recipe's own peak lr for each size
     allow_mixed_families: bool = False  # allow sizes from several model families of the recipe (e.g. depths)
@@ -78,11 +68,13 @@ def parse_design(raw) -> DesignConfig:
     if not isinstance(raw, dict):
         raise UserError(f"[design] must be a table of keys, got {raw!r}"[:200])
     kind = raw.get("kind")
-    if not isinstance(kind, str) or kind not in DESIGN_KEYS:
-        raise UserError(f"[design] kind = {kind!r}: expected 'isoflop', 'grid', 'branches' or 'lr'"[:200] + closest(str(kind), DESIGN_KEYS))
+    if not isinstance(kind, str) or kind not in KINDS:
+        names = [repr(k) for k in KINDS]
+        raise UserError(f"[design] kind = {kind!r}: expected {', '.join(names[:-1])} or {names[-1]}"[:200]
+                        + closest(str(kind), KINDS))
     for key in raw:
-        if key not in DESIGN_KEYS[kind]:
-            raise UserError(f"unknown key [design] {key} for kind {kind!r}{closest(key, DESIGN_KEYS[kind])}")
+        if key not in design_keys(kind):
+            raise UserError(f"unknown key [design] {key} for kind {kind!r}{closest(key, design_keys(kind))}")
     design = section_from_dict("design", DesignConfig, raw)
     if design.flops_convention not in FLOP_CONVENTIONS:
         raise UserError(f"[design] flops_convention = {design.flops_convention!r}: expected one of {FLOP_CONVENTIONS}"
@@ -98,25 +90,7 @@ def parse_design(raw) -> DesignConfig:
     if not isinstance(design.seeds, int) or not 1 <= design.seeds <= MAX_SEEDS:
         raise UserError(f"[design] seeds = {design.seeds!r} must be an integer from 1 to {MAX_SEEDS} "
                         "(replicates of every point)")
-    if kind == "branches":
-        points = _check_branches(design)
-    elif kind == "isoflop":
-        if not design.budgets:
-            raise UserError("[design] isoflop needs budgets = [...] (training FLOPs)")
-        if design.tokens_per_param is not None and (len(design.tokens_per_param) != 2
-                                                    or design.tokens_per_param[0] >= design.tokens_per_param[1]):
-            raise UserError("[design] tokens_per_param must be [low, high] with low < high")
-        if not 1 <= design.sizes <= MAX_SIZES:
-            raise UserError(f"[design] sizes must be an integer from 1 to {MAX_SIZES}, got {design.sizes!r}")
-        points = len(design.budgets) * design.sizes
-    elif kind == "lr":
-        points = _check_lr_design(design)
-    else:
-        if (design.d_model is None) == (design.n_params is None):
-            raise UserError("[design] grid needs exactly one of d_model = [...] or n_params = [...]")
-        if (design.tokens is None) == (design.tokens_per_param is None):
-            raise UserError("[design] grid needs exactly one of tokens = [...] or tokens_per_param = [...]")
-        points = len(design.d_model or design.n_params) * len(design.tokens or design.tokens_per_param)
+    points = KINDS[kind].check(design)
     if points * design.seeds > MAX_POINTS:
         raise UserError(f"[design] asks for {points * design.seeds:,} design points; at most {MAX_POINTS:,} per sweep "
                         "(split the study into several sweeps)")
@@ -124,52 +98,6 @@ def parse_design(raw) -> DesignConfig:
         if any(v > 1e30 for v in getattr(design, key) or ()):
             raise UserError(f"[design] {key}: values above 1e30 are beyond any trainable model; check the exponent")
     return design
-
-
-def _check_branches(design: DesignConfig) -> int:
-    """kind "branches": the checks of its own keys. Returns the point count (before seeds)."""
-    if not 0 < design.cooldown_fraction < 1:
-        raise UserError(f"[design] cooldown_fraction = {design.cooldown_fraction} must lie strictly between 0 and 1 "
-                        "(the share of each branch's steps spent cooling down; 0.2 is the usual choice)")
-    if design.cooldown_shape not in COOLDOWN_SHAPES:
-        raise UserError(f"[design] cooldown_shape = {design.cooldown_shape!r}: expected one of {COOLDOWN_SHAPES}"
-                        + closest(design.cooldown_shape, COOLDOWN_SHAPES))
-    if (design.d_model is None) == (design.n_params is None):
-        raise UserError("[design] branches needs exactly one of d_model = [...] or n_params = [...] (the sizes)")
-    horizons = [k for k in ("budgets", "tokens") if getattr(design, k) is not None]
-    if design.budgets is None and design.tokens_per_param is not None:
-        horizons.append("tokens_per_param")
-    if len(horizons) != 1:
-        raise UserError("[design] branches needs exactly one of budgets = [...] (IsoFLOP budgets; tokens_per_param "
-                        "= [low, high] bounds them), tokens = [...] or tokens_per_param = [...] (the branch horizons)")
-    if design.budgets is not None and design.tokens_per_param is not None and (
-            len(design.tokens_per_param) != 2 or design.tokens_per_param[0] >= design.tokens_per_param[1]):
-        raise UserError("[design] with budgets, tokens_per_param must be [low, high] with low < high")
-    if design.trunk_tokens_per_param is not None and not design.trunk_tokens_per_param > 0:
-        raise UserError(f"[design] trunk_tokens_per_param = {design.trunk_tokens_per_param} must be positive")
-    return len(design.d_model or design.n_params) * len(design.budgets or design.tokens or design.tokens_per_param)
-
-
-COOLDOWN_SHAPES = ("1-sqrt", "linear")
-
-
-def _check_lr_design(design: DesignConfig) -> int:
-    """kind "lr": sizes as in grid, ONE horizon (every size's), >= 3 distinct multipliers. Returns the point count."""
-    if (design.d_model is None) == (design.n_params is None):
-        raise UserError("[design] lr needs exactly one of d_model = [...] or n_params = [...]")
-    horizon = design.tokens if design.tokens is not None else design.tokens_per_param
-    if horizon is None or design.tokens is not None and design.tokens_per_param is not None:
-        raise UserError("[design] lr needs exactly one of tokens = [T] or tokens_per_param = [R] (every size's horizon)")
-    if len(horizon) != 1:
-        raise UserError(f"[design] lr calibrates at one horizon: {'tokens' if design.tokens else 'tokens_per_param'} "
-                        f"must hold one value, got {len(horizon)} (run one lr sweep per horizon)")
-    multipliers = design.lr_multipliers
-    if multipliers is None or len(set(multipliers)) < MIN_LR_MULTIPLIERS:
-        raise UserError(f"[design] lr needs lr_multipliers = [...] with at least {MIN_LR_MULTIPLIERS} distinct positive "
-                        "values around 1 (a parabola in ln LR needs three), e.g. [0.25, 0.5, 1, 2, 4]")
-    if any(m > 1e6 or m < 1e-6 for m in multipliers):
-        raise UserError("[design] lr_multipliers: every value must lie in [1e-6, 1e6] (a factor on the recipe's lr)")
-    return len(design.d_model or design.n_params) * len(set(multipliers))
 
 
 def recipe_owned_keys(recipe) -> dict[str, set[str]]:
@@ -203,10 +131,10 @@ def _recipe_hint(section: str, recipe) -> str:
 
 def parse_slurm(raw) -> dict:
     """[slurm] checked against SlurmOptions (every field but `folder`); returns the keys given."""
-    from research.sweep.slurm import SlurmOptions
-
     if raw is None:
         return {}
+    from research.sweep.slurm import SlurmOptions  # lazy: submitit (~0.2 s), for --help and sweeps without Slurm
+
     if isinstance(raw, dict) and "folder" in raw:
         raise UserError("[slurm] folder: submitit's files always go to <sweep dir>/slurm; remove the key")
     options = section_from_dict("slurm", SlurmOptions, dict(raw, folder="/") if isinstance(raw, dict) else raw)

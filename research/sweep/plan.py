@@ -38,16 +38,16 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from research.config import RunConfig, apply_overrides, read_toml, run_config_from_dict, validate
+from research.config import FLOP_CONVENTIONS, RunConfig, apply_overrides, read_toml, run_config_from_dict, validate
+from research.data import get_dataset
 from research.errors import UserError
-from research.model.accounting import count_model
+from research.model.accounting import RunSize, count_model
 from research.sweep.design import DesignConfig, check_name, parse_design, parse_slurm, refuse_recipe_overrides
+from research.sweep.kinds import KINDS
 from research.sweep.recipe import family_of, load_recipe
-from research.sweep.trial import spent_fraction
 from research.sweep.validate_config import ValidateConfig, parse_validate
 from research.train.run_dir import identity, identity_hash
+from research.train.sweep_dir import spent_fraction
 
 SWEEP_SECTIONS = ("design", "recipe", "slurm", "validate")
 DEFAULT_FLOPS_PER_S = 1.5e10  # tiny models on 2 CPU cores (6n FLOPs/s; the demo measures 1.4-2e10); until trials measure it
@@ -85,6 +85,10 @@ class Trial:
     trunk_id: str | None = None  # a branch's trunk
     branch_step: int = 0  # a branch: the step it leaves its trunk (0 for a run)
     keep_steps: list[int] = field(default_factory=list)  # a trunk: the steps its branches start from
+
+    @property
+    def size(self) -> RunSize:
+        return RunSize(self.n_params, self.n_params_nonembedding, self.tokens, self.flops_6n, self.flops_chinchilla)
 
     @property
     def own_fraction(self) -> float:
@@ -148,9 +152,9 @@ class Plan:
             rows.append(dict(t.row(), est_time_s=estimate_seconds(t, flops_per_s)))
         for t in self.trunks:
             trunks.append(dict(t.row(), est_time_s=estimate_seconds(t, flops_per_s), branch_steps=t.keep_steps))
-        represented = {c: sum(getattr(t, f"flops_{c}") for t in self.trials) for c in ("6n", "chinchilla")}
+        represented = {c: sum(getattr(t, f"flops_{c}") for t in self.trials) for c in FLOP_CONVENTIONS}
         spent = {c: sum(getattr(t, f"flops_{c}") * t.own_fraction for t in self.trials + self.trunks)
-                 for c in ("6n", "chinchilla")}
+                 for c in FLOP_CONVENTIONS}
         return {"sweep": self.sweep.name, "design_kind": self.sweep.design.kind, "trials": rows, "trunks": trunks,
                 "rejected": self.rejected, "dropped": self.dropped,
                 "total_flops_6n": represented["6n"], "total_flops_chinchilla": represented["chinchilla"],
@@ -186,12 +190,7 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
     for key in ("steps", "tokens"):
         if key in train:
             raise UserError(f"[train] {key}: a sweep's horizons come from its [design]; remove it")
-    if design.kind == "branches":
-        for key, instead in (("decay_fraction", "cooldown_fraction"), ("decay_shape", "cooldown_shape"),
-                             ("schedule", "kind = \"branches\"")):
-            if key in train and not (key == "schedule" and train[key] == "wsd"):
-                raise UserError(f"[train] {key} = {train[key]!r}"[:80] + f": a branch design trains constant-LR trunks "
-                                f"and WSD cooldown branches; remove it (set [design] {instead})")
+    KINDS[design.kind].check_train(train)
     shared["train"] = dict(train, steps=1)  # placeholder horizon, replaced per trial
     base = run_config_from_dict(shared, extra_sections=SWEEP_SECTIONS)
     recipe = load_recipe(raw.get("recipe", {}), path.parent)
@@ -202,13 +201,10 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
 
 def plan(sweep: Sweep, dataset=None) -> Plan:
     if dataset is None:
-        from research.data import get_dataset
-
         d = sweep.base.data
         dataset = get_dataset(d.corpus, d.tokenizer, val_fraction=d.val_fraction, seed=d.seed)
     base = sweep.base.replace(model=dataclasses.replace(sweep.base.model, vocab_size=dataset.vocab_size))
     tokens_per_step = base.train.batch_size * base.model.seq_len
-    convention = sweep.design.flops_convention
     ladder = []
     for shape in sweep.recipe.ladder():
         model = dataclasses.replace(base.model, **shape)
@@ -218,13 +214,14 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
             raise UserError(f"[recipe] shape {shape} is invalid: {err}") from None
         ladder.append((model, count_model(model)))
 
-    dropped = []
     available = dataset.n_tokens("train")
-    if sweep.design.kind == "branches":
-        return _one_family(_plan_branches(sweep, base, ladder, dataset, tokens_per_step, available))
-    candidates = _isoflop_candidates(sweep, ladder, convention, tokens_per_step, dropped) \
-        if sweep.design.kind == "isoflop" else _lr_candidates(sweep, ladder) if sweep.design.kind == "lr" \
-        else _grid_candidates(sweep, ladder)
+    planner = Planner(sweep, base, ladder, dataset, tokens_per_step, available)
+    kind = KINDS[sweep.design.kind]
+    own = kind.plan(sweep, planner)  # a kind that lays out its trials itself (branches)
+    if own is not None:
+        return _one_family(own)
+    dropped = planner.dropped
+    candidates = kind.candidates(sweep, planner)
     trials, rejected, seen = [], [], {}
     for model, counts, coords, tokens_wanted in candidates:
         steps = round(tokens_wanted / tokens_per_step)
@@ -277,6 +274,46 @@ def _span(values: list, spec: str = "") -> str:
     return format(values[0], spec) if len(values) == 1 else f"{values[0]:{spec}}-{values[-1]:{spec}}"
 
 
+@dataclass
+class Planner:
+    """What a design kind plans with (research/sweep/kind.py): the base config, the recipe's ladder of
+    (model, counts), the data, and the helpers that turn a point into a trial."""
+
+    sweep: Sweep
+    base: RunConfig
+    ladder: list
+    dataset: object
+    tokens_per_step: int
+    available: int  # training tokens in the data's train split
+    dropped: list = field(default_factory=list)  # design points without a trial of their own, with why
+
+    @property
+    def convention(self) -> str:
+        return self.sweep.design.flops_convention
+
+    def pick_sizes(self, design) -> list[tuple[tuple, float]]:
+        return _pick_sizes(design, self.ladder)
+
+    def trial_id(self, config: RunConfig) -> str:
+        return identity_hash(identity(config, self.dataset.fingerprint))
+
+    def make_plan(self, trials, rejected, dropped, trunks=()) -> Plan:
+        return Plan(sweep=self.sweep, trials=trials, rejected=rejected, data_fingerprint=self.dataset.fingerprint,
+                    train_tokens_available=self.available, dropped=dropped, trunks=list(trunks))
+
+    def where(self, coords: dict) -> str:
+        return _where(coords)
+
+    def seeded(self, config: RunConfig, seeds: int) -> list[RunConfig]:
+        return seeded(config, seeds)
+
+    def checked(self, config: RunConfig, counts) -> RunConfig:
+        return checked(config, counts)
+
+    def trial(self, trial_id, config, coords, counts, tokens, steps, **kw) -> Trial:
+        return _trial(trial_id, config, coords, counts, tokens, steps, recipe=self.sweep.recipe, **kw)
+
+
 def seeded(config: RunConfig, seeds: int) -> list[RunConfig]:
     """`seeds` replicates of a trial: [train] seed, seed + 1, ... (initialisation and data order)."""
     return [config.replace(train=dataclasses.replace(config.train, seed=config.train.seed + k)) for k in range(seeds)]
@@ -293,205 +330,13 @@ def checked(config: RunConfig, counts) -> RunConfig:
 def _trial(trial_id, config, coords, counts, tokens, steps, *, recipe, **kw) -> Trial:
     m = config.model
     coords = {**coords, "family": family_of(recipe, {"layers": m.layers, "d_model": m.d_model, "heads": m.heads})}
-    return Trial(trial_id=trial_id, config=config, coords=coords, n_params=counts.n_params,
-                 n_params_nonembedding=counts.n_params_nonembedding, tokens=tokens, steps=steps,
-                 flops_6n=counts.training_flops(tokens, "6n"),
-                 flops_chinchilla=counts.training_flops(tokens, "chinchilla"),
+    return Trial(trial_id=trial_id, config=config, coords=coords, **RunSize.of(counts, tokens).to_dict(), steps=steps,
                  memory_bytes=counts.memory_bytes()["fp32"], **kw)
-
-
-def _plan_branches(sweep: Sweep, base: RunConfig, ladder, dataset, tokens_per_step: int, available: int) -> Plan:
-    """One constant-LR trunk per size (and seed), one WSD cooldown branch per horizon.
-
-    A branch to `steps` leaves its trunk at `steps - cooldown_steps(steps, f)`; the trunk runs to
-    the latest such step (or `trunk_tokens_per_param`). Every branch of a size shares the trunk's
-    peak LR and warmup, which the recipe must fix per size (horizon_free_hyperparameters), so each
-    branch is exactly the straight WSD run to its horizon, whatever else the sweep holds."""
-    from research.train.optim import cooldown_steps
-
-    design = sweep.design
-    convention = design.flops_convention
-    f = design.cooldown_fraction
-    trials, trunks, rejected, dropped = [], [], [], []
-    for (model, counts), requested in _pick_sizes(design, ladder):
-        size = {"layers": model.layers, "d_model": model.d_model, "n_params": counts.n_params}
-        horizons = {}  # steps -> coords of the first point asking for it
-        for coords, tokens_wanted in _branch_horizons(design, counts, convention, requested):
-            where = {**coords, **size}
-            steps = round(tokens_wanted / tokens_per_step)
-            if coords.get("outside"):  # a budget this size does not join (like a shape an isoflop budget skips)
-                continue
-            if steps < 2:
-                rejected.append({**where, "reason": f"needs {tokens_wanted:.3g} tokens, less than two steps "
-                                                    f"({tokens_per_step:,} tokens each): no room for a cooldown"})
-            elif steps in horizons:
-                dropped.append({**where, "reason": f"the same branch (shape and horizon) as the point at "
-                                                   f"{_where(horizons[steps])}"})
-            else:
-                horizons[steps] = coords
-        if not horizons:
-            continue
-        starts = {steps: steps - cooldown_steps(steps, f) for steps in horizons}
-        shortest = min(horizons)
-        hyper = horizon_free_hyperparameters(sweep.recipe, counts.n_params, tokens_per_step)
-        warmup = min(hyper.get("warmup_steps") or 1, shortest)
-        for steps in sorted(horizons):
-            if starts[steps] <= warmup:
-                rejected.append({**horizons.pop(steps), **size, "reason": f"its cooldown would start at step "
-                                 f"{starts[steps]}, inside the trunk's warmup of {warmup} steps; lengthen it"})
-        if not horizons:
-            continue
-        trunk_steps = max(starts[s] for s in horizons)
-        if design.trunk_tokens_per_param is not None:
-            cap = round(design.trunk_tokens_per_param * counts.n_params / tokens_per_step)
-            beyond = [s for s in horizons if starts[s] > cap]
-            if beyond:
-                s = min(beyond)
-                raise UserError(f"[design] the branch to D = {s * tokens_per_step:,} tokens for N = {counts.n_params:,} "
-                                f"leaves its trunk at step {starts[s]:,}, beyond the trunk's {cap:,} steps "
-                                f"(trunk_tokens_per_param = {design.trunk_tokens_per_param:g}); raise it to at least "
-                                f"{starts[max(beyond)] * tokens_per_step / counts.n_params:.4g} or drop that horizon")
-            trunk_steps = cap
-        if trunk_steps * tokens_per_step > available and not design.allow_repeat:
-            rejected += [{**horizons[s], **size, "reason": f"its trunk needs {trunk_steps * tokens_per_step:,} tokens "
-                          f"but the training split holds {available:,} (set allow_repeat = true to repeat data)"}
-                         for s in horizons]
-            continue
-        shared = dict(hyper, warmup_steps=warmup)
-        for trunk_config in seeded(base.replace(model=model, train=dataclasses.replace(
-                base.train, steps=trunk_steps, schedule="constant", decay_fraction=f,
-                decay_shape=design.cooldown_shape, **shared)), design.seeds):
-            checked(trunk_config, counts)
-            trunk_id = identity_hash(identity(trunk_config, dataset.fingerprint))
-            trunks.append(_trial(trunk_id, trunk_config, {"budget": None, "requested_n": requested,
-                                                          "requested_tokens_per_param": None},
-                                 counts, trunk_steps * tokens_per_step, trunk_steps, role="trunk", recipe=sweep.recipe,
-                                 keep_steps=sorted({starts[s] for s in horizons})))
-            for steps, coords in sorted(horizons.items()):
-                config = checked(trunk_config.replace(train=dataclasses.replace(
-                    trunk_config.train, steps=steps, schedule="wsd")), counts)
-                trial_id = identity_hash(identity(config, dataset.fingerprint))
-                trials.append(_trial(trial_id, config, coords, counts, steps * tokens_per_step, steps,
-                                     recipe=sweep.recipe, role="branch", trunk_id=trunk_id, branch_step=starts[steps]))
-    if not trials:
-        reasons = "; ".join(sorted({r["reason"] for r in rejected}))[:300]
-        raise UserError(f"the design yields no branch that can run: {reasons or 'no size has a budget whose D/N lies in tokens_per_param'}")
-    return Plan(sweep=sweep, trials=trials, rejected=rejected, data_fingerprint=dataset.fingerprint,
-                train_tokens_available=available, dropped=dropped, trunks=trunks)
-
-
-PROBE_STEPS = (1_000, 100_000)  # two horizons at which a branch design's hyperparameters must agree
-
-
-def horizon_free_hyperparameters(recipe, n_params: int, tokens_per_step: int) -> dict:
-    """The recipe's [train] values for a size, which a branch design shares between the size's trunk
-    and all its branches. They must not depend on the horizon: a branch has to equal the straight
-    WSD run to its own D, whichever other horizons share the sweep (else a run would depend on its
-    sweep's budget list). Asked at two fixed horizons, never at the design's."""
-    probes = [recipe.hyperparameters(n_params, steps * tokens_per_step, steps) for steps in PROBE_STEPS]
-    if probes[0] != probes[1]:
-        keys = ", ".join(sorted(k for k in probes[0] if probes[0][k] != probes[1].get(k)))
-        raise UserError(f"[recipe] gives N = {n_params:,} a {keys} that depends on the training horizon; a branch design "
-                        f"shares one trunk among a size's horizons, so it needs one fixed per size: set [recipe] "
-                        f"warmup_tokens = ... (e.g. 1e5) instead of warmup_fraction")
-    return probes[0]
-
-
-def _branch_horizons(design, counts, convention: str, requested: float):
-    """(coords, tokens wanted) per horizon of one size; a budget whose D/N falls outside
-    tokens_per_param = [low, high] comes marked "outside" (the size does not join that budget)."""
-    if design.budgets is None:
-        for value in design.tokens or design.tokens_per_param:
-            wanted = value if design.tokens else value * counts.n_params
-            yield {"budget": None, "requested_n": requested,
-                   "requested_tokens_per_param": wanted / counts.n_params}, wanted
-        return
-    low, high = design.tokens_per_param or (0.0, math.inf)
-    for budget in design.budgets:
-        wanted = budget / counts.flops_per_token(convention)
-        coords = {"budget": budget, "requested_n": requested, "requested_tokens_per_param": wanted / counts.n_params}
-        if not low <= wanted / counts.n_params <= high:
-            coords["outside"] = True
-        yield coords, wanted
 
 
 def _where(coords: dict) -> str:
     budget = f"budget {coords['budget']:.3g}, " if coords.get("budget") else ""
     return f"{budget}tokens_per_param {coords['requested_tokens_per_param']:.3g}"
-
-
-def _isoflop_candidates(sweep: Sweep, ladder, convention: str, tokens_per_step: int, dropped: list):
-    """(model, counts, coords, tokens) per design point; points that cannot get a shape of their own go
-    to `dropped` with their reason.
-
-    Each budget's ratios (tokens per parameter) first snap to the shape whose C = FLOPs/token·m·N
-    is closest to the budget. Where several ratios snap to the same shape, the one closest to it
-    keeps it and each other takes the nearest shape not used at this budget, provided that shape's
-    own tokens per parameter stays within the design's range (widened by half a step of the
-    ratios' grid); otherwise the point is dropped and recorded."""
-    design = sweep.design
-    budgets = design.budgets
-    lo_hi = design.tokens_per_param or [4.0, 150.0]
-    sizes = design.sizes
-    ratios = np.geomspace(lo_hi[0], lo_hi[1], sizes) if sizes > 1 else [math.sqrt(lo_hi[0] * lo_hi[1])]
-    half_step = math.sqrt(lo_hi[1] / lo_hi[0]) ** (1 / (sizes - 1)) if sizes > 1 else 1.0
-    allowed = (lo_hi[0] / half_step, lo_hi[1] * half_step)
-    smallest = ladder[0][1]
-    for budget in budgets:
-        one_step = smallest.flops_per_token(convention) * tokens_per_step  # the cheapest possible trial
-        if budget < one_step:
-            raise UserError(f"[design] budget {budget:.3g} FLOPs is too small for the smallest model "
-                            f"(N = {smallest.n_params:,}): one step of {tokens_per_step:,} tokens costs "
-                            f"{one_step:.3g} FLOPs [{convention}]; raise the budget or shrink batch_size/seq_len")
-
-        def own_ratio(i):  # tokens per parameter that shape i trains at under this budget
-            counts = ladder[i][1]
-            return budget / counts.flops_per_token(convention) / counts.n_params
-
-        distance = lambda i, m: abs(math.log(own_ratio(i) / m))  # noqa: E731
-        best = {float(m): min(range(len(ladder)), key=lambda i: distance(i, m)) for m in ratios}
-        keeper = {}  # shape index -> the ratio closest to it among those that snapped to it
-        for m, i in best.items():
-            if i not in keeper or distance(i, m) < distance(i, keeper[i]):
-                keeper[i] = m
-        used = set(keeper)
-        assigned = {m: i for i, m in keeper.items()}
-        for m in sorted(best, reverse=True):  # large ratio = small model first
-            if m in assigned:
-                continue
-            taken = best[m]
-            free = [i for i in range(len(ladder)) if i not in used]
-            nearest = min(free, key=lambda i: distance(i, m)) if free else None
-            if nearest is not None and allowed[0] <= own_ratio(nearest) <= allowed[1]:
-                assigned[m] = nearest
-                used.add(nearest)
-                continue
-            model, counts = ladder[taken]
-            why = (f"tokens_per_param {m:.3g} snaps to the shape (layers {model.layers}, d_model {model.d_model}) "
-                   f"already planned for {keeper[taken]:.3g} at this budget; ")
-            if nearest is None:
-                why += "the recipe has no other shape"
-            else:
-                other = ladder[nearest][0]
-                why += (f"the nearest unused shape (layers {other.layers}, d_model {other.d_model}) would train at "
-                        f"{own_ratio(nearest):.3g} tokens/param, outside the design's range "
-                        f"[{lo_hi[0]:g}, {lo_hi[1]:g}] (widened by half a step)")
-            dropped.append({"budget": budget, "requested_tokens_per_param": m, "layers": model.layers, "d_model": model.d_model,
-                            "n_params": counts.n_params, "reason": why})
-        for m in sorted(assigned, reverse=True):
-            model, counts = ladder[assigned[m]]
-            ratio = counts.flops_per_token(convention) / counts.n_params
-            requested = math.sqrt(budget / (ratio * m))
-            tokens = budget / counts.flops_per_token(convention)
-            yield model, counts, {"budget": budget, "requested_n": requested, "requested_tokens_per_param": m}, tokens
-
-
-def _lr_candidates(sweep: Sweep, ladder):
-    """kind "lr": each size x each distinct lr multiplier, all at the design's one horizon. The
-    multiplier scales the recipe's own peak lr for that N (applied in plan(), beside the recipe call)."""
-    for model, counts, coords, wanted in _grid_candidates(sweep, ladder):
-        for multiplier in sorted(set(sweep.design.lr_multipliers)):
-            yield model, counts, {**coords, "lr_multiplier": float(multiplier)}, wanted
 
 
 def _pick_sizes(design, ladder) -> list[tuple[tuple, float]]:
@@ -509,11 +354,3 @@ def _pick_sizes(design, ladder) -> list[tuple[tuple, float]]:
     return picked
 
 
-def _grid_candidates(sweep: Sweep, ladder):
-    design = sweep.design
-    tokens, ratios = design.tokens, design.tokens_per_param
-    for (model, counts), requested in _pick_sizes(design, ladder):
-        for value in tokens or ratios:
-            wanted = value if tokens else value * counts.n_params
-            coords = {"budget": None, "requested_n": requested, "requested_tokens_per_param": wanted / counts.n_params}
-            yield model, counts, coords, wanted

@@ -40,7 +40,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from research.config import section_from_dict
 from research.errors import UserError
+from research.fit.lr_rule import load_rule
 from research.model.family import depth_family
 
 DEFAULT_RECIPE = "research.sweep.recipe:AspectRatioRecipe"
@@ -92,8 +94,6 @@ class AspectRatioRecipe:
             raise UserError("[recipe] set one of warmup_fraction (a share of each run's steps) or warmup_tokens "
                             "(a fixed warmup), not both")
         if self.lr_rule is not None:
-            from research.fit.lr_rule import load_rule
-
             object.__setattr__(self, "_rule", load_rule(self.lr_rule))  # parsed once, checked before planning
 
     @property
@@ -205,8 +205,6 @@ def load_recipe(spec: dict, base_dir: Path):
     if not isinstance(cls, type):
         raise UserError(f"[recipe] class: {where} has no class {name!r}")
     if dataclasses.is_dataclass(cls):
-        from research.config import section_from_dict
-
         return section_from_dict("recipe", cls, spec)
     try:
         return cls(**spec)

@@ -31,7 +31,8 @@ from research.errors import UserError
 from research.fsutil import ProcessLock, atomic_write_json, read_json
 from research.sweep.collect import fmt_seconds
 from research.sweep.plan import DEFAULT_FLOPS_PER_S, Plan
-from research.sweep.trial import branch_blocked, steps_done, trial_role, trial_status, write_trial
+from research.sweep.trial import run_trial, write_trial
+from research.train.sweep_dir import SweepDir, branch_blocked, steps_done, trial_role, trial_status
 from research.sweep.warm import WarmProcess, WarmWorker
 
 EXIT_DIVERGED = 3
@@ -62,11 +63,12 @@ def prepare_sweep_dir(plan: Plan, sweep_dir: Path) -> list[Path]:
         record["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     else:
         record["created"] = existing.get("created")
-    atomic_write_json(sweep_dir / "sweep.json", record)
-    atomic_write_json(sweep_dir / "plan.json", plan.to_dict(measured_flops_per_s(sweep_dir)))
+    layout = SweepDir(sweep_dir)
+    atomic_write_json(layout.record_path, record)
+    atomic_write_json(layout.plan_path, plan.to_dict(measured_flops_per_s(sweep_dir)))
     dirs = []
     for trial in plan.ordered():  # a trunk before its branches
-        trial_dir = sweep_dir / "trials" / trial.trial_id
+        trial_dir = layout.trial_dir(trial.trial_id)
         trial_dir.mkdir(parents=True, exist_ok=True)
         write_trial(trial_dir, trial, sweep.name)
         dirs.append(trial_dir)
@@ -79,7 +81,7 @@ def _existing_sweep_record(sweep_dir: Path) -> dict | None:
         return None
     if not sweep_dir.is_dir():
         raise UserError(f"{sweep_dir} exists and is not a directory; use --out to choose a sweep directory")
-    path = sweep_dir / "sweep.json"
+    path = SweepDir(sweep_dir).record_path
     if not path.exists():
         # another runner of this sweep may be writing sweep.json right now (its temporary file)
         if any(not p.name.startswith(".sweep.json.") for p in sweep_dir.iterdir()):
@@ -99,7 +101,7 @@ def _existing_sweep_record(sweep_dir: Path) -> dict | None:
 def measured_flops_per_s(sweep_dir: Path) -> float:
     """Median training throughput (6n FLOPs/s) of completed trials, or the default guess."""
     rates = []
-    for summary_path in sweep_dir.glob("trials/*/summary.json"):
+    for summary_path in SweepDir(sweep_dir).trials_dir.glob("*/summary.json"):
         s = read_json(summary_path)
         if isinstance(s, dict) and s.get("status") == "completed" and not s.get("branch_from"):
             # (a branch's FLOPs count its trunk's steps, its wall time only its own; a damaged summary is no measurement)
@@ -111,7 +113,7 @@ def measured_flops_per_s(sweep_dir: Path) -> float:
 
 def _events(sweep_dir: Path, **event) -> None:
     event = {"time": time.time(), "runner": os.getpid(), **event}
-    with open(sweep_dir / "events.jsonl", "a") as f:
+    with open(SweepDir(sweep_dir).events_path, "a") as f:
         f.write(json.dumps(event) + "\n")
 
 
@@ -156,8 +158,9 @@ class LocalRunner:
         self.retries, self.retry_failed, self.live = retries, retry_failed, live
         self.attempts: dict[Path, int] = {}
         everything = plan.trials + plan.trunks
-        self.flops = {sweep_dir / "trials" / t.trial_id: t.flops_6n * t.own_fraction for t in everything}  # spent
-        self.steps = {sweep_dir / "trials" / t.trial_id: (t.branch_step, t.steps) for t in everything}
+        layout = SweepDir(sweep_dir)
+        self.flops = {layout.trial_dir(t.trial_id): t.flops_6n * t.own_fraction for t in everything}  # spent
+        self.steps = {layout.trial_dir(t.trial_id): (t.branch_step, t.steps) for t in everything}
         self._stop = False
         self.worker = WarmWorker() if warm else None
 
@@ -325,7 +328,7 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def run_slurm(plan: Plan, sweep_dir: Path, trial_dirs: list[Path], options: dict, retries: int,
               retry_failed: bool) -> None:
-    from research.sweep.slurm import SlurmOptions
+    from research.sweep.slurm import SlurmOptions  # lazy: submitit (~0.2 s), only for --executor slurm
 
     todo = []
     for d in trial_dirs:
@@ -334,7 +337,7 @@ def run_slurm(plan: Plan, sweep_dir: Path, trial_dirs: list[Path], options: dict
             continue
         (d / "failed.json").unlink(missing_ok=True)
         todo.append(d)
-    opts = SlurmOptions(folder=str((sweep_dir / "slurm").absolute()), **options)
+    opts = SlurmOptions(folder=str(SweepDir(sweep_dir).slurm_dir.absolute()), **options)
     # Trunks (and runs) first; then the branches, whose trunks have kept their branch points by then.
     first = [d for d in todo if trial_role(d) != "branch"]
     for batch in (first, [d for d in todo if trial_role(d) == "branch"]):
@@ -342,8 +345,7 @@ def run_slurm(plan: Plan, sweep_dir: Path, trial_dirs: list[Path], options: dict
 
 
 def _slurm_batch(todo: list[Path], opts, retries: int) -> None:
-    from research.sweep.slurm import run_on_slurm
-    from research.sweep.trial import run_trial
+    from research.sweep.slurm import run_on_slurm  # lazy: submitit (~0.2 s), only for --executor slurm
 
     blocked = [(d, reason) for d in todo for waiting, reason in [branch_blocked(d)] if reason is not None]
     for d, reason in blocked:

@@ -34,16 +34,17 @@ from types import SimpleNamespace
 import numpy as np
 
 from research.errors import UserError
-from research.fit.core import write_fit
 from research.fit.laws import law_from_fit
 from research.fit.predict import predict, predictor_from_fit
+from research.fit.record import write_fit
 from research.fsutil import read_json
 from research.model.accounting import count_model
 from research.sweep.collect import fmt_seconds
 from research.sweep.plan import Plan, _trial, checked, estimate_seconds, seeded
-from research.sweep.trial import trial_status, write_trial
+from research.sweep.trial import write_trial
 from research.sweep.validate_config import ValidateConfig
 from research.train.run_dir import identity, identity_hash
+from research.train.sweep_dir import SweepDir, trial_status
 
 NOISE_Z = 2.0  # a neighbour beats N_opt "beyond the noise" when better by more than this many standard errors
 
@@ -163,13 +164,13 @@ def _measured(sweep_dir: Path, ids: list[str]) -> tuple[list[float], list[str]]:
     """Final eval losses of the completed trials, and the status of the others."""
     losses, other = [], []
     for trial_id in ids:
-        summary = read_json(sweep_dir / "trials" / trial_id / "summary.json")
+        summary = read_json(SweepDir(sweep_dir).trial_dir(trial_id) / "summary.json")
         loss = summary.get("final_eval_loss") if isinstance(summary, dict) else None
         if isinstance(summary, dict) and summary.get("status") == "completed" and isinstance(loss, (int, float)) \
                 and math.isfinite(loss):
             losses.append(float(loss))
         else:
-            other.append(f"{trial_id}: {trial_status(sweep_dir / 'trials' / trial_id)}")
+            other.append(f"{trial_id}: {trial_status(SweepDir(sweep_dir).trial_dir(trial_id))}")
     return losses, other
 
 
@@ -281,7 +282,7 @@ def run_rung(plan, sweep_dir: Path, run_trials) -> dict:
     """Plan the rung from DIR/fit.json, train it (`run_trials(rung_plan, trial_dirs)`, the sweep's executor),
     score it and write fit.json's `validate` block; returns the block ({"skipped": why} without a usable fit)."""
     cfg = plan.sweep.validate
-    fit = read_json(sweep_dir / "fit.json")
+    fit = read_json(SweepDir(sweep_dir).fit_path)
     try:
         target_rows, trials = rung_trials(cfg, plan, rung_law(fit))
     except UserError as err:  # no law to ask, or a rung the corpus cannot feed: recorded, the sweep stands
@@ -289,7 +290,7 @@ def run_rung(plan, sweep_dir: Path, run_trials) -> dict:
     else:
         dirs = []
         for trial in trials:
-            trial_dir = sweep_dir / "trials" / trial.trial_id
+            trial_dir = SweepDir(sweep_dir).trial_dir(trial.trial_id)
             trial_dir.mkdir(parents=True, exist_ok=True)
             write_trial(trial_dir, trial, plan.sweep.name)
             dirs.append(trial_dir)
@@ -298,5 +299,5 @@ def run_rung(plan, sweep_dir: Path, run_trials) -> dict:
         print(f"validate: {len(trials)} run(s) at {len(target_rows)} target budget(s)", file=sys.stderr)
         run_trials(rung, dirs)
         block = score(fit, cfg, target_rows, sweep_dir, largest_fitted_budget(plan))
-    write_fit(sweep_dir / "fit.json", {"validate": block}, merge=True)
+    write_fit(SweepDir(sweep_dir).fit_path, {"validate": block}, merge=True)
     return block

@@ -21,6 +21,7 @@ a failed attempt (retried like any other).
 from __future__ import annotations
 
 import ctypes
+import importlib
 import json
 import os
 import queue
@@ -48,7 +49,7 @@ def _pdeathsig(sig: int) -> None:
 
 # ---------------------------------------------------------------- the worker process
 
-def _child(request: dict) -> None:
+def _child(request: dict, main) -> None:
     """In the forked child: become `scaling sweep trial DIR` with its log as stdout and stderr."""
     code = 1
     try:
@@ -63,8 +64,6 @@ def _child(request: dict) -> None:
         os.close(log)
         os.close(null)
         os.environ.update(request.get("env") or {})
-        from research.cli import main
-
         code = main(["sweep", "trial", request["trial_dir"]])
     except SystemExit as err:
         code = err.code if isinstance(err.code, int) else 1
@@ -83,12 +82,11 @@ def _send(message: dict) -> None:
     os.write(1, (json.dumps(message) + "\n").encode())
 
 
-def serve() -> None:
-    """The worker: preload, then fork a child per request and report every exit."""
+def serve(main) -> None:
+    """The worker: preload, then fork a child per request and report every exit; each child runs
+    `main(["sweep", "trial", DIR])` (the `scaling` command's main, passed in by the entry point below)."""
     _pdeathsig(signal.SIGTERM)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle
-    import importlib
-
     for name in PRELOAD:
         importlib.import_module(name)
     _send({"ready": True})
@@ -107,7 +105,7 @@ def serve() -> None:
                 request = json.loads(line)
                 pid = os.fork()
                 if pid == 0:
-                    _child(request)
+                    _child(request, main)
                 children.add(pid)
                 _send({"started": request["trial_dir"], "pid": pid})
         while children:
@@ -274,5 +272,7 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-if __name__ == "__main__":
-    serve()
+if __name__ == "__main__":  # the worker process: `python -m research.sweep.warm`
+    from research.cli import main  # the program it runs (an entry point, not a dependency of the sweep layer)
+
+    serve(main)

@@ -7,7 +7,7 @@ its metrics rows and summary (metrics.py) and the signals that stop it cleanly (
 
 def __getattr__(name):
     if name == "train":
-        from research.train.loop import train
+        from research.train.loop import train  # lazy: jax
 
         return train
     raise AttributeError(name)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from research.train.tracking import add_flags as add_tracking_flags
+from research.config import load_run_config
+from research.train.tracking import add_flags as add_tracking_flags, apply_flags
 
 
 def register(sub) -> None:
@@ -24,13 +25,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from research.config import load_run_config
-
     config = load_run_config(args.config, args.overrides)  # a bad run file fails before jax is imported
 
-    from research.train.loop import exit_code, train
-    from research.train.step import initialize_distributed
-    from research.train.tracking import apply_flags
+    from research.train.loop import exit_code, train  # lazy: jax, after the run file is checked
+    from research.train.step import initialize_distributed  # lazy: jax
 
     config = config.replace(logging=apply_flags(config.logging, args))
     initialize_distributed()  # multi-process launches (Slurm, JAX_* variables); before any device use

@@ -12,8 +12,9 @@ from importlib import metadata
 
 import jax
 
-from research.bench.devices import mfu_fields
 from research.data.prepare import bits_per_byte
+from research.model.accounting import RunSize
+from research.train.devices import mfu_fields
 from research.train.run_dir import RunDir, identity, identity_hash
 
 
@@ -139,9 +140,7 @@ def build_summary(config, run: RunDir, dataset, counts, *, status: str, steps: i
         "stop_signal": None if stop_signal is None else signal.Signals(stop_signal).name,
         "layers": m.layers, "d_model": m.d_model, "heads": m.heads, "ffw": m.d_ffw,
         "seq_len": m.seq_len, "vocab_size": m.vocab_size, "batch_size": t.batch_size,
-        "n_params": counts.n_params, "n_params_nonembedding": counts.n_params_nonembedding,
-        "tokens": tokens, "flops_6n": counts.flops_per_token_6n * tokens,
-        "flops_chinchilla": counts.flops_per_token_chinchilla * tokens,
+        **RunSize.of(counts, tokens).to_dict(),
         "final_train_loss": final_train_loss, "final_eval_loss": final_eval_loss,
         "eval_bits_per_byte": bits_per_byte_or_none(final_eval_loss, eval_bytes_per_token),
         "eval_bytes_per_token": eval_bytes_per_token,

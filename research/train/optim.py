@@ -14,19 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from research.config import RunConfig, total_steps, warmup_steps
+from research.config import RunConfig, cooldown_steps, total_steps, warmup_steps  # noqa: F401 (cooldown_steps: re-exported)
 
 
 SCHEDULE_FIELDS = ("peak", "floor", "warmup", "steps", "decay_steps")
-
-
-def cooldown_steps(steps: int, decay_fraction: float) -> int:
-    """Steps in a WSD run's final cooldown: the last `decay_fraction` of `steps`, at least one.
-
-    The one place this is computed: the schedule below, and the sweep planner that starts a
-    cooldown branch from its trunk at step `steps - cooldown_steps(steps, f)` (so a branch
-    and a straight WSD run to the same horizon share every learning rate)."""
-    return max(1, round(decay_fraction * steps))
 
 
 def schedule_numbers(config: RunConfig) -> np.ndarray:

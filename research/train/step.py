@@ -31,6 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from research.config import RunConfig
 from research.errors import UserError
+from research.model.accounting import MEMORY_BYTES_PER_PARAM
 from research.guards import check_environment
 from research.model.transformer import Transformer
 from research.train.optim import make_optimizer, schedule_numbers
@@ -113,8 +114,6 @@ def check_memory(config: RunConfig, n_params: int, mesh: Mesh) -> None:
     fp32 weights, gradients and AdamW moments (16 bytes/parameter, sharded over fsdp at best)
     plus one int32 batch per device; activations are not counted, so this never refuses a run
     that could fit."""
-    from research.model.accounting import MEMORY_BYTES_PER_PARAM
-
     t, m = config.train, config.model
     data, fsdp = mesh.shape["data"], mesh.shape["fsdp"]
     state = MEMORY_BYTES_PER_PARAM["fp32"] * n_params / fsdp

@@ -39,6 +39,7 @@ from pathlib import Path
 from research.config import WANDB_MODES, LoggingConfig, WandbConfig
 from research.errors import UserError
 from research.fsutil import atomic_write_json, read_json
+from research.train.sweep_dir import SweepDir
 
 TRACKING_FILE = "tracking.json"  # the W&B run id, so that a resumed run continues its W&B run
 TENSORBOARD_DIR = "tensorboard"
@@ -260,17 +261,17 @@ def log_sweep(sweep_dir: Path, logging: LoggingConfig, sweep_name: str) -> None:
     sinks = sinks_for(logging, run_name=f"{sweep_name}-fit", group=sweep_name, job_type="sweep")
     if not sinks:
         return
-    sweep_dir = Path(sweep_dir)
-    config = {"sweep": read_json(sweep_dir / "sweep.json"),
-              "plan": {k: v for k, v in (read_json(sweep_dir / "plan.json") or {}).items() if k != "trials"}}
-    tracking = Tracking(sinks).open(sweep_dir, config, 0)
-    rows = _results_rows(sweep_dir / "results.csv")
+    sweep = SweepDir(sweep_dir)
+    config = {"sweep": read_json(sweep.record_path),
+              "plan": {k: v for k, v in (read_json(sweep.plan_path) or {}).items() if k != "trials"}}
+    tracking = Tracking(sinks).open(sweep.path, config, 0)
+    rows = _results_rows(sweep.results_path)
     if rows:
         tracking.log_table("results", rows)
-    fit = read_json(sweep_dir / "fit.json")
+    fit = read_json(sweep.fit_path)
     if fit:
         tracking.log_summary(fit)
-    tracking.log_figures(sorted((sweep_dir / "plots").glob("*.png")))
+    tracking.log_figures(sorted(sweep.plots_dir.glob("*.png")))
     tracking.close(ok=True)
 
 

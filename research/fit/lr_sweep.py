@@ -1,0 +1,99 @@
+"""An lr sweep's directory -> its learning-rate rule (DIR/lr_rule.json), and the lines a finished
+lr sweep prints. The fitting itself (per-size parabolas in ln LR, the power law across sizes, the
+bootstrap) is `research.fit.lr_rule`, which reads and writes no files but the rule's own."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from research.errors import UserError
+from research.fit.lr_rule import CONDITION_KEYS, DEFAULT_BOOTSTRAP, LEVEL, fit_lr_rule, rule_document
+from research.fsutil import atomic_write_text
+from research.train.sweep_dir import SweepDir
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _conditions(sweep: SweepDir, frame, design: dict) -> dict:
+    """The [train]/[model]/[data] settings the rule was calibrated under, read from a completed trial."""
+    done = frame[frame["status"] == "completed"]
+    record = _read_json(sweep.trial_dir(done["trial"].iloc[0]) / "trial.json") if len(done) else {}
+    if not record and sweep.lr_rule_path.is_file():  # a reference directory keeps no trials: its rule has them
+        return _read_json(sweep.lr_rule_path).get("conditions") or {}
+    config = record.get("config") if isinstance(record.get("config"), dict) else {}
+    train, model, data = (config.get(k) if isinstance(config.get(k), dict) else {} for k in ("train", "model", "data"))
+    out = {k: train[k] for k in CONDITION_KEYS if k in train}
+    out["seq_len"] = model.get("seq_len")
+    for key in ("tokens", "tokens_per_param"):
+        if design.get(key):
+            out[key] = design[key][0]
+    if train.get("warmup_steps") and train.get("steps"):
+        out["warmup_fraction"] = round(train["warmup_steps"] / train["steps"], 4)
+    out["corpus"], out["tokenizer"] = data.get("corpus"), data.get("tokenizer")
+    out["lr_multipliers"] = design.get("lr_multipliers")
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def fit_lr_sweep_dir(sweep_dir, *, out=None, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
+    """Fit the rule from an lr sweep's results.csv (rebuilt from its trials when DIR has them; a reference
+    directory's table as it is) and write it (default DIR/lr_rule.json)."""
+
+    sweep = SweepDir.require(sweep_dir)
+    sweep_dir = sweep.path
+    record = sweep.record() or {}
+    design = sweep.design()
+    if not sweep.is_lr_sweep():
+        raise UserError(f"{sweep_dir} is a {design.get('kind')!r} sweep, not an lr sweep ([design] kind = \"lr\"); "
+                        "an lr rule is fitted from sizes x lr_multipliers")
+    if bootstrap < 0:
+        raise UserError(f"--bootstrap {bootstrap}: must be 0 or more")
+    if sweep.trials_dir.is_dir():
+        frame = sweep.collect()  # rebuilt from the trials, so it never disagrees with them
+    elif sweep.results_path.is_file():  # a committed reference result: its table is the record
+        import pandas as pd  # lazy: pandas; `scaling --help` and `sweep plan` import this module (recipe)
+
+        frame = pd.read_csv(sweep.results_path)
+    else:
+        raise UserError(f"{sweep_dir} has neither trials/ nor results.csv; run 'scaling sweep run' first")
+    used = frame[frame["status"].isin(["completed", "diverged"])]
+    if used.empty:
+        raise UserError(f"{sweep_dir} has no finished trials yet; run 'scaling sweep run' first")
+    loss = used["final_eval_loss"].where(used["status"] == "completed")  # a diverged run has no usable loss
+    fitted = fit_lr_rule(used["n_params"].to_numpy(float), used["lr"].to_numpy(float), loss.to_numpy(float),
+                         bootstrap=bootstrap, seed=seed)
+    rule = rule_document(fitted, _conditions(sweep, frame, design),
+                         {"sweep": record.get("name"), "date": time.strftime("%Y-%m-%d", time.gmtime()),
+                          "runs": int(len(used)), "pending_or_failed": int(len(frame) - len(used))})
+    path = Path(out) if out else sweep.lr_rule_path
+    atomic_write_text(path, json.dumps(rule, indent=1) + "\n")
+    rule["path"] = str(path)
+    return rule
+
+
+def summary_lines(rule: dict) -> list[str]:
+    """What a finished lr sweep prints: the exponent with its interval and LR* per size."""
+    iv = rule["intervals"]
+    e_iv = iv.get("exponent")
+    level = f"{iv.get('level', LEVEL):.0%}"
+    lines = [f"lr rule: lr = {rule['lr_ref']:.3g} * (N / {rule['n_ref']:,.0f}) ** {rule['exponent']:.3f}"
+             + (f"  (exponent {level} [{e_iv[0]:.3f}, {e_iv[1]:.3f}])" if e_iv else "")
+             + f"; N counts embeddings, calibrated on N in [{rule['n_range'][0]:,.0f}, {rule['n_range'][1]:,.0f}]"]
+    if (rule.get("bootstrap") or {}).get("note"):
+        lines.append(f"  {rule['bootstrap']['note']}")
+    for s in rule["per_size"]:
+        if s.get("refused"):
+            lines.append(f"  N {s['n_params']:>10,.0f}: refused: {s['refused']}")
+        else:
+            s_iv = s.get("interval")
+            lines.append(f"  N {s['n_params']:>10,.0f}: LR* = {s['lr_opt']:.3g}"
+                         + (f" [{s_iv[0]:.3g}, {s_iv[1]:.3g}]" if s_iv else "")
+                         + f", loss* = {s['loss_opt']:.4f} nats/token, {s['n_runs']} runs")
+    return lines

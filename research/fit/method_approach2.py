@@ -1,0 +1,29 @@
+"""Chinchilla Approach 2 (Hoffmann et al. 2022 §3.2): IsoFLOP profiles (research/fit/isoflop.py)."""
+
+from __future__ import annotations
+
+from research.fit.diagnostics import approach2_warnings
+from research.fit.isoflop import fit_approach2
+from research.fit.method import FitInput, Method, allocation_lines, register
+
+
+def fit(inp: FitInput) -> dict:
+    o, t = inp.options, inp.table
+    return fit_approach2(t.df, bootstrap=o.bootstrap, seed=o.seed, level=o.level, budgets=inp.budgets,
+                         convention=t.convention, per_token=inp.per_token,
+                         design_budgets=t.budget_source != t.columns.get("flops"))
+
+
+def describe(r: dict) -> list[str]:
+    lines = allocation_lines("approach2", r) + [f"  slices: {r.get('slices', 'design budgets')}"]
+    for g in r["budgets"]:
+        lines.append(f"  C={g['flops']:.3g}: N_opt={g['n_opt']:.4g} D_opt={g['d_opt']:.4g} "
+                     f"loss={g['loss_opt']:.4f} ({g['n_points']} runs)")
+    for g in r["rejected_budgets"]:
+        lines.append(f"  C={g['flops']:.3g}: refused: {g['reason']}")
+    return lines
+
+
+METHOD = register(Method("approach2", "Chinchilla Approach 2 (IsoFLOP profiles)", fit,
+                         annotate=lambda block, df, kaplan_df: approach2_warnings(block, df),
+                         describe=describe, allocation=True))

@@ -1,0 +1,67 @@
+"""fit.json: serialised once (numpy scalars and arrays to JSON, NaN/inf to null) and written atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from research.fit.agreement import agreement
+from research.fsutil import atomic_write_text, loads_json, read_regular_text
+from research.train.sweep_dir import SweepDir
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def _clean(o):
+    """NaN/inf -> None so the file is strict JSON."""
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, (float, np.floating)) and not math.isfinite(float(o)):
+        return None
+    return o
+
+
+def dumps(obj, **kw) -> str:
+    return json.dumps(_clean(json.loads(json.dumps(obj, default=_json_default))), **kw)
+
+
+def output_path(out: str | None, no_write: bool, sweep_dir: Path | None) -> Path | None:
+    """Where `scaling fit` writes: `out`, else DIR/fit.json for a sweep directory, else nowhere
+    (a plain table, or `no_write`); the folder is created."""
+    if no_write:
+        return None
+    path = Path(out) if out else (SweepDir(sweep_dir).fit_path if sweep_dir is not None else None)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_fit(path, result: dict, merge=True) -> Path:
+    """Write (merging into an existing file: methods not re-run are kept) atomically."""
+    path = Path(path)
+    data = {}
+    if merge and path.exists():
+        try:  # a device or directory at the path is refused, never read (/dev/zero never ends)
+            data = loads_json(read_regular_text(path, "fit file"), f"fit file {path}")
+        except json.JSONDecodeError:
+            data = {}
+        if not isinstance(data, dict):  # not a fit record: replaced, as an unreadable one is
+            data = {}
+    data.update(result)
+    if merge and "agreement" in result:  # compare every approach the merged file holds, not only this run's
+        data["agreement"] = agreement(data)
+    atomic_write_text(path, dumps(data, indent=1))
+    return path

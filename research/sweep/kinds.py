@@ -1,0 +1,20 @@
+"""The registry of [design] kinds: each is one module (research/sweep/kind_<name>.py) that
+registers a `research.sweep.kind.DesignKind`; the import below names each once (in the order
+error messages list them). The parser and the planner look a kind up here by name."""
+
+from __future__ import annotations
+
+from research.sweep import (  # noqa: F401 - importing a kind's module registers it; one line per kind
+    kind_isoflop,
+    kind_grid,
+    kind_branches,
+    kind_lr,
+)
+from research.sweep.kind import COMMON_KEYS, DesignKind, registered
+
+KINDS: dict[str, DesignKind] = registered()  # isoflop, grid, branches, lr
+
+
+def design_keys(kind: str) -> frozenset[str]:
+    """Every [design] key a kind takes."""
+    return COMMON_KEYS | KINDS[kind].keys
