@@ -149,10 +149,10 @@ def sweep_sections():
 
 
 def sweep_file_page() -> str:
-    from research.sweep.design import DESIGN_KEYS
+    from research.sweep.kinds import KINDS, design_keys
 
     def kinds(key: str) -> str:
-        return ", ".join(k for k, keys in DESIGN_KEYS.items() if key in keys) or "-"
+        return ", ".join(k for k in KINDS if key in design_keys(k)) or "-"
 
     lines = [HEADER, "# Run-file and sweep-file keys\n\n",
              "A **run file** (`scaling train RUN.toml`) has the sections `[data]`, `[model]`, `[train]` and "
