@@ -116,9 +116,12 @@ def loads_json(text: str, what: str, limit: int = MAX_NESTING):
 
 
 def read_json(path: str | Path) -> dict | None:
+    """A JSON file the harness wrote, or None when it is missing or unreadable as one: a device,
+    pipe or directory in its place is never read (it may never end), nor one over MAX_FILE_BYTES
+    or nested past MAX_NESTING. Callers that must tell the user why use read_regular_text."""
     try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return loads_json(read_regular_text(path, "file"), str(path))
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UserError):
         return None
 
 
