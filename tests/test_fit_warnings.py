@@ -222,7 +222,9 @@ def test_approach3_irreducible_loss_at_zero_is_flagged():
     df, law = _study_like_table(101)
     fit = run_approach3(df, bootstrap=50, seed=0, grid="small")
     lo, hi = fit["bootstrap"]["intervals"]["a"]
-    assert fit["E"] < 1e-3 and not lo <= law.a <= hi  # the collapsed fit excludes the true a (0.714)
+    assert fit["E"] < 1e-3 and lo <= hi  # the point fit collapses onto E = 0 ...
+    assert abs(fit["a"] - law.a) > 0.1  # ... with an a far from the true 0.714 (the old multi-start's interval
+    # excluded the truth too; variable projection's resamples leave the basin more often, so its interval is wider)
     assert any("put the irreducible loss at zero" in w for w in dg.approach3_warnings(fit, df))
     ok = {"E": 1.4, "A": 9.3, "B": 1.4e4, "alpha": 0.31, "beta": 0.78}
     assert not any("at zero" in w for w in dg.approach3_warnings(ok, df))  # a fit with E in place: silent
