@@ -116,7 +116,7 @@ def test_design_support_counts_points_sizes_and_budgets():
 def test_default_budgets_stay_near_the_fitted_range_and_raise_no_extrapolation_warning(c_max):
     import pandas as pd
 
-    from research.fit import diagnostics as dg
+    from research.fit import agreement as dg
     from research.fit.core import default_budgets
 
     df = pd.DataFrame({"N": [1e4, 2e4, 4e4], "D": [1e6] * 3, "C": [c_max / 8, c_max / 3, c_max]})

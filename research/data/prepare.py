@@ -44,6 +44,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
