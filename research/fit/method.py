@@ -125,4 +125,6 @@ def register(method: Method) -> Method:
 
 
 def registered() -> dict[str, Method]:
-    return dict(_REGISTRY)
+    """Every registered method, by name in sorted order (approach1, approach2, approach3, kaplan, ...),
+    so listings, choices and warnings do not depend on which module a process happened to import first."""
+    return dict(sorted(_REGISTRY.items()))

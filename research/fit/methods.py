@@ -13,7 +13,7 @@ from research.fit import (  # noqa: F401 - importing a method's module registers
 )
 from research.fit.method import Method, registered
 
-METHODS: dict[str, Method] = registered()  # in registration order: approach1, approach2, approach3, kaplan
+METHODS: dict[str, Method] = registered()  # sorted by name: approach1, approach2, approach3, kaplan
 
 
 def method(name: str) -> Method:
