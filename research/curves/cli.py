@@ -81,6 +81,16 @@ def register(subparsers) -> None:
     _register_trunks_only(s)
 
 
+def _table_out(args):
+    """--out as a Path, never the sweep's own results.csv (a derived table must not replace it)."""
+    from pathlib import Path
+
+    out = Path(args.out)
+    if out.resolve() == (Path(args.sweep) / "results.csv").resolve():
+        raise UserError(f"--out {out} is the sweep's own results.csv; write the table elsewhere")
+    return out
+
+
 def _register_offsets(s) -> None:
     off = s.add_parser(
         "offsets", help="per-trunk offsets from a curve fit; a results table with corrected final losses",
@@ -98,14 +108,10 @@ def _register_offsets(s) -> None:
 
 
 def cmd_offsets(args) -> int:
-    from pathlib import Path
-
     from research.curves.offsets import corrected_results  # lazy: --help builds every parser; the curve fits and pandas ~1 s
     from research.fsutil import atomic_write_text  # lazy: as above
 
-    out = Path(args.out)
-    if out.resolve() == (Path(args.sweep) / "results.csv").resolve():
-        raise UserError(f"--out {out} is the sweep's own results.csv; write the corrected table elsewhere")
+    out = _table_out(args)
     frame, sizes = corrected_results(args.sweep, args.law, args.loss_col)
     atomic_write_text(out, frame.to_csv(index=False))
     record = {"sweep": str(args.sweep), "law": args.law, "loss_col": args.loss_col, "out": str(out),
@@ -138,14 +144,10 @@ def _register_trunks_only(s) -> None:
 
 
 def cmd_trunks_only(args) -> int:
-    from pathlib import Path
-
     from research.curves.trunks_only import trunks_only  # lazy: as above
     from research.fsutil import atomic_write_text  # lazy: as above
 
-    out = Path(args.out)
-    if out.resolve() == (Path(args.sweep) / "results.csv").resolve():
-        raise UserError(f"--out {out} is the sweep's own results.csv; write the table elsewhere")
+    out = _table_out(args)
     frame, summary = trunks_only(args.sweep, args.keep, args.law, args.loss_col)
     atomic_write_text(out, frame.to_csv(index=False))
     summary["out"] = str(out)
