@@ -31,7 +31,8 @@ class _MethodChoices:
 
 
 METHOD_CHOICES = _MethodChoices()
-PUBLISHED_NAMES = ("chinchilla", "chinchilla-approach1", "chinchilla-approach2", "chinchilla-approach3",
+PUBLISHED_NAMES = ("chinchilla", "chinchilla-approach1", "chinchilla-approach1-line", "chinchilla-approach2",
+                   "chinchilla-approach3",
                    "chinchilla-rounded", "epoch-2024", "kaplan-2020", "muennighoff-2023", "deepseek-2024")
 
 
@@ -262,7 +263,7 @@ def optimal_handler(args) -> int:
         row = optimum(law, c)
         row["law_source"] = law.source
         row["law_form"] = law.describe()
-        notes = list(getattr(law, "notes", []))
+        notes = law.notes_at(c)
         if row["loss"] is None and not notes:
             notes.append("loss unavailable for this law")
         row["notes"] = notes

@@ -20,11 +20,16 @@ law's `source` names the paper and the table or equation):
   E 1.69337, A 406.401, B 410.723, α 0.33917, β 0.28491: 40.4B parameters at 5.76e23 FLOPs,
   the paper's "40B". ``chinchilla-rounded`` keeps the constants as printed in eq. 10
   (E 1.69, A 406.4, B 410.7, α 0.34, β 0.28); the rounding alone moves N_opt at 5.76e23 to 32.2B.
-* ``chinchilla-approach1``: Hoffmann et al. 2022 Approach 1 (§3.1) as an allocation,
-  N_opt = k·C^a, D_opt = C/(6·N_opt). Table 2 prints a = 0.50; k and the unrounded a are the
-  least-squares line of log N on log C through the nine rows of Table 3 (CHINCHILLA_TABLE3),
-  a = 0.4981, k = 0.09916. Eight rows lie within 0.4% of the line in N; the 67B row sits 1.2%
-  above it and its 1.5T tokens break C = 6·N·D by 4.7% (6·67e9·1.5e12 = 6.03e23 ≠ 5.76e23).
+* ``chinchilla-approach1``: Hoffmann et al. 2022 Approach 1 (§3.1) as published: the paper prints
+  its Approach-1 allocation only as Table 3 (the exponents a = b = 0.50 are in Table 2; the
+  coefficients are not printed), so the law *is* Table 3 (CHINCHILLA_TABLE3): N_opt and D_opt are
+  read from its rows and interpolated linearly in log C between them; beyond the first and last
+  rows N_opt follows the least-squares line of log N on log C through the nine rows
+  (a = 0.4981, k = 0.09916) and D_opt = C/(6·N_opt). Every row comes back as printed, including
+  the Gopher-budget row (67B, 1.5T at 5.76e23), whose 6·N·D is 6.03e23, 4.7% above its own C:
+  the table is inconsistent there, and `optimal` says so for budgets whose allocation it touches
+  (between the 10B and 175B rows). ``chinchilla-approach1-line`` is that least-squares line with
+  D = C/(6N) everywhere (67.8B / 1.42T at 5.76e23): smooth, and consistent with C = 6ND.
 * ``chinchilla-approach2``: Hoffmann et al. 2022 Approach 2 (§3.2, IsoFLOP profiles) as an
   allocation: a = 0.49 (Table 2); k anchored at the paper's Approach-2 projection for Gopher's
   budget, 63B parameters at 5.76e23 FLOPs (§3.2, Fig. 3 and Fig. 1).
@@ -145,6 +150,10 @@ class ChinchillaLaw:
     def loss_opt(self, flops):
         return self.loss(self.n_opt(flops), self.d_opt(flops))
 
+    def notes_at(self, flops) -> list:
+        """The notes `optimal` prints beside this law's answer at `flops` (none: it predicts loss)."""
+        return []
+
     def params(self) -> dict:
         return {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta,
                 "a": self.a, "b": self.b, "G": self.G}
@@ -179,11 +188,57 @@ class AllocationLaw:
     def loss_opt(self, flops):
         return None
 
+    def notes_at(self, flops) -> list:
+        """The notes `optimal` prints beside this law's answer at `flops`."""
+        return list(self.notes)
+
     def params(self) -> dict:
         return {"k_N": self.k_N, "a": self.a, "k_D": self.k_D, "b": self.b}
 
     def describe(self) -> str:
         return f"N_opt = {self.k_N:.4g}·C^{self.a:.4g}, D_opt = {self.k_D:.4g}·C^{self.b:.4g}"
+
+
+@dataclass
+class TableAllocationLaw(AllocationLaw):
+    """A published allocation table as the law: N_opt and D_opt log-linearly interpolated in C
+    between the rows (C, N, D); beyond the first and last rows N_opt = N_row·(C/C_row)^a (the
+    law's own least-squares exponent a) and D_opt = C/(6·N_opt). `k_N`, `a` describe that line."""
+
+    rows: tuple = ()  # ((C, N, D), ...) sorted by C
+    row_notes: tuple = ()  # ((C_lo, C_hi, note), ...): a note for budgets whose interpolation touches a flawed row
+
+    def _log_interp(self, flops, column):
+        c = np.log(np.asarray([r[0] for r in self.rows], float))
+        y = np.log(np.asarray([r[column] for r in self.rows], float))
+        x = np.log(np.asarray(flops, float))
+        return np.exp(np.interp(x, c, y))
+
+    def _inside(self, flops):
+        return (np.asarray(flops) >= self.rows[0][0]) & (np.asarray(flops) <= self.rows[-1][0])
+
+    def _edge_n(self, flops):
+        flops = np.asarray(flops, float)
+        lo, hi = self.rows[0], self.rows[-1]
+        edge = np.where(flops < lo[0], lo[1] * (flops / lo[0]) ** self.a, hi[1] * (flops / hi[0]) ** self.a)
+        return edge
+
+    def n_opt(self, flops):
+        out = np.where(self._inside(flops), self._log_interp(flops, 1), self._edge_n(flops))
+        return out if np.ndim(out) else float(out)
+
+    def d_opt(self, flops):
+        out = np.where(self._inside(flops), self._log_interp(flops, 2),
+                       np.asarray(flops, float) / (FLOPS_PER_PARAM_TOKEN * self._edge_n(flops)))
+        return out if np.ndim(out) else float(out)
+
+    def notes_at(self, flops) -> list:
+        return [*self.notes, *(note for lo, hi, note in self.row_notes if lo < flops < hi)]
+
+    def describe(self) -> str:
+        lo, hi = self.rows[0], self.rows[-1]
+        return (f"table of {len(self.rows)} rows, C {lo[0]:.3g}..{hi[0]:.3g}, log-interpolated "
+                f"(N_opt ≈ {self.k_N:.4g}·C^{self.a:.4g} across it; outside, that exponent and D = C/(6N))")
 
 
 def six_n_allocation(k_n: float, a: float, name: str, source: str, notes=()) -> AllocationLaw:
@@ -218,6 +273,26 @@ def _alloc(k_n, a, name, source, data_range=CHINCHILLA_RANGE, notes=()):
     return make
 
 
+GOPHER_ROW_NOTE = (
+    "Table 3's Gopher-budget row (67B, 1.5T at 5.76e23 FLOPs) is inconsistent as printed: 6*N*D = 6.03e23, 4.7% "
+    "above its C, and 67B is 1.2% off the line through the other rows; this answer is interpolated through it "
+    "as published (chinchilla-approach1-line gives the smooth C = 6ND allocation)")
+
+
+def chinchilla_approach1_table() -> TableAllocationLaw:
+    rows = tuple((c, n, d) for n, c, d in CHINCHILLA_TABLE3)
+    gopher = [i for i, (n, c, d) in enumerate(CHINCHILLA_TABLE3) if c == 5.76e23][0]
+    return TableAllocationLaw(
+        k_N=CHINCHILLA_A1_K, a=CHINCHILLA_A1_EXPONENT, k_D=1.0 / (FLOPS_PER_PARAM_TOKEN * CHINCHILLA_A1_K),
+        b=1.0 - CHINCHILLA_A1_EXPONENT, name="chinchilla-approach1",
+        source="Hoffmann et al. 2022, Approach 1 (§3.1), Table 3 as printed: N_opt and D_opt interpolated "
+               "log-linearly in C between its nine rows; beyond them N_opt ∝ C^0.4981 (the least-squares line "
+               "through the rows) and D = C/(6N)",
+        notes=["loss unavailable: chinchilla-approach1 publishes only the allocation"],
+        data_range=CHINCHILLA_RANGE, rows=rows,
+        row_notes=((rows[gopher - 1][0], rows[gopher + 1][0], GOPHER_ROW_NOTE),))
+
+
 PUBLISHED = {
     "chinchilla": _chinchilla(
         1.69337, 406.401, 410.723, 0.33917, 0.28491, "chinchilla",
@@ -228,10 +303,11 @@ PUBLISHED = {
     "chinchilla-rounded": _chinchilla(
         1.69, 406.4, 410.7, 0.34, 0.28, "chinchilla-rounded",
         "Hoffmann et al. 2022, Approach 3 (§3.3, eq. 10) as printed (rounded; 32B at 5.76e23, not 40B)"),
-    "chinchilla-approach1": _alloc(
-        CHINCHILLA_A1_K, CHINCHILLA_A1_EXPONENT, "chinchilla-approach1",
-        "Hoffmann et al. 2022, Approach 1 (§3.1; Table 2 a = 0.50): N_opt = k*C^a through Table 3's rows "
-        f"(least squares: a = {CHINCHILLA_A1_EXPONENT}, k = {CHINCHILLA_A1_K}); D = C/(6N)"),
+    "chinchilla-approach1": chinchilla_approach1_table,
+    "chinchilla-approach1-line": _alloc(
+        CHINCHILLA_A1_K, CHINCHILLA_A1_EXPONENT, "chinchilla-approach1-line",
+        "Hoffmann et al. 2022, Approach 1 (§3.1; Table 2 a = 0.50): N_opt = k*C^a, the least-squares line through "
+        f"Table 3's rows (a = {CHINCHILLA_A1_EXPONENT}, k = {CHINCHILLA_A1_K}); D = C/(6N)"),
     "chinchilla-approach2": _alloc(
         CHINCHILLA_A2_ANCHOR_N / CHINCHILLA_A2_ANCHOR_FLOPS**CHINCHILLA_A2_EXPONENT, CHINCHILLA_A2_EXPONENT,
         "chinchilla-approach2",
