@@ -57,6 +57,26 @@ def test_crossover_of_frontiers_that_cross():
     assert np.isnan(crossover(a, compute_shifted(a, 2.0), (1e8, 1e22)))  # parallel frontiers never cross
 
 
+def test_frontiers_that_cross_twice_report_the_crossing_nearest_the_budgets():
+    # the GELU (a) and SwiGLU (b) demo laws of results/reference/compare-gelu-vs-swiglu-cpu2 (rounded): their
+    # frontiers cross below the budgets and again inside them; the smallest crossing used to be reported
+    from research.fit.compare import all_crossovers
+    a = ChinchillaLaw(1.7569, 8573.9, 8.2140e6, 1.11874, 1.28319)
+    b = ChinchillaLaw(1.7228, 5869.7, 1.2432e6, 1.06985, 1.13778)
+    window = (7.07e7, 5.66e14)
+    grid = np.geomspace(*window, 20001)
+    sign = np.sign(a.loss_opt(grid) - b.loss_opt(grid))
+    brute = grid[np.flatnonzero(sign[:-1] != sign[1:])]
+    listed = all_crossovers(a, b, window)
+    assert len(brute) == len(listed) == 2
+    for x, g in zip(listed, brute):
+        assert x == pytest.approx(g, rel=2e-3) and np.isclose(a.loss_opt(x), b.loss_opt(x), rtol=1e-9)
+    assert float(crossover(a, b, window)) == pytest.approx(listed[0], rel=1e-6)  # default: the smallest
+    centre = np.sqrt(7.07e10 * 5.66e11)  # the sweeps' budgets
+    assert float(crossover(a, b, window, near=centre)) == pytest.approx(listed[1], rel=1e-6)
+    assert 7.07e10 < listed[1] < 5.66e11 and listed[0] < 7.07e10
+
+
 def test_known_multiplier_recovered_within_its_interval(tmp_path):
     inside, detected = 0, 0
     for seed in range(20):

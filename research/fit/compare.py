@@ -8,8 +8,10 @@ L*(C) = L(N_opt(C), D_opt(C)), its compute-optimal allocation (research/fit/allo
     multiplier(C) = C_A / C,  where L*_A(C_A) = L*_B(C)
 
 is how much compute A needs to reach the loss B reaches with C: 2 means B is worth twice the
-compute at C; below 1, B is worse. The crossover is the smallest budget in the search window
-where the two frontiers are equal (the multiplier passes 1).
+compute at C; below 1, B is worse. A crossover is a budget in the search window where the two
+frontiers are equal (the multiplier passes 1). Two frontiers of this form can cross more than once
+(e.g. once inside the budgets and once far below them); every crossing in the window is listed, and
+the one reported (and bootstrapped) is the crossing nearest the sweeps' budgets (in log C).
 
 Intervals come from the fits' own bootstrap: each sweep is resampled as `scaling fit` resamples it
 (research.fit.approach3.bootstrap_weights: (N, D) points with replacement, then their seed
@@ -321,16 +323,22 @@ def multiplier(law_a: ChinchillaLaw, law_b: ChinchillaLaw, flops):
 
 
 def crossover(law_a: ChinchillaLaw, law_b: ChinchillaLaw, window: tuple[float, float], points: int = 241,
-              iters: int = 50):
-    """The smallest budget in `window` where the frontiers are equal (nan where they do not cross there),
-    for every law pair (parameters broadcast; result shape of the parameters less the budget axis)."""
+              iters: int = 50, near: float | None = None):
+    """A budget in `window` where the frontiers are equal (nan where they do not cross there), for every
+    law pair (parameters broadcast; result shape of the parameters less the budget axis): the crossing
+    nearest `near` in log C, or the smallest one without `near`."""
     grid = np.geomspace(window[0], window[1], points)
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.log(law_a.loss_opt(grid)) - np.log(law_b.loss_opt(grid))  # (..., points)
     sign = np.sign(diff)
     change = (sign[..., :-1] * sign[..., 1:] < 0) | (sign[..., :-1] == 0)
     has = change.any(axis=-1)
-    first = np.argmax(change, axis=-1)
+    if near is None:
+        first = np.argmax(change, axis=-1)
+    else:
+        mid_log = 0.5 * (np.log(grid[:-1]) + np.log(grid[1:]))
+        distance = np.where(change, np.abs(mid_log - math.log(near)), np.inf)
+        first = np.argmin(distance, axis=-1)
     lo, hi = np.log(grid[first]), np.log(grid[np.minimum(first + 1, points - 1)])
     lo, hi = lo[..., None], hi[..., None]
     s_lo = np.take_along_axis(sign, first[..., None], axis=-1)
@@ -342,6 +350,16 @@ def crossover(law_a: ChinchillaLaw, law_b: ChinchillaLaw, window: tuple[float, f
             same = s_mid == s_lo
             lo, hi = np.where(same, mid, lo), np.where(same, hi, mid)
     return np.where(has, np.exp(0.5 * (lo + hi))[..., 0], np.nan)
+
+
+def all_crossovers(law_a: ChinchillaLaw, law_b: ChinchillaLaw, window: tuple[float, float],
+                   points: int = 241) -> list[float]:
+    """Every budget in `window` where the two (point-estimate) frontiers are equal, ascending."""
+    grid = np.geomspace(window[0], window[1], points)
+    with np.errstate(invalid="ignore", over="ignore"):
+        sign = np.sign(np.log(law_a.loss_opt(grid)) - np.log(law_b.loss_opt(grid))).reshape(-1, points)[0]
+    where = np.flatnonzero((sign[:-1] * sign[1:] < 0) | (sign[:-1] == 0))
+    return [float(np.ravel(crossover(law_a, law_b, (grid[i], grid[i + 1]), points=2))[0]) for i in where]
 
 
 def _interval(samples, level: float) -> list:
@@ -422,11 +440,13 @@ def summarize(fa: SweepFit, fb: SweepFit, prov: dict | None = None, notes: list 
         rows.append(row)
     lo_all, hi_all = min(range_a[0], range_b[0]), max(range_a[1], range_b[1])
     window = (lo_all / 10 ** CROSSOVER_DECADES, hi_all * 10 ** CROSSOVER_DECADES)
-    cross = {"window": list(window), "flops": _finite(crossover(law_a, law_b, window)[0])}
+    centre = math.sqrt(lo_all * hi_all)  # the crossing reported is the one nearest the budgets
+    cross = {"window": list(window), "flops": _finite(crossover(law_a, law_b, window, near=centre)[0]),
+             "all": all_crossovers(law_a, law_b, window)}
     if cross["flops"] is not None:
         cross["extrapolated"] = not (_inside(cross["flops"], range_a) and _inside(cross["flops"], range_b))
     if boot:
-        xs = crossover(sa, sb, window)
+        xs = crossover(sa, sb, window, near=centre)
         ok = np.all(np.isfinite(fa.thetas), axis=1) & np.all(np.isfinite(fb.thetas), axis=1)
         crossed = np.isfinite(xs[ok])
         cross["fraction_of_resamples"] = float(np.mean(crossed)) if ok.any() else None

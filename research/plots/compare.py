@@ -112,6 +112,9 @@ def report_lines(r: dict) -> list[str]:
     if x["flops"] is not None:
         lines.append(f"crossover (frontiers equal): C = {x['flops']:.3g}{_iv(x, '.3g')}"
                      + (" (extrapolated: outside a sweep's budgets)" if x.get("extrapolated") else ""))
+        if len(x.get("all") or ()) > 1:
+            lines.append(f"  the frontiers cross {len(x['all'])} times in {window} FLOPs, at "
+                         + ", ".join(f"{c:.3g}" for c in x["all"]) + "; the one nearest the budgets is reported")
     else:
         lines.append(f"crossover: none in {window} FLOPs" + (f" ({x['fraction_of_resamples']:.0%} of the resamples "
                                                              "cross there)" if x.get("fraction_of_resamples") else ""))
