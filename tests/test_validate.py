@@ -4,7 +4,9 @@ import dataclasses
 import json
 import math
 import subprocess
+import warnings
 
+import jax
 import pytest
 
 from research.errors import UserError
@@ -64,7 +66,12 @@ def test_rung_trains_n_opt_and_neighbours_and_scores_the_prediction(tmp_path):
     def run_trials(rung_plan, dirs):
         LocalRunner(rung_plan, out, live=False).run(dirs)
 
-    block = run_rung(p, out, run_trials)
+    jax.numpy.ones(1).block_until_ready()  # JAX started in this process, as in a sweep's fit before its rung
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        block = run_rung(p, out, run_trials)
+    # each trial is a fresh Python (fork then exec): JAX's "os.fork() was called" warning must not reach the user
+    assert not [w for w in caught if "os.fork()" in str(w.message)]
     (target,) = block["targets"]
     law = ChinchillaLaw(**LAW)
     # the ladder shape nearest the law's N_opt (log scale), and one step either side, counted independently

@@ -33,7 +33,7 @@ from research.sweep.collect import fmt_seconds
 from research.sweep.plan import DEFAULT_FLOPS_PER_S, Plan
 from research.sweep.trial import run_trial, write_trial
 from research.train.sweep_dir import SweepDir, branch_blocked, steps_done, trial_role, trial_status
-from research.sweep.warm import WarmProcess, WarmWorker
+from research.sweep.warm import WarmProcess, WarmWorker, popen_python
 
 EXIT_DIVERGED = 3
 
@@ -259,9 +259,9 @@ class LocalRunner:
                     self._say(f"warning: {err}; starting a fresh process per trial instead")
                     self.worker = None
             if proc is None:
-                proc = subprocess.Popen([sys.executable, "-m", "research", "sweep", "trial", str(trial_dir)],
-                                        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
-                                        preexec_fn=_die_with_parent)
+                proc = popen_python([sys.executable, "-m", "research", "sweep", "trial", str(trial_dir)],
+                                    stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
+                                    preexec_fn=_die_with_parent)
         _events(self.sweep_dir, trial=trial_dir.name, event="start", attempt=attempt, pid=proc.pid)
         return _Running(trial_dir, proc, claim, slot, attempt)
 

@@ -32,12 +32,23 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 PRELOAD = ("jax", "jax.numpy", "flax.nnx", "optax", "orbax.checkpoint", "numpy",
            "research.cli", "research.data", "research.train.loop", "research.train.step",
            "research.train.checkpoint", "research.sweep.trial", "research.sweep.cli")
 
+
+
+def popen_python(argv: list[str], **kwargs) -> subprocess.Popen:
+    """subprocess.Popen for a child that execs a fresh Python at once. JAX, once imported (the sweep's
+    fit runs before a validation rung), warns at every os.fork() that forking multithreaded code may
+    deadlock; that applies to a child that keeps running the parent's code, not to fork-then-exec, so
+    the warning is silenced for this call only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        return subprocess.Popen(argv, **kwargs)
 
 def _pdeathsig(sig: int) -> None:
     """Receive `sig` when the parent dies, even by SIGKILL (Linux; elsewhere nothing)."""
@@ -157,8 +168,8 @@ class WarmWorker:
 
     def _start(self) -> None:
         self.started += 1
-        self.proc = subprocess.Popen([sys.executable, "-m", "research.sweep.warm"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=self.env, preexec_fn=lambda: _pdeathsig(signal.SIGTERM))
+        self.proc = popen_python([sys.executable, "-m", "research.sweep.warm"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, env=self.env, preexec_fn=lambda: _pdeathsig(signal.SIGTERM))
         self._lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, args=(self.proc.stdout, self._lines), daemon=True).start()
         message = self._next(self.start_timeout)
