@@ -178,4 +178,3 @@ def branch_horizons(design, counts, convention: str, requested: float):
         if not low <= wanted / counts.n_params <= high:
             coords["outside"] = True
         yield coords, wanted
-

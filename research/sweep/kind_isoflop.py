@@ -100,4 +100,3 @@ class IsoflopDesign(Design):
                 requested = math.sqrt(budget / (ratio * m))
                 tokens = budget / counts.flops_per_token(convention)
                 yield model, counts, {"budget": budget, "requested_n": requested, "requested_tokens_per_param": m}, tokens
-

@@ -52,4 +52,3 @@ class LrDesign(Design):
         for model, counts, coords, wanted in sizes_x_horizons(self, planner):
             for multiplier in sorted(set(self.lr_multipliers)):
                 yield model, counts, {**coords, "lr_multiplier": float(multiplier)}, wanted
-
