@@ -121,14 +121,13 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def key_rows(section: str, cls, *, skip=(), extra_columns=None) -> list[str]:
+def key_rows(section: str, cls, *, skip=()) -> list[str]:
     notes = {**docstring_fields(cls), **{k: v for k, v in field_comments(cls).items() if v}}
     rows = []
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        extra = f" {extra_columns(f.name)} |" if extra_columns else ""
-        rows.append(f"| `{section}.{f.name}` | `{_cell(str(f.type))}` | {_cell(_default(f))} |{extra} "
+        rows.append(f"| `{section}.{f.name}` | `{_cell(str(f.type))}` | {_cell(_default(f))} | "
                     f"{_cell(notes.get(f.name, ''))} |")
     return rows
 
@@ -136,23 +135,20 @@ def key_rows(section: str, cls, *, skip=(), extra_columns=None) -> list[str]:
 def sweep_sections():
     """(section, class, skip, intro) for every typed section of a run or sweep file."""
     from research.config import SECTIONS, WandbConfig
-    from research.sweep.design import DesignConfig
+    from research.sweep.kind import Design
     from research.sweep.recipe import AspectRatioRecipe
     from research.sweep.slurm import SlurmOptions
 
     out = [(name, cls, (), "run and sweep files") for name, cls in SECTIONS.items()]
     out.append(("logging.wandb", WandbConfig, (), "run and sweep files"))
-    out.append(("design", DesignConfig, (), "sweep files only"))
+    out.append(("design", Design, (), "sweep files only"))
     out.append(("recipe", AspectRatioRecipe, (), "sweep files only (the default recipe class)"))
     out.append(("slurm", SlurmOptions, ("folder",), "sweep files only (`--executor slurm`)"))
     return out
 
 
 def sweep_file_page() -> str:
-    from research.sweep.kinds import KINDS, design_keys
-
-    def kinds(key: str) -> str:
-        return ", ".join(k for k in KINDS if key in design_keys(k)) or "-"
+    from research.sweep.kinds import KINDS
 
     lines = [HEADER, "# Run-file and sweep-file keys\n\n",
              "A **run file** (`scaling train RUN.toml`) has the sections `[data]`, `[model]`, `[train]` and "
@@ -171,18 +167,30 @@ def sweep_file_page() -> str:
         lines.append(f"## `[{section}]`\n\n")
         lines.append(f"In {where}. Defined by `{cls.__module__}.{cls.__qualname__}`." + (f" {intro}" if intro else "")
                      + "\n\n")
+        lines.append("| key | type | default | meaning |\n|---|---|---|---|\n")
         if section == "design":
-            lines.append("| key | type | default | kinds | meaning |\n|---|---|---|---|---|\n")
-            lines += [r + "\n" for r in key_rows(section, cls, skip=skip, extra_columns=kinds)]
-        else:
-            lines.append("| key | type | default | meaning |\n|---|---|---|---|\n")
-            lines += [r + "\n" for r in key_rows(section, cls, skip=skip)]
-            if section == "recipe":
-                lines.append("| `recipe.class` | `str` | `'research.sweep.recipe:AspectRatioRecipe'` | another recipe "
-                             "class, `module:Class` or `file.py:Class` (relative to the sweep file); its fields "
-                             "replace the keys above |\n")
+            lines.append(f"| `design.kind` | `str` | required | which kind's keys apply: "
+                         f"{', '.join(repr(k) for k in KINDS)} (below) |\n")
+        lines += [r + "\n" for r in key_rows(section, cls, skip=skip)]
+        if section == "design":
+            lines += kind_tables(KINDS)
+        if section == "recipe":
+            lines.append("| `recipe.class` | `str` | `'research.sweep.recipe:AspectRatioRecipe'` | another recipe "
+                         "class, `module:Class` or `file.py:Class` (relative to the sweep file); its fields "
+                         "replace the keys above |\n")
         lines.append("\n")
     return "".join(lines).rstrip("\n") + "\n"
+
+
+def kind_tables(kinds: dict) -> list[str]:
+    """One table per [design] kind: its own keys (beside the common ones above), from its class."""
+    lines = []
+    for name, cls in kinds.items():
+        doc = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
+        lines.append(f"\n### `kind = \"{name}\"`\n\n{doc} Defined by `{cls.__module__}.{cls.__qualname__}`; "
+                     "it also takes the keys above.\n\n| key | type | default | meaning |\n|---|---|---|---|\n")
+        lines += [r + "\n" for r in key_rows("design", cls, skip=set(cls.keys()) - set(cls.own_keys()))]
+    return lines
 
 
 def pages() -> dict[Path, str]:

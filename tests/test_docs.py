@@ -60,14 +60,14 @@ def test_every_command_is_documented():
 
 def test_every_run_and_sweep_file_key_is_documented():
     from research.config import SECTIONS, WandbConfig
-    from research.sweep.design import DesignConfig
+    from research.sweep.kind import Design
     from research.sweep.kinds import KINDS, design_keys
     from research.sweep.recipe import AspectRatioRecipe
     from research.sweep.slurm import SlurmOptions
 
     page = (DOCS / "reference" / "sweep-file.md").read_text()
     rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([\w.]+)` \|(.*)$", page, flags=re.M)}
-    sections = {**SECTIONS, "logging.wandb": WandbConfig, "design": DesignConfig, "recipe": AspectRatioRecipe,
+    sections = {**SECTIONS, "logging.wandb": WandbConfig, "design": Design, "recipe": AspectRatioRecipe,
                 "slurm": SlurmOptions}
     keys = {f"{s}.{f.name}" for s, cls in sections.items() for f in dataclasses.fields(cls)} - {"slurm.folder"}
     keys |= {f"design.{k}" for kind in KINDS for k in design_keys(kind)} | {"name", "recipe.class"}

@@ -4,7 +4,8 @@ Every section goes through the same typed path as [data]/[model]/[train]
 (`research.config.section_from_dict`): unknown keys get a did-you-mean line, wrong types and
 non-finite numbers a one-line error, and the value checks below run before anything is planned.
 
-    [design]   DesignConfig: which (budget, N, D) points to train
+    [design]   which (budget, N, D) points to train: `kind` picks the kind's own config class
+               (research/sweep/kind_<name>.py, research/sweep/kind.py says what a kind is)
     [recipe]   a recipe class and its constructor arguments (research/sweep/recipe.py)
     [slurm]    research.sweep.slurm.SlurmOptions, less `folder` (the sweep's own slurm/ directory)
 
@@ -17,44 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
 
-from research.config import FLOP_CONVENTIONS, DecayShape, FlopConvention, section_from_dict
+from research.config import section_from_dict
 from research.errors import UserError, closest
-from research.sweep.kinds import KINDS, design_keys
+from research.sweep.kind import Design
+from research.sweep.kinds import KINDS
 
-MAX_SEEDS = 64
-MAX_POINTS = 10_000  # design points in one sweep
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-
-@dataclass(frozen=True)
-class DesignConfig:
-    """[design]: kind "isoflop" (budgets x sizes), "grid" (sizes x horizons), "branches" (sizes x
-    horizons, trained as one constant-LR trunk per size with a cooldown branch per horizon) or "lr"
-    (sizes x peak-LR multipliers at one horizon, for research/fit/lr_rule.py). See plan.py.
-
-    The one typed record of the TOML table; each kind (research/sweep/kind_<name>.py, looked up in
-    research.sweep.kinds.KINDS) takes its own subset of these fields, checks them and plans from them."""
-
-    kind: str  # "isoflop", "grid", "branches" or "lr": which keys below apply
-    budgets: list[float] | None = None  # isoflop: training FLOPs under flops_convention
-    tokens_per_param: list[float] | None = None  # isoflop: [low, high]; grid: the horizons as D/N
-    sizes: int = 5  # isoflop: model sizes per budget
-    flops_convention: FlopConvention = "6n"  # "6n" or "chinchilla" (see research/model/accounting.py)
-    allow_repeat: bool = False  # allow trials needing more tokens than the training split holds
-    d_model: list[int] | None = None  # grid: widths of the recipe's shapes ...
-    n_params: list[float] | None = None  # ... or target parameter counts
-    tokens: list[float] | None = None  # grid: horizons in tokens
-    seeds: int = 1  # replicates of every point, [train] seed, seed + 1, ... (init and data order)
-    cooldown_fraction: float = 0.2  # branches: share of each branch's steps in its cooldown
-    cooldown_shape: DecayShape = "1-sqrt"  # branches: "1-sqrt" (Hägele et al. 2024) or "linear"
-    trunk_tokens_per_param: float | None = None  # branches: trunk length as D/N (default: the longest branch's)
-    lr_multipliers: list[float] | None = None  # lr: factors on the recipe's own peak lr for each size
-    allow_mixed_families: bool = False  # allow sizes from several model families of the recipe (e.g. depths)
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+# Keys the one flat [design] record of earlier versions wrote to sweep.json for every kind, at these
+# defaults, whether the kind took them or not: reading an old sweep.json drops them where they do not apply.
+LEGACY_RECORD_DEFAULTS = {"sizes": 5, "cooldown_fraction": 0.2, "cooldown_shape": "1-sqrt"}
 
 
 def check_name(name, source) -> str:
@@ -64,7 +37,9 @@ def check_name(name, source) -> str:
     return name
 
 
-def parse_design(raw) -> DesignConfig:
+def parse_design(raw) -> Design:
+    """[design] as its kind's typed config: `kind` picks the class (research.sweep.kinds.KINDS), whose own
+    checks run on construction; a key the kind does not take is refused naming the kind and its keys."""
     if not isinstance(raw, dict):
         raise UserError(f"[design] must be a table of keys, got {raw!r}"[:200])
     kind = raw.get("kind")
@@ -72,32 +47,32 @@ def parse_design(raw) -> DesignConfig:
         names = [repr(k) for k in KINDS]
         raise UserError(f"[design] kind = {kind!r}: expected {', '.join(names[:-1])} or {names[-1]}"[:200]
                         + closest(str(kind), KINDS))
+    cls = KINDS[kind]
     for key in raw:
-        if key not in design_keys(kind):
-            raise UserError(f"unknown key [design] {key} for kind {kind!r}{closest(key, design_keys(kind))}")
-    design = section_from_dict("design", DesignConfig, raw)
-    if design.flops_convention not in FLOP_CONVENTIONS:
-        raise UserError(f"[design] flops_convention = {design.flops_convention!r}: expected one of {FLOP_CONVENTIONS}"
-                        + closest(design.flops_convention, FLOP_CONVENTIONS))
-    for key in ("budgets", "tokens_per_param", "n_params", "tokens", "d_model", "lr_multipliers"):
-        values = getattr(design, key)
-        if values is None:
-            continue
-        if not values:
-            raise UserError(f"[design] {key} must not be an empty list")
-        if any(v <= 0 for v in values):
-            raise UserError(f"[design] {key}: every value must be greater than 0")
-    if not isinstance(design.seeds, int) or not 1 <= design.seeds <= MAX_SEEDS:
-        raise UserError(f"[design] seeds = {design.seeds!r} must be an integer from 1 to {MAX_SEEDS} "
-                        "(replicates of every point)")
-    points = KINDS[kind].check(design)
-    if points * design.seeds > MAX_POINTS:
-        raise UserError(f"[design] asks for {points * design.seeds:,} design points; at most {MAX_POINTS:,} per sweep "
-                        "(split the study into several sweeps)")
-    for key in ("budgets", "tokens", "n_params"):
-        if any(v > 1e30 for v in getattr(design, key) or ()):
-            raise UserError(f"[design] {key}: values above 1e30 are beyond any trainable model; check the exponent")
-    return design
+        if key not in cls.keys():
+            raise UserError(_unknown_key(key, kind))
+    return section_from_dict("design", cls, {k: v for k, v in raw.items() if k != "kind"})
+
+
+def _unknown_key(key: str, kind: str) -> str:
+    """One line: the key, the kind, the closest key it takes (or the kinds the key belongs to), and its keys."""
+    keys = KINDS[kind].keys()
+    hint = closest(key, keys)
+    if not hint:
+        owners = [repr(name) for name, cls in KINDS.items() if key in cls.keys()]
+        hint = f" (a key of kind {' and '.join(owners)})" if owners else ""
+    return (f"unknown key [design] {key}"[:120] + f" for kind {kind!r}{hint}; kind {kind!r} takes "
+            + ", ".join(keys[1:]))
+
+
+def design_from_record(record) -> Design:
+    """The typed design of a sweep.json "design" block, this version's or an earlier one's (whose flat record
+    also held LEGACY_RECORD_DEFAULTS for kinds that never took them)."""
+    if isinstance(record, dict) and record.get("kind") in KINDS:
+        keys = KINDS[record["kind"]].keys()
+        record = {k: v for k, v in record.items()
+                  if k in keys or k not in LEGACY_RECORD_DEFAULTS or v != LEGACY_RECORD_DEFAULTS[k]}
+    return parse_design(record)
 
 
 def recipe_owned_keys(recipe) -> dict[str, set[str]]:

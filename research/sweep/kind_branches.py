@@ -5,41 +5,55 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 
-from research.config import DECAY_SHAPES, cooldown_steps
+from research.config import DECAY_SHAPES, DecayShape, cooldown_steps
 from research.errors import UserError, closest
-from research.sweep.kind import DesignKind, register
+from research.sweep.kind import Design, register
 
 COOLDOWN_SHAPES = DECAY_SHAPES
 
 
-class BranchesKind(DesignKind):
-    name = "branches"
-    keys = frozenset({"d_model", "n_params", "budgets", "tokens", "tokens_per_param", "cooldown_fraction",
-                      "cooldown_shape", "trunk_tokens_per_param"})
+@register
+@dataclass(frozen=True, kw_only=True)
+class BranchesDesign(Design):
+    """kind "branches": the sizes of a grid, each trained once as a constant-LR trunk, with a WSD cooldown
+    branch ending at each horizon."""
 
-    def check(self, design) -> int:
-        """kind "branches": the checks of its own keys. Returns the point count (before seeds)."""
-        if not 0 < design.cooldown_fraction < 1:
-            raise UserError(f"[design] cooldown_fraction = {design.cooldown_fraction} must lie strictly between 0 and 1 "
+    kind = "branches"
+    huge_keys = ("n_params", "budgets", "tokens")
+
+    d_model: list[int] | None = None  # widths of the recipe's shapes ...
+    n_params: list[float] | None = None  # ... or target parameter counts (the nearest shape's)
+    budgets: list[float] | None = None  # the horizons as IsoFLOP budgets (each size's D = C / FLOPs-per-token) ...
+    tokens: list[float] | None = None  # ... or in tokens ...
+    tokens_per_param: list[float] | None = None  # ... or as D/N; with budgets: [low, high], the D/N range a size joins at
+    cooldown_fraction: float = 0.2  # share of each branch's steps in its cooldown
+    cooldown_shape: DecayShape = "1-sqrt"  # "1-sqrt" (Hägele et al. 2024) or "linear"
+    trunk_tokens_per_param: float | None = None  # trunk length as D/N (default: the longest branch's)
+
+    def check(self) -> int:
+        """The checks of its own keys. Returns the point count (before seeds)."""
+        if not 0 < self.cooldown_fraction < 1:
+            raise UserError(f"[design] cooldown_fraction = {self.cooldown_fraction} must lie strictly between 0 and 1 "
                             "(the share of each branch's steps spent cooling down; 0.2 is the usual choice)")
-        if design.cooldown_shape not in COOLDOWN_SHAPES:
-            raise UserError(f"[design] cooldown_shape = {design.cooldown_shape!r}: expected one of {COOLDOWN_SHAPES}"
-                            + closest(design.cooldown_shape, COOLDOWN_SHAPES))
-        if (design.d_model is None) == (design.n_params is None):
+        if self.cooldown_shape not in COOLDOWN_SHAPES:
+            raise UserError(f"[design] cooldown_shape = {self.cooldown_shape!r}: expected one of {COOLDOWN_SHAPES}"
+                            + closest(self.cooldown_shape, COOLDOWN_SHAPES))
+        if (self.d_model is None) == (self.n_params is None):
             raise UserError("[design] branches needs exactly one of d_model = [...] or n_params = [...] (the sizes)")
-        horizons = [k for k in ("budgets", "tokens") if getattr(design, k) is not None]
-        if design.budgets is None and design.tokens_per_param is not None:
+        horizons = [k for k in ("budgets", "tokens") if getattr(self, k) is not None]
+        if self.budgets is None and self.tokens_per_param is not None:
             horizons.append("tokens_per_param")
         if len(horizons) != 1:
             raise UserError("[design] branches needs exactly one of budgets = [...] (IsoFLOP budgets; tokens_per_param "
                             "= [low, high] bounds them), tokens = [...] or tokens_per_param = [...] (the branch horizons)")
-        if design.budgets is not None and design.tokens_per_param is not None and (
-                len(design.tokens_per_param) != 2 or design.tokens_per_param[0] >= design.tokens_per_param[1]):
+        if self.budgets is not None and self.tokens_per_param is not None and (
+                len(self.tokens_per_param) != 2 or self.tokens_per_param[0] >= self.tokens_per_param[1]):
             raise UserError("[design] with budgets, tokens_per_param must be [low, high] with low < high")
-        if design.trunk_tokens_per_param is not None and not design.trunk_tokens_per_param > 0:
-            raise UserError(f"[design] trunk_tokens_per_param = {design.trunk_tokens_per_param} must be positive")
-        return len(design.d_model or design.n_params) * len(design.budgets or design.tokens or design.tokens_per_param)
+        if self.trunk_tokens_per_param is not None and not self.trunk_tokens_per_param > 0:
+            raise UserError(f"[design] trunk_tokens_per_param = {self.trunk_tokens_per_param} must be positive")
+        return len(self.d_model or self.n_params) * len(self.budgets or self.tokens or self.tokens_per_param)
 
     def check_train(self, train: dict) -> None:
         for key, instead in (("decay_fraction", "cooldown_fraction"), ("decay_shape", "cooldown_shape"),
@@ -48,14 +62,19 @@ class BranchesKind(DesignKind):
                 raise UserError(f"[train] {key} = {train[key]!r}"[:80] + f": a branch design trains constant-LR trunks "
                                 f"and WSD cooldown branches; remove it (set [design] {instead})")
 
-    def plan(self, sweep, planner):
+    def straight_train(self, train):
+        """A branch stands for the straight WSD run to its horizon."""
+        return dataclasses.replace(train, schedule="wsd", decay_fraction=self.cooldown_fraction,
+                                   decay_shape=self.cooldown_shape)
+
+    def plan(self, planner):
         """One constant-LR trunk per size (and seed), one WSD cooldown branch per horizon.
 
         A branch to `steps` leaves its trunk at `steps - cooldown_steps(steps, f)`; the trunk runs to
         the latest such step (or `trunk_tokens_per_param`). Every branch of a size shares the trunk's
         peak LR and warmup, which the recipe must fix per size (horizon_free_hyperparameters), so each
         branch is exactly the straight WSD run to its horizon, whatever else the sweep holds."""
-        design, base = sweep.design, planner.base
+        design, sweep, base = self, planner.sweep, planner.base
         tokens_per_step, available = planner.tokens_per_step, planner.available
         convention = design.flops_convention
         f = design.cooldown_fraction
@@ -159,6 +178,3 @@ def branch_horizons(design, counts, convention: str, requested: float):
         if not low <= wanted / counts.n_params <= high:
             coords["outside"] = True
         yield coords, wanted
-
-
-KIND = register(BranchesKind())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from research.errors import UserError
-from research.sweep.kind import DesignKind, register
+from research.sweep.kind import Design, register
 
 
 def sizes_x_horizons(design, planner):
@@ -16,19 +18,25 @@ def sizes_x_horizons(design, planner):
             yield model, counts, coords, wanted
 
 
-class GridKind(DesignKind):
-    name = "grid"
-    keys = frozenset({"d_model", "n_params", "tokens", "tokens_per_param"})
+@register
+@dataclass(frozen=True, kw_only=True)
+class GridDesign(Design):
+    """kind "grid": model sizes x horizons, every point trained from scratch."""
 
-    def check(self, design) -> int:
-        if (design.d_model is None) == (design.n_params is None):
+    kind = "grid"
+    huge_keys = ("n_params", "tokens")
+
+    d_model: list[int] | None = None  # widths of the recipe's shapes ...
+    n_params: list[float] | None = None  # ... or target parameter counts (the nearest shape's)
+    tokens: list[float] | None = None  # the horizons in tokens ...
+    tokens_per_param: list[float] | None = None  # ... or as D/N
+
+    def check(self) -> int:
+        if (self.d_model is None) == (self.n_params is None):
             raise UserError("[design] grid needs exactly one of d_model = [...] or n_params = [...]")
-        if (design.tokens is None) == (design.tokens_per_param is None):
+        if (self.tokens is None) == (self.tokens_per_param is None):
             raise UserError("[design] grid needs exactly one of tokens = [...] or tokens_per_param = [...]")
-        return len(design.d_model or design.n_params) * len(design.tokens or design.tokens_per_param)
+        return len(self.d_model or self.n_params) * len(self.tokens or self.tokens_per_param)
 
-    def candidates(self, sweep, planner):
-        return sizes_x_horizons(sweep.design, planner)
-
-
-KIND = register(GridKind())
+    def candidates(self, planner):
+        return sizes_x_horizons(self, planner)

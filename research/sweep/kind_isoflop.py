@@ -3,30 +3,39 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from research.errors import UserError
-from research.sweep.kind import DesignKind, register
+from research.sweep.kind import Design, register
 
 MAX_SIZES = 64  # model sizes per budget; an IsoFLOP parabola needs 5-10
 
 
-class IsoflopKind(DesignKind):
-    name = "isoflop"
-    keys = frozenset({"budgets", "tokens_per_param", "sizes"})
+@register
+@dataclass(frozen=True, kw_only=True)
+class IsoflopDesign(Design):
+    """kind "isoflop": FLOP budgets x model sizes, each size's D = C / FLOPs-per-token."""
 
-    def check(self, design) -> int:
-        if not design.budgets:
+    kind = "isoflop"
+    huge_keys = ("budgets",)
+
+    budgets: list[float] | None = None  # training FLOPs under flops_convention (required)
+    tokens_per_param: list[float] | None = None  # [low, high]: the range of D/N each budget spans (default [4, 150])
+    sizes: int = 5  # model sizes per budget, log-spaced in D/N over tokens_per_param
+
+    def check(self) -> int:
+        if not self.budgets:
             raise UserError("[design] isoflop needs budgets = [...] (training FLOPs)")
-        if design.tokens_per_param is not None and (len(design.tokens_per_param) != 2
-                                                    or design.tokens_per_param[0] >= design.tokens_per_param[1]):
+        if self.tokens_per_param is not None and (len(self.tokens_per_param) != 2
+                                                  or self.tokens_per_param[0] >= self.tokens_per_param[1]):
             raise UserError("[design] tokens_per_param must be [low, high] with low < high")
-        if not 1 <= design.sizes <= MAX_SIZES:
-            raise UserError(f"[design] sizes must be an integer from 1 to {MAX_SIZES}, got {design.sizes!r}")
-        return len(design.budgets) * design.sizes
+        if not 1 <= self.sizes <= MAX_SIZES:
+            raise UserError(f"[design] sizes must be an integer from 1 to {MAX_SIZES}, got {self.sizes!r}")
+        return len(self.budgets) * self.sizes
 
-    def candidates(self, sweep, planner):
+    def candidates(self, planner):
         """(model, counts, coords, tokens) per design point; points that cannot get a shape of their own go
         to `dropped` with their reason.
 
@@ -35,7 +44,7 @@ class IsoflopKind(DesignKind):
         keeps it and each other takes the nearest shape not used at this budget, provided that shape's
         own tokens per parameter stays within the design's range (widened by half a step of the
         ratios' grid); otherwise the point is dropped and recorded."""
-        design, ladder, convention = sweep.design, planner.ladder, planner.convention
+        design, ladder, convention = self, planner.ladder, planner.convention
         tokens_per_step, dropped = planner.tokens_per_step, planner.dropped
         budgets = design.budgets
         lo_hi = design.tokens_per_param or [4.0, 150.0]
@@ -91,6 +100,3 @@ class IsoflopKind(DesignKind):
                 requested = math.sqrt(budget / (ratio * m))
                 tokens = budget / counts.flops_per_token(convention)
                 yield model, counts, {"budget": budget, "requested_n": requested, "requested_tokens_per_param": m}, tokens
-
-
-KIND = register(IsoflopKind())

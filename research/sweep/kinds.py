@@ -1,6 +1,6 @@
-"""The registry of [design] kinds: each is one module (research/sweep/kind_<name>.py) that
-registers a `research.sweep.kind.DesignKind`; the import below names each once (in the order
-error messages list them). The parser and the planner look a kind up here by name."""
+"""The registry of [design] kinds: each is one module (research/sweep/kind_<name>.py) whose
+`research.sweep.kind.Design` subclass registers itself; the import below names each once (in the
+order error messages and the reference list them). The parser and the planner look a kind up here by name."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from research.sweep import (  # noqa: F401 - importing a kind's module registers
     kind_branches,
     kind_lr,
 )
-from research.sweep.kind import COMMON_KEYS, DesignKind, registered
+from research.sweep.kind import Design, registered
 
-KINDS: dict[str, DesignKind] = registered()  # isoflop, grid, branches, lr
+KINDS: dict[str, type[Design]] = registered()  # isoflop, grid, branches, lr: the kind's config class
 
 
 def design_keys(kind: str) -> frozenset[str]:
     """Every [design] key a kind takes."""
-    return COMMON_KEYS | KINDS[kind].keys
+    return frozenset(KINDS[kind].keys())

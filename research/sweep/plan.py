@@ -42,8 +42,8 @@ from research.config import FLOP_CONVENTIONS, RunConfig, apply_overrides, read_t
 from research.data import get_dataset
 from research.errors import UserError
 from research.model.accounting import RunSize, count_model
-from research.sweep.design import DesignConfig, check_name, parse_design, parse_slurm, refuse_recipe_overrides
-from research.sweep.kinds import KINDS
+from research.sweep.design import check_name, parse_design, parse_slurm, refuse_recipe_overrides
+from research.sweep.kind import Design
 from research.sweep.recipe import family_of, load_recipe
 from research.sweep.validate_config import ValidateConfig, parse_validate
 from research.train.run_dir import identity, identity_hash
@@ -59,7 +59,7 @@ class Sweep:
     name: str
     source: Path
     base: RunConfig  # shared sections; the horizon is filled per trial
-    design: DesignConfig
+    design: Design  # its kind's own config class (research/sweep/kind_<name>.py)
     recipe: object
     slurm: dict  # the [slurm] keys given (checked against SlurmOptions)
     raw: dict = field(repr=False)
@@ -190,7 +190,7 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
     for key in ("steps", "tokens"):
         if key in train:
             raise UserError(f"[train] {key}: a sweep's horizons come from its [design]; remove it")
-    KINDS[design.kind].check_train(train)
+    design.check_train(train)
     shared["train"] = dict(train, steps=1)  # placeholder horizon, replaced per trial
     base = run_config_from_dict(shared, extra_sections=SWEEP_SECTIONS)
     recipe = load_recipe(raw.get("recipe", {}), path.parent)
@@ -216,12 +216,11 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
 
     available = dataset.n_tokens("train")
     planner = Planner(sweep, base, ladder, dataset, tokens_per_step, available)
-    kind = KINDS[sweep.design.kind]
-    own = kind.plan(sweep, planner)  # a kind that lays out its trials itself (branches)
+    own = sweep.design.plan(planner)  # a kind that lays out its trials itself (branches)
     if own is not None:
         return _one_family(own)
     dropped = planner.dropped
-    candidates = kind.candidates(sweep, planner)
+    candidates = sweep.design.candidates(planner)
     trials, rejected, seen = [], [], {}
     for model, counts, coords, tokens_wanted in candidates:
         steps = round(tokens_wanted / tokens_per_step)

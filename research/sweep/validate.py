@@ -143,9 +143,7 @@ def rung_trials(cfg: ValidateConfig, plan, law) -> tuple[list[dict], list]:
                 continue
             hyper = sweep.recipe.hyperparameters(counts.n_params, tokens, steps)
             train = dataclasses.replace(sweep.base.train, steps=steps, **hyper)
-            if design.kind == "branches":  # the straight WSD run a cooldown branch stands for
-                train = dataclasses.replace(train, schedule="wsd", decay_fraction=design.cooldown_fraction,
-                                            decay_shape=design.cooldown_shape)
+            train = design.straight_train(train)  # a cooldown branch stands for the straight WSD run
             coords = {"budget": c, "requested_n": n_opt, "requested_tokens_per_param": tokens / counts.n_params,
                       "validate": role}
             ids = []

@@ -35,8 +35,9 @@ def parse_validate(raw, design) -> ValidateConfig | None:
     if raw is None:
         return None
     cfg = section_from_dict("validate", ValidateConfig, raw)
-    if design.kind == "lr":
-        raise UserError("[validate]: an lr sweep fits a learning-rate rule, not a scaling law; remove [validate]")
+    if not design.fits_a_law:
+        raise UserError(f"[validate]: a {design.kind} sweep fits no scaling law (an lr sweep fits a learning-rate "
+                        "rule); remove [validate]")
     if (cfg.budgets is None) == (cfg.factors is None):
         raise UserError("[validate] needs exactly one of budgets = [...] (FLOPs) or factors = [...] (multiples of the "
                         "largest fitted budget, e.g. factors = [2.0])")
