@@ -36,8 +36,8 @@ def parse_validate(raw, design) -> ValidateConfig | None:
         return None
     cfg = section_from_dict("validate", ValidateConfig, raw)
     if not design.fits_a_law:
-        raise UserError(f"[validate]: a {design.kind} sweep fits no scaling law (an lr sweep fits a learning-rate "
-                        "rule); remove [validate]")
+        raise UserError(f"[validate]: this sweep's design (kind {design.kind!r}) fits no scaling law (an lr sweep "
+                        "fits a learning-rate rule); remove [validate]")
     if (cfg.budgets is None) == (cfg.factors is None):
         raise UserError("[validate] needs exactly one of budgets = [...] (FLOPs) or factors = [...] (multiples of the "
                         "largest fitted budget, e.g. factors = [2.0])")
