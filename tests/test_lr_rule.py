@@ -266,22 +266,26 @@ def test_tiny_lr_sweep_runs_with_lr_multiplier_in_results(tmp_path):
     assert not (out / "fit.json").exists() or "skipped" in json.loads((out / "fit.json").read_text())
 
 
-def test_committed_reference_refits_to_its_rule_without_touching_its_table(tmp_path):
+@pytest.mark.parametrize("reference, rule_file, n_range", [
+    ("lr-calibration-cpu2", "lr-rule-cpu.json", (11312.0, 104216.0)),  # the aspect-ratio ladder, 1 and 2 layers
+    ("lr-calibration-1layer-cpu2", "lr-rule-cpu-1layer.json", (11312.0, 118000.0)),  # the demo's and study's family
+])
+def test_committed_reference_refits_to_its_rule_without_touching_its_table(tmp_path, reference, rule_file, n_range):
     import shutil
 
     from tests.conftest import REPO
 
     ref = tmp_path / "ref"
-    shutil.copytree(REPO / "results" / "reference" / "lr-calibration-cpu2", ref)
+    shutil.copytree(REPO / "results" / "reference" / reference, ref)
     table = (ref / "results.csv").read_bytes()
     out = subprocess.run(SCALING + ["lr-rule", str(ref), "--out", str(tmp_path / "rule.json"), "--json"],
                          capture_output=True, text=True, check=True)
     assert (ref / "results.csv").read_bytes() == table  # a reference table is read, never rebuilt
-    refit, committed = json.loads(out.stdout), json.loads((REPO / "sweeps" / "lr-rule-cpu.json").read_text())
+    refit, committed = json.loads(out.stdout), json.loads((REPO / "sweeps" / rule_file).read_text())
     for key in ("lr_ref", "n_ref", "exponent"):
         assert refit[key] == pytest.approx(committed[key], rel=1e-9), key
     assert refit["intervals"]["exponent"] == pytest.approx(committed["intervals"]["exponent"], rel=1e-9)
     assert [s["lr_opt"] for s in refit["per_size"]] == pytest.approx([s["lr_opt"] for s in committed["per_size"]])
     assert refit["n_range"] == committed["n_range"] and refit["conditions"] == committed["conditions"]
-    rule = load_rule(REPO / "sweeps" / "lr-rule-cpu.json")
-    assert rule.n_range == (11312.0, 104216.0)
+    rule = load_rule(REPO / "sweeps" / rule_file)
+    assert rule.n_range == n_range
