@@ -87,7 +87,8 @@ class Record:
             if key in data:
                 kwargs[f.name] = _convert(data[key], hints[f.name], where, sub)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise UserError(f"{where}: key {sub!r} is missing; re-run `scaling fit` to rewrite the file")
+                raise UserError(f"{where}: {path or 'the file'} lacks {key} (key {sub!r}); re-run `scaling fit` "
+                                "to rewrite the file")
         rec = cls(**kwargs, extra={k: v for k, v in data.items() if k not in declared})
         object.__setattr__(rec, "_order", list(data))
         return rec
@@ -394,14 +395,18 @@ class KaplanResult(MethodResult):
     n_kind: str = "total"
     n_points: int | None = None
     published: dict | None = None
-    L_N: KaplanLN | Skipped
-    L_D: KaplanLD | Skipped
-    L_ND: KaplanLND | Skipped
+    L_N: KaplanLN | Skipped | None = None
+    L_D: KaplanLD | Skipped | None = None
+    L_ND: KaplanLND | Skipped | None = None  # None only in a hand-written file; a fit always has all three
     form: dict[str, str] = field(default_factory=dict)
 
     def forms(self) -> list[tuple[str, str, Record]]:
         """(key, form, its record) for L_N, L_D, L_ND in the order `form` lists them."""
         return [(k, f, getattr(self, k)) for k, f in self.form.items()]
+
+    def joint(self) -> KaplanLND | None:
+        """The joint law L(N, D) when it was fitted, else None."""
+        return self.L_ND if isinstance(self.L_ND, KaplanLND) else None
 
 
 @dataclass(kw_only=True)

@@ -60,9 +60,9 @@ def test_skipped_is_a_typed_state():
 
 
 @pytest.mark.parametrize("edit, key, what", [
-    (lambda d: d["approach3"].pop("alpha"), "approach3.alpha", "missing"),
+    (lambda d: d["approach3"].pop("alpha"), "approach3.alpha", "approach3 lacks alpha"),
     (lambda d: d["approach3"].update(E="1.7"), "approach3.E", "not a number"),
-    (lambda d: d["approach2"]["budgets"][0].pop("n_opt"), "approach2.budgets[0].n_opt", "missing"),
+    (lambda d: d["approach2"]["budgets"][0].pop("n_opt"), "approach2.budgets[0].n_opt", "lacks n_opt"),
     (lambda d: d["kaplan"].update(L_ND=[1, 2]), "kaplan.L_ND", "not an object"),
     (lambda d: d["approach1"].update(warnings="none"), "approach1.warnings", "not an array"),
 ])

@@ -19,10 +19,11 @@ def fit(inp: FitInput) -> KaplanResult:
 
 
 def annotate(rec: KaplanResult, df, kaplan_df) -> list[str]:
-    if rec.L_ND.skipped:
+    joint = rec.joint()
+    if joint is None:
         return []
     kdf = df if kaplan_df is None else kaplan_df
-    return noise_and_range(rec.L_ND, "kaplan", kdf, 4) + lack_of_fit_warnings(rec.L_ND.noise)
+    return noise_and_range(joint, "kaplan", kdf, 4) + lack_of_fit_warnings(joint.noise)
 
 
 def describe(r: KaplanResult) -> list[str]:
@@ -37,9 +38,9 @@ def describe(r: KaplanResult) -> list[str]:
 
 
 def law(rec: KaplanResult) -> Law:
-    if rec.L_ND.skipped:
+    if rec.joint() is None:
         raise UserError("kaplan result has no joint L(N, D) fit; re-run `scaling fit DIR --method kaplan`")
-    return Law("kaplan", rec.L_ND, "Kaplan joint L(N, D) fit", n_kind=rec.n_kind,
+    return Law("kaplan", rec.joint(), "Kaplan joint L(N, D) fit", n_kind=rec.n_kind,
                notes=(f"N is {rec.n_kind} parameters, as the Kaplan fit counted them",))
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from research.fit.agreement import agreement
 from research.fsutil import atomic_write_text, loads_json, read_regular_text
-from research.records import FitResult, Record, read_fit_result
+from research.records import METHOD_KEYS, FitResult, Record, read_fit_result
 from research.train.sweep_dir import SweepDir
 
 
@@ -66,6 +66,8 @@ def write_fit(path, result: FitResult | dict, merge=True) -> Path:
             data = {}
     data.update(result)
     if merge and "agreement" in result:  # compare every approach the merged file holds, not only this run's
-        data["agreement"] = agreement(read_fit_result(data, str(path))).to_json()
+        # the approaches only: a stale block of another kind in the old file does not stop the write
+        approaches = {k: v for k, v in data.items() if k in METHOD_KEYS}
+        data["agreement"] = agreement(read_fit_result(approaches, str(path))).to_json()
     atomic_write_text(path, dumps(data, indent=1))
     return path

@@ -315,7 +315,7 @@ def residuals(df, fit) -> Figure:
     res = 100 * (law.loss(df["N"], df["D"]) / df["L"] - 1)  # the sign of held-out errors (fit/holdout.py)
     for ax, x, lab in ((axn, df["N"], "parameters N"), (axd, df["D"], "training tokens D")):
         sc = ax.scatter(x, res, c=df["C"], cmap="viridis", norm=norm, s=16, label="Approach 3")
-        if _ok(fit, "kaplan") and not as_fit_result(fit).kaplan.L_ND.skipped:
+        if _ok(fit, "kaplan") and as_fit_result(fit).kaplan.joint() is not None:
             if fit["kaplan"].get("n_kind") == "total":
                 kr = 100 * (kaplan_joint(fit["kaplan"]["L_ND"], df["N"], df["D"]) / df["L"] - 1)
                 ax.scatter(x, kr, marker="x", color="0.5", s=12, label="Kaplan L(N, D)")
