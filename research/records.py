@@ -348,6 +348,7 @@ class Approach3Result(LawResult):
     solver: str | None = None
     n_starts: int | None = None  # the L-BFGS grid's
     grid_cells: int | None = None  # variable projection's
+    log_params: dict[str, float] | None = None  # ln A, ln B, ln E as a, b, e (research.fit.approach3.THETA)
     profile: dict | None = None
     local_optima: list | None = None
     flops_convention: str | None = None
@@ -410,10 +411,21 @@ class KaplanResult(MethodResult):
 
 
 @dataclass(kw_only=True)
+class AgreementEntry(Record):
+    """One allocation approach in "agreement": its a and b, with their intervals when it has a bootstrap."""
+
+    a: float
+    b: float
+    a_interval: list | None = None
+    b_interval: list | None = None
+    level: float | None = None
+
+
+@dataclass(kw_only=True)
 class Agreement(Record):
     """"agreement": a and b of every fitted allocation approach and the largest pairwise |difference| in a."""
 
-    approaches: dict[str, dict] = field(default_factory=dict)
+    approaches: dict[str, AgreementEntry] = field(default_factory=dict)
     threshold: float | None = None
     max_abs_diff_a: float | None = None
     pair: list[str] | None = None
@@ -440,15 +452,45 @@ class SensitivityChoice(Record):
 
 
 @dataclass(kw_only=True)
+class SensitivityRange(Record):
+    """The range of a across the choices: Approach 3's, Approach 2's, and with E profiled."""
+
+    approach3: list[float]
+    width: float | None = None
+    approach2: list[float] | None = None
+    with_E_profile: list[float] | None = None
+
+    def widest(self) -> list[float]:
+        """With E profiled when there is that range, else Approach 3's."""
+        return self.with_E_profile if self.with_E_profile is not None else self.approach3
+
+
+@dataclass(kw_only=True)
 class Sensitivity(Record):
     """"sensitivity": a refitted under other analysis choices (research/fit/sensitivity.py)."""
 
     quantity: str | None = None
     choices: list[SensitivityChoice] = field(default_factory=list)
     E_profile: dict | None = None
-    range: dict | None = None
+    range: SensitivityRange | None = None
     warnings: list[str] = field(default_factory=list)
     seconds: float | None = None
+
+
+@dataclass(kw_only=True)
+class PooledNoise(Record):
+    std: float | None = None
+    rel_std: float | None = None
+    dof: int | None = None
+
+
+@dataclass(kw_only=True)
+class NoiseModel(Record):
+    """How the seed noise splits: one offset per trunk (size and seed) and the rest, and its trend with D/N."""
+
+    offset_share: float | None = None
+    dof_independent: int | None = None
+    trend: dict | None = None
 
 
 @dataclass(kw_only=True)
@@ -458,8 +500,8 @@ class SeedNoise(Record):
     replicates: int = 0
     n_points: int | None = None
     points: list | None = None
-    model: dict | None = None
-    pooled: dict | None = None
+    model: NoiseModel | None = None
+    pooled: PooledNoise | None = None
 
 
 @dataclass(kw_only=True)

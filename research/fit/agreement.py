@@ -12,7 +12,7 @@ import math
 
 from research.fit.diagnostics import EXTRAPOLATION_DECADES_C, distinct_warnings, interval_width_warnings
 from research.fit.methods import METHODS, allocation_methods
-from research.records import Agreement, FitResult, as_fit_result
+from research.records import Agreement, AgreementEntry, FitResult, NoiseModel, as_fit_result
 
 AGREEMENT_MAX = 0.05
 
@@ -47,15 +47,14 @@ def agreement(result: FitResult | dict) -> Agreement:
             continue
         bs = rec.bootstrap
         iv = (bs.intervals if bs is not None else None) or {}
-        per[k] = {"a": float(rec.a), "b": float(rec.b),
-                  "a_interval": (iv.get("a") if iv.get("a") and None not in iv["a"] else None),
-                  "b_interval": (iv.get("b") if iv.get("b") and None not in iv["b"] else None),
-                  "level": bs.level if iv else None}
+        per[k] = AgreementEntry.of(a=float(rec.a), b=float(rec.b),
+                                   a_interval=_whole(iv.get("a")), b_interval=_whole(iv.get("b")),
+                                   level=bs.level if iv else None)
     out = Agreement.of(approaches=per, threshold=AGREEMENT_MAX, max_abs_diff_a=None, pair=None)
     names = list(per)
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
-            d = abs(per[names[i]]["a"] - per[names[j]]["a"])
+            d = abs(per[names[i]].a - per[names[j]].a)
             if out.max_abs_diff_a is None or d > out.max_abs_diff_a:
                 out.max_abs_diff_a, out.pair = d, [names[i], names[j]]
     if out.max_abs_diff_a is None:
@@ -63,11 +62,16 @@ def agreement(result: FitResult | dict) -> Agreement:
     return out
 
 
+def _whole(iv: list | None) -> list | None:
+    """An interval with both ends known, else None."""
+    return iv if iv and None not in iv else None
+
+
 def agreement_warnings(block: Agreement | None) -> list[str]:
     if block is None or block.max_abs_diff_a is None or not block.max_abs_diff_a > AGREEMENT_MAX:
         return []
     k1, k2 = block.pair
-    a1, a2 = block.approaches[k1]["a"], block.approaches[k2]["a"]
+    a1, a2 = block.approaches[k1].a, block.approaches[k2].a
     return [f"the approaches disagree on a: {k1} gives {a1:.3f}, {k2} {a2:.3f} (|difference| "
             f"{block.max_abs_diff_a:.3f} > {AGREEMENT_MAX}); the compute-optimal exponent is not settled by "
             "these data: check each approach's warnings, add sizes, token counts or seeds"]
@@ -80,8 +84,8 @@ def agreement_line(fit: FitResult | dict) -> str | None:
         return None
     parts = []
     for k, v in block.approaches.items():
-        iv = v.get("a_interval")
-        parts.append(f"{k} a={v['a']:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else ""))
+        iv = v.a_interval
+        parts.append(f"{k} a={v.a:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else ""))
     if block.max_abs_diff_a is not None:
         parts.append(f"largest |difference| {block.max_abs_diff_a:.3f} ({' vs '.join(block.pair)}; "
                      f"goal <= {block.threshold})")
@@ -96,14 +100,14 @@ def noise_line(fit: FitResult | dict) -> str | None:
     if not noise.replicates:
         return "seed noise: unmeasured (no (N, D) point has >= 2 seeds)"
     p = noise.pooled
-    line = (f"seed noise: pooled std {p['std']:.4f} nats/token ({p['rel_std']:.2%} of the loss, {p['dof']} dof) "
+    line = (f"seed noise: pooled std {p.std:.4f} nats/token ({p.rel_std:.2%} of the loss, {p.dof} dof) "
             f"from {noise.replicates} runs at {noise.n_points} (N, D) points")
-    model = noise.model or {}
-    if model.get("offset_share") is not None:
-        line += (f"; {model['offset_share']:.0%} of it is one offset per trunk (size and seed), so "
-                 f"{model['dof_independent']} independent dof")
-    if model.get("trend"):
-        t = model["trend"]
+    model = noise.model or NoiseModel()
+    if model.offset_share is not None:
+        line += (f"; {model.offset_share:.0%} of it is one offset per trunk (size and seed), so "
+                 f"{model.dof_independent} independent dof")
+    if model.trend:
+        t = model.trend
         line += f"; it scales as (D/N)^{t['exponent']:.2f} over D/N {t['range'][0]:.3g}-{t['range'][1]:.3g}"
     return line
 

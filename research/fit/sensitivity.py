@@ -38,7 +38,7 @@ from research.fit.approach3 import DELTA, MAXITER, TOLERANCES, grid_starts, obje
 from research.fit.data import group_budgets
 from research.fit.isoflop import fit_approach2
 from research.fit.noise import point_means, same_value_keys
-from research.records import Approach2Result, Approach3Result, Sensitivity, SensitivityChoice
+from research.records import Approach2Result, Approach3Result, Sensitivity, SensitivityChoice, SensitivityRange
 
 PROFILE_THRESHOLD = 0.02  # E's profile: the choices of E whose objective is within 2% of the best
 PROFILE_POINTS = 17  # E grid: this many values from 2% to 98% of the smallest measured loss (and the best E)
@@ -207,13 +207,13 @@ def sensitivity_report(df, a3: Approach3Result, a2: Approach2Result | None, per_
                                "full fit's local optima; Approach 2's parabolas refitted beside it)",
                       choices=choices, E_profile=profile)
     a_vals = [c.approach3 for c in choices if not c.skipped and np.isfinite(c.approach3)]
-    out.range = {"approach3": [min(a_vals), max(a_vals)], "width": max(a_vals) - min(a_vals)}
+    out.range = SensitivityRange(approach3=[min(a_vals), max(a_vals)], width=max(a_vals) - min(a_vals))
     a2_vals = [c.approach2 for c in choices if c.approach2 is not None]
     if a2_vals:
-        out.range["approach2"] = [min(a2_vals), max(a2_vals)]
+        out.range.approach2 = [min(a2_vals), max(a2_vals)]
     if "a_within_threshold" in profile:
         lo, hi = profile["a_within_threshold"]
-        out.range["with_E_profile"] = [min(lo, min(a_vals)), max(hi, max(a_vals))]
+        out.range.with_E_profile = [min(lo, min(a_vals)), max(hi, max(a_vals))]
     out.warnings = _warnings(out, a3) + _family_warnings(df, choices)
     out.seconds = time.perf_counter() - t0
     return out
@@ -226,7 +226,7 @@ def _choice(group: str, choice: str, n_points: int, fit: dict, approach2) -> Sen
 
 def _warnings(block: Sensitivity, a3: Approach3Result) -> list[str]:
     interval = (a3.intervals()).get("a")
-    lo, hi = block.range.get("with_E_profile", block.range["approach3"])
+    lo, hi = block.range.widest()
     if not interval or interval[0] is None:
         return [f"a ranges over [{lo:.3f}, {hi:.3f}] across the analyst's choices (no bootstrap interval to "
                 "compare; run with --bootstrap)"] if hi - lo > 0.05 else []
@@ -268,8 +268,8 @@ def sensitivity_lines(block: Sensitivity | None) -> list[str]:
                      f"[{p['E_within_threshold'][0]:.3g}, {p['E_within_threshold'][1]:.3g}], a in "
                      f"[{p['a_within_threshold'][0]:.3f}, {p['a_within_threshold'][1]:.3f}]")
     r = block.range
-    lines.append(f"  range of a across the choices: [{r['approach3'][0]:.3f}, {r['approach3'][1]:.3f}]"
-                 + (f"; with E profiled [{r['with_E_profile'][0]:.3f}, {r['with_E_profile'][1]:.3f}]"
-                    if "with_E_profile" in r else ""))
+    lines.append(f"  range of a across the choices: [{r.approach3[0]:.3f}, {r.approach3[1]:.3f}]"
+                 + (f"; with E profiled [{r.with_E_profile[0]:.3f}, {r.with_E_profile[1]:.3f}]"
+                    if r.with_E_profile is not None else ""))
     lines += [f"  warning: {w}" for w in block.warnings]
     return lines

@@ -299,8 +299,8 @@ def _print_fit_summary(data: dict) -> None:
         if line:
             print(f"  {line}", file=sys.stderr)
     spread = fit.sensitivity.range if fit.fitted("sensitivity") is not None else None
-    if spread:
-        lo, hi = spread.get("with_E_profile", spread["approach3"])
+    if spread is not None:
+        lo, hi = spread.widest()
         print(f"  sensitivity: Approach 3's a ranges over [{lo:.3f}, {hi:.3f}] across the analyst's choices "
               "(E profiled, seed means, N without embeddings, leave one size/budget out, families; fit.json)",
               file=sys.stderr)
