@@ -101,3 +101,21 @@ def test_fresh_fit_is_records_and_writes_what_it_reads(tmp_path):
     back = read_fit_result(json.loads(text), str(out))
     assert dumps(back.to_json(), indent=1) == text
     assert back.approach3.a == pytest.approx(rec.approach3.a)
+
+
+def test_plot_refuses_a_malformed_fit_file_before_drawing(tmp_path, capsys):
+    """`scaling plot DIR` reads DIR/fit.json into records first: a block of the wrong type is one line naming
+    the file and the key, and no figure is half-written."""
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(Path(__file__).parent / "data" / "sweep_small", sweep)
+    data = json.loads(FIT_FILES[0].read_text())
+    data["approach2"]["budgets"] = "none"
+    (sweep / "fit.json").write_text(json.dumps(data))
+    assert main(["plot", str(sweep), "--out", str(tmp_path / "plots")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # after the table's note of the rows it used
+    assert str(sweep / "fit.json") in last and "approach2.budgets" in last and "not an array" in last
+    assert not list((tmp_path / "plots").glob("*.png"))

@@ -42,9 +42,9 @@ def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS,
     out.mkdir(parents=True, exist_ok=True)
     df = table.df
     curves = []  # training curves are drawn only where Approach 1 used them
-    if table.sweep_dir and F.approach1_source(fit) == "curves":
+    record = as_fit_result(fit, f"fit file {SweepDir(sweep).fit_path}")  # checked once, before any figure
+    if table.sweep_dir and F.approach1_source(record) == "curves":
         curves = load_curves(sweep, df, table.convention)
-    record = as_fit_result(fit, "fit.json")
     ok = lambda k: record.fitted(k) is not None  # noqa: E731
     makers = []
     if ok("approach2") or df["C"].nunique() > 1:
