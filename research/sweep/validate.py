@@ -178,8 +178,8 @@ def _measured(sweep_dir: Path, ids: list[str]) -> tuple[list[float], list[str]]:
 def score(fit: FitResult, cfg: ValidateConfig, target_rows: list[dict], sweep_dir: Path, largest: float) -> dict:
     """The `validate` block: predicted against measured loss per run, and whether N_opt's run was the best."""
     pred = predictor_from_fit(fit, "approach3")
-    noise = ((fit.noise.pooled if fit.noise is not None else None) or {})
-    noise_std = noise.get("std")
+    pooled = fit.noise.pooled if fit.noise is not None else None
+    noise_std = pooled.std if pooled is not None else None
     warnings, scored = [], []
     for target in target_rows:
         runs = target["runs"]
