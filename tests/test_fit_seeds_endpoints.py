@@ -15,6 +15,7 @@ from research.fit.core import run_fits
 from research.fit.data import load_table
 from research.fit.laws import ChinchillaLaw
 from research.fit.agreement import AGREEMENT_MAX, agreement_line, annotate, noise_line
+from research.records import FitResult
 from research.fit.profiles import CLUSTER, interpolate, size_profiles
 from research.fit.synthetic import demo_truth
 
@@ -160,8 +161,9 @@ def test_agreement_block_and_warning_when_approaches_disagree(tmp_path):
     table2 = load_table(sizes_x_tokens(tmp_path / "h" / "results.csv", law=other), quiet=True)
     fit2 = run_fits(table2, ["approach2"])
     assert abs(fit2["approach2"]["a"] - 0.6) < 0.02
-    blocks = {"approach1": fit["approach1"], "approach2": fit2["approach2"]}
+    blocks = FitResult.from_json({"approach1": fit["approach1"], "approach2": fit2["approach2"]})
     annotate(blocks, table.df)
+    blocks = blocks.to_json()
     ag = blocks["agreement"]
     expected = abs(fit["approach1"]["a"] - fit2["approach2"]["a"])
     assert ag["max_abs_diff_a"] == pytest.approx(expected) and expected > AGREEMENT_MAX

@@ -18,10 +18,16 @@ from research.fit.data import load_table
 from research.fit.kaplan import PUBLISHED as KAPLAN
 from research.fit.kaplan import kaplan_joint
 from research.fit.synthetic import CHINCHILLA_BUDGETS, default_truth, synthetic_table
+from research.records import Approach1Result, Approach3Result
 
 DATA = Path(__file__).parent / "data"
 TRUTH = default_truth()
 # Every Approach-3 table here has 81 rows (9 budgets x 9 sizes), so the jitted solver compiles once.
+
+
+def _a1(counts: dict) -> Approach1Result:
+    """An Approach-1 record holding only the envelope's point counts (the exponents unset)."""
+    return Approach1Result.from_json({"a": None, "b": None, "k_N": None, "k_D": None, **counts})
 
 
 def _table(df, tmp_path, name="t.csv"):
@@ -156,10 +162,10 @@ def test_rules_without_their_own_table():
     df = pd.DataFrame({"N": [1e8, 1e9, 1e10], "D": [1e9, 1e10, 1e11], "C": [1e18, 1e19, 1e20],
                        "L": [2.5, 2.2, 2.0]})
     blk = {"E": 2.1, "A": 1.0, "B": 1.0, "alpha": 0.3, "beta": 0.3}
-    assert any("above the lowest measured loss" in w for w in dg.approach3_warnings(blk, df))
-    assert not any("above the lowest" in w for w in dg.approach3_warnings(dict(blk, E=1.9), df))
-    assert dg.approach1_warnings({"n_envelope_points": 300, "n_edge_points_dropped": 700})
-    assert dg.approach1_warnings({"n_envelope_points": 700, "n_edge_points_dropped": 300}) == []
+    assert any("above the lowest measured loss" in w for w in dg.approach3_warnings(Approach3Result.from_json(blk), df))
+    assert not any("above the lowest" in w for w in dg.approach3_warnings(Approach3Result.from_json(dict(blk, E=1.9)), df))
+    assert dg.approach1_warnings(_a1({"n_envelope_points": 300, "n_edge_points_dropped": 700}))
+    assert dg.approach1_warnings(_a1({"n_envelope_points": 700, "n_edge_points_dropped": 300})) == []
 
 
 def test_cli_prints_warnings_and_plots_show_them(tmp_path, capsys):
@@ -225,11 +231,11 @@ def test_approach3_irreducible_loss_at_zero_is_flagged():
     assert fit["E"] < 1e-3 and lo <= hi  # the point fit collapses onto E = 0 ...
     assert abs(fit["a"] - law.a) > 0.1  # ... with an a far from the true 0.714 (the old multi-start's interval
     # excluded the truth too; variable projection's resamples leave the basin more often, so its interval is wider)
-    assert any("put the irreducible loss at zero" in w for w in dg.approach3_warnings(fit, df))
+    assert any("put the irreducible loss at zero" in w for w in dg.approach3_warnings(Approach3Result.from_json(fit), df))
     ok = {"E": 1.4, "A": 9.3, "B": 1.4e4, "alpha": 0.31, "beta": 0.78}
-    assert not any("at zero" in w for w in dg.approach3_warnings(ok, df))  # a fit with E in place: silent
+    assert not any("at zero" in w for w in dg.approach3_warnings(Approach3Result.from_json(ok), df))  # a fit with E in place: silent
     samples = {"E": [1e-12] * 20 + [1.3] * 80}
-    share = dg.approach3_warnings(dict(ok, bootstrap={"samples": samples}), df)
+    share = dg.approach3_warnings(Approach3Result.from_json(dict(ok, bootstrap={"samples": samples})), df)
     assert any(w.startswith("20% of the bootstrap resamples put E at zero") for w in share)
     samples = {"E": [1e-12] * 4 + [1.3] * 96}
-    assert not any("at zero" in w for w in dg.approach3_warnings(dict(ok, bootstrap={"samples": samples}), df))
+    assert not any("at zero" in w for w in dg.approach3_warnings(Approach3Result.from_json(dict(ok, bootstrap={"samples": samples})), df))

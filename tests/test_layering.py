@@ -19,7 +19,7 @@ import ast
 from pathlib import Path
 
 LAYERS = ("base", "config", "data", "model", "train", "bench", "fit", "curves", "plots", "sweep", "cli")
-BASE = {"research", "research.errors", "research.fsutil", "research.guards"}
+BASE = {"research", "research.errors", "research.fsutil", "research.guards", "research.records"}
 LAZY_MARKER = "# lazy:"
 PACKAGE = Path(__file__).resolve().parent.parent / "research"
 

@@ -124,7 +124,7 @@ def test_default_budgets_stay_near_the_fitted_range_and_raise_no_extrapolation_w
     budgets = default_budgets(df)
     assert min(budgets) <= df["C"].min() and max(budgets) >= c_max  # the whole fitted range is reported
     assert max(budgets) < 100 * c_max
-    block = {"a": 0.5, "bootstrap": {"intervals": {"a": [0.4, 0.6]}}}
+    block = {"a": 0.5, "b": 0.5, "k_N": 0.1, "k_D": 1.0, "bootstrap": {"intervals": {"a": [0.4, 0.6]}}}
     msgs = dg.overall_warnings({"approach2": block, "budgets_for_intervals": budgets}, df)
     assert not any("decades beyond" in m for m in msgs), msgs
 

@@ -13,6 +13,7 @@ from research.fit.core import run_fits
 from research.fit.data import load_table
 from research.fit.noise import point_means, same_value_keys
 from research.fit.sensitivity import PROFILE_THRESHOLD, _warnings
+from research.records import Approach3Result, Sensitivity
 from research.fit.synthetic import write_sweep_dir
 
 
@@ -78,10 +79,13 @@ def test_leave_one_size_out_and_seed_means_equal_independent_fits_of_that_data(f
 
 
 def test_a_range_wider_than_the_bootstrap_interval_warns():
-    block = {"range": {"approach3": [0.40, 0.60], "width": 0.2},
-             "choices": [{"choice": "every row (as fitted)", "approach3": 0.5}, {"choice": "without N = 1", "approach3": 0.6}]}
-    wide = {"a": 0.5, "bootstrap": {"intervals": {"a": [0.3, 0.7]}}}
-    narrow = {"a": 0.5, "bootstrap": {"intervals": {"a": [0.45, 0.55]}}}
+    block = Sensitivity.from_json({"range": {"approach3": [0.40, 0.60], "width": 0.2},
+                                   "choices": [{"group": "rows", "choice": "every row (as fitted)", "approach3": 0.5},
+                                               {"group": "leave one size out", "choice": "without N = 1",
+                                                "approach3": 0.6}]})
+    law = {"E": 1.7, "A": 400.0, "B": 4000.0, "alpha": 0.34, "beta": 0.28, "a": 0.5}
+    wide = Approach3Result.from_json(dict(law, bootstrap={"intervals": {"a": [0.3, 0.7]}}))
+    narrow = Approach3Result.from_json(dict(law, bootstrap={"intervals": {"a": [0.45, 0.55]}}))
     assert _warnings(block, wide) == []
     (w,) = _warnings(block, narrow)
     assert "[0.400, 0.600]" in w and "[0.450, 0.550]" in w and "without N = 1" in w

@@ -2,6 +2,7 @@
 
 Entry points:
   fit_sweep_dir(path) -> dict    fit every approach the data supports, write DIR/fit.json
+  core.fit_records(table) -> FitResult   the fits as typed records (research/records.py); run_fits: as JSON
   laws.load_law(name_or_path)    published laws ("chinchilla", "epoch-2024", "kaplan-2020") or a fit
   laws.optimum(law, flops)       compute-optimal N, D, tokens/param, loss (6n convention)
 
@@ -9,7 +10,7 @@ The names are imported on first use: `scaling --help` and every trial process im
 package (through `research.fit.cli`) without the fitting modules (~0.15 s).
 """
 
-_EXPORTS = {"run_fits": "research.fit.core", "write_fit": "research.fit.record",
+_EXPORTS = {"run_fits": "research.fit.core", "fit_records": "research.fit.core", "write_fit": "research.fit.record",
             "fit_sweep_dir": "research.fit.sweep_fit", "load_law": "research.fit.laws",
             "optimum": "research.fit.laws", "published": "research.fit.laws"}
 

@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import math
 
-from research.fit.diagnostics import (EXTRAPOLATION_DECADES_C, add_warnings, distinct_warnings,
-                                      interval_width_warnings, usable)
+from research.fit.diagnostics import EXTRAPOLATION_DECADES_C, distinct_warnings, interval_width_warnings
 from research.fit.methods import METHODS, allocation_methods
+from research.records import Agreement, AgreementEntry, FitResult, NoiseModel, as_fit_result
 
 AGREEMENT_MAX = 0.05
 
 
-def disagreement_warnings(result: dict) -> list[str]:
+def disagreement_warnings(result: FitResult) -> list[str]:
     """Pairs of approaches whose bootstrap intervals on a do not overlap."""
     have = []
     for k in allocation_methods():
-        blk = result.get(k)
-        iv = ((blk or {}).get("bootstrap") or {}).get("intervals", {}).get("a") if usable(blk) else None
-        if iv and None not in iv[:2]:
-            have.append((k, blk["a"], iv))
+        rec = result.fitted(k)
+        iv = rec.bootstrap.interval("a") if rec is not None and rec.bootstrap is not None else None
+        if iv:
+            have.append((k, rec.a, iv))
     out = []
     for i in range(len(have)):
         for j in range(i + 1, len(have)):
@@ -36,113 +36,121 @@ def disagreement_warnings(result: dict) -> list[str]:
     return out
 
 
-def agreement(result: dict) -> dict:
+def agreement(result: FitResult | dict) -> Agreement:
     """fit.json's "agreement": a and b of every fitted allocation approach (with its bootstrap interval
     when there is one) and the largest pairwise |difference| in a, with the pair."""
+    result = as_fit_result(result)
     per = {}
     for k in allocation_methods():
-        blk = result.get(k)
-        if not usable(blk) or blk.get("a") is None:
+        rec = result.fitted(k)
+        if rec is None or rec.a is None:
             continue
-        bs = blk.get("bootstrap") or {}
-        iv = bs.get("intervals") or {}
-        per[k] = {"a": float(blk["a"]), "b": float(blk["b"]),
-                  "a_interval": (iv.get("a") if iv.get("a") and None not in iv["a"] else None),
-                  "b_interval": (iv.get("b") if iv.get("b") and None not in iv["b"] else None),
-                  "level": bs.get("level") if iv else None}
-    out = {"approaches": per, "threshold": AGREEMENT_MAX, "max_abs_diff_a": None, "pair": None}
+        bs = rec.bootstrap
+        iv = (bs.intervals if bs is not None else None) or {}
+        per[k] = AgreementEntry.of(a=float(rec.a), b=float(rec.b),
+                                   a_interval=_whole(iv.get("a")), b_interval=_whole(iv.get("b")),
+                                   level=bs.level if iv else None)
+    out = Agreement.of(approaches=per, threshold=AGREEMENT_MAX, max_abs_diff_a=None, pair=None)
     names = list(per)
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
-            d = abs(per[names[i]]["a"] - per[names[j]]["a"])
-            if out["max_abs_diff_a"] is None or d > out["max_abs_diff_a"]:
-                out.update(max_abs_diff_a=d, pair=[names[i], names[j]])
-    if out["max_abs_diff_a"] is None:
-        out["note"] = f"{len(per)} allocation approach(es) fitted; agreement needs two"
+            d = abs(per[names[i]].a - per[names[j]].a)
+            if out.max_abs_diff_a is None or d > out.max_abs_diff_a:
+                out.max_abs_diff_a, out.pair = d, [names[i], names[j]]
+    if out.max_abs_diff_a is None:
+        out.extra["note"] = f"{len(per)} allocation approach(es) fitted; agreement needs two"
     return out
 
 
-def agreement_warnings(block: dict | None) -> list[str]:
-    if not block or block.get("max_abs_diff_a") is None or not block["max_abs_diff_a"] > AGREEMENT_MAX:
+def _whole(iv: list | None) -> list | None:
+    """An interval with both ends known, else None."""
+    return iv if iv and None not in iv else None
+
+
+def agreement_warnings(block: Agreement | None) -> list[str]:
+    if block is None or block.max_abs_diff_a is None or not block.max_abs_diff_a > AGREEMENT_MAX:
         return []
-    k1, k2 = block["pair"]
-    a1, a2 = block["approaches"][k1]["a"], block["approaches"][k2]["a"]
+    k1, k2 = block.pair
+    a1, a2 = block.approaches[k1].a, block.approaches[k2].a
     return [f"the approaches disagree on a: {k1} gives {a1:.3f}, {k2} {a2:.3f} (|difference| "
-            f"{block['max_abs_diff_a']:.3f} > {AGREEMENT_MAX}); the compute-optimal exponent is not settled by "
+            f"{block.max_abs_diff_a:.3f} > {AGREEMENT_MAX}); the compute-optimal exponent is not settled by "
             "these data: check each approach's warnings, add sizes, token counts or seeds"]
 
 
-def agreement_line(fit: dict) -> str | None:
+def agreement_line(fit: FitResult | dict) -> str | None:
     """One printed line: each approach's a [interval] and the largest pairwise difference."""
-    block = fit.get("agreement") or {}
-    per = block.get("approaches") or {}
-    if not per:
+    block = as_fit_result(fit).agreement
+    if block is None or not block.approaches:
         return None
     parts = []
-    for k, v in per.items():
-        iv = v.get("a_interval")
-        parts.append(f"{k} a={v['a']:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else ""))
-    if block.get("max_abs_diff_a") is not None:
-        parts.append(f"largest |difference| {block['max_abs_diff_a']:.3f} ({' vs '.join(block['pair'])}; "
-                     f"goal <= {block['threshold']})")
+    for k, v in block.approaches.items():
+        iv = v.a_interval
+        parts.append(f"{k} a={v.a:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else ""))
+    if block.max_abs_diff_a is not None:
+        parts.append(f"largest |difference| {block.max_abs_diff_a:.3f} ({' vs '.join(block.pair)}; "
+                     f"goal <= {block.threshold})")
     return "agreement: " + ", ".join(parts)
 
 
-def noise_line(fit: dict) -> str | None:
+def noise_line(fit: FitResult | dict) -> str | None:
     """One printed line: the pooled seed-to-seed noise, or that there are no replicates."""
-    noise = fit.get("noise")
-    if not isinstance(noise, dict):
+    noise = as_fit_result(fit).noise
+    if noise is None:
         return None
-    if not noise.get("replicates"):
+    if not noise.replicates:
         return "seed noise: unmeasured (no (N, D) point has >= 2 seeds)"
-    p = noise["pooled"]
-    line = (f"seed noise: pooled std {p['std']:.4f} nats/token ({p['rel_std']:.2%} of the loss, {p['dof']} dof) "
-            f"from {noise['replicates']} runs at {noise['n_points']} (N, D) points")
-    model = noise.get("model") or {}
-    if model.get("offset_share") is not None:
-        line += (f"; {model['offset_share']:.0%} of it is one offset per trunk (size and seed), so "
-                 f"{model['dof_independent']} independent dof")
-    if model.get("trend"):
-        t = model["trend"]
+    p = noise.pooled
+    line = (f"seed noise: pooled std {p.std:.4f} nats/token ({p.rel_std:.2%} of the loss, {p.dof} dof) "
+            f"from {noise.replicates} runs at {noise.n_points} (N, D) points")
+    model = noise.model or NoiseModel()
+    if model.offset_share is not None:
+        line += (f"; {model.offset_share:.0%} of it is one offset per trunk (size and seed), so "
+                 f"{model.dof_independent} independent dof")
+    if model.trend:
+        t = model.trend
         line += f"; it scales as (D/N)^{t['exponent']:.2f} over D/N {t['range'][0]:.3g}-{t['range'][1]:.3g}"
     return line
 
 
-def overall_warnings(result: dict, df) -> list[str]:
+def overall_warnings(result: FitResult | dict, df) -> list[str]:
+    result = as_fit_result(result)
     out = distinct_warnings(df, "data")
-    fitted = [k for k in allocation_methods() if usable(result.get(k))]
-    if fitted and not any((result[k].get("bootstrap") or {}).get("intervals") for k in fitted):
+    fitted = [result.fitted(k) for k in allocation_methods() if result.fitted(k) is not None]
+    if fitted and not any(rec.intervals() for rec in fitted):
         out.append("no bootstrap: exponents and optima are reported without intervals, so nothing here says how "
                    "well the data determine them; re-run `scaling fit DIR --bootstrap 200`")
     out += disagreement_warnings(result)
-    out += agreement_warnings(result.get("agreement"))
+    out += agreement_warnings(result.agreement)
     cmax = float(df["C"].max())
-    far = [c for c in result.get("budgets_for_intervals", []) if math.log10(c / cmax) > EXTRAPOLATION_DECADES_C]
+    far = [c for c in result.budgets_for_intervals or [] if math.log10(c / cmax) > EXTRAPOLATION_DECADES_C]
     if far and fitted:
         out.append(f"N_opt/D_opt are reported up to C={max(far):.3g}, {math.log10(max(far) / cmax):.1f} decades "
                    f"beyond the largest budget fitted ({cmax:.3g}); there they assume the law holds unchanged")
     return out
 
 
-def annotate(result: dict, df, kaplan_df=None) -> dict:
+def annotate(result: FitResult, df, kaplan_df=None) -> FitResult:
     """Every fitted method's own warnings (and, for a law of L(N, D), its noise and data range), the
     interval-width checks of the allocation laws, "agreement" and the overall warnings; in place."""
     for name, m in METHODS.items():
-        if usable(result.get(name)):
-            add_warnings(result[name], m.annotate(result[name], df, kaplan_df))
+        rec = result.fitted(name)
+        if rec is not None:
+            rec.add_warnings(m.annotate(rec, df, kaplan_df))
     for k in allocation_methods():
-        if usable(result.get(k)):
-            add_warnings(result[k], interval_width_warnings(result[k]))
-    result["agreement"] = agreement(result)
-    result["warnings"] = overall_warnings(result, df)
+        rec = result.fitted(k)
+        if rec is not None:
+            rec.add_warnings(interval_width_warnings(rec))
+    result.agreement = agreement(result)
+    result.warnings = overall_warnings(result, df)
     return result
 
 
-def all_warnings(fit: dict, keys=None) -> list[str]:
+def all_warnings(fit: FitResult | dict, keys=None) -> list[str]:
     """Overall warnings then each approach's, prefixed by its name (for printing and plots)."""
-    out = list(fit.get("warnings") or [])
+    fit = as_fit_result(fit)
+    out = list(fit.warnings or [])
     for k in keys or METHODS:
-        blk = fit.get(k)
-        if usable(blk):
-            out += [f"{k}: {w}" for w in blk.get("warnings", [])]
+        rec = fit.fitted(k)
+        if rec is not None:
+            out += [f"{k}: {w}" for w in rec.warnings]
     return out

@@ -138,21 +138,21 @@ def _fmt(x, unit=""):
 def _print_fit(name, r):
     from research.fit.methods import METHODS  # lazy: as in fit_handler
 
-    if "skipped" in r:
-        print(f"{name}: skipped: {r['skipped']}")
+    if r.skipped:
+        print(f"{name}: skipped: {r.reason}")
         return
-    bs = r.get("bootstrap", {})
+    bs = r.bootstrap
     for line in METHODS[name].describe(r):
         print(line)
-    if bs.get("n_resamples"):
-        print(f"  ({bs['level']:.0%} bootstrap intervals, {bs['n_resamples']} resamples; "
-              f"{bs.get('resampling', 'runs with replacement')})")
-    for w in r.get("warnings", []):
+    if bs is not None and bs.n_resamples:
+        print(f"  ({bs.level:.0%} bootstrap intervals, {bs.n_resamples} resamples; "
+              f"{bs.resampling or 'runs with replacement'})")
+    for w in r.warnings:
         print(f"  warning: {w}")
 
 
 def fit_handler(args) -> int:
-    from research.fit.core import run_fits  # lazy: --help builds every parser; fit modules ~0.15 s
+    from research.fit.core import fit_records  # lazy: --help builds every parser; fit modules ~0.15 s
     from research.fit.data import load_table  # lazy: as above
     from research.fit.method import FitOptions  # lazy: as above
     from research.fit.methods import METHODS  # lazy: as above
@@ -190,30 +190,30 @@ def fit_handler(args) -> int:
                          backend=args.backend, tol=args.tolerances, level=args.level,
                          budgets=tuple(args.budgets) if args.budgets else None, strict=args.method != "all",
                          kaplan_n=kaplan_n, approach1_source=args.approach1_source, solver=args.solver)
-    result = run_fits(table, methods, options, kaplan_df=kaplan_table, log=log)
-    if all("skipped" in result[m] for m in methods):  # nothing fitted: say so, and leave fit.json as it is
-        reasons = "; ".join(f"{m}: {result[m]['skipped']}" for m in methods)
+    result = fit_records(table, methods, options, kaplan_df=kaplan_table, log=log)
+    if all(result.method(m).skipped for m in methods):  # nothing fitted: say so, and leave fit.json as it is
+        reasons = "; ".join(f"{m}: {result.method(m).reason}" for m in methods)
         raise UserError(f"no fit possible on {table.drop_message().replace('using', 'the', 1)} ({reasons})")
     out = output_path(args.out, args.no_write, table.sweep_dir)
     if out is not None:
         write_fit(out, result, merge=True)
         print(f"wrote {out}", file=sys.stderr)
     if args.json:
-        print(dumps(result[methods[0]] if len(methods) == 1 else result))
+        print(dumps((result.method(methods[0]) if len(methods) == 1 else result).to_json()))
     else:
         from research.fit.agreement import agreement_line, noise_line  # lazy: as above
 
         for m in methods:
-            _print_fit(m, result[m])
+            _print_fit(m, result.method(m))
         for line in (agreement_line(result), noise_line(result)):
             if line:
                 print(line)
         from research.fit.sensitivity import sensitivity_lines  # lazy: as above
 
-        for line in sensitivity_lines(result.get("sensitivity")):
+        for line in sensitivity_lines(result.sensitivity):
             if not line.lstrip().startswith("warning:"):  # its warning is among those printed below
                 print(line)
-        for w in result.get("warnings", []):
+        for w in result.warnings or []:
             print(f"warning: {w}")
     return 0
 

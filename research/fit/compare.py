@@ -39,6 +39,7 @@ from research.fit.data import Table, group_budgets, load_table, read_frame
 from research.fit.laws import ChinchillaLaw
 from research.fit.method import flops_per_token
 from research.fit.method_approach3 import run_approach3
+from research.records import Approach3Result
 
 SHAREABLE = {"A": 0, "B": 1, "E": 2, "alpha": 3, "beta": 4}  # law parameter -> index in a3.THETA
 BPB_COLUMN = "eval_bits_per_byte"
@@ -183,18 +184,20 @@ def fit_each(table: Table, label: str, opts: CompareOptions, seed: int) -> Sweep
 
     per_token = flops_per_token(table)
     try:
-        res = run_approach3(table.df, bootstrap=opts.bootstrap, seed=seed, grid=opts.grid, level=opts.level,
-                            budgets=(), bootstrap_starts=opts.bootstrap_starts, per_token=per_token)
+        res = Approach3Result.from_json(
+            run_approach3(table.df, bootstrap=opts.bootstrap, seed=seed, grid=opts.grid, level=opts.level,
+                          budgets=(), bootstrap_starts=opts.bootstrap_starts, per_token=per_token),
+            f"sweep {label}'s Approach 3 fit")
     except UserError as err:
         raise UserError(f"sweep {label}: {err}") from None
-    theta = np.array([res["log_params"][k] for k in a3.THETA])
+    theta = np.array([res.log_params[k] for k in a3.THETA])
     thetas = np.empty((0, 5))
     if opts.bootstrap:
-        s = res["bootstrap"]["samples"]
+        s = res.bootstrap.samples
         with np.errstate(divide="ignore"):
             thetas = np.column_stack([np.log(s["A"]), np.log(s["B"]), np.log(s["E"]), s["alpha"], s["beta"]])
     return SweepFit(label, table, per_token, theta, thetas,
-                    resampling=(res.get("bootstrap") or {}).get("resampling", ""))
+                    resampling=(res.bootstrap.resampling or "") if res.bootstrap is not None else "")
 
 
 def _joint_layout(shared: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, int]:

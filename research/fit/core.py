@@ -15,6 +15,7 @@ from research.fit.method_approach3 import MIN_POINTS_A3, SOLVERS, resolve_solver
 from research.fit.methods import METHODS, method
 from research.fit.noise import seed_noise
 from research.fit.sensitivity import sensitivity_report
+from research.records import FitResult, SeedNoise, Skipped
 
 APPROACH1_SOURCES = typing.get_args(Approach1Source)
 
@@ -28,10 +29,17 @@ def default_budgets(df) -> list[float]:
 
 
 def run_fits(table, methods=None, options: FitOptions | None = None, *, kaplan_df=None, log=None, **settings) -> dict:
+    """`fit_records`, as the JSON object fit.json holds (what the notebooks and tests read)."""
+    return fit_records(table, methods, options, kaplan_df=kaplan_df, log=log, **settings).to_json()
+
+
+def fit_records(table, methods=None, options: FitOptions | None = None, *, kaplan_df=None, log=None,
+                **settings) -> FitResult:
     """Run `methods` (default: all, research.fit.methods.METHODS) on a loaded Table with `options`
-    (or the FitOptions fields given as keywords). With options.strict False an approach the data cannot
-    support is recorded as {"skipped": reason}; with strict it raises UserError. `kaplan_df`: the table
-    with N = non-embedding parameters, for the Kaplan fits. `options.solver` picks the Approach-3 solver
+    (or the FitOptions fields given as keywords), into a FitResult (research.records). With
+    options.strict False an approach the data cannot support is recorded as Skipped(reason); with
+    strict it raises UserError. `kaplan_df`: the table with N = non-embedding parameters, for the
+    Kaplan fits. `options.solver` picks the Approach-3 solver
     (research.fit.method_approach3.resolve_solver); `options.sensitivity` adds the sensitivity block
     (research/fit/sensitivity.py) after an Approach-3 fit."""
     options = options or FitOptions()
@@ -50,7 +58,7 @@ def run_fits(table, methods=None, options: FitOptions | None = None, *, kaplan_d
                         "from a trunk, so their training curves are not runs from scratch); use "
                         "--approach1-source endpoints")
     budgets = list(options.budgets) if options.budgets else default_budgets(df)
-    out = {"version": 1, "data": table.meta(), "budgets_for_intervals": budgets}
+    out = FitResult(version=1, data=table.meta(), budgets_for_intervals=budgets)
     log = log or (lambda msg: None)
     inp = FitInput(table, options, budgets, kaplan_df)
     for i, name in enumerate(names):
@@ -58,25 +66,27 @@ def run_fits(table, methods=None, options: FitOptions | None = None, *, kaplan_d
         log(f"{name}: fitting ({i + 1}/{len(names)}"
             + (f", {options.bootstrap} bootstrap resamples)" if options.bootstrap else ")"))
         try:
-            out[name] = method(name).fit(inp)
-            out[name]["seconds"] = time.perf_counter() - t0
-            log(f"{name}: done in {out[name]['seconds']:.1f}s")
-            for w in out[name].get("warnings", []):
+            rec = method(name).fit(inp)
+            rec.seconds = time.perf_counter() - t0
+            log(f"{name}: done in {rec.seconds:.1f}s")
+            for w in rec.warnings:
                 log(f"{name}: warning: {w}")
         except UserError as err:
             if options.strict:
                 raise
-            out[name] = {"skipped": str(err)}
+            rec = Skipped(reason=str(err))
             log(f"{name}: skipped: {err}")
-    if options.sensitivity and "approach3" in out and "skipped" not in out["approach3"]:
-        out["sensitivity"] = sensitivity_report(df, out["approach3"], out.get("approach2"), inp.per_token,
-                                                convention=table.convention,
-                                                design_budgets=table.budget_source != table.columns.get("flops"),
-                                                backend=options.backend, reduction=options.reduction, tol=options.tol)
-        log(f"sensitivity: done in {out['sensitivity']['seconds']:.1f}s")
-    out["noise"] = seed_noise(df)
+        setattr(out, name, rec)
+    if options.sensitivity and out.fitted("approach3"):
+        out.sensitivity = sensitivity_report(df, out.approach3, out.fitted("approach2"), inp.per_token,
+                                             convention=table.convention,
+                                             design_budgets=table.budget_source != table.columns.get("flops"),
+                                             backend=options.backend, reduction=options.reduction, tol=options.tol)
+        log(f"sensitivity: done in {out.sensitivity.seconds:.1f}s")
+    out.noise = SeedNoise.from_json(seed_noise(df), "the seed noise")
     annotate(out, df, None if kaplan_df is None else kaplan_df.df)
-    out["warnings"] += (out.get("sensitivity") or {}).get("warnings", [])
-    for w in out["warnings"]:
+    if out.sensitivity is not None:
+        out.warnings += out.sensitivity.warnings
+    for w in out.warnings:
         log(f"warning: {w}")
     return out

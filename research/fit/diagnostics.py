@@ -32,6 +32,7 @@ from research.fit.data import group_budgets
 from research.fit.families import family_loss
 from research.fit.law_warnings import E_FLOOR_FRACTION, WIDTH_MAX  # noqa: F401 (listed above; defined there)
 from research.fit.noise import estimate_noise
+from research.records import (Approach1Result, Approach2Result, Approach3Result, DataRange, MethodResult, Record)
 
 MIN_DISTINCT = 3
 TERM_SPREAD_MIN = 0.01
@@ -42,15 +43,9 @@ EXTRAPOLATION_DECADES_ND = 1.0
 ENVELOPE_EDGE_FRACTION = 0.5
 
 
-def usable(block) -> bool:
-    return isinstance(block, dict) and "skipped" not in block
-
-
-def add_warnings(block: dict, messages) -> None:
-    have = block.setdefault("warnings", [])
-    for m in messages:
-        if m not in have:
-            have.append(m)
+def usable(rec: Record | None) -> bool:
+    """A record that was computed (neither absent nor Skipped)."""
+    return rec is not None and not rec.skipped
 
 
 def decades_outside(x, lo, hi) -> np.ndarray:
@@ -81,9 +76,9 @@ def extrapolation_warnings(N, D, rng: dict | None) -> list[str]:
 
 # ----------------------------------------------------------------------------- per approach
 
-def interval_width_warnings(block: dict) -> list[str]:
-    iv = (block.get("bootstrap") or {}).get("intervals") or {}
-    level = (block.get("bootstrap") or {}).get("level", 0.95)
+def interval_width_warnings(rec: MethodResult) -> list[str]:
+    iv = rec.intervals()
+    level = rec.bootstrap.level if rec.bootstrap is not None and rec.bootstrap.level is not None else 0.95
     out = []
     for k in ("a", "b"):
         lo, hi = (iv.get(k) or [None, None])[:2]
@@ -100,61 +95,63 @@ def _budget_sizes(df, flops):
     return np.unique(df["N"].to_numpy(float)[m])
 
 
-def approach2_warnings(block: dict, df) -> list[str]:
+def approach2_warnings(rec: Approach2Result, df) -> list[str]:
     out = []
-    for b in block.get("budgets", []):
-        sizes = np.sort(b["slice"]["n_params"]) if "slice" in b else _budget_sizes(df, b["flops"])
+    for b in rec.budgets:
+        sizes = np.sort(b.slice["n_params"]) if b.slice is not None else _budget_sizes(df, b.flops)
         if len(sizes) < 3:
             continue
-        if b["n_opt"] <= sizes[1] or b["n_opt"] >= sizes[-2]:
-            side = "smallest" if b["n_opt"] <= sizes[1] else "largest"
-            out.append(f"IsoFLOP minimum at C={b['flops']:.3g} (N_opt={b['n_opt']:.3g}) lies at the edge of its "
+        if b.n_opt <= sizes[1] or b.n_opt >= sizes[-2]:
+            side = "smallest" if b.n_opt <= sizes[1] else "largest"
+            out.append(f"IsoFLOP minimum at C={b.flops:.3g} (N_opt={b.n_opt:.3g}) lies at the edge of its "
                        f"sampled sizes [{sizes[0]:.3g}, {sizes[-1]:.3g}] (beyond the second-{side}): one size "
                        f"on that side fixes it; add {'smaller' if side == 'smallest' else 'larger'} models")
-    if block.get("n_budgets", 0) < MIN_DISTINCT:
-        out.append(f"only {block.get('n_budgets')} budgets with an interior IsoFLOP minimum (need >= "
+    if rec.n_budgets < MIN_DISTINCT:
+        out.append(f"only {rec.n_budgets} budgets with an interior IsoFLOP minimum (need >= "
                    f"{MIN_DISTINCT} to check the power law N_opt ~ C^a rather than draw it through points)")
     return out
 
 
-def approach1_warnings(block: dict) -> list[str]:
-    kept, dropped = block.get("n_envelope_points", 0), block.get("n_edge_points_dropped", 0)
+def approach1_warnings(rec: Approach1Result) -> list[str]:
+    kept, dropped = rec.n_envelope_points, rec.n_edge_points_dropped
     if kept + dropped and dropped / (kept + dropped) > ENVELOPE_EDGE_FRACTION:
         return [f"{dropped / (kept + dropped):.0%} of the envelope's FLOP grid is won by the smallest or largest "
                 "model (left out as edge points): the sizes trained do not bracket the optimum over most budgets"]
     return []
 
 
-def approach3_warnings(block: dict, df) -> list[str]:
+def approach3_warnings(rec: Approach3Result, df) -> list[str]:
     out = []
     L_med = float(np.median(df["L"]))
+    p = rec.params()
     for k, coef, col, var in (("alpha", "A", "N", "N"), ("beta", "B", "D", "D")):
         with np.errstate(all="ignore"):
-            term = block[coef] / df[col].to_numpy(float) ** block[k]
+            term = p[coef] / df[col].to_numpy(float) ** p[k]
         spread = float(np.max(term) - np.min(term)) / L_med if np.all(np.isfinite(term)) else float("nan")
         if not spread >= TERM_SPREAD_MIN:
             out.append(f"the {var} term {coef}/{var}^{k} changes the loss by {spread:.2%} across the data "
-                       f"(< {TERM_SPREAD_MIN:.0%}; {k} = {block[k]:.3g}): the loss barely depends on {var} here, "
+                       f"(< {TERM_SPREAD_MIN:.0%}; {k} = {p[k]:.3g}): the loss barely depends on {var} here, "
                        f"so {k}, a and b are set by noise")
     floor = E_FLOOR_FRACTION * float(df["L"].min())
-    if block["E"] < floor:
-        out.append(f"E = {block['E']:.3g} is below {E_FLOOR_FRACTION:.0%} of the lowest measured loss: the fit put the "
-                   f"irreducible loss at zero and lets A/N^alpha (alpha = {block['alpha']:.3g}) stand in for it, so E "
+    if rec.E < floor:
+        out.append(f"E = {rec.E:.3g} is below {E_FLOOR_FRACTION:.0%} of the lowest measured loss: the fit put the "
+                   f"irreducible loss at zero and lets A/N^alpha (alpha = {rec.alpha:.3g}) stand in for it, so E "
                    "and the N term are not separately identified; a follows from that choice and its bootstrap "
                    "interval (whose resamples make the same choice) understates the uncertainty; add smaller and "
                    "larger models")
     else:
-        E_boot = np.asarray(((block.get("bootstrap") or {}).get("samples") or {}).get("E", []), float)
+        E_boot = np.asarray(((rec.bootstrap.samples if rec.bootstrap is not None else None) or {}).get("E", []),
+                            float)
         share = float(np.mean(E_boot < floor)) if len(E_boot) else 0.0
         if share > E_FLOOR_SHARE:
             out.append(f"{share:.0%} of the bootstrap resamples put E at zero (below {E_FLOOR_FRACTION:.0%} of the "
-                       f"lowest loss) where the fit has E = {block['E']:.3g}: E and the N term are not separately "
+                       f"lowest loss) where the fit has E = {rec.E:.3g}: E and the N term are not separately "
                        "identified, and the interval on a mixes the two solutions")
-    if block["E"] >= float(df["L"].min()):
-        out.append(f"E = {block['E']:.3g} is above the lowest measured loss ({float(df['L'].min()):.3g}): "
+    if rec.E >= float(df["L"].min()):
+        out.append(f"E = {rec.E:.3g} is above the lowest measured loss ({float(df['L'].min()):.3g}): "
                    "the fit's irreducible loss contradicts the data")
     out += distinct_warnings(df, "Approach 3")
-    out += lack_of_fit_warnings(block.get("noise"))
+    out += lack_of_fit_warnings(rec.noise)
     return out
 
 
@@ -179,13 +176,14 @@ def distinct_warnings(df, who: str) -> list[str]:
     return out
 
 
-def noise_and_range(block: dict, family: str, df, n_fitted: int) -> list[str]:
-    """Store the law's noise estimate and fitted data range in `block`; warnings if it cannot."""
-    block["data_range"] = data_range(df)
-    block["noise"] = None
+def noise_and_range(rec, family: str, df, n_fitted: int) -> list[str]:
+    """Store the law's noise estimate and fitted data range in its record (an Approach3Result or KaplanLND);
+    warnings if it cannot."""
+    rec.data_range = DataRange.from_json(data_range(df), "the fitted data range")
+    rec.noise = None
     with np.errstate(all="ignore"):
-        pred = np.asarray(family_loss(family, block, df["N"].to_numpy(float), df["D"].to_numpy(float)), float)
+        pred = np.asarray(family_loss(family, rec.params(), df["N"].to_numpy(float), df["D"].to_numpy(float)), float)
     if not np.all(np.isfinite(pred) & (pred > 0)):
         return ["the fitted law gives non-finite or non-positive losses at some fitted points; no noise estimate"]
-    block["noise"] = estimate_noise(df, pred, n_fitted)
+    rec.noise = estimate_noise(df, pred, n_fitted)
     return []

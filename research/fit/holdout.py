@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from research.errors import UserError, closest
-from research.fit.core import run_fits
+from research.fit.core import fit_records
 from research.fit.method import FitOptions
 from research.fit.methods import METHODS, loss_methods
 from research.fit.data import group_budgets
@@ -32,6 +32,7 @@ from research.fit.isoflop import BudgetRejected, fit_approach2, isoflop_points, 
 from research.fit.powerlaw import percentile_interval
 from research.fit.noise import noise_sigma, replicate_sigma, same_value_keys
 from research.fit.predict import predict, predictor_from_fit
+from research.records import FitResult, Skipped
 
 NAMED_SPECS = ("largest-budget", "largest-n", "largest-tokens")
 QUERY_COLUMNS = ("n_params", "tokens", "flops", "budget", "loss", "tokens_per_param")
@@ -173,7 +174,7 @@ def _distance(train, held) -> dict:
     return out
 
 
-def check_law(fit: dict, method: str, train, held, level: float, seed: int = 0) -> dict:
+def check_law(fit: FitResult, method: str, train, held, level: float, seed: int = 0) -> dict:
     """Predictions of one fitted law at the held-out (and, for the figure, the training) runs."""
     pred = predictor_from_fit(fit, method)
     out_rows = predict(pred, held["N"], held["D"], level=level, seed=seed)
@@ -215,7 +216,7 @@ def per_size_baseline(train, held, level: float, sigma: float | None) -> dict:
         points.append({"n_params": float(r["N"]), "tokens": float(r["D"]), "measured": float(r["L"]),
                        "predicted": predicted, "rel_error": predicted / float(r["L"]) - 1.0, "inside": None})
     if not points:
-        return {"skipped": "no held-out run's size has >= 2 training token counts to extend"}
+        return Skipped(reason="no held-out run's size has >= 2 training token counts to extend").to_json()
     return {"what": f"per size: ln L linear in ln D through the size's {BASELINE_LAST_D} largest training token "
                     "counts, extended to the held-out D",
             "summary": _summary(points, level, sigma), "n_unpredicted": missing, "points": points}
@@ -262,11 +263,11 @@ def check_allocation(train, held, level: float, seed: int = 0, n_resamples: int 
     good, rejected = isoflop_points(held)
     if not good:
         why = "; ".join(f"C={r['flops']:.3g}: {r['reason']}" for r in rejected) or "no budgets"
-        return {"skipped": f"no held-out budget has an interior IsoFLOP minimum to compare with ({why})"}
+        return Skipped(reason=f"no held-out budget has an interior IsoFLOP minimum to compare with ({why})").to_json()
     try:
         a2 = fit_approach2(train, bootstrap=n_resamples, seed=seed, level=level, budgets=[g["flops"] for g in good])
     except UserError as err:
-        return {"skipped": str(err)}
+        return Skipped(reason=str(err)).to_json()
     opt = {round(math.log(o["flops"]), 6): o for o in a2.get("bootstrap", {}).get("optimal", [])}
     budgets = []
     for g in good:
@@ -311,7 +312,7 @@ def run_holdout(table, spec: str, methods=None, options: FitOptions | None = Non
     check_split(df, mask, spec, methods)
     train, held = df[~mask].reset_index(drop=True), df[mask].reset_index(drop=True)
     train_table = dataclasses.replace(table, df=train, sweep_dir=None)
-    fit = run_fits(train_table, methods, dataclasses.replace(
+    fit = fit_records(train_table, methods, dataclasses.replace(
         options, strict=True, budgets=(float(held["C"].max()),), kaplan_n=f"column {table.columns.get('n', 'N')}",
         sensitivity=False), log=log)
     out = {"holdout": spec, "n_train": int(len(train)), "n_heldout": int(len(held)), "level": level,
@@ -322,7 +323,7 @@ def run_holdout(table, spec: str, methods=None, options: FitOptions | None = Non
            "warnings": []}
     for m in methods:
         out[m] = check_law(fit, m, train, held, level, seed)
-        out[m]["fit_warnings"] = list(fit[m].get("warnings", []))
+        out[m]["fit_warnings"] = list(fit.method(m).warnings)
         out["warnings"] += [f"{m}: {w}" for w in out[m]["warnings"]]
     sigma = (out.get("approach3") or {}).get("interval", {}).get("sigma_log")
     out["baselines"] = {"per_size_lnL_lnD": per_size_baseline(train, held, level, sigma)}
@@ -337,8 +338,8 @@ def run_holdout(table, spec: str, methods=None, options: FitOptions | None = Non
 
 
 def holdout_or_skip(table, spec: str, **kw) -> dict:
-    """run_holdout, with a UserError recorded as {"holdout": spec, "skipped": reason} (for the sweep)."""
+    """run_holdout, with a UserError recorded as Skipped (written {"holdout": spec, "skipped": reason}; for the sweep)."""
     try:
         return run_holdout(table, spec, **kw)
     except UserError as err:
-        return {"holdout": spec, "skipped": str(err)}
+        return Skipped.of(extra={"holdout": spec}, reason=str(err)).to_json()

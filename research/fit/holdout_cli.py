@@ -8,6 +8,7 @@ from pathlib import Path
 from research.fit.holdout import DEFAULT_BOOTSTRAP, check_split, holdout_mask, interval_text, run_holdout
 from research.fit.methods import loss_methods
 from research.fit.record import dumps, output_path, write_fit
+from research.records import Extrapolation
 from research.train.sweep_dir import SweepDir
 
 
@@ -20,12 +21,13 @@ def holdout_command(args, table) -> int:
         mask = holdout_mask(table.df, args.holdout)  # a bad spec fails before any message
         check_split(table.df, mask, args.holdout, methods)
         log(f"holdout: using --bootstrap {bootstrap} (prediction intervals need a bootstrap of the fit)")
-    result = run_holdout(table, args.holdout, methods, bootstrap=bootstrap, seed=args.seed, level=args.level,
-                         grid=args.grid, reduction=args.reduction, backend=args.backend, tol=args.tolerances,
-                         solver=args.solver, log=log, allocation=args.method == "all")
+    result = Extrapolation.from_json(
+        run_holdout(table, args.holdout, methods, bootstrap=bootstrap, seed=args.seed, level=args.level,
+                    grid=args.grid, reduction=args.reduction, backend=args.backend, tol=args.tolerances,
+                    solver=args.solver, log=log, allocation=args.method == "all"), "the held-out check")
     out = output_path(args.out, args.no_write, table.sweep_dir)  # --out was checked before fitting
     if out is not None:
-        write_fit(out, {"extrapolation": result}, merge=True)
+        write_fit(out, {"extrapolation": result.to_json()}, merge=True)
         print(f"wrote {out} (key extrapolation)", file=sys.stderr)
         for p in write_figure(result, out, table.sweep_dir):
             print(f"wrote {p}", file=sys.stderr)
@@ -33,13 +35,13 @@ def holdout_command(args, table) -> int:
         print("holdout: nothing written (plain table without --out); pass --out FILE to keep the result "
               "and its figure", file=sys.stderr)
     if args.json:
-        print(dumps(result))
+        print(dumps(result.to_json()))
     else:
         print_holdout(result)
     return 0
 
 
-def write_figure(result: dict, out: Path, sweep_dir) -> list[Path]:
+def write_figure(result: Extrapolation, out: Path, sweep_dir) -> list[Path]:
     from research.plots.extrapolation import extrapolation_figure  # lazy: matplotlib; --help stays fast
 
     fig = extrapolation_figure(result)
@@ -56,42 +58,40 @@ def write_figure(result: dict, out: Path, sweep_dir) -> list[Path]:
     return paths
 
 
-def print_holdout(r: dict) -> None:
-    dec = r["extrapolation_decades"]
-    print(f"holdout {r['holdout']!r}: fitted on {r['n_train']} runs, predicting {r['n_heldout']} held-out runs "
+def print_holdout(r: Extrapolation) -> None:
+    dec = r.extrapolation_decades
+    print(f"holdout {r.holdout!r}: fitted on {r.n_train} runs, predicting {r.n_heldout} held-out runs "
           f"(up to {dec['budget']:.2f} decades beyond the fitted budgets, {dec['n_params']:.2f} in N, "
           f"{dec['tokens']:.2f} in D)")
-    for m in ("approach3", "kaplan"):
-        if m not in r:
-            continue
-        b, s = r[m], r[m]["summary"]
-        print(f"{m}: {b['law']}  ({', '.join(f'{k}={v:.4g}' for k, v in b['params'].items())})")
-        print(f"  interval: {b['interval']['description']}")
+    for m, b in r.laws():
+        s = b.summary
+        print(f"{m}: {b.law}  ({', '.join(f'{k}={v:.4g}' for k, v in b.params.items())})")
+        print(f"  interval: {b.interval['description']}")
         print(f"  {'n_params':>10} {'tokens':>10} {'measured':>9} {'predicted':>9} {'interval':>19} "
               f"{'rel.err':>8} inside")
-        for p in b["points"]:
-            iv = (f"[{p['loss_low']:.4f}, {p['loss_high']:.4f}]" if p["loss_low"] is not None else "n/a")
-            print(f"  {p['n_params']:>10.4g} {p['tokens']:>10.4g} {p['measured']:>9.4f} {p['predicted']:>9.4f} "
-                  f"{iv:>19} {p['rel_error']:>+8.2%} {_yes_no(p['inside'])}")
-        cov = "n/a" if s["coverage"] is None else f"{s['coverage']:.0%} ({s['n_inside']}/{s['n']})"
-        print(f"  summary: mean |rel.err| {s['mean_abs_rel_error']:.2%}, mean signed {s['mean_rel_error']:+.2%}, "
-              f"max |rel.err| {s['max_abs_rel_error']:.2%}, coverage of the {s['level']:.0%} intervals {cov}")
-        for w in b.get("fit_warnings", []):
+        for p in b.points:
+            iv = (f"[{p.loss_low:.4f}, {p.loss_high:.4f}]" if p.loss_low is not None else "n/a")
+            print(f"  {p.n_params:>10.4g} {p.tokens:>10.4g} {p.measured:>9.4f} {p.predicted:>9.4f} "
+                  f"{iv:>19} {p.rel_error:>+8.2%} {_yes_no(p.inside)}")
+        cov = "n/a" if s.coverage is None else f"{s.coverage:.0%} ({s.n_inside}/{s.n})"
+        print(f"  summary: mean |rel.err| {s.mean_abs_rel_error:.2%}, mean signed {s.mean_rel_error:+.2%}, "
+              f"max |rel.err| {s.max_abs_rel_error:.2%}, coverage of the {s.level:.0%} intervals {cov}")
+        for w in b.fit_warnings:
             print(f"  fit warning: {w}")
     for line in baseline_lines(r):
         print(line)
-    a2 = r.get("approach2")
-    if a2 and "skipped" in a2:
-        print(f"approach2 (N_opt at held-out budgets): skipped: {a2['skipped']}")
-    elif a2:
-        print(f"approach2: N_opt = k_N*C^a from the other budgets (a={a2['a']:.3f}) against each held-out budget's "
+    a2 = r.approach2
+    if a2 is not None and a2.skipped:
+        print(f"approach2 (N_opt at held-out budgets): skipped: {a2.reason}")
+    elif a2 is not None:
+        print(f"approach2: N_opt = k_N*C^a from the other budgets (a={a2.a:.3f}) against each held-out budget's "
               "IsoFLOP minimum")
-        for b in a2["budgets"]:
+        for b in a2.budgets:
             print(f"  C={b['flops']:.3g}: predicted N_opt {b['n_opt_predicted']:.4g} "
                   f"{interval_text(b['n_opt_predicted_interval'])}, measured {b['n_opt_measured']:.4g} "
                   f"{interval_text(b['n_opt_measured_interval'])}, ratio {b['ratio']:.3f}"
                   f", {'consistent' if b['consistent'] else 'INCONSISTENT'}")
-    for w in r.get("warnings", []):
+    for w in r.warnings:
         print(f"warning: {w}")
 
 
@@ -99,18 +99,18 @@ def _yes_no(inside) -> str:
     return "-" if inside is None else "yes" if inside else "no"
 
 
-def baseline_lines(r: dict) -> list[str]:
+def baseline_lines(r: Extrapolation) -> list[str]:
     """The baselines' errors on the same held-out runs, and those runs' own seed spread."""
     lines = []
-    for name, b in (r.get("baselines") or {}).items():
-        s = b.get("summary") if isinstance(b, dict) else None
+    for name, b in (r.baselines or {}).items():
+        s = None if b.skipped else b.summary
         if s is None:
-            lines.append(f"baseline {name}: skipped: {b.get('skipped') if isinstance(b, dict) else b}")
+            lines.append(f"baseline {name}: skipped: {b.reason if b.skipped else None}")
             continue
-        spread = "" if s.get("std_rel_error") is None else f", spread {s['std_rel_error']:.2%}"
-        lines.append(f"baseline {name}: mean |rel.err| {s['mean_abs_rel_error']:.2%}, bias {s['bias']:+.2%}{spread} "
-                     f"({s['n']} runs)")
-    noise = r.get("heldout_noise")
+        spread = "" if s.std_rel_error is None else f", spread {s.std_rel_error:.2%}"
+        lines.append(f"baseline {name}: mean |rel.err| {s.mean_abs_rel_error:.2%}, bias {s.bias:+.2%}{spread} "
+                     f"({s.n} runs)")
+    noise = r.heldout_noise
     if noise:
         lines.append(f"held-out runs' own seed spread: sigma of ln L {noise['sigma_log']:.4f} ({noise['dof']} dof)")
     return lines

@@ -18,6 +18,7 @@ import numpy as np
 
 from research.errors import UserError
 from research.fit.data import group_budgets
+from research.records import Skipped
 
 PUBLISHED = {
     "L_N": {"N_c": 8.8e13, "alpha_N": 0.076},
@@ -56,9 +57,9 @@ def fit_kaplan(N, D, L, n_kind="nonembedding") -> dict:
     res = {"method": "kaplan", "n_kind": n_kind, "n_points": int(len(N)), "published": PUBLISHED,
            "warnings": []}
     ln, k = _single(N, L, 0.01)
-    res["L_N"] = {"N_c": ln[0], "alpha_N": ln[1], "n_sizes": k} if ln else {"skipped": f"{k} distinct sizes (need >= 3)"}
+    res["L_N"] = {"N_c": ln[0], "alpha_N": ln[1], "n_sizes": k} if ln else Skipped(reason=f"{k} distinct sizes (need >= 3)").to_json()
     ld, k = _single(D, L, 0.05)
-    res["L_D"] = {"D_c": ld[0], "alpha_D": ld[1], "n_token_counts": k} if ld else {"skipped": f"{k} distinct token counts (need >= 3)"}
+    res["L_D"] = {"D_c": ld[0], "alpha_D": ld[1], "n_token_counts": k} if ld else Skipped(reason=f"{k} distinct token counts (need >= 3)").to_json()
     lnN, lnD, lnL = np.log(N), np.log(D), np.log(L)
     best = None
     starts = [(0.076, 0.103, np.log(6.4e13), np.log(1.8e13))]

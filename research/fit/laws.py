@@ -66,6 +66,7 @@ from research.fsutil import loads_json, read_regular_text
 from research.guards import law_flops_per_token
 from research.fit.allocation import SIX_N, FlopsPerToken, allocation_params, compute_optimal
 from research.fit.law_warnings import fit_warnings
+from research.records import as_fit_result
 from research.train.sweep_dir import SweepDir
 
 FLOPS_PER_PARAM_TOKEN = SIX_N.k  # C = 6·N·D, the "6n" convention (Kaplan's anchor below)
@@ -400,15 +401,15 @@ def _law_from_fit(fit: dict, approach: str | None = None, name: str = "fit"):
         return AllocationLaw(k_n, a, k_d, b, name=name, source=f"{fit.get('method', 'power-law')} fit",
                              notes=["loss unavailable: an IsoFLOP/envelope fit gives only N_opt, D_opt"],
                              convention=str(fit.get("flops_convention", "6n")), fit_block=fit)
-    choices = [approach] if approach else [k for k in APPROACH_ORDER if isinstance(fit.get(k), dict)
-                                           and "skipped" not in fit[k]]
+    rec = as_fit_result(fit, f"fit file {name}")
+    choices = [approach] if approach else [k for k in APPROACH_ORDER if rec.fitted(k) is not None]
     for key in choices:
-        block = fit.get(key)
-        if not isinstance(block, dict) or "skipped" in block:
+        block = rec.method(key)
+        if block is None or block.skipped:
             raise UserError(f"fit has no usable {key!r} result"
-                            + (f" ({block['skipped']})" if isinstance(block, dict) else "")
+                            + (f" ({block.reason})" if block is not None else "")
                             + "; run `scaling fit DIR --method " + key + "` first or pick another --approach")
-        return _law_from_fit(block, name=f"{name}:{key}")
+        return _law_from_fit(block.to_json(), name=f"{name}:{key}")
     raise UserError(f"{name} holds no Approach 1/2/3 result; run `scaling fit` on the sweep first")
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 from research.fit.allocation import SIX_N, FlopsPerToken, fit_flops_per_token
+from research.records import AllocationResult, MethodResult
 
 Approach1Source = Literal["endpoints", "curves"]
 Reduction = Literal["sum", "mean"]
@@ -74,11 +75,11 @@ def flops_per_token(table) -> FlopsPerToken:
 
 @dataclass(frozen=True)
 class Law:
-    """The L(N, D) law a method fitted: its family (research.fit.families), the block holding its
-    parameters (and bootstrap samples, noise, data range), and how to describe it."""
+    """The L(N, D) law a method fitted: its family (research.fit.families), the record holding its
+    parameters (and bootstrap samples, noise, data range; research.records), and how to describe it."""
 
     family: str
-    block: dict
+    block: Any  # research.records.Approach3Result or KaplanLND
     source: str
     n_kind: str = "total"
     notes: tuple[str, ...] = ()
@@ -88,30 +89,31 @@ class Law:
 class Method:
     name: str
     title: str  # e.g. "Chinchilla Approach 2 (IsoFLOP profiles)"
-    fit: Callable[[FitInput], dict]  # the result block (with its bootstrap when options.bootstrap)
-    annotate: Callable[[dict, Any, Any], list[str]] = lambda block, df, kaplan_df: []  # warnings (may add noise)
-    describe: Callable[[dict], list[str]] = lambda block: []  # `scaling fit`'s lines for a fitted block
+    fit: Callable[[FitInput], MethodResult]  # its typed record (research.records), with its bootstrap when asked
+    annotate: Callable[[Any, Any, Any], list[str]] = lambda rec, df, kaplan_df: []  # warnings (may add noise)
+    describe: Callable[[Any], list[str]] = lambda rec: []  # `scaling fit`'s lines for a fitted record
     allocation: bool = False  # gives N_opt = k_N C^a: compared in "agreement"
-    law: Callable[[dict], Law] | None = None  # the L(N, D) it predicts (None: allocation only)
+    law: Callable[[Any], Law] | None = None  # the L(N, D) it predicts (None: allocation only)
     min_train: int | None = None  # runs the held-out check needs to refit it
     figures: tuple[str, ...] = field(default=())  # research.plots.figures.FIGURES drawn when it is fitted
 
 
-def param_lines(block: dict, keys) -> list[str]:
-    """`scaling fit`'s lines for a block's parameters, each with its bootstrap interval when there is one."""
-    iv = (block.get("bootstrap") or {}).get("intervals", {})
+def param_lines(rec: MethodResult, keys) -> list[str]:
+    """`scaling fit`'s lines for a record's parameters, each with its bootstrap interval when there is one."""
+    iv = rec.intervals()
     lines = []
     for k in keys:
-        text = "n/a" if block[k] is None else f"{block[k]:.4g}"
+        v = getattr(rec, k)
+        text = "n/a" if v is None else f"{v:.4g}"
         if k in iv and iv[k][0] is not None:
             text += f" [{iv[k][0]:.4g}, {iv[k][1]:.4g}]"
         lines.append(f"  {k:6s} {text}")
     return lines
 
 
-def allocation_lines(name: str, block: dict) -> list[str]:
+def allocation_lines(name: str, rec: AllocationResult) -> list[str]:
     """The header and a, b, k_N, k_D of an allocation law N_opt = k_N*C^a, D_opt = k_D*C^b."""
-    return [f"{name}: N_opt = k_N*C^a, D_opt = k_D*C^b", *param_lines(block, ("a", "b", "k_N", "k_D"))]
+    return [f"{name}: N_opt = k_N*C^a, D_opt = k_D*C^b", *param_lines(rec, ("a", "b", "k_N", "k_D"))]
 
 
 _REGISTRY: dict[str, Method] = {}  # filled by the method modules; read it through research.fit.methods.METHODS

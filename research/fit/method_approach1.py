@@ -10,9 +10,14 @@ from research.fit.diagnostics import approach1_warnings
 from research.fit.endpoint_envelope import fit_approach1_endpoints
 from research.fit.envelope import fit_approach1, load_curves
 from research.fit.method import FitInput, Method, allocation_lines, register
+from research.records import Approach1Result
 
 
-def fit(inp: FitInput) -> dict:
+def fit(inp: FitInput) -> Approach1Result:
+    return Approach1Result.from_json(_fit(inp), "the Approach 1 fit")
+
+
+def _fit(inp: FitInput) -> dict:
     o, df = inp.options, inp.table.df
     if o.approach1_source == "endpoints":
         return fit_approach1_endpoints(df, inp.per_token, bootstrap=o.bootstrap, seed=o.seed, level=o.level,
@@ -25,12 +30,12 @@ def fit(inp: FitInput) -> dict:
                          convention=inp.table.convention)
 
 
-def describe(r: dict) -> list[str]:
-    if r.get("source") == "endpoints":
-        return allocation_lines("approach1", r) + [f"  envelope of end points: {r['n_envelope_points']} grid points from {r['n_points']} (N, D) points "
-                f"of {r['n_sizes']} sizes ({r['n_edge_points_dropped']} edge points dropped)"]
-    return allocation_lines("approach1", r) + [f"  envelope of training curves: {r['n_envelope_points']} points from {r['n_curves']} curves "
-            f"({r['n_edge_points_dropped']} edge points dropped)"]
+def describe(r: Approach1Result) -> list[str]:
+    if r.source == "endpoints":
+        return allocation_lines("approach1", r) + [f"  envelope of end points: {r.n_envelope_points} grid points from {r.n_points} (N, D) points "
+                f"of {r.n_sizes} sizes ({r.n_edge_points_dropped} edge points dropped)"]
+    return allocation_lines("approach1", r) + [f"  envelope of training curves: {r.n_envelope_points} points from {r.n_curves} curves "
+            f"({r.n_edge_points_dropped} edge points dropped)"]
 
 
 METHOD = register(Method("approach1", "Chinchilla Approach 1 (envelope of loss over compute)", fit,

@@ -16,6 +16,7 @@ from research.fit import varpro
 from research.fit.allocation import SIX_N, allocation_params, compute_optimal, optimal_row
 from research.fit.diagnostics import approach3_warnings, noise_and_range
 from research.fit.method import FitInput, Law, Method, Solver, param_lines, register
+from research.records import Approach3Result
 
 MIN_POINTS_A3 = 8
 
@@ -83,31 +84,32 @@ def run_approach3(df, *, bootstrap=0, seed=0, grid="full", reduction="sum", back
     return res
 
 
-def fit(inp: FitInput) -> dict:
+def fit(inp: FitInput) -> Approach3Result:
     o = inp.options
-    return run_approach3(inp.table.df, bootstrap=o.bootstrap, seed=o.seed, grid=o.grid, reduction=o.reduction,
-                         backend=o.backend, level=o.level, budgets=inp.budgets, tol=o.tol, per_token=inp.per_token,
-                         solver=o.solver)
+    return Approach3Result.from_json(
+        run_approach3(inp.table.df, bootstrap=o.bootstrap, seed=o.seed, grid=o.grid, reduction=o.reduction,
+                      backend=o.backend, level=o.level, budgets=inp.budgets, tol=o.tol, per_token=inp.per_token,
+                      solver=o.solver), "the Approach 3 fit")
 
 
-def annotate(block: dict, df, kaplan_df) -> list[str]:
-    return noise_and_range(block, "chinchilla", df, 5) + approach3_warnings(block, df)
+def annotate(rec: Approach3Result, df, kaplan_df) -> list[str]:
+    return noise_and_range(rec, "chinchilla", df, 5) + approach3_warnings(rec, df)
 
 
-def describe(r: dict) -> list[str]:
-    how = f"{r['n_starts']} starts" if "n_starts" in r else f"variable projection, {r['grid_cells']} grid cells"
-    lines = [f"approach3: L(N, D) = E + A/N^alpha + B/D^beta  ({r['n_points']} runs, {how}, "
-             f"{r['reduction']}-reduced Huber delta={r['delta']:g}, objective {r['objective']:.6g})",
+def describe(r: Approach3Result) -> list[str]:
+    how = f"{r.n_starts} starts" if r.n_starts is not None else f"variable projection, {r.grid_cells} grid cells"
+    lines = [f"approach3: L(N, D) = E + A/N^alpha + B/D^beta  ({r.n_points} runs, {how}, "
+             f"{r.reduction}-reduced Huber delta={r.delta:g}, objective {r.objective:.6g})",
              *param_lines(r, ("E", "A", "B", "alpha", "beta", "a", "b", "G"))]
-    ar = (r.get("profile") or {}).get("a_range")
+    ar = (r.profile or {}).get("a_range")
     if ar and ar.get("low") is not None:
         lines.append(f"  profile: a in [{ar['low']:.4g}, {ar['high']:.4g}] within the {ar['level']:.0%} "
                      "profile-likelihood threshold (objective over (alpha, beta) and over E in fit.json 'profile')")
     return lines
 
 
-def law(block: dict) -> Law:
-    return Law("chinchilla", block, "Approach 3 fit")
+def law(rec: Approach3Result) -> Law:
+    return Law("chinchilla", rec, "Approach 3 fit")
 
 
 METHOD = register(Method("approach3", "Chinchilla Approach 3 (parametric L(N, D))", fit, annotate=annotate,

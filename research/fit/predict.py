@@ -35,6 +35,7 @@ from research.fit.methods import METHODS, loss_methods
 from research.fit.noise import noise_sigma
 from research.fsutil import loads_json, read_regular_text
 from research.guards import law_bootstrap, law_data_range, law_noise
+from research.records import FitResult, as_fit_result
 from research.train.sweep_dir import SweepDir
 
 MC_DRAWS = 4000  # Monte Carlo draws per (N, D) for the interval
@@ -127,37 +128,35 @@ def usable_laws_text(pred: Predictor) -> str:
             "came out non-finite, or A, B or an exponent not positive (a resample the law's form cannot use)")
 
 
-def _usable(block) -> bool:
-    return isinstance(block, dict) and "skipped" not in block
-
-
-def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit") -> Predictor:
+def predictor_from_fit(fit: FitResult | dict, approach: str | None = None, name: str = "fit") -> Predictor:
     """A Predictor from a fit.json dict: its approach3 or kaplan block, or a bare law file holding
     E, A, B, alpha, beta (or N_c, D_c, alpha_N, alpha_D) at the top level."""
-    if not isinstance(fit, dict):
+    if not isinstance(fit, (dict, FitResult)):
         raise UserError(f"{name} does not hold a JSON object; pass a fit.json written by `scaling fit`")
     if approach in NO_LOSS_APPROACHES:
         raise UserError(NO_LOSS_MESSAGE.format(which=f"{approach} (Chinchilla Approach {approach[-1]})"))
     for family, keys in FAMILY_KEYS.items():
-        if approach is None and any(k in fit for k in keys) and not any(k in fit for k in APPROACH_KEYS):
+        if approach is None and isinstance(fit, dict) and any(k in fit for k in keys) \
+                and not any(k in fit for k in APPROACH_KEYS):
             params = _check_params(fit, keys, f"law file {name}")
             return Predictor(name, family, params, source=f"law file {name}", samples=_samples(fit, keys),
                              samples_drawn=_drawn(fit),
                              noise=law_noise(fit.get("noise"), name), n_kind=fit.get("n_kind", "total"),
                              data_range=law_data_range(fit.get("data_range"), name), warnings=fit_warnings(fit, None),
                              fit_block=fit)
+    rec = as_fit_result(fit, f"fit file {name}")
     if approach is None:
-        approach = next((m for m in loss_methods() if _usable(fit.get(m)) and _has_law(fit[m], m)), None)
+        approach = next((m for m in loss_methods() if rec.fitted(m) is not None and _has_law(rec.fitted(m), m)), None)
         if approach is None:
-            have = [k for k in NO_LOSS_APPROACHES if _usable(fit.get(k))]
+            have = [k for k in NO_LOSS_APPROACHES if rec.fitted(k) is not None]
             if have:
                 raise UserError(NO_LOSS_MESSAGE.format(which=f"{name} holds only {' and '.join(have)}, which"))
             raise UserError(f"{name} holds no Approach 3 or Kaplan L(N, D) result; run "
                             "`scaling fit DIR --method approach3` first, or pass a published law "
                             f"({', '.join(PUBLISHED)})")
-    block = fit.get(approach)
-    if not _usable(block):
-        why = f" ({block['skipped']})" if isinstance(block, dict) else ""
+    block = rec.method(approach)
+    if block is None or block.skipped:
+        why = f" ({block.reason})" if block is not None else ""
         raise UserError(f"{name} has no usable {approach!r} result{why}; run "
                         f"`scaling fit DIR --method {approach}` first or pick another --approach")
     if approach not in METHODS or METHODS[approach].law is None:
@@ -168,14 +167,18 @@ def predictor_from_fit(fit: dict, approach: str | None = None, name: str = "fit"
         raise UserError(f"{name}'s {err}") from None
     keys = FAMILY_KEYS[law.family]
     where = f"{name} {approach}" + ("" if law.block is block else " L_ND")
-    params = _check_params(law.block, keys, where)
-    return Predictor(f"{name}:{approach}", law.family, params, source=law.source, samples=_samples(law.block, keys),
-                     samples_drawn=_drawn(law.block), noise=law_noise(law.block.get("noise"), name), n_kind=law.n_kind,
-                     data_range=law_data_range(law.block.get("data_range"), name), notes=list(law.notes),
-                     warnings=fit_warnings(fit, block), fit_block=block if law.block is block else None)
+    # the law's record as JSON: the checks below also serve bare law files (the branch above)
+    law_json, block_json = law.block.to_json(), block.to_json()
+    params = _check_params(law_json, keys, where)
+    rng = law.block.data_range
+    return Predictor(f"{name}:{approach}", law.family, params, source=law.source, samples=_samples(law_json, keys),
+                     samples_drawn=_drawn(law_json), noise=law_noise(law.block.noise, name), n_kind=law.n_kind,
+                     data_range=law_data_range(None if rng is None else rng.to_json(), name), notes=list(law.notes),
+                     warnings=fit_warnings(rec.to_json(), block_json),
+                     fit_block=block_json if law.block is block else None)
 
 
-def _has_law(block: dict, approach: str) -> bool:
+def _has_law(block, approach: str) -> bool:
     try:
         METHODS[approach].law(block)
     except UserError:

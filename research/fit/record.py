@@ -10,6 +10,7 @@ import numpy as np
 
 from research.fit.agreement import agreement
 from research.fsutil import atomic_write_text, loads_json, read_regular_text
+from research.records import METHOD_KEYS, FitResult, Record, read_fit_result
 from research.train.sweep_dir import SweepDir
 
 
@@ -49,9 +50,12 @@ def output_path(out: str | None, no_write: bool, sweep_dir: Path | None) -> Path
     return path
 
 
-def write_fit(path, result: dict, merge=True) -> Path:
-    """Write (merging into an existing file: methods not re-run are kept) atomically."""
+def write_fit(path, result: FitResult | dict, merge=True) -> Path:
+    """Write a FitResult (or the blocks of a dict: an update such as {"validate": ...}) atomically, merging
+    into an existing file (methods not re-run are kept)."""
     path = Path(path)
+    if isinstance(result, Record):
+        result = result.to_json()
     data = {}
     if merge and path.exists():
         try:  # a device or directory at the path is refused, never read (/dev/zero never ends)
@@ -62,6 +66,8 @@ def write_fit(path, result: dict, merge=True) -> Path:
             data = {}
     data.update(result)
     if merge and "agreement" in result:  # compare every approach the merged file holds, not only this run's
-        data["agreement"] = agreement(data)
+        # the approaches only: a stale block of another kind in the old file does not stop the write
+        approaches = {k: v for k, v in data.items() if k in METHOD_KEYS}
+        data["agreement"] = agreement(read_fit_result(approaches, str(path))).to_json()
     atomic_write_text(path, dumps(data, indent=1))
     return path

@@ -38,6 +38,7 @@ from research.fit.approach3 import DELTA, MAXITER, TOLERANCES, grid_starts, obje
 from research.fit.data import group_budgets
 from research.fit.isoflop import fit_approach2
 from research.fit.noise import point_means, same_value_keys
+from research.records import Approach2Result, Approach3Result, Sensitivity, SensitivityChoice, SensitivityRange
 
 PROFILE_THRESHOLD = 0.02  # E's profile: the choices of E whose objective is within 2% of the best
 PROFILE_POINTS = 17  # E grid: this many values from 2% to 98% of the smallest measured loss (and the best E)
@@ -156,20 +157,20 @@ def _refit(lnN, lnD, lnL, starts, W, per_token, *, backend, reduction, tol, n_ro
     return out
 
 
-def sensitivity_report(df, a3: dict, a2: dict | None, per_token, *, convention="6n", design_budgets=True,
-                       backend="jax", reduction="sum", tol="tight") -> dict:
-    """fit.json's `sensitivity` block: a (Approach 3, and Approach 2 where it fits) as the choices vary."""
+def sensitivity_report(df, a3: Approach3Result, a2: Approach2Result | None, per_token, *, convention="6n",
+                       design_budgets=True, backend="jax", reduction="sum", tol="tight") -> Sensitivity:
+    """fit.json's `sensitivity` block: a (Approach 3, and Approach 2 where it fits; `a2` None when it was not
+    fitted) as the choices vary."""
 
     t0 = time.perf_counter()
-    theta = np.array([math.log(a3["A"]), math.log(a3["B"]), math.log(a3["E"]), a3["alpha"], a3["beta"]])
-    optima = np.array(a3.get("local_optima") or [theta], dtype=np.float64).reshape(-1, 5)
+    theta = np.array([math.log(a3.A), math.log(a3.B), math.log(a3.E), a3.alpha, a3.beta])
+    optima = np.array(a3.local_optima or [theta], dtype=np.float64).reshape(-1, 5)
     wide = np.vstack([optima, grid_starts("small")])
     lnN, lnD, lnL = (np.log(df[c].to_numpy(float)) for c in ("N", "D", "L"))
-    shapes = {"n_rows": len(df), "n_starts": int(a3.get("n_starts", 0))}
-    a2_base = a2.get("a") if isinstance(a2, dict) and "skipped" not in a2 else None
-    choices = [{"group": "rows", "choice": "every row (as fitted)", "n_points": int(len(df)), "approach3": a3["a"],
-                "alpha": a3["alpha"], "beta": a3["beta"], "E": a3["E"], "objective": a3["objective"],
-                "approach2": a2_base}]
+    shapes = {"n_rows": len(df), "n_starts": int(a3.n_starts or 0)}
+    choices = [SensitivityChoice.of(group="rows", choice="every row (as fitted)", n_points=int(len(df)),
+                                 approach3=a3.a, alpha=a3.alpha, beta=a3.beta, E=a3.E, objective=a3.objective,
+                                 approach2=None if a2 is None else a2.a)]
 
     subsets = _subsets(df)
     usable = [(g, c, m) for g, c, m in subsets if _enough(df[m])]
@@ -178,14 +179,14 @@ def sensitivity_report(df, a3: dict, a2: dict | None, per_token, *, convention="
         fits = _refit(lnN, lnD, lnL, optima, W, per_token, backend=backend, reduction=reduction, tol=tol, **shapes)
         for (group, choice, mask), fit in zip(usable, fits):
             sub = df[mask].reset_index(drop=True)
-            choices.append({"group": group, "choice": choice, "n_points": int(mask.sum()), "approach3": fit["a"],
-                            "alpha": fit["alpha"], "beta": fit["beta"], "E": fit["E"], "objective": fit["objective"],
-                            "approach2": _approach2_a(sub, convention, per_token, design_budgets)})
+            choices.append(_choice(group, choice, int(mask.sum()), fit,
+                                   _approach2_a(sub, convention, per_token, design_budgets)))
     for group, choice, mask in subsets:
         if not _enough(df[mask]):
-            choices.append({"group": group, "choice": choice, "n_points": int(mask.sum()),
-                            "skipped": f"too few runs, sizes or token counts for Approach 3 (need >= {MIN_POINTS} "
-                                       "runs over >= 3 sizes and >= 3 token counts)"})
+            choices.append(SensitivityChoice(
+                group=group, choice=choice, n_points=int(mask.sum()),
+                reason=f"too few runs, sizes or token counts for Approach 3 (need >= {MIN_POINTS} "
+                       "runs over >= 3 sizes and >= 3 token counts)"))
 
     variants = []
     means = point_means(df)
@@ -199,74 +200,76 @@ def sensitivity_report(df, a3: dict, a2: dict | None, per_token, *, convention="
         (fit,) = _refit(*ln, wide, np.ones((1, len(data))), pt, backend=backend, reduction=reduction, tol=tol,
                         **shapes)
         a2_a = _approach2_a(data, convention if pt is per_token else "6n", pt, design_budgets)
-        choices.append({"group": group, "choice": choice, "n_points": int(len(data)), "approach3": fit["a"],
-                        "alpha": fit["alpha"], "beta": fit["beta"], "E": fit["E"], "objective": fit["objective"],
-                        "approach2": a2_a})
+        choices.append(_choice(group, choice, int(len(data)), fit, a2_a))
 
-    profile = profile_E(df, theta, a3["objective"], per_token, reduction=reduction, tol=tol)
-    out = {"quantity": "a, the exponent of N_opt ∝ C^a (Approach 3 refitted without bootstrap from the full fit's "
-                       "local optima; Approach 2's parabolas refitted beside it)",
-           "choices": choices, "E_profile": profile}
-    a_vals = [c["approach3"] for c in choices if "approach3" in c and np.isfinite(c["approach3"])]
-    out["range"] = {"approach3": [min(a_vals), max(a_vals)], "width": max(a_vals) - min(a_vals)}
-    a2_vals = [c["approach2"] for c in choices if c.get("approach2") is not None]
+    profile = profile_E(df, theta, a3.objective, per_token, reduction=reduction, tol=tol)
+    out = Sensitivity(quantity="a, the exponent of N_opt ∝ C^a (Approach 3 refitted without bootstrap from the "
+                               "full fit's local optima; Approach 2's parabolas refitted beside it)",
+                      choices=choices, E_profile=profile)
+    a_vals = [c.approach3 for c in choices if not c.skipped and np.isfinite(c.approach3)]
+    out.range = SensitivityRange(approach3=[min(a_vals), max(a_vals)], width=max(a_vals) - min(a_vals))
+    a2_vals = [c.approach2 for c in choices if c.approach2 is not None]
     if a2_vals:
-        out["range"]["approach2"] = [min(a2_vals), max(a2_vals)]
+        out.range.approach2 = [min(a2_vals), max(a2_vals)]
     if "a_within_threshold" in profile:
         lo, hi = profile["a_within_threshold"]
-        out["range"]["with_E_profile"] = [min(lo, min(a_vals)), max(hi, max(a_vals))]
-    out["warnings"] = _warnings(out, a3) + _family_warnings(df, choices)
-    out["seconds"] = time.perf_counter() - t0
+        out.range.with_E_profile = [min(lo, min(a_vals)), max(hi, max(a_vals))]
+    out.warnings = _warnings(out, a3) + _family_warnings(df, choices)
+    out.seconds = time.perf_counter() - t0
     return out
 
 
-def _warnings(block: dict, a3: dict) -> list[str]:
-    interval = ((a3.get("bootstrap") or {}).get("intervals") or {}).get("a")
-    lo, hi = block["range"].get("with_E_profile", block["range"]["approach3"])
+def _choice(group: str, choice: str, n_points: int, fit: dict, approach2) -> SensitivityChoice:
+    return SensitivityChoice.of(group=group, choice=choice, n_points=n_points, approach3=fit["a"], alpha=fit["alpha"],
+                             beta=fit["beta"], E=fit["E"], objective=fit["objective"], approach2=approach2)
+
+
+def _warnings(block: Sensitivity, a3: Approach3Result) -> list[str]:
+    interval = (a3.intervals()).get("a")
+    lo, hi = block.range.widest()
     if not interval or interval[0] is None:
         return [f"a ranges over [{lo:.3f}, {hi:.3f}] across the analyst's choices (no bootstrap interval to "
                 "compare; run with --bootstrap)"] if hi - lo > 0.05 else []
     width = interval[1] - interval[0]
     if hi - lo > width:
-        worst = max((c for c in block["choices"] if "approach3" in c),
-                    key=lambda c: abs(c["approach3"] - a3["a"]))
+        worst = max((c for c in block.choices if not c.skipped), key=lambda c: abs(c.approach3 - a3.a))
         return [f"a ranges over [{lo:.3f}, {hi:.3f}] across the analyst's choices (E profiled, rows, N, leave one "
                 f"out, family), wider than Approach 3's bootstrap interval [{interval[0]:.3f}, {interval[1]:.3f}]: "
                 f"the interval understates what the exponent depends on (largest single move: "
-                f"{worst['choice']}, a = {worst['approach3']:.3f})"]
+                f"{worst.choice}, a = {worst.approach3:.3f})"]
     return []
 
 
-def _family_warnings(df, choices: list[dict]) -> list[str]:
+def _family_warnings(df, choices: list[SensitivityChoice]) -> list[str]:
     """A table of several model families: the law across them confounds the change of shape with N."""
     if "family" not in df.columns or df["family"].nunique() < 2:
         return []
-    alone = [f"{c['choice']}: a = {c['approach3']:.3f}" if "approach3" in c else f"{c['choice']}: too few sizes"
-             for c in choices if c["group"] == "model family"]
+    alone = [f"{c.choice}: a = {c.approach3:.3f}" if not c.skipped else f"{c.choice}: too few sizes"
+             for c in choices if c.group == "model family"]
     return [f"the table holds {df['family'].nunique()} model families ({', '.join(sorted(set(df['family'])))}): a law "
             f"fitted across them confounds the change of shape with N ({'; '.join(alone)})"]
 
 
-def sensitivity_lines(block: dict) -> list[str]:
+def sensitivity_lines(block: Sensitivity | None) -> list[str]:
     """The printed summary of a sensitivity block."""
-    if not isinstance(block, dict) or "choices" not in block:
+    if not isinstance(block, Sensitivity):
         return []
     lines = ["sensitivity of a (Approach 3; Approach 2 in brackets) to the analyst's choices:"]
-    for c in block["choices"]:
-        if "skipped" in c:
-            lines.append(f"  {c['group']:>20}: {c['choice']}: skipped ({c['skipped']})")
+    for c in block.choices:
+        if c.skipped:
+            lines.append(f"  {c.group:>20}: {c.choice}: skipped ({c.reason})")
             continue
-        a2 = f" [{c['approach2']:.3f}]" if c.get("approach2") is not None else ""
-        lines.append(f"  {c['group']:>20}: {c['choice']}: a = {c['approach3']:.3f}{a2} (alpha {c['alpha']:.3g}, "
-                     f"E {c['E']:.3g}; {c['n_points']} rows)")
-    p = block["E_profile"]
+        a2 = f" [{c.approach2:.3f}]" if c.approach2 is not None else ""
+        lines.append(f"  {c.group:>20}: {c.choice}: a = {c.approach3:.3f}{a2} (alpha {c.alpha:.3g}, "
+                     f"E {c.E:.3g}; {c.n_points} rows)")
+    p = block.E_profile
     if "a_within_threshold" in p:
         lines.append(f"  {'E profiled':>20}: objective within {p['threshold']:.0%} of the best for E in "
                      f"[{p['E_within_threshold'][0]:.3g}, {p['E_within_threshold'][1]:.3g}], a in "
                      f"[{p['a_within_threshold'][0]:.3f}, {p['a_within_threshold'][1]:.3f}]")
-    r = block["range"]
-    lines.append(f"  range of a across the choices: [{r['approach3'][0]:.3f}, {r['approach3'][1]:.3f}]"
-                 + (f"; with E profiled [{r['with_E_profile'][0]:.3f}, {r['with_E_profile'][1]:.3f}]"
-                    if "with_E_profile" in r else ""))
-    lines += [f"  warning: {w}" for w in block.get("warnings", [])]
+    r = block.range
+    lines.append(f"  range of a across the choices: [{r.approach3[0]:.3f}, {r.approach3[1]:.3f}]"
+                 + (f"; with E profiled [{r.with_E_profile[0]:.3f}, {r.with_E_profile[1]:.3f}]"
+                    if r.with_E_profile is not None else ""))
+    lines += [f"  warning: {w}" for w in block.warnings]
     return lines

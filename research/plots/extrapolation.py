@@ -9,53 +9,58 @@ from matplotlib.figure import Figure
 
 from research.fit.agreement import all_warnings
 from research.plots.figures import STYLE
+from research.records import Extrapolation, FitResult
 
 LAW_STYLE = {"approach3": ("#7570b3", "o"), "kaplan": ("#66a61e", "s")}
 X_NUDGE = {"approach3": 1.0, "kaplan": 1.04}  # side by side at the same FLOPs in the error panel
 MAX_WARNING_LINES = 6
 
 
-def extrapolation_figure(result: dict) -> Figure:
+def extrapolation_figure(result: Extrapolation | dict) -> Figure:
     """Left: predicted against measured loss (fitted runs grey, held-out runs coloured with their
-    prediction intervals). Right: signed relative error against FLOP budget."""
+    prediction intervals). Right: signed relative error against FLOP budget. `result`: fit.json's
+    "extrapolation" (a record, or its JSON object)."""
     import matplotlib as mpl
+
+    if not isinstance(result, Extrapolation):
+        result = Extrapolation.from_json(result, "the held-out check")
 
     mpl.rcParams.update(STYLE)
     fig = Figure(figsize=(10, 4.4), layout="constrained")
     ax, axe = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     lo_all, hi_all = [], []
     for m, (col, mk) in LAW_STYLE.items():
-        b = result.get(m)
+        b = getattr(result, m)
         if not b:
             continue
-        tr = b.get("train_points", [])
+        tr = b.train_points
         if tr:
-            ax.scatter([p["measured"] for p in tr], [p["predicted"] for p in tr], s=10, color="0.65",
+            ax.scatter([p.measured for p in tr], [p.predicted for p in tr], s=10, color="0.65",
                        marker=mk, label=f"{m}: fitted runs ({len(tr)})", zorder=2)
-            axe.scatter([p["flops"] * X_NUDGE[m] for p in tr], [100 * (p["predicted"] / p["measured"] - 1) for p in tr],
+            axe.scatter([p.flops * X_NUDGE[m] for p in tr], [100 * (p.predicted / p.measured - 1) for p in tr],
                         s=10, color="0.65", marker=mk, zorder=2)
-        pts = b["points"]
-        meas = np.array([p["measured"] for p in pts])
-        pred = np.array([p["predicted"] for p in pts])
-        s = b["summary"]
-        cov = "" if s["coverage"] is None else f", coverage {s['coverage']:.0%}"
-        label = f"{m}: held out ({len(pts)}), mean |err| {s['mean_abs_rel_error']:.2%}{cov}"
-        if pts and pts[0]["loss_low"] is not None:
-            lo = np.array([p["loss_low"] for p in pts])
-            hi = np.array([p["loss_high"] for p in pts])
+        pts = b.points
+        meas = np.array([p.measured for p in pts])
+        pred = np.array([p.predicted for p in pts])
+        s = b.summary
+        cov = "" if s.coverage is None else f", coverage {s.coverage:.0%}"
+        label = f"{m}: held out ({len(pts)}), mean |err| {s.mean_abs_rel_error:.2%}{cov}"
+        if pts and pts[0].loss_low is not None:
+            lo = np.array([p.loss_low for p in pts])
+            hi = np.array([p.loss_high for p in pts])
             ax.errorbar(meas, pred, yerr=[pred - lo, hi - pred], fmt=mk, color=col, ms=5, capsize=2,
                         mec="black", mew=0.5, label=label, zorder=4)
-            axe.errorbar([p["flops"] * X_NUDGE[m] for p in pts], 100 * (pred / meas - 1),
+            axe.errorbar([p.flops * X_NUDGE[m] for p in pts], 100 * (pred / meas - 1),
                          yerr=[100 * (pred - lo) / meas, 100 * (hi - pred) / meas], fmt=mk, color=col, ms=5,
                          capsize=2, mec="black", mew=0.5, zorder=4)
             lo_all += list(lo)
             hi_all += list(hi)
         else:
             ax.scatter(meas, pred, marker=mk, color=col, s=30, edgecolor="black", label=label, zorder=4)
-            axe.scatter([p["flops"] * X_NUDGE[m] for p in pts], 100 * (pred / meas - 1), marker=mk, color=col, s=30,
+            axe.scatter([p.flops * X_NUDGE[m] for p in pts], 100 * (pred / meas - 1), marker=mk, color=col, s=30,
                         edgecolor="black", zorder=4)
-        lo_all += list(meas) + list(pred) + [p["measured"] for p in tr]
-        hi_all += list(meas) + list(pred) + [p["measured"] for p in tr]
+        lo_all += list(meas) + list(pred) + [p.measured for p in tr]
+        hi_all += list(meas) + list(pred) + [p.measured for p in tr]
     if lo_all:
         lim = [min(lo_all) * 0.98, max(hi_all) * 1.02]
         ax.plot(lim, lim, color="black", lw=0.8, ls="--", label="predicted = measured")
@@ -63,17 +68,17 @@ def extrapolation_figure(result: dict) -> Figure:
         ax.set_ylim(lim)
     ax.set_xlabel("measured loss (nats/token)")
     ax.set_ylabel("predicted loss (nats/token)")
-    level = result.get("level", 0.95)
-    ax.set_title(f"Held out: {result['holdout']} (bars: {level:.0%} prediction intervals)")
+    level = result.level if result.level is not None else 0.95
+    ax.set_title(f"Held out: {result.holdout} (bars: {level:.0%} prediction intervals)")
     ax.legend(loc="upper left")
     ax.grid(True, alpha=0.25)
     axe.axhline(0, color="black", lw=0.8)
     axe.set_xscale("log")
     axe.set_xlabel("run's FLOPs C")
     axe.set_ylabel("predicted/measured − 1 (%)")
-    axe.set_title(f"fitted on {result['n_train']} runs, {result['n_heldout']} held out")
+    axe.set_title(f"fitted on {result.n_train} runs, {result.n_heldout} held out")
     axe.grid(True, alpha=0.25)
-    add_warnings(fig, result.get("warnings", []))
+    add_warnings(fig, result.warnings)
     return fig
 
 
@@ -107,6 +112,6 @@ FIGURE_APPROACHES = {"isoflop": ("approach2",), "loss_vs_compute": ("approach1",
                      "approach3_profile": ("approach3",)}
 
 
-def figure_warnings(name: str, fit: dict) -> list[str]:
+def figure_warnings(name: str, fit: FitResult | dict) -> list[str]:
     """The overall warnings and those of the approaches figure `name` shows."""
     return all_warnings(fit, FIGURE_APPROACHES.get(name, ()))

@@ -15,6 +15,7 @@ from research.fit.kaplan import kaplan_joint
 from research.fit.laws import ChinchillaLaw, published
 from research.fit.noise import point_groups
 from research.fit.profiles import mean_points, size_profiles
+from research.records import Skipped, as_fit_result
 
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7.5}
 APPROACH_COLORS = {"approach1": "#1b9e77", "approach2": "#d95f02", "approach3": "#7570b3"}
@@ -32,7 +33,7 @@ def _figure(w=6.4, h=4.2, ncols=1):
 
 
 def _ok(fit, key):
-    return isinstance(fit.get(key), dict) and "skipped" not in fit[key]
+    return as_fit_result(fit).fitted(key) is not None
 
 
 def _per_token(df, fit) -> FlopsPerToken:
@@ -67,9 +68,9 @@ def _budget_norm(c):
 
 def approach1_source(fit) -> str:
     """"endpoints" or "curves": what the fit's Approach 1 used (a fit.json from before the choice: curves)."""
-    a1 = fit.get("approach1")
-    if isinstance(a1, dict) and "skipped" not in a1:
-        return a1.get("source", "curves")
+    a1 = as_fit_result(fit).fitted("approach1")
+    if a1 is not None:
+        return a1.source or "curves"
     return "endpoints"
 
 
@@ -149,8 +150,8 @@ def isoflop(df, fit) -> Figure:
     title = "IsoFLOP profiles (Approach 2" + (", interpolated slices)" if interpolated else ")")
     if _ok(fit, "approach2"):
         title += f": N_opt ∝ C^{a2['a']:.3f}, D_opt ∝ C^{a2['b']:.3f}"
-    elif isinstance(a2, dict) and a2.get("skipped"):
-        _note(ax, f"Approach 2 skipped (no parabolas drawn): {a2['skipped']}"[:160])
+    elif isinstance(as_fit_result(fit).approach2, Skipped) and as_fit_result(fit).approach2.reason:
+        _note(ax, f"Approach 2 skipped (no parabolas drawn): {as_fit_result(fit).approach2.reason}"[:160])
     ax.set_title(title)
     if interpolated or len(families(df)) > 1:
         ax.legend(loc="upper right")
@@ -314,7 +315,7 @@ def residuals(df, fit) -> Figure:
     res = 100 * (law.loss(df["N"], df["D"]) / df["L"] - 1)  # the sign of held-out errors (fit/holdout.py)
     for ax, x, lab in ((axn, df["N"], "parameters N"), (axd, df["D"], "training tokens D")):
         sc = ax.scatter(x, res, c=df["C"], cmap="viridis", norm=norm, s=16, label="Approach 3")
-        if _ok(fit, "kaplan") and "skipped" not in fit["kaplan"].get("L_ND", {"skipped": 1}):
+        if _ok(fit, "kaplan") and as_fit_result(fit).kaplan.joint() is not None:
             if fit["kaplan"].get("n_kind") == "total":
                 kr = 100 * (kaplan_joint(fit["kaplan"]["L_ND"], df["N"], df["D"]) / df["L"] - 1)
                 ax.scatter(x, kr, marker="x", color="0.5", s=12, label="Kaplan L(N, D)")

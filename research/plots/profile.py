@@ -8,10 +8,12 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from research.records import FitResult, as_fit_result
 
-def has_profile(fit: dict) -> bool:
-    a3 = fit.get("approach3")
-    return isinstance(a3, dict) and isinstance(a3.get("profile"), dict) and "alpha_beta" in a3["profile"]
+
+def has_profile(fit: FitResult | dict) -> bool:
+    a3 = as_fit_result(fit).fitted("approach3")
+    return a3 is not None and isinstance(a3.profile, dict) and "alpha_beta" in a3.profile
 
 
 def approach3_profile(fit: dict) -> Figure:

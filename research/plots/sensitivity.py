@@ -8,12 +8,14 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from research.plots.figures import APPROACH_COLORS, _figure
+from research.records import FitResult, as_fit_result
 
 
-def sensitivity_figure(fit: dict) -> Figure:
-    block = fit["sensitivity"]
+def sensitivity_figure(fit: FitResult | dict) -> Figure:
+    fit = as_fit_result(fit)
+    block = fit.sensitivity
     fig, (ridge, choices) = _figure(w=11, h=5.2, ncols=2)
-    p = block["E_profile"]
+    p = block.E_profile
     E, rel, a = (np.array(p[k], float) for k in ("E", "objective_rel", "a"))
     ridge.plot(E, 100 * rel, color="black", marker="o", ms=3, lw=1.2, label="objective above the best (%)")
     ridge.axhline(100 * p["threshold"], color="gray", ls=":", lw=1, label=f"threshold {p['threshold']:.0%}")
@@ -31,23 +33,24 @@ def sensitivity_figure(fit: dict) -> Figure:
     ridge.set_title("The E-alpha ridge: E profiled, the other parameters refitted")
     ridge.grid(True, alpha=0.25)
 
-    rows = [c for c in block["choices"] if "approach3" in c]
+    rows = [c for c in block.choices if not c.skipped]
     y = np.arange(len(rows))[::-1]
-    choices.scatter([c["approach3"] for c in rows], y, color=APPROACH_COLORS["approach3"], s=18, zorder=3,
+    choices.scatter([c.approach3 for c in rows], y, color=APPROACH_COLORS["approach3"], s=18, zorder=3,
                     label="Approach 3")
-    a2 = [(c["approach2"], yy) for c, yy in zip(rows, y) if c.get("approach2") is not None]
+    a2 = [(c.approach2, yy) for c, yy in zip(rows, y) if c.approach2 is not None]
     if a2:
         choices.scatter([v for v, _ in a2], [yy for _, yy in a2], color=APPROACH_COLORS["approach2"], marker="^",
                         s=16, zorder=3, label="Approach 2")
     if "a_within_threshold" in p:
         lo, hi = p["a_within_threshold"]
         choices.axvspan(lo, hi, color="gray", alpha=0.15, label=f"E profiled (objective within {p['threshold']:.0%})")
-    iv = (((fit.get("approach3") or {}).get("bootstrap") or {}).get("intervals") or {}).get("a")
+    a3 = fit.fitted("approach3")
+    iv = a3.intervals().get("a") if a3 is not None else None
     if iv and None not in iv:
         for x in iv:
             choices.axvline(x, color=APPROACH_COLORS["approach3"], ls="--", lw=1)
         choices.plot([], [], color=APPROACH_COLORS["approach3"], ls="--", lw=1, label="Approach 3 bootstrap interval")
-    choices.set_yticks(y, [f"{c['choice']}" for c in rows], fontsize=6.5)
+    choices.set_yticks(y, [f"{c.choice}" for c in rows], fontsize=6.5)
     choices.set_xlabel("a (N_opt ∝ C^a)")
     choices.set_title("a across the analyst's choices")
     choices.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=7)

@@ -18,6 +18,7 @@ from research.plots import lr_rule as R
 from research.plots.extrapolation import add_warnings, extrapolation_figure, figure_warnings
 from research.plots.profile import approach3_profile, has_profile
 from research.plots.sensitivity import sensitivity_figure
+from research.records import as_fit_result
 from research.train.sweep_dir import SweepDir
 
 
@@ -41,9 +42,10 @@ def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS,
     out.mkdir(parents=True, exist_ok=True)
     df = table.df
     curves = []  # training curves are drawn only where Approach 1 used them
-    if table.sweep_dir and F.approach1_source(fit) == "curves":
+    record = as_fit_result(fit, f"fit file {SweepDir(sweep).fit_path}")  # checked once, before any figure
+    if table.sweep_dir and F.approach1_source(record) == "curves":
         curves = load_curves(sweep, df, table.convention)
-    ok = lambda k: isinstance(fit.get(k), dict) and "skipped" not in fit[k]  # noqa: E731
+    ok = lambda k: record.fitted(k) is not None  # noqa: E731
     makers = []
     if ok("approach2") or df["C"].nunique() > 1:
         makers.append(("isoflop", lambda: F.isoflop(df, fit)))
@@ -57,7 +59,7 @@ def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS,
     if ok("sensitivity"):
         makers.append(("sensitivity", lambda: sensitivity_figure(fit)))
     if ok("extrapolation"):
-        makers.append(("extrapolation", lambda: extrapolation_figure(fit["extrapolation"])))
+        makers.append(("extrapolation", lambda: extrapolation_figure(record.extrapolation)))
     written = []
     for name, make in makers:
         fig = make()

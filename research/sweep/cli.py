@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from research.errors import UserError
+from research.records import METHOD_KEYS, AllocationResult, Approach3Result, Skipped, as_fit_result
 from research.sweep.collect import fmt_seconds, status_counts
 from research.train.sweep_dir import SweepDir, trial_row
 from research.train.tracking import add_flags as add_tracking_flags, apply_flags, log_sweep
@@ -275,45 +276,46 @@ def _record_skipped(sweep_dir: Path, stage: str, reason: str) -> None:
         if stage == "fit":
             if path.exists():
                 os.replace(path, layout.fit_prev_path)
-            write_fit(path, {"version": 1, "skipped": reason}, merge=False)
+            write_fit(path, Skipped.of(extra={"version": 1}, reason=reason), merge=False)
         else:
-            write_fit(path, {"plots": {"skipped": reason}}, merge=True)
+            write_fit(path, {"plots": Skipped(reason=reason).to_json()}, merge=True)
     except OSError as err:  # the sweep's results are safe; say why the record is missing
         print(f"{stage}: could not record the skip in {path}: {err}", file=sys.stderr)
 
 
-def _print_fit_summary(fit: dict) -> None:
+def _print_fit_summary(data: dict) -> None:
     from research.fit.agreement import agreement_line, all_warnings, noise_line  # lazy: as in _fit_stage
 
-    for name, result in (fit or {}).items():
-        if isinstance(result, dict) and "a" in result and "b" in result:
-            bs = result.get("bootstrap") or {}
-            a_iv = (bs.get("intervals") or {}).get("a")
-            level = f"{bs['level']:.0%}" if "level" in bs else ""
+    fit = as_fit_result(data, "fit.json")
+    for name in METHOD_KEYS:
+        result = fit.fitted(name)
+        if isinstance(result, AllocationResult | Approach3Result):
+            a_iv = result.bootstrap.intervals.get("a") if result.bootstrap and result.bootstrap.intervals else None
+            level = f"{result.bootstrap.level:.0%}" if result.bootstrap and result.bootstrap.level is not None else ""
             interval = f" [{level} {a_iv[0]:.3f}, {a_iv[1]:.3f}]" if a_iv and None not in a_iv else ""
-            print(f"  {name}: N_opt ~ C^{result['a']:.3f}{interval}, D_opt ~ C^{result['b']:.3f} "
-                  f"(C in {result.get('flops_convention', '6n')} FLOPs)", file=sys.stderr)
-    for line in (agreement_line(fit or {}), noise_line(fit or {})):
+            print(f"  {name}: N_opt ~ C^{result.a:.3f}{interval}, D_opt ~ C^{result.b:.3f} "
+                  f"(C in {result.flops_convention or '6n'} FLOPs)", file=sys.stderr)
+    for line in (agreement_line(fit), noise_line(fit)):
         if line:
             print(f"  {line}", file=sys.stderr)
-    spread = ((fit or {}).get("sensitivity") or {}).get("range")
-    if spread:
-        lo, hi = spread.get("with_E_profile", spread["approach3"])
+    spread = fit.sensitivity.range if fit.fitted("sensitivity") is not None else None
+    if spread is not None:
+        lo, hi = spread.widest()
         print(f"  sensitivity: Approach 3's a ranges over [{lo:.3f}, {hi:.3f}] across the analyst's choices "
               "(E profiled, seed means, N without embeddings, leave one size/budget out, families; fit.json)",
               file=sys.stderr)
-    held = (fit or {}).get("extrapolation") or {}
-    summary = (held.get("approach3") or {}).get("summary")
+    held = fit.fitted("extrapolation")
+    summary = held.approach3.summary if held is not None and held.approach3 is not None else None
     if summary:
-        print(f"  held out ({held.get('holdout')}): Approach 3 predicts {summary['n']} unseen runs with mean |error| "
-              f"{summary['mean_abs_rel_error']:.2%} (signed {summary['mean_rel_error']:+.2%}); "
-              f"{summary['n_inside']}/{summary['n']} inside their {summary['level']:.0%} intervals", file=sys.stderr)
-        for name, block in (held.get("baselines") or {}).items():
-            s = block.get("summary") if isinstance(block, dict) else None
+        print(f"  held out ({held.holdout}): Approach 3 predicts {summary.n} unseen runs with mean |error| "
+              f"{summary.mean_abs_rel_error:.2%} (signed {summary.mean_rel_error:+.2%}); "
+              f"{summary.n_inside}/{summary.n} inside their {summary.level:.0%} intervals", file=sys.stderr)
+        for name, block in (held.baselines or {}).items():
+            s = None if block.skipped else block.summary
             if s:
-                print(f"    baseline {name}: mean |error| {s['mean_abs_rel_error']:.2%} (signed {s['bias']:+.2%}) on the "
+                print(f"    baseline {name}: mean |error| {s.mean_abs_rel_error:.2%} (signed {s.bias:+.2%}) on the "
                       "same runs", file=sys.stderr)
-    for w in all_warnings(fit or {}):
+    for w in all_warnings(fit):
         print(f"  warning: {w}", file=sys.stderr)
 
 

@@ -39,6 +39,7 @@ from research.fit.predict import predict, predictor_from_fit
 from research.fit.record import write_fit
 from research.fsutil import read_json
 from research.model.accounting import count_model
+from research.records import FitResult, Skipped, Validation, as_fit_result
 from research.sweep.collect import fmt_seconds
 from research.sweep.plan import Plan, _trial, checked, estimate_seconds, seeded
 from research.sweep.trial import write_trial
@@ -172,11 +173,11 @@ def _measured(sweep_dir: Path, ids: list[str]) -> tuple[list[float], list[str]]:
     return losses, other
 
 
-def score(fit: dict, cfg: ValidateConfig, target_rows: list[dict], sweep_dir: Path, largest: float) -> dict:
+def score(fit: FitResult, cfg: ValidateConfig, target_rows: list[dict], sweep_dir: Path, largest: float) -> dict:
     """The `validate` block: predicted against measured loss per run, and whether N_opt's run was the best."""
     pred = predictor_from_fit(fit, "approach3")
-    noise = (fit.get("noise") or {}).get("pooled") or {}
-    noise_std = noise.get("std")
+    pooled = fit.noise.pooled if fit.noise is not None else None
+    noise_std = pooled.std if pooled is not None else None
     warnings, scored = [], []
     for target in target_rows:
         runs = target["runs"]
@@ -221,21 +222,24 @@ def score(fit: dict, cfg: ValidateConfig, target_rows: list[dict], sweep_dir: Pa
     summary = {"n": len(scored), "n_inside": sum(r["inside"] for r in inside),
                "mean_rel_error": float(np.mean([r["rel_error"] for r in scored])) if scored else None,
                "mean_abs_rel_error": float(np.mean([abs(r["rel_error"]) for r in scored])) if scored else None}
-    law = {k: (fit.get("approach3") or {}).get(k) for k in ("E", "A", "B", "alpha", "beta")}
-    return {"level": cfg.level, "config": cfg.to_dict(), "largest_fitted_budget": largest, "law": law,
-            "flops_convention": (fit.get("approach3") or {}).get("flops_convention", "6n"),
+    a3 = fit.approach3  # predictor_from_fit above refused a fit without one
+    return {"level": cfg.level, "config": cfg.to_dict(), "largest_fitted_budget": largest, "law": a3.params(),
+            "flops_convention": a3.flops_convention or "6n",
             "interval": p["interval"]["description"] if target_rows else None,
             "error": "measured - predicted (nats/token; positive: worse than predicted); measured = mean over seeds",
             "targets": target_rows, "summary": summary, "warnings": warnings}
 
 
-def report_lines(block: dict) -> list[str]:
-    if "skipped" in block:
-        return [f"validate: skipped: {block['skipped']}"]
+def report_lines(block: Validation | dict) -> list[str]:
+    """The printed lines of fit.json's `validate` block (a record, or its JSON object)."""
+    if isinstance(block, dict):
+        block = Validation.read(block, "the validate block")
+    if block.skipped:
+        return [f"validate: skipped: {block.reason}"]
     lines = []
-    for t in block["targets"]:
+    for t in block.targets:
         sizes = ", ".join(f"{r['n_params']:,}" for r in t["runs"])
-        lines.append(f"validate: C = {t['flops']:.3g} [{block['flops_convention']}] ({t['factor']:.2g}x the largest "
+        lines.append(f"validate: C = {t['flops']:.3g} [{block.flops_convention}] ({t['factor']:.2g}x the largest "
                      f"fitted budget): law's N_opt = {t['n_opt_law']:,.0f}; trained N = {sizes}")
         for r in t["runs"]:
             iv = "" if r.get("low") is None else f" [{r['low']:.4f}, {r['high']:.4f}]"
@@ -252,22 +256,22 @@ def report_lines(block: dict) -> list[str]:
                          f"  N_opt's run was not the best: N = {t['best_n_params']:,} was"
                          + ("" if "beyond_noise" not in t else " (beyond the noise)" if t["beyond_noise"]
                             else " (within the seed noise)"))
-    s = block["summary"]
+    s = block.summary
     if s["n"]:
-        lines.append(f"validate: {s['n_inside']}/{s['n']} measured losses inside their {block['level']:.0%} intervals; "
+        lines.append(f"validate: {s['n_inside']}/{s['n']} measured losses inside their {block.level:.0%} intervals; "
                      f"mean error {s['mean_rel_error']:+.2%} (|error| {s['mean_abs_rel_error']:.2%})")
-    lines += [f"warning: {w}" for w in block["warnings"]]
+    lines += [f"warning: {w}" for w in block.warnings]
     return lines
 
 
-def rung_law(fit):
+def rung_law(fit: FitResult | None):
     """The Approach 3 law of a fit.json, with a finite compute-optimal allocation; UserError otherwise."""
-    a3 = fit.get("approach3") if isinstance(fit, dict) else None
-    if not isinstance(a3, dict) or "skipped" in a3:
-        why = a3.get("skipped") if isinstance(a3, dict) else "no fit.json with an Approach 3 law"
+    a3 = fit.approach3 if fit is not None else None
+    if a3 is None or a3.skipped:
+        why = a3.reason if a3 is not None else "no fit.json with an Approach 3 law"
         raise UserError(f"the rung needs the Approach 3 law's N_opt: {why}")
     try:
-        law = law_from_fit(a3, name="approach3")
+        law = law_from_fit(a3.to_json(), name="approach3")
     except UserError as err:
         raise UserError(f"the Approach 3 law gives no compute-optimal N to train ({err})") from None
     if not (math.isfinite(law.a) and 0 < law.a < 1 and math.isfinite(law.G) and law.G > 0):
@@ -280,11 +284,12 @@ def run_rung(plan, sweep_dir: Path, run_trials) -> dict:
     """Plan the rung from DIR/fit.json, train it (`run_trials(rung_plan, trial_dirs)`, the sweep's executor),
     score it and write fit.json's `validate` block; returns the block ({"skipped": why} without a usable fit)."""
     cfg = plan.sweep.validate
-    fit = read_json(SweepDir(sweep_dir).fit_path)
+    data = read_json(SweepDir(sweep_dir).fit_path)
     try:
+        fit = as_fit_result(data, str(SweepDir(sweep_dir).fit_path)) if isinstance(data, dict) else None
         target_rows, trials = rung_trials(cfg, plan, rung_law(fit))
     except UserError as err:  # no law to ask, or a rung the corpus cannot feed: recorded, the sweep stands
-        block = {"skipped": str(err)}
+        block = Skipped(reason=str(err)).to_json()
     else:
         dirs = []
         for trial in trials:

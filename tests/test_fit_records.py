@@ -1,0 +1,121 @@
+"""Typed fit results (research/records.py): every committed fit.json reads into records and writes back
+byte for byte; a skipped block is a typed state; a malformed file is one UserError naming file and key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from research.cli import main
+from research.errors import UserError
+from research.fit.core import fit_records
+from research.fit.data import load_table
+from research.fit.record import dumps, write_fit
+from research.fit.synthetic import synthetic_table
+from research.records import (Approach1Result, Approach2Result, Approach3Result, FitResult, KaplanLND, KaplanResult,
+                              Skipped, read_fit_result)
+
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
+FIT_FILES = sorted(REFERENCE.glob("*/fit.json"))
+
+
+def test_there_are_committed_fits():
+    assert len(FIT_FILES) >= 3, FIT_FILES
+
+
+@pytest.mark.parametrize("path", FIT_FILES, ids=lambda p: p.parent.name)
+def test_committed_fit_round_trips_byte_for_byte(path):
+    """from_json then to_json gives the same object, and written as `scaling fit` writes it the same bytes:
+    the records add types and change nothing in the file (old files, e.g. an L-BFGS Approach 3 without
+    `source` in Approach 1, included)."""
+    text = path.read_text()
+    data = json.loads(text)
+    rec = read_fit_result(data, str(path))
+    assert isinstance(rec, FitResult)
+    out = rec.to_json()
+    assert out == data
+    assert list(out) == list(data)  # the same key order, so ...
+    assert dumps(out, indent=1) == text  # ... the same bytes
+    assert isinstance(rec.approach1, Approach1Result) and isinstance(rec.approach2, Approach2Result)
+    assert isinstance(rec.approach3, Approach3Result) and isinstance(rec.kaplan, KaplanResult)
+    assert rec.approach3.E == data["approach3"]["E"] and rec.approach2.a == data["approach2"]["a"]
+    assert rec.approach2.budgets[0].n_opt == data["approach2"]["budgets"][0]["n_opt"]
+    assert isinstance(rec.kaplan.L_ND, KaplanLND) and not rec.kaplan.L_ND.skipped
+    assert rec.approach3.intervals() == data["approach3"].get("bootstrap", {}).get("intervals", {})
+
+
+def test_skipped_is_a_typed_state():
+    rec = FitResult.from_json({"version": 1, "approach2": {"skipped": "too few budgets"},
+                               "extrapolation": {"holdout": "largest-budget", "skipped": "no runs"}})
+    assert isinstance(rec.approach2, Skipped) and rec.approach2.skipped and rec.approach2.reason == "too few budgets"
+    assert rec.fitted("approach2") is None and rec.method("approach3") is None
+    assert rec.extrapolation.skipped and rec.extrapolation.extra == {"holdout": "largest-budget"}
+    assert list(rec.to_json()["extrapolation"]) == ["holdout", "skipped"]
+    whole = read_fit_result({"version": 1, "skipped": "fit failed"})  # a sweep whose fit stage failed
+    assert isinstance(whole, Skipped) and whole.reason == "fit failed"
+    assert whole.to_json() == {"version": 1, "skipped": "fit failed"}
+    assert list(Skipped.of(extra={"holdout": "x"}, reason="r").to_json()) == ["holdout", "skipped"]
+
+
+@pytest.mark.parametrize("edit, key, what", [
+    (lambda d: d["approach3"].pop("alpha"), "approach3.alpha", "approach3 lacks alpha"),
+    (lambda d: d["approach3"].update(E="1.7"), "approach3.E", "not a number"),
+    (lambda d: d["approach2"]["budgets"][0].pop("n_opt"), "approach2.budgets[0].n_opt", "lacks n_opt"),
+    (lambda d: d["kaplan"].update(L_ND=[1, 2]), "kaplan.L_ND", "not an object"),
+    (lambda d: d["approach1"].update(warnings="none"), "approach1.warnings", "not an array"),
+])
+def test_malformed_blocks_name_the_file_and_key(edit, key, what):
+    data = json.loads(FIT_FILES[0].read_text())
+    edit(data)
+    with pytest.raises(UserError) as err:
+        read_fit_result(data, "some/fit.json")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("some/fit.json: ") and key in msg, msg
+    assert what in msg, msg
+
+
+def test_malformed_fit_file_is_one_line_from_the_cli(tmp_path, capsys):
+    data = json.loads(FIT_FILES[0].read_text())
+    data["approach3"]["beta"] = {"not": "a number"}
+    bad = tmp_path / "fit.json"
+    bad.write_text(json.dumps(data))
+    code = main(["predict", "--law", str(bad), "--n-params", "1e6", "--tokens", "1e8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "Traceback" not in err[0]
+    assert str(bad) in err[0] and "approach3.beta" in err[0]
+
+
+def test_fresh_fit_is_records_and_writes_what_it_reads(tmp_path):
+    """A fit made now: each method's result is its record, and fit.json written from the records reads back equal."""
+    path = tmp_path / "t.csv"
+    synthetic_table(seed=3, noise=0.003).to_csv(path, index=False)
+    rec = fit_records(load_table(path, "N", "D", "loss", "C", quiet=True), ["approach2", "approach3", "kaplan"], budgets=[1e20],
+                      sensitivity=False)
+    assert isinstance(rec.approach2, Approach2Result) and isinstance(rec.approach3, Approach3Result)
+    assert rec.approach3.noise is not None and rec.approach3.data_range.n_params[0] > 0  # annotated in place
+    assert rec.agreement.approaches.keys() == {"approach2", "approach3"}
+    out = write_fit(tmp_path / "fit.json", rec, merge=False)
+    text = out.read_text()
+    back = read_fit_result(json.loads(text), str(out))
+    assert dumps(back.to_json(), indent=1) == text
+    assert back.approach3.a == pytest.approx(rec.approach3.a)
+
+
+def test_plot_refuses_a_malformed_fit_file_before_drawing(tmp_path, capsys):
+    """`scaling plot DIR` reads DIR/fit.json into records first: a block of the wrong type is one line naming
+    the file and the key, and no figure is half-written."""
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(Path(__file__).parent / "data" / "sweep_small", sweep)
+    data = json.loads(FIT_FILES[0].read_text())
+    data["approach2"]["budgets"] = "none"
+    (sweep / "fit.json").write_text(json.dumps(data))
+    assert main(["plot", str(sweep), "--out", str(tmp_path / "plots")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # after the table's note of the rows it used
+    assert str(sweep / "fit.json") in last and "approach2.budgets" in last and "not an array" in last
+    assert not list((tmp_path / "plots").glob("*.png"))
