@@ -199,27 +199,34 @@ def test_json_line_longer_than_32_batches_is_refused_in_one_line(data_dir, tmp_p
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(texts=st.lists(st.text(st.sampled_from("ab ü✓\n\t\"\\"), max_size=400), min_size=1, max_size=12),
-       chunk=st.integers(1, 60), max_line=st.integers(8, 1200))
-def test_any_long_records_prepare_as_if_read_whole_or_are_refused_by_line(tmp_path_factory, texts, chunk, max_line):
-    """Generated (issue 23): records of any length, pieces of any size, any line cap. Either the line
-    over the cap is named (the first one), or every document arrives whole, once, on one side."""
+       chunk=st.integers(1, 60), max_line=st.integers(8, 1200), surrogate=st.none() | st.integers(0, 11))
+def test_any_long_records_prepare_as_if_read_whole_or_are_refused_by_line(tmp_path_factory, texts, chunk, max_line,
+                                                                          surrogate):
+    """Generated (issue 23): records of any length, pieces of any size, any line cap, some with a lone
+    surrogate escape (a traceback before). Either the first line over the cap or not text is named,
+    or every document arrives whole, once, on one side."""
     tmp = tmp_path_factory.mktemp("long")
+    if surrogate is not None:
+        at = surrogate % len(texts)
+        texts[at] = texts[at][: len(texts[at]) // 2] + "\ud800" + texts[at][len(texts[at]) // 2:]
     lines = [json.dumps({"text": t}) for t in texts]
     (tmp / "c.jsonl").write_text("".join(line + "\n" for line in lines))
-    over = [i for i, line in enumerate(lines, start=1) if len(line.encode()) > max_line]
+    bad = [(i, "is a JSON line of" if len(line.encode()) > max_line else "holds a lone surrogate")
+           for i, (line, t) in enumerate(zip(lines, texts), start=1)
+           if len(line.encode()) > max_line or "\ud800" in t]
     try:
         path, _ = prepare_dataset(str(tmp / "c.jsonl"), "bytes", val_fraction=0.5, data_dir=tmp / "cache",
                                   options=ReadOptions(chunk_bytes=chunk, max_line_bytes=max_line))
     except UserError as err:
         message = str(err)
         assert "\n" not in message
-        if over:
-            assert f"c.jsonl:{over[0]} is a JSON line of" in message, message
+        if bad:
+            assert f"c.jsonl:{bad[0][0]} {bad[0][1]}" in message, message
         else:
             assert "split" in message or "empty" in message, message  # too few documents for two sides
         assert not list((tmp / "cache").glob("*/manifest.json"))
         return
-    assert not over, f"line {over[0]} is over the cap and was read"
+    assert not bad, f"line {bad[0][0]} should have been refused"
     ds = load_dataset(path)
     docs = stream_documents(ds, "train") + stream_documents(ds, "val")
     assert sorted(docs) == sorted(texts)

@@ -340,6 +340,15 @@ def _read_jsonl(path: Path, field: str, max_line_bytes: int = DEFAULT_MAX_LINE_B
         raise UserError(f"{path}: cannot decompress after line {line_no} ({err}); the file is damaged") from None
 
 
+def utf8_of(name: str, text: str) -> bytes:
+    """text as UTF-8; a JSON escape of a lone surrogate (\\ud800), which has none, is refused naming the document."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise UserError(f"{name} holds a lone surrogate (U+{ord(text[err.start]):04X}, from a \\u escape) at "
+                        f"character {err.start}, which is not text; fix or remove that record") from None
+
+
 def _record_documents(name: str, text: str, chunk_chars: int) -> Iterator[Document]:
     """One record's document, in pieces when its text is longer than chunk_chars (so the tokenizer,
     which takes about 20 bytes per byte of text, holds a piece at a time). The pieces carry the
@@ -349,7 +358,7 @@ def _record_documents(name: str, text: str, chunk_chars: int) -> Iterator[Docume
         return
     digest = hashlib.sha256()
     for piece in _text_pieces(text, chunk_chars):
-        digest.update(piece.encode("utf-8"))
+        digest.update(utf8_of(name, piece))
     whole = digest.digest()
     pieces = _text_pieces(text, chunk_chars)
     piece = next(pieces)
