@@ -32,6 +32,7 @@ _OPERATIONS = {
     "mkstemp": "creating a temporary file in", "_mkstemp_inner": "creating a temporary file in",
     "touch": "creating", "iterdir": "listing", "scandir": "listing", "stat": "inspecting",
     "flush": "writing", "fsync": "writing", "write": "writing", "savefig": "writing", "to_csv": "writing",
+    "atomic_write_text": "writing",
 }
 
 

@@ -43,7 +43,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     so collaborators on a shared file system can read results."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # named by the file asked for, not by a temporary name the user never chose
+        raise OSError(err.errno, err.strerror, str(path)) from err
     try:
         os.fchmod(fd, _new_file_mode(path))
         with os.fdopen(fd, "w") as f:

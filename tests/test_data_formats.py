@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -151,6 +152,84 @@ def test_large_txt_is_read_in_pieces_as_one_document(data_dir, tmp_path):
     path, _ = prepare_dataset(str(corpus), "bytes", val_fraction=0.4, options=ReadOptions(chunk_bytes=512))
     ds = load_dataset(path)
     assert sorted(all_documents(ds)) == sorted(texts)  # one separator per file, nothing lost at the cuts
+
+
+def long_text(n_words: int) -> str:
+    """Words, a few line breaks and non-ASCII characters: cuts can fall after a break, a space or mid-word."""
+    return "".join(f"w{j}ü✓{'' if j % 7 else chr(10)}{' ' if j % 5 else ''}" for j in range(n_words))
+
+
+def test_long_json_record_is_tokenized_in_pieces_as_one_document(data_dir, tmp_path):
+    """Issue 23: a record's text longer than chunk_bytes is handed to the tokenizer in pieces (so one
+    long line no longer costs ~20x its size at once); the dataset equals the one read whole."""
+    records = [{"text": t} for t in TEXTS[:20]] + [{"text": long_text(3000)}] + [{"text": t} for t in TEXTS[20:]]
+    write_jsonl(tmp_path / "c.jsonl", records)
+    whole, _ = prepare_dataset(str(tmp_path / "c.jsonl"), "bytes", val_fraction=0.3, out=tmp_path / "whole")
+    pieces, _ = prepare_dataset(str(tmp_path / "c.jsonl"), "bytes", val_fraction=0.3, out=tmp_path / "pieces",
+                                options=ReadOptions(chunk_bytes=257))
+    a, b = load_dataset(whole), load_dataset(pieces)
+    for split in ("train", "val"):
+        np.testing.assert_array_equal(np.asarray(b.tokens(split)), np.asarray(a.tokens(split)))
+        assert b.manifest["splits"][split]["documents"] == a.manifest["splits"][split]["documents"]
+    assert sorted(all_documents(b)) == sorted(r["text"] for r in records)
+
+
+@pytest.mark.parametrize("name", ["c.jsonl", "c.jsonl.gz"])
+def test_json_line_longer_than_32_batches_is_refused_in_one_line(data_dir, tmp_path, capsys, name):
+    """Issue 23: one 200 MB JSON line peaked at 3.5 GB. A line is parsed whole, so it may hold at most
+    32 x --batch-mb; a longer one is refused naming it and the --batch-mb that takes it."""
+    text = long_text(150_000)  # about 3 MB as JSON
+    write_jsonl(tmp_path / name, [{"text": t} for t in TEXTS] + [{"text": text}])
+    size = len(json.dumps({"text": text}).encode()) + 1
+    assert 2 * 2**20 < size < 3.2 * 2**20
+    code = scaling_main(["data", "prepare", str(tmp_path / name), "--tokenizer", "bytes", "--batch-mb", "0.0625"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [l for l in err.splitlines() if l.startswith("scaling data: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    need = math.ceil(size * 10 / 2**25) / 10
+    assert f"{name}:41 is a JSON line of {size / 2**20:.1f} MiB, over the 2.0 MiB a line may hold at --batch-mb " \
+           f"0.0625" in lines[0] and f"pass --batch-mb {need:g} or more" in lines[0], lines[0]
+    assert not list(data_dir.glob("*/manifest.json")), "a refused corpus left a dataset"
+
+    assert scaling_main(["data", "prepare", str(tmp_path / name), "--tokenizer", "bytes", "--batch-mb", "0.1"]) == 0
+    ds = load_dataset(next(data_dir.glob("*/manifest.json")).parent)
+    assert sorted(all_documents(ds)) == sorted(TEXTS + [text])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(st.text(st.sampled_from("ab ü✓\n\t\"\\"), max_size=400), min_size=1, max_size=12),
+       chunk=st.integers(1, 60), max_line=st.integers(8, 1200), surrogate=st.none() | st.integers(0, 11))
+def test_any_long_records_prepare_as_if_read_whole_or_are_refused_by_line(tmp_path_factory, texts, chunk, max_line,
+                                                                          surrogate):
+    """Generated (issue 23): records of any length, pieces of any size, any line cap, some with a lone
+    surrogate escape (a traceback before). Either the first line over the cap or not text is named,
+    or every document arrives whole, once, on one side."""
+    tmp = tmp_path_factory.mktemp("long")
+    if surrogate is not None:
+        at = surrogate % len(texts)
+        texts[at] = texts[at][: len(texts[at]) // 2] + "\ud800" + texts[at][len(texts[at]) // 2:]
+    lines = [json.dumps({"text": t}) for t in texts]
+    (tmp / "c.jsonl").write_text("".join(line + "\n" for line in lines))
+    bad = [(i, "is a JSON line of" if len(line.encode()) > max_line else "holds a lone surrogate")
+           for i, (line, t) in enumerate(zip(lines, texts), start=1)
+           if len(line.encode()) > max_line or "\ud800" in t]
+    try:
+        path, _ = prepare_dataset(str(tmp / "c.jsonl"), "bytes", val_fraction=0.5, data_dir=tmp / "cache",
+                                  options=ReadOptions(chunk_bytes=chunk, max_line_bytes=max_line))
+    except UserError as err:
+        message = str(err)
+        assert "\n" not in message
+        if bad:
+            assert f"c.jsonl:{bad[0][0]} {bad[0][1]}" in message, message
+        else:
+            assert "split" in message or "empty" in message, message  # too few documents for two sides
+        assert not list((tmp / "cache").glob("*/manifest.json"))
+        return
+    assert not bad, f"line {bad[0][0]} should have been refused"
+    ds = load_dataset(path)
+    docs = stream_documents(ds, "train") + stream_documents(ds, "val")
+    assert sorted(docs) == sorted(texts)
 
 
 def test_directory_and_glob_of_mixed_text_formats(data_dir, tmp_path):

@@ -108,6 +108,79 @@ def test_signal_checkpoints_then_resume_loses_nothing(tmp_path, straight_losses,
     np.testing.assert_allclose([got[s] for s in sorted(got)], [straight_losses[s] for s in sorted(got)], rtol=1e-6)
 
 
+def _start_and_interrupt(cmd: list[str], run_dir: Path) -> subprocess.Popen:
+    """Start a run, wait for its first logged step, send SIGINT; return once the run says it is
+    checkpointing (the stderr lines read so far are in `proc.lines`)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not read_jsonl(run_dir / "metrics.jsonl"):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    proc.lines = []
+    for line in proc.stderr:
+        proc.lines.append(line)
+        if "received: checkpointing" in line:
+            return proc
+    raise AssertionError("the run never said it was checkpointing:\n" + "".join(proc.lines)[-2000:])
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_while_checkpointing_waits_for_the_save(tmp_path, straight_losses, second):
+    """Issue 23: a second Ctrl-C (or a sweep runner's SIGTERM after the terminal's SIGINT) while the
+    final checkpoint is saved printed tracebacks (a KeyboardInterrupt raised inside JAX's and orbax's
+    code). It is acknowledged in one line, the save finishes, and the resume loses nothing."""
+    cfg = write_toml(tmp_path / "run.toml", SIGNAL_RUN)
+    run_dir = tmp_path / "run"
+    cmd = SCALING + ["train", str(cfg), "--no-progress", "--out", str(run_dir)]
+    proc = _start_and_interrupt(cmd, run_dir)
+    proc.send_signal(second)  # the save of the step named in that line is starting or in flight
+    stderr = "".join(proc.lines) + proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    stopped = summary["steps_done"]
+    assert summary["status"] == "interrupted" and summary["stop_signal"] == "SIGINT"
+    acknowledged = [l for l in stderr.splitlines() if "again: saving the checkpoint" in l]
+    assert acknowledged == [f"scaling: {second.name} again: saving the checkpoint at step {stopped} and stopping, "
+                            f"please wait ({'press Ctrl-C once more' if second == signal.SIGINT else 'one more signal'} "
+                            "to quit without it; the run then resumes from its previous checkpoint)"], stderr[-2000:]
+    assert (run_dir / "checkpoints" / str(stopped)).is_dir()
+
+    again = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert f"resuming from the checkpoint at step {stopped}" in again.stderr
+    got = losses(run_dir)
+    assert sorted(got) == list(range(1, 201))
+    np.testing.assert_allclose([got[s] for s in sorted(got)], [straight_losses[s] for s in sorted(got)], rtol=1e-6)
+
+
+def test_a_third_signal_quits_at_once_and_the_resume_uses_a_finished_checkpoint(tmp_path, straight_losses):
+    """The way out for a user who will not wait: quit now, exit 130, one line, no traceback; the
+    checkpoint being written is never taken for a finished one, and the resume loses nothing."""
+    cfg = write_toml(tmp_path / "run.toml", dict(SIGNAL_RUN, train=dict(SIGNAL_RUN["train"], checkpoint_every=10)))
+    run_dir = tmp_path / "run"
+    cmd = SCALING + ["train", str(cfg), "--no-progress", "--out", str(run_dir)]
+    proc = _start_and_interrupt(cmd, run_dir)
+    proc.send_signal(signal.SIGINT)
+    for line in proc.stderr:
+        proc.lines.append(line)
+        if "again: saving the checkpoint" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    stderr = "".join(proc.lines) + proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr[-3000:]
+    quit_lines = [l for l in stderr.splitlines() if "the third signal" in l]
+    assert len(quit_lines) == 1 and quit_lines[0].startswith("scaling: SIGINT, the third signal: quitting without the "
+                                                              "checkpoint at step "), stderr[-2000:]
+    assert not (run_dir / "summary.json").exists(), "a run that quit without its checkpoint says it stopped cleanly"
+
+    again = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert "Traceback" not in again.stderr, again.stderr[-3000:]
+    got = losses(run_dir)
+    assert sorted(got) == list(range(1, 201))
+    np.testing.assert_allclose([got[s] for s in sorted(got)], [straight_losses[s] for s in sorted(got)], rtol=1e-6)
+
+
 # ---------------------------------------------------------------- fault 9: rates and bits/byte
 
 def test_logged_rates_exclude_compilation_and_name_their_convention(tmp_path, no_compilation_cache):

@@ -21,7 +21,7 @@ import numpy as np
 
 from research.data import shards
 from research.data.corpora import CorpusSource
-from research.data.formats import Document, open_token_file
+from research.data.formats import Document, open_token_file, utf8_of
 from research.data.split import SPLITS, Splitter, make_splitter
 from research.data.tokenizer import TOKENIZER_FILE, TokenizerSpec, load_tokenizer, token_dtype, train_tokenizer
 from research.errors import UserError
@@ -153,7 +153,7 @@ class StreamStats:
 def labelled_documents(source: CorpusSource, splitter: Splitter, stats: StreamStats) -> Iterator[tuple[int, Document, int]]:
     """(0 = train | 1 = val, document, its UTF-8 length) for every document piece of the corpus, in order."""
     for doc in source.documents():
-        data = doc.text.encode("utf-8")
+        data = utf8_of(doc.name, doc.text)
         stats.bytes += len(data)
         stats.documents += int(doc.end)
         for part in (doc.name, data):

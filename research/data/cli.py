@@ -19,7 +19,7 @@ import sys
 import time
 
 from research.data import data_root, load_dataset, prepare_dataset
-from research.data.formats import ReadOptions
+from research.data.formats import LINE_BATCHES, ReadOptions
 from research.data.prepare import resolve_dataset
 from research.errors import UserError
 
@@ -40,7 +40,8 @@ def register(subparsers) -> None:
     _add_dataset_options(prepare, tokenizer_required=True)
     prepare.add_argument("--out", help="write the dataset to this directory instead of the cache")
     prepare.add_argument("--batch-mb", type=float, default=4.0,
-                         help="MiB of text per tokenizer batch; peak memory is about 50x this; default 4")
+                         help="MiB of text per tokenizer batch; peak memory is about 50x this, and a JSON line "
+                              "(parsed whole) may hold up to 32x this; default 4")
     prepare.add_argument("--json", action="store_true", help="print the manifest as JSON")
     prepare.set_defaults(func=_prepare)
 
@@ -98,10 +99,12 @@ def _prepare(args) -> int:
     if not args.batch_mb > 0:
         raise UserError(f"--batch-mb {args.batch_mb} must be positive, e.g. 16")
     log = None if args.json else (lambda message: print(f"  {message} ...", file=sys.stderr, flush=True))
-    options = ReadOptions(text_field=args.text_field, token_dtype=args.token_dtype)
+    batch_bytes = int(args.batch_mb * 2**20)
+    options = ReadOptions(text_field=args.text_field, token_dtype=args.token_dtype,
+                          max_line_bytes=LINE_BATCHES * batch_bytes)
     path, reused = prepare_dataset(args.corpus, args.tokenizer, val_fraction=args.val_fraction, seed=args.seed,
                                    data_dir=args.data_dir, out=args.out, log=log, options=options,
-                                   batch_bytes=int(args.batch_mb * 2**20), progress=True)
+                                   batch_bytes=batch_bytes, progress=True)
     ds = load_dataset(path)
     if args.json:
         print(json.dumps({"path": str(path), "reused": reused, **ds.manifest}, indent=2))

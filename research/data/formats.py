@@ -5,7 +5,11 @@ Text formats (one `Document` per file or record, read as a stream):
 * ``.txt``: one document per file; a file larger than ``chunk_bytes`` is read
   in pieces cut at line ends (the pieces form one document, so one separator).
 * ``.jsonl`` / ``.ndjson``, also ``.gz`` or ``.zst`` compressed: one document
-  per line, in field ``text`` (``--text-field`` chooses another).
+  per line, in field ``text`` (``--text-field`` chooses another). A line is
+  parsed whole, so it may hold at most ``max_line_bytes`` (32 x ``--batch-mb``;
+  a longer one is refused, naming it, before it is read into memory); a text
+  longer than ``chunk_bytes`` characters is handed on in pieces cut at line
+  ends (or spaces), which stay one document on one side of the split.
 * ``.parquet`` and ``.arrow`` (Arrow IPC file or stream): one document per row,
   column ``text`` by default, read batch by batch through ``pyarrow``.
 * a HuggingFace ``datasets`` directory written by ``save_to_disk``: the
@@ -26,6 +30,7 @@ Every problem with a file raises `UserError` naming the file (and line or row).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -55,13 +60,19 @@ class Document:
     group: str | None  # split unit; None: the document's own content hash decides
     text: str
     end: bool = True  # False: more pieces of the same document follow
+    content_sha256: bytes | None = None  # a piece of a record: its whole text's hash (what the split reads)
+
+
+LINE_BATCHES = 32  # a JSON line may hold up to this many --batch-mb
+DEFAULT_MAX_LINE_BYTES = LINE_BATCHES << 22  # at the default 4 MiB batches
 
 
 @dataclass(frozen=True)
 class ReadOptions:
     text_field: str = "text"
     token_dtype: str = "uint16"  # raw .bin files without a header
-    chunk_bytes: int = 1 << 24  # a .txt file above this is read in pieces
+    chunk_bytes: int = 1 << 24  # a .txt file above this is read in pieces (a record's text above this many characters)
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES  # a longer JSON line is refused (it is parsed whole)
 
 
 def suffix_of(path: Path) -> str | None:
@@ -215,7 +226,7 @@ def read_documents(path: Path, root: Path, options: ReadOptions) -> Iterator[Doc
     elif suffix == ".arrow":
         yield from _read_arrow(path, options.text_field)
     else:
-        yield from _read_jsonl(path, options.text_field)
+        yield from _read_jsonl(path, options.text_field, options.max_line_bytes, options.chunk_bytes)
 
 
 def _decode(raw: bytes, path: Path, line_offset: int) -> str:
@@ -269,13 +280,48 @@ def _open_lines(path: Path):
     return open(path, "rb", buffering=1 << 20)
 
 
-def _read_jsonl(path: Path, field: str) -> Iterator[Document]:
+def _lines(handle, path: Path, max_line_bytes: int) -> Iterator[bytes]:
+    """The lines of a binary stream, none longer than max_line_bytes (a longer one is refused
+    after counting its length, without holding it)."""
+    line_no = 0
+    while raw := handle.readline(max_line_bytes + 1):
+        line_no += 1
+        if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+            size = len(raw)
+            while not raw.endswith(b"\n") and (raw := handle.readline(1 << 20)):
+                size += len(raw)
+            batch_mb = max_line_bytes / LINE_BATCHES / 2**20
+            need_mb = -(-size * 10 // (LINE_BATCHES << 20)) / 10  # rounded up to a tenth
+            raise UserError(
+                f"{path}:{line_no} is a JSON line of {_size(size)}, over the {_size(max_line_bytes)} a line may hold "
+                f"at --batch-mb {batch_mb:.3g} (a line is parsed whole: {LINE_BATCHES} x --batch-mb); pass "
+                f"--batch-mb {need_mb:g} or more, or split the document over several lines")
+        yield raw
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:,.1f} MiB" if n_bytes >= 1 << 20 else f"{n_bytes:,} bytes"
+
+
+def _text_pieces(text: str, size: int) -> Iterator[str]:
+    """text in pieces of at most `size` characters, cut after a line break, else after a space."""
+    start = 0
+    while len(text) - start > size:
+        end = start + size
+        cut = text.rfind("\n", start, end) + 1 or text.rfind(" ", start, end) + 1 or end
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
+
+
+def _read_jsonl(path: Path, field: str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                chunk_chars: int = 1 << 24) -> Iterator[Document]:
     import zstandard
 
     line_no = 0
     try:
         with _open_lines(path) as handle:
-            for line_no, raw in enumerate(handle, start=1):
+            for line_no, raw in enumerate(_lines(handle, path, max_line_bytes), start=1):
                 if not raw.strip():
                     continue
                 try:
@@ -288,9 +334,38 @@ def _read_jsonl(path: Path, field: str) -> Iterator[Document]:
                 if not isinstance(text, str):
                     raise UserError(f"{path}:{line_no} has no string field {field!r}; each JSON line needs one "
                                     "(--text-field chooses the field)")
-                yield Document(f"{path}:{line_no}", None, text)
+                raw = record = None  # a long line: only its text is kept while its pieces are handed on
+                yield from _record_documents(f"{path}:{line_no}", text, chunk_chars)
     except (OSError, EOFError, zstandard.ZstdError) as err:
         raise UserError(f"{path}: cannot decompress after line {line_no} ({err}); the file is damaged") from None
+
+
+def utf8_of(name: str, text: str) -> bytes:
+    """text as UTF-8; a JSON escape of a lone surrogate (\\ud800), which has none, is refused naming the document."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise UserError(f"{name} holds a lone surrogate (U+{ord(text[err.start]):04X}, from a \\u escape) at "
+                        f"character {err.start}, which is not text; fix or remove that record") from None
+
+
+def _record_documents(name: str, text: str, chunk_chars: int) -> Iterator[Document]:
+    """One record's document, in pieces when its text is longer than chunk_chars (so the tokenizer,
+    which takes about 20 bytes per byte of text, holds a piece at a time). The pieces carry the
+    whole text's hash, so the split sends them, together, where the whole document would go."""
+    if len(text) <= chunk_chars:
+        yield Document(name, None, text)
+        return
+    digest = hashlib.sha256()
+    for piece in _text_pieces(text, chunk_chars):
+        digest.update(utf8_of(name, piece))
+    whole = digest.digest()
+    pieces = _text_pieces(text, chunk_chars)
+    piece = next(pieces)
+    for following in pieces:
+        yield Document(name, None, piece, end=False, content_sha256=whole)
+        piece = following
+    yield Document(name, None, piece, end=True, content_sha256=whole)
 
 
 def _text_column(batch, path: Path, field: str, first_row: int) -> list[str]:

@@ -44,7 +44,10 @@ class Splitter:
     def is_val(self, doc: Document, data: bytes) -> bool:
         if self.val_groups is not None:
             return doc.group in self.val_groups
-        key = doc.group.encode("utf-8") if doc.group is not None else hashlib.sha256(data).digest()
+        if doc.group is not None:
+            key = doc.group.encode("utf-8")
+        else:  # a piece of a long record carries its whole text's hash
+            key = doc.content_sha256 or hashlib.sha256(data).digest()
         return hash_is_val(key, self.val_fraction, self.seed)
 
 

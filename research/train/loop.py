@@ -263,6 +263,7 @@ class Steps:
                 self.save(step)
             if step in self.keep:
                 self.ckpts.keep_copy(step, self.branch_points)  # a cooldown branch may start from here now
+            stop.step = step
             if step < steps and (step % t.log_every == 0 or jax.process_count() == 1) and stop.agreed():
                 print(f"{signal.Signals(stop.signal).name} received: checkpointing at step {step} and stopping",
                       file=sys.stderr)
@@ -316,21 +317,23 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
     prefetch = Prefetcher(lambda s: dataset.train_batch(s, t.batch_size, m.seq_len, t.seed),
                           stepper.put_batch, start, steps, t.prefetch)
     loop = Steps(config, stepper, ckpts, log, evaluate, prefetch, state, keep_steps, branch_points, steps)
+    # The handlers stay until the last checkpoint is written and the summary recorded: a signal
+    # meanwhile is acknowledged (see StopSignals), never a KeyboardInterrupt inside orbax's save.
     with StopSignals() as stop:
         status, step, last_eval = loop.run(start, stop)
-    if not log.flush():
-        status = "diverged"
-    if status == "completed" and last_eval is None:  # killed after the final checkpoint, before the summary
-        last_eval = evaluate(loop.params)
-        log.last_train_loss = next((r["loss"] for r in reversed(run.metrics()) if "loss" in r), None)
-    ckpts.close()
-    bar.close()
-    summary = build_summary(config, run, dataset, counts, status=status, steps=steps, steps_done=step,
-                            final_train_loss=log.last_train_loss, final_eval_loss=last_eval,
-                            eval_bytes_per_token=evaluate.bytes_per_token, wall_time_s=log.wall_time_s(),
-                            stop_signal=stop.signal if status == "interrupted" else None)
-    if branch_from is not None:  # its wall time is its own; its N, D and C count the trunk's steps too
-        summary["branch_from"] = {"trunk": str(branch_from.trunk_dir), "step": branch_from.step}
-    run.write_summary(summary)
+        if not log.flush():
+            status = "diverged"
+        if status == "completed" and last_eval is None:  # killed after the final checkpoint, before the summary
+            last_eval = evaluate(loop.params)
+            log.last_train_loss = next((r["loss"] for r in reversed(run.metrics()) if "loss" in r), None)
+        ckpts.close()
+        bar.close()
+        summary = build_summary(config, run, dataset, counts, status=status, steps=steps, steps_done=step,
+                                final_train_loss=log.last_train_loss, final_eval_loss=last_eval,
+                                eval_bytes_per_token=evaluate.bytes_per_token, wall_time_s=log.wall_time_s(),
+                                stop_signal=stop.signal if status == "interrupted" else None)
+        if branch_from is not None:  # its wall time is its own; its N, D and C count the trunk's steps too
+            summary["branch_from"] = {"trunk": str(branch_from.trunk_dir), "step": branch_from.step}
+        run.write_summary(summary)
     _report_end(summary, run, sinks, tracking, stop)
     return summary

@@ -3,6 +3,7 @@ summary calls for."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -15,7 +16,16 @@ EXIT_DIVERGED, EXIT_INTERRUPTED = 3, 143
 class StopSignals:
     """Inside the training loop, SIGINT (Ctrl-C), SIGTERM (`kill`, cluster preemption) and
     SIGUSR2 (Slurm's pre-timeout / preemption warning) set `signal` instead of killing the
-    process: the loop finishes its step, checkpoints and stops. A second Ctrl-C stops at once.
+    process: the loop finishes its step, checkpoints and stops.
+
+    Stopping is never torn by an impatient second signal. The handlers stay in place until the
+    final checkpoint is written and the summary recorded, so a second SIGINT or SIGTERM (a
+    second Ctrl-C; a sweep runner's SIGTERM after the terminal's SIGINT) only prints one line
+    saying the checkpoint is being saved, and the save finishes. A third quits at once
+    (`os._exit`, status 128 + the signal): the checkpoint being written is left as orbax's
+    temporary directory, which is never taken for a checkpoint, and the run resumes from its
+    last finished one. No KeyboardInterrupt is ever raised into JAX or orbax code (one raised
+    there is swallowed by a callback, or printed as a traceback from orbax's save threads).
 
     With several processes, `agreed()` is the first signal any of them received (a collective
     call: every process must make it at the same steps), so all stop at the same step and
@@ -26,8 +36,12 @@ class StopSignals:
 
     HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
+    FORCE_AFTER = 3  # the signal (SIGINT or SIGTERM) that quits without waiting for the checkpoint
+
     def __init__(self):
         self.signal: int | None = None
+        self.step: int | None = None  # the step being finished and checkpointed (set by the loop)
+        self.presses = 0  # SIGINT and SIGTERM received so far
         self._old: dict = {}
         self._usr2_before = None
 
@@ -37,12 +51,24 @@ class StopSignals:
             self._usr2_before = self._old[signal.SIGUSR2]
         return self
 
-    def _handle(self, signum, frame):  # no I/O here: the main thread may be mid-write
-        if signum == signal.SIGINT and self.signal == signal.SIGINT:
-            self._restore()
-            raise KeyboardInterrupt
+    def _handle(self, signum, frame):  # no buffered I/O here: the main thread may be mid-write
         if self.signal is None:
             self.signal = signum
+        if signum == signal.SIGUSR2:
+            return  # a repeated warning from Slurm: the first one is being acted on
+        self.presses += 1
+        if self.presses < 2:
+            return
+        name = signal.Signals(signum).name
+        at = f" at step {self.step}" if self.step is not None else ""
+        if self.presses < self.FORCE_AFTER:
+            _say(f"scaling: {name} again: saving the checkpoint{at} and stopping, please wait "
+                 f"({'press Ctrl-C once more' if signum == signal.SIGINT else 'one more signal'} to quit without it; "
+                 "the run then resumes from its previous checkpoint)")
+            return
+        _say(f"scaling: {name}, the third signal: quitting without the checkpoint{at}; the run resumes from its last "
+             "finished checkpoint")
+        os._exit(128 + int(signum))  # now: no unwinding through orbax's save threads, which would print tracebacks
 
     def agreed(self) -> int | None:
         if jax.process_count() == 1:
@@ -67,6 +93,15 @@ class StopSignals:
         """Re-raise a SIGUSR2 caught in the loop if someone else (submitit) was handling it."""
         if self.signal == signal.SIGUSR2 and callable(self._usr2_before):
             signal.raise_signal(signal.SIGUSR2)
+
+
+def _say(line: str) -> None:
+    """One line on stderr from a signal handler: an unbuffered write, which cannot meet the
+    main thread's half-written buffer; a closed stderr is no reason to fail."""
+    try:
+        os.write(2, (line + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass
 
 
 def exit_code(summary: dict) -> int:
