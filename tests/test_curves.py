@@ -119,6 +119,37 @@ def test_fitted_on_three_schedules_it_predicts_the_others(law, mean_tol, max_tol
         assert fit.params["alpha"] == pytest.approx(TRUTH["alpha"], abs=0.03)
 
 
+def test_a_heavier_curve_pulls_the_fit_to_itself():
+    """Two measurements of the same run that disagree by 4%: the fit follows the one weighted 30x."""
+    rows = synthetic_curves(steps=400, noise=0.0, names=("constant", "wsd-0.2"))
+    clean = curves_of(rows, ("constant", "wsd-0.2"))
+    for heavy in (1.0, 1.04):
+        curves = []
+        for name, c in clean.items():
+            curves.append(Curve(name, c.lr_T, c.step_M, c.loss_M, weight=30.0 if heavy == 1.0 else 1.0))
+            curves.append(Curve(name + "x", c.lr_T, c.step_M, c.loss_M * 1.04, weight=1.0 if heavy == 1.0 else 30.0))
+        fit = fit_law("multipower", curves)
+        c = clean["wsd-0.2"]
+        pred = law_loss("multipower", c.sums, c.step_M[-1:], fit.params)[0]
+        assert pred == pytest.approx(heavy * c.loss_M[-1], rel=0.01)
+
+
+def test_the_plateau_exit_is_where_the_loss_has_covered_most_of_its_fall():
+    """A curve that falls to 2.45 by step 50, stays there to step 150 and then falls as a power law
+    to 1.9: with fraction 0.2 the exit is the first step whose loss is below exp(ln 1.9 + 0.2 (ln 5 - ln 1.9))."""
+    from research.curves.fitting import plateau_exit_step
+
+    step = np.arange(10, 2001, 10)
+    late = 1.9 + 0.55 * ((step - 140) / 1860.0 - 1.0) ** 2  # from 2.45 at step 140 to 1.9 at step 2000
+    loss = np.where(step < 50, 5.0 - (5.0 - 2.45) * (step - 10) / 40.0, np.where(step <= 140, 2.45, late))
+    threshold = math.exp(math.log(1.9) + 0.2 * (math.log(5.0) - math.log(1.9)))
+    curve = Curve("trunk", np.full(2000, 1e-3), step, loss)
+    exit_step = plateau_exit_step(curve)
+    assert exit_step == step[np.argmax(loss <= threshold)]
+    assert 150 < exit_step < 2000
+    assert plateau_exit_step(curve, fraction=0.6) < 60  # a looser fraction: on the first fall already
+
+
 # ---------------------------------------------------------------- the command
 
 def write_table(tmp_path, log_every=1, steps=1500, **rename):
