@@ -92,6 +92,7 @@ class TrainConfig:
     seed: int = 0  # parameter init and data order
     eval_every: int = 100  # steps between evaluations (and always at the end)
     eval_tokens: int = 32_768  # validation tokens per evaluation (a fixed set)
+    dense_eval_tokens: int | None = None  # evaluations before the last: a fixed prefix of this many eval tokens
     log_every: int = 10  # steps between metrics rows (metrics.jsonl, trackers)
     checkpoint_every: int = 200  # steps between checkpoints (and always at the end)
     keep_checkpoints: int = 3  # newest checkpoints kept; older ones are deleted
@@ -324,6 +325,9 @@ def validate(config: RunConfig) -> None:
     for name in ("eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "eval_tokens"):
         if getattr(t, name) < 1:
             raise UserError(f"[train] {name} must be at least 1")
+    if t.dense_eval_tokens is not None and not 1 <= t.dense_eval_tokens <= t.eval_tokens:
+        raise UserError(f"[train] dense_eval_tokens = {t.dense_eval_tokens} must lie in 1..eval_tokens "
+                        f"({t.eval_tokens}): the intermediate evaluations use a prefix of the eval set")
     _check_ranges(config)
 
 

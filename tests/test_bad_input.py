@@ -236,6 +236,8 @@ INVALID = {
     ("train", "checkpoint_every"): ("int", below(1), ("checkpoint_every",)),
     ("train", "keep_checkpoints"): ("int", below(1), ("keep_checkpoints",)),
     ("train", "eval_tokens"): ("int", below(1), ("eval_tokens",)),
+    # a prefix of the eval set: 1..eval_tokens (64 in BASE_RUN)
+    ("train", "dense_eval_tokens"): ("int", st.one_of(below(1), st.integers(65, 10**9)), ("dense_eval_tokens",)),
     ("train", "mesh_data"): ("int", st.one_of(st.just(0), below(-1), st.integers(10**6, 10**9)), ("mesh_data",)),
     ("train", "mesh_fsdp"): ("int", st.one_of(below(1), st.integers(10**6, 10**9)), ("mesh_fsdp",)),
     ("train", "prefetch"): ("int", below(0), ("prefetch",)),
@@ -684,6 +686,8 @@ def test_set_into_a_section_that_is_a_value(tmp_path):
     ("train", "mesh_data", "0", "mesh_data"),
     ("train", "prefetch", "-3", "prefetch"),
     ("model", "ffw", "0", "ffw"),
+    ("train", "dense_eval_tokens", "0", "dense_eval_tokens"),
+    ("train", "dense_eval_tokens", "65", "prefix of the eval set"),  # more than eval_tokens (64)
     ("model", "d_model", "1000000000001", "d_model"),
     ("train", "steps", "100000000000000", "int32"),
     ("train", "tokens", "1" + "0" * 400, "int32"),  # was an OverflowError in the float ceil of tokens/step

@@ -119,6 +119,37 @@ def test_fitted_on_three_schedules_it_predicts_the_others(law, mean_tol, max_tol
         assert fit.params["alpha"] == pytest.approx(TRUTH["alpha"], abs=0.03)
 
 
+def test_a_heavier_curve_pulls_the_fit_to_itself():
+    """Two measurements of the same run that disagree by 4%: the fit follows the one weighted 30x."""
+    rows = synthetic_curves(steps=400, noise=0.0, names=("constant", "wsd-0.2"))
+    clean = curves_of(rows, ("constant", "wsd-0.2"))
+    for heavy in (1.0, 1.04):
+        curves = []
+        for name, c in clean.items():
+            curves.append(Curve(name, c.lr_T, c.step_M, c.loss_M, weight=30.0 if heavy == 1.0 else 1.0))
+            curves.append(Curve(name + "x", c.lr_T, c.step_M, c.loss_M * 1.04, weight=1.0 if heavy == 1.0 else 30.0))
+        fit = fit_law("multipower", curves)
+        c = clean["wsd-0.2"]
+        pred = law_loss("multipower", c.sums, c.step_M[-1:], fit.params)[0]
+        assert pred == pytest.approx(heavy * c.loss_M[-1], rel=0.01)
+
+
+def test_the_plateau_exit_is_where_the_loss_has_covered_most_of_its_fall():
+    """A curve that falls to 2.45 by step 50, stays there to step 150 and then falls as a power law
+    to 1.9: with fraction 0.2 the exit is the first step whose loss is below exp(ln 1.9 + 0.2 (ln 5 - ln 1.9))."""
+    from research.curves.fitting import plateau_exit_step
+
+    step = np.arange(10, 2001, 10)
+    late = 1.9 + 0.55 * ((step - 140) / 1860.0 - 1.0) ** 2  # from 2.45 at step 140 to 1.9 at step 2000
+    loss = np.where(step < 50, 5.0 - (5.0 - 2.45) * (step - 10) / 40.0, np.where(step <= 140, 2.45, late))
+    threshold = math.exp(math.log(1.9) + 0.2 * (math.log(5.0) - math.log(1.9)))
+    curve = Curve("trunk", np.full(2000, 1e-3), step, loss)
+    exit_step = plateau_exit_step(curve)
+    assert exit_step == step[np.argmax(loss <= threshold)]
+    assert 150 < exit_step < 2000
+    assert plateau_exit_step(curve, fraction=0.6) < 60  # a looser fraction: on the first fall already
+
+
 # ---------------------------------------------------------------- the command
 
 def write_table(tmp_path, log_every=1, steps=1500, **rename):
@@ -245,6 +276,39 @@ def test_a_trained_run_and_a_sweep_directory_read_their_schedule_and_eval_losses
     assert all(math.isfinite(r["loss"]) for r in out["rows"])
 
 
+def test_dense_evaluation_on_a_prefix_leaves_the_final_loss_and_the_identity_alone(tmp_path):
+    import dataclasses
+
+    from research.config import RunConfig, TrainConfig, load_run_config
+    from research.curves.table import load_curves
+    from research.fsutil import read_json, read_jsonl
+    from research.train.loop import train
+    from research.train.run_dir import identity, identity_hash
+
+    # The hash of a run that does not set dense_eval_tokens is the one it had before the key existed
+    # (computed with the code of that time).
+    before = RunConfig(train=dataclasses.replace(TrainConfig(), steps=100))
+    assert identity_hash(identity(before, "abc123")) == "2a30bb06ad7fd052"
+    text = ('[data]\ncorpus = "shakespeare"\ntokenizer = "bytes"\n[model]\nd_model = 16\nlayers = 1\nheads = 2\n'
+            'seq_len = 32\n[train]\nbatch_size = 4\nsteps = 30\nlr = 3e-3\nschedule = "wsd"\nwarmup_steps = 5\n'
+            'eval_every = 5\neval_tokens = 1024\nlog_every = 5\n')
+    for name, extra in (("full", ""), ("dense", "dense_eval_tokens = 256\n")):
+        (tmp_path / f"{name}.toml").write_text(text + extra)
+        train(load_run_config(tmp_path / f"{name}.toml"), tmp_path / name, progress=False)
+    full, dense = ({r["step"]: r for r in read_jsonl(tmp_path / n / "metrics.jsonl")} for n in ("full", "dense"))
+    assert dense[30]["eval_loss"] == full[30]["eval_loss"]  # the final evaluation: the whole set, bit for bit
+    assert read_json(tmp_path / "dense" / "summary.json")["final_eval_loss"] == full[30]["eval_loss"]
+    assert all("eval_loss" not in dense[s] and "dense_eval_loss" in dense[s] for s in range(5, 30, 5))
+    assert dense[30]["dense_eval_loss"] != dense[30]["eval_loss"]  # 2 of the 8 eval batches: another mean
+    ident = read_json(tmp_path / "dense" / "config.json")["identity"]
+    assert ident["train.dense_eval_tokens"] == 256
+    assert "train.dense_eval_tokens" not in read_json(tmp_path / "full" / "config.json")["identity"]
+    curve = load_curves(tmp_path / "dense").curves["dense"]  # the dense losses by default
+    assert list(curve.step_M) == list(range(5, 31, 5))
+    assert curve.loss_M[-1] == dense[30]["dense_eval_loss"]
+    assert list(load_curves(tmp_path / "dense", loss_col="eval_loss").curves["dense"].step_M) == [30]
+
+
 # ---------------------------------------------------------------- per-trunk offsets
 
 def write_branch_sweep(root, offsets, steps=600, horizons=(300, 600), seed=0):
@@ -328,3 +392,64 @@ def test_trunks_only_predicts_the_other_cooldowns_and_counts_flops(tmp_path, cap
     assert summary["flops_spent_6n"] == pytest.approx(per_step * (2 * 600 + 2 * 120 + 2 * 40))
     assert summary["flops_represented_6n"] == pytest.approx(per_step * 2 * 1200)
     assert summary["spent_over_represented"] < summary["branch_design_spent_over_represented"]
+
+
+DENSE_BRANCH_SWEEP = """
+name = "dense-branches"
+[data]
+corpus = "shakespeare"
+tokenizer = "bytes"
+[model]
+seq_len = 32
+[train]
+batch_size = 4
+eval_every = 5
+eval_tokens = 1024
+dense_eval_tokens = 256
+log_every = 5
+checkpoint_every = 20
+[design]
+kind = "branches"
+d_model = [8, 16]
+tokens = [1280, 2560]
+seeds = 2
+[recipe]
+aspect_ratio = 16
+head_dim = 8
+warmup_tokens = 640
+"""
+
+
+def test_fit_with_trunk_offsets_on_a_real_dense_branch_sweep(tmp_path, capsys):
+    import subprocess
+
+    from tests.conftest import SCALING
+
+    (tmp_path / "sweep.toml").write_text(DENSE_BRANCH_SWEEP)
+    out = tmp_path / "sweep"
+    subprocess.run(SCALING + ["sweep", "run", str(tmp_path / "sweep.toml"), "--out", str(out), "--no-fit"],
+                   capture_output=True, text=True, check=True)
+    raw = pd.read_csv(out / "results.csv")
+    assert main(["fit", str(out), "--method", "kaplan", "--trunk-offsets", "--json"]) == 0
+    one_command = json.loads(capsys.readouterr().out)
+    record = json.loads((out / "fit-trunk-offsets.json").read_text())
+    assert not (out / "fit.json").exists()  # the sweep's own fit is not replaced by the corrected one
+    sizes = record["trunk_offsets"]["sizes"]
+    assert sorted(s["n_params"] for s in sizes) == sorted(set(raw.n_params))
+    for s in sizes:  # two seeds, two trunks per size: the offsets are centred, and not both zero
+        assert len(s["offsets"]) == 2 and sum(s["offsets"].values()) == pytest.approx(0, abs=1e-12)
+        assert max(abs(v) for v in s["offsets"].values()) > 0
+    # The same fit in two commands: the corrected table, then `scaling fit` on it.
+    assert main(["curves", "offsets", str(out), "--out", str(tmp_path / "corrected.csv")]) == 0
+    capsys.readouterr()
+    corrected = pd.read_csv(tmp_path / "corrected.csv")
+    assert (corrected.final_eval_loss != corrected.final_eval_loss_raw).all()
+    assert main(["fit", str(tmp_path / "corrected.csv"), "--method", "kaplan", "--json", "--no-write"]) == 0
+    two_commands = json.loads(capsys.readouterr().out)
+    for key in ("N_c", "D_c", "alpha_N", "alpha_D"):  # (a method that fits two sizes)
+        assert one_command["L_ND"][key] == pytest.approx(two_commands["L_ND"][key], rel=1e-6)
+    assert main(["fit", str(out), "--method", "kaplan", "--json", "--no-write"]) == 0
+    uncorrected = json.loads(capsys.readouterr().out)
+    assert one_command["L_ND"]["alpha_D"] != uncorrected["L_ND"]["alpha_D"]
+    assert main(["fit", str(tmp_path / "corrected.csv"), "--trunk-offsets"]) == 2
+    assert "needs a sweep directory" in capsys.readouterr().err

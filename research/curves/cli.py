@@ -17,7 +17,9 @@ def _table_flags(p) -> None:
     p.add_argument("--lr-col", default="lr", help="column of the learning rate used at that step (default lr)")
     p.add_argument("--loss-col", default=None,
                    help="column of the measured loss, empty where not measured (default loss; for a sweep or "
-                        "run directory: eval_loss, the fixed eval set, or loss, the training loss)")
+                        "run directory: eval_loss, the fixed eval set; dense_eval_loss, its prefix evaluated at "
+                        "every eval step by runs with [train] dense_eval_tokens, the default where every run "
+                        "logs it; or loss, the training loss)")
 
 
 def register(subparsers) -> None:
@@ -101,8 +103,9 @@ def _register_offsets(s) -> None:
     off.add_argument("sweep", help="sweep directory (results.csv and trials/)")
     off.add_argument("--out", required=True, help="where to write the corrected results table (CSV)")
     off.add_argument("--law", choices=LAW_CHOICES, default="multipower")
-    off.add_argument("--loss-col", default="eval_loss", choices=("eval_loss", "loss"),
-                     help="the logged loss the curves are fitted to (default eval_loss: the fixed eval set)")
+    off.add_argument("--loss-col", default=None, choices=("eval_loss", "dense_eval_loss", "loss"),
+                     help="the logged loss the curves are fitted to (default: dense_eval_loss where every run "
+                          "logs it, else eval_loss, the fixed eval set)")
     off.add_argument("--json", action="store_true", help="print the offsets as one JSON object")
     off.set_defaults(func=cmd_offsets)
 

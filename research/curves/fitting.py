@@ -40,6 +40,7 @@ class Curve:
     step_M: np.ndarray  # 1-based steps with a measured loss
     loss_M: np.ndarray
     _sums: CurveSums | None = field(default=None, repr=False)
+    weight: float = 1.0  # of each of its points in a fit (relative to other curves': 1 / noise variance)
 
     @property
     def sums(self) -> CurveSums:
@@ -50,7 +51,7 @@ class Curve:
     def after(self, step: int) -> "Curve":
         """The same run with only the losses measured after `step`."""
         keep = self.step_M > step
-        return Curve(self.run, self.lr_T, self.step_M[keep], self.loss_M[keep], self._sums)
+        return Curve(self.run, self.lr_T, self.step_M[keep], self.loss_M[keep], self._sums, self.weight)
 
     def fitted_part(self, from_step: int | None) -> "Curve":
         """What a fit uses: the losses after `from_step`, by default after the warmup (the law
@@ -60,6 +61,17 @@ class Curve:
     @property
     def decays(self) -> bool:
         return bool(np.any(self.sums.delta_T > 0))
+
+
+def plateau_exit_step(curve: Curve, fraction: float = 0.2) -> int:
+    """The first logged step at which the run has left its early plateau: where its loss (a running
+    median over 11 logged points, in log scale) has covered all but `fraction` of its fall from the
+    first logged loss to its lowest. Small runs stall near the unigram entropy after warmup, then
+    fall again; neither law describes that, so a fit is better started past it."""
+    log_loss = np.log(curve.loss_M)
+    smooth = np.array([np.median(log_loss[max(0, i - 5):i + 6]) for i in range(log_loss.size)])
+    threshold = smooth.min() + fraction * (log_loss[0] - smooth.min())
+    return int(curve.step_M[int(np.argmax(smooth <= threshold))])
 
 
 @dataclass
@@ -113,7 +125,8 @@ def points_of(curves: list[Curve], max_points: int = MAX_POINTS, from_step: int 
     curves = [c.fitted_part(from_step) for c in curves]
     curves = [c for c in curves if c.step_M.size]
     parts = [summarise(c, max_points) for c in curves]
-    return Points([c.sums for c in curves], [p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts])
+    return Points([c.sums for c in curves], [p[0] for p in parts], [p[1] for p in parts],
+                  [p[2] * c.weight for p, c in zip(parts, curves)])
 
 
 # ---------------------------------------------------------------- parameterisation

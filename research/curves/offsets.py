@@ -64,7 +64,7 @@ def size_offsets(n_params: float, curves: dict[str, Curve], lineages: dict[str, 
                        {k: int(sum(x.size for x in v)) for k, v in by_lineage.items()}, fitted)
 
 
-def corrected_results(sweep_dir, law: str = "multipower", loss_col: str = "eval_loss"):
+def corrected_results(sweep_dir, law: str = "multipower", loss_col: str | None = None):
     """(results frame with corrected final_eval_loss, [SizeOffsets]) of a sweep directory."""
 
     sweep_dir = Path(sweep_dir)

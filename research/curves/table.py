@@ -10,7 +10,9 @@ A table has one row per optimizer step of each run, from step 1 to its last:
 A sweep directory (<sweep>/trials/<trial>/) or one run directory is read from each run's
 config (trial.json or config.json) and metrics.jsonl: the LR of every step is rebuilt from the
 run's schedule by the trainer's own schedule function, the loss is the logged eval loss
-(`loss_col="eval_loss"`, the default: the fixed eval set) or the training loss ("loss").
+(`loss_col="eval_loss"`: the fixed eval set), the loss on its prefix that runs with `[train]
+dense_eval_tokens` log at every evaluation ("dense_eval_loss"; the default where every run logs
+it, else "eval_loss"), or the training loss ("loss").
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from research.errors import UserError, closest
 from research.fit.data import read_frame
 from research.fsutil import read_json, read_jsonl
 
-RUN_DIR_LOSSES = ("eval_loss", "loss")
+RUN_DIR_LOSSES = ("eval_loss", "dense_eval_loss", "loss")
 
 
 @dataclass
@@ -63,7 +65,7 @@ def load_curves(path, run_col: str = "run", step_col: str = "step", lr_col: str 
     if not p.exists():
         raise UserError(f"{p} does not exist; pass a per-step table (CSV, TSV, parquet) or a sweep directory")
     if p.is_dir():
-        return _from_directory(p, loss_col or "eval_loss")
+        return _from_directory(p, loss_col)
     return _from_table(p, run_col, step_col, lr_col, loss_col or "loss")
 
 
@@ -130,8 +132,8 @@ def _curve(name: str, step: np.ndarray, lr: np.ndarray, loss: np.ndarray, where:
 
 # ---------------------------------------------------------------- run and sweep directories
 
-def _from_directory(path: Path, loss_col: str) -> CurveTable:
-    if loss_col not in RUN_DIR_LOSSES:
+def _from_directory(path: Path, loss_col: str | None) -> CurveTable:
+    if loss_col is not None and loss_col not in RUN_DIR_LOSSES:
         raise UserError(f"--loss-col {loss_col!r}: a run or sweep directory logs {' or '.join(RUN_DIR_LOSSES)}")
     if (path / "trials").is_dir():
         run_dirs = sorted(p for p in (path / "trials").iterdir() if (p / "metrics.jsonl").exists())
@@ -141,17 +143,22 @@ def _from_directory(path: Path, loss_col: str) -> CurveTable:
         run_dirs = [path]
     else:
         raise UserError(f"{path} is neither a sweep directory (trials/) nor a run directory (metrics.jsonl)")
-    curves = {}
+    runs = {}
     for run_dir in run_dirs:
         record = read_json(run_dir / "trial.json") or read_json(run_dir / "config.json")
         if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
             print(f"warning: {run_dir.name}: no trial.json or config.json with its config; skipped", file=sys.stderr)
             continue
+        runs[run_dir] = (record, [r for r in read_jsonl(run_dir / "metrics.jsonl") if isinstance(r, dict)])
+    if loss_col is None:  # the densely evaluated prefix where every run has it, else the full eval set
+        dense = runs and all(any(_number(r.get("dense_eval_loss")) for r in rows) for _, rows in runs.values())
+        loss_col = "dense_eval_loss" if dense else "eval_loss"
+    curves = {}
+    for run_dir, (record, rows) in runs.items():
         try:
             lr_T = lr_of_config(config_of_record(record))
         except UserError as err:
             raise UserError(f"{run_dir.name}: {err}") from None
-        rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if isinstance(r, dict)]
         step = np.array([r.get("step") for r in rows if _number(r.get(loss_col)) and isinstance(r.get("step"), int)],
                         np.int64)
         loss = np.array([r[loss_col] for r in rows if _number(r.get(loss_col)) and isinstance(r.get("step"), int)],

@@ -97,6 +97,10 @@ def register(subparsers) -> None:
                    help="fit on the runs outside SPEC, predict those inside: largest-budget | largest-n | "
                         "largest-tokens | a condition on n_params, tokens, flops, budget, loss, e.g. "
                         "'n_params>=5e8' or 'tokens/n_params>100'; result under `extrapolation` in fit.json")
+    p.add_argument("--trunk-offsets", action="store_true",
+                   help="a sweep directory only: fit the points corrected by one offset per trunk, from a "
+                        "Multi-Power Law fitted to every logged step of each size's trunks and branches "
+                        "(as `scaling curves offsets`); written to DIR/fit-trunk-offsets.json unless --out")
     p.add_argument("--out", default=None, help="write the fit JSON here (default DIR/fit.json for a sweep)")
     p.add_argument("--no-write", action="store_true", help="do not write fit.json")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -171,7 +175,8 @@ def fit_handler(args) -> int:
         blocker = next((p for p in out_path.parents if p.exists() and not p.is_dir()), None)
         if blocker is not None:
             raise UserError(f"--out {out_path}: {blocker} is a file, not a directory")
-    table = load_table(args.path, args.n_col, args.d_col, args.loss_col, args.flops_col)
+    corrected, offsets = _trunk_offsets(args) if args.trunk_offsets else (None, None)
+    table = load_table(args.path, args.n_col, args.d_col, args.loss_col, args.flops_col, frame=corrected)
     if args.holdout is not None:
         from research.fit.holdout_cli import holdout_command  # lazy: as above
 
@@ -181,7 +186,7 @@ def fit_handler(args) -> int:
     if "kaplan" in methods and args.n_col is None and args.kaplan_n == "nonembedding":
         try:
             kaplan_table = load_table(args.path, None, args.d_col, args.loss_col, args.flops_col,
-                                      n_kind="nonembedding", quiet=True)
+                                      n_kind="nonembedding", quiet=True, frame=corrected)
             kaplan_n = "nonembedding"
         except UserError:
             kaplan_n = "total (table has no n_params_nonembedding column)"
@@ -194,7 +199,10 @@ def fit_handler(args) -> int:
     if all(result.method(m).skipped for m in methods):  # nothing fitted: say so, and leave fit.json as it is
         reasons = "; ".join(f"{m}: {result.method(m).reason}" for m in methods)
         raise UserError(f"no fit possible on {table.drop_message().replace('using', 'the', 1)} ({reasons})")
-    out = output_path(args.out, args.no_write, table.sweep_dir)
+    if offsets is not None:
+        result["trunk_offsets"] = offsets
+    out = output_path(args.out or (str(Path(args.path) / "fit-trunk-offsets.json") if args.trunk_offsets else None),
+                      args.no_write, table.sweep_dir)
     if out is not None:
         write_fit(out, result, merge=True)
         print(f"wrote {out}", file=sys.stderr)
@@ -216,6 +224,26 @@ def fit_handler(args) -> int:
         for w in result.warnings or []:
             print(f"warning: {w}")
     return 0
+
+
+def _trunk_offsets(args) -> tuple:
+    """(results frame with trunk-offset-corrected losses, a record of the offsets) of the sweep
+    directory `args.path`: `research.curves.offsets` fits one curve law per size."""
+    from research.curves.offsets import corrected_results  # lazy: pandas, scipy and jax (the schedules)
+
+    if not (Path(args.path).is_dir() and (Path(args.path) / "trials").is_dir()):
+        raise UserError(f"--trunk-offsets needs a sweep directory (results.csv and trials/), not {args.path}; "
+                        "for a table, correct it first with `scaling curves offsets SWEEP --out TABLE`")
+    if args.loss_col not in (None, "final_eval_loss", "eval_bits_per_byte"):
+        raise UserError(f"--trunk-offsets corrects final_eval_loss and eval_bits_per_byte, not --loss-col "
+                        f"{args.loss_col}")
+    frame, sizes = corrected_results(args.path)
+    record = {"law": "multipower", "loss": "final_eval_loss divided by exp(offset of its trunk)",
+              "sizes": [{"n_params": s.n_params, "offsets": s.offsets, "n_points": s.n_points} for s in sizes]}
+    shift = frame["trunk_offset"].dropna().abs()
+    print(f"trunk offsets: {len(shift)} rows corrected, median |offset| {100 * shift.median():.2f}%, "
+          f"largest {100 * shift.max():.2f}%", file=sys.stderr)
+    return frame, record
 
 
 def _print_memory(mem: dict) -> None:

@@ -120,11 +120,13 @@ def _need(df, col: str, flag: str, path: Path) -> str:
 
 
 def load_table(path, n_col: str | None = None, d_col: str | None = None, loss_col: str | None = None,
-               flops_col: str | None = None, n_kind: str = "total", quiet: bool = False) -> Table:
+               flops_col: str | None = None, n_kind: str = "total", quiet: bool = False, frame=None) -> Table:
+    """The table at `path` (a file or a sweep directory); `frame`: rows to use in place of the
+    file's (e.g. its losses corrected), read with the same columns and the sweep's conventions."""
     import pandas as pd
 
     file, sweep_dir = resolve(path)
-    raw = read_frame(file)
+    raw = read_frame(file) if frame is None else frame
     conv = sweep_convention(sweep_dir)
     if n_col is None:
         n_col = NONEMBEDDING_N if n_kind == "nonembedding" else DEFAULT_N

@@ -206,23 +206,43 @@ def _keep_missed_branch_points(ckpts: Checkpoints, keep_steps, start: int, branc
 
 
 class Evaluator:
-    """The held-out loss: the same validation windows every time, put on the device once."""
+    """The held-out loss: the same validation windows every time, put on the device once.
 
-    def __init__(self, stepper, dataset, batch_size: int, seq_len: int, eval_tokens: int):
+    With `dense_tokens` (`[train] dense_eval_tokens`), the evaluations before the last use only
+    the first batches of the same windows (a fixed prefix), so that frequent evaluation stays
+    cheap; the last one uses them all and reports the prefix's loss beside the full set's."""
+
+    def __init__(self, stepper, dataset, batch_size: int, seq_len: int, eval_tokens: int,
+                 dense_tokens: int | None = None):
         windows = dataset.val_batches(batch_size, seq_len, eval_tokens)
         self.bytes_per_token = dataset.bytes_per_token_of([w[:, 1:] for w in windows])  # the scored targets
         self.stepper, self.batches = stepper, [stepper.put_batch(b) for b in windows]
+        self.n_dense = None
+        if dense_tokens is not None:  # the same first windows: val_batches always starts at window 0
+            self.n_dense = min(len(self.batches), len(dataset.val_batches(batch_size, seq_len, dense_tokens)))
 
-    def __call__(self, params) -> float:  # dispatch every batch, then one host sync for the mean
-        return float(jax.numpy.mean(jax.numpy.stack([self.stepper.eval_step(params, b) for b in self.batches])))
+    def _mean(self, params, n: int):  # dispatch every batch, then one host sync for the mean
+        return jax.numpy.mean(jax.numpy.stack([self.stepper.eval_step(params, b) for b in self.batches[:n]]))
 
-    def timed(self, params) -> tuple[float, float]:
-        """(loss, seconds the evaluation itself took). The train steps still queued on the device
-        finish first, so their time is not counted as evaluation (and left out of the throughput)."""
+    def __call__(self, params) -> float:
+        return float(self._mean(params, len(self.batches)))
+
+    def timed(self, params, final: bool = True) -> tuple[dict, float]:
+        """({"eval_loss": full set} or, with a dense prefix, {"dense_eval_loss": prefix} before the last
+        evaluation and both at the last; seconds the evaluation itself took). The train steps still
+        queued on the device finish first, so their time is not counted as evaluation (and left out
+        of the throughput)."""
         jax.block_until_ready(params)
         t0 = time.perf_counter()
-        loss = self(params)
-        return loss, time.perf_counter() - t0
+        if self.n_dense is None:
+            out = {"eval_loss": float(self._mean(params, len(self.batches)))}
+        elif not final:
+            out = {"dense_eval_loss": float(self._mean(params, self.n_dense))}
+        else:  # one pass: the full set's mean exactly as without a prefix, and the prefix's beside it
+            loss_B = jax.numpy.stack([self.stepper.eval_step(params, b) for b in self.batches])
+            full, dense = jax.device_get((jax.numpy.mean(loss_B), jax.numpy.mean(loss_B[:self.n_dense])))
+            out = {"eval_loss": float(full), "dense_eval_loss": float(dense)}
+        return out, time.perf_counter() - t0
 
 
 class Steps:
@@ -254,9 +274,10 @@ class Steps:
             if step % t.log_every == 0 or step % t.eval_every == 0 or step == steps:
                 log.hold(step, dev_metrics)
             if step % t.eval_every == 0 or step == steps:
-                last_eval, eval_s = self.evaluate.timed(self.params)
+                evals, eval_s = self.evaluate.timed(self.params, final=step == steps)
+                last_eval = evals.get("eval_loss", last_eval)
                 log.throughput.exclude(eval_s)
-                if not log.flush(eval_loss=last_eval):
+                if not log.flush(**evals):
                     return "diverged", step, last_eval
             periodic = step % t.checkpoint_every == 0 or step == steps or step in self.keep
             if periodic:
@@ -310,7 +331,7 @@ def _train_loop(config, run: RunDir, dataset, counts, steps: int, show_progress:
     # W&B / TensorBoard copies of the rows ([logging])
     tracking = open_run_tracking(config.logging, run.path, read_json(run.config_path), start, enabled=run.writer)
     lr_at = learning_rate_schedule(config)
-    evaluate = Evaluator(stepper, dataset, t.batch_size, m.seq_len, t.eval_tokens)
+    evaluate = Evaluator(stepper, dataset, t.batch_size, m.seq_len, t.eval_tokens, t.dense_eval_tokens)
     bar = Progress(steps, start, enabled=show_progress and run.writer)
     log = MetricsLogger(run, counts, tokens_per_step, lr_at, evaluate.bytes_per_token, wall_before,
                         sinks=[bar, tracking, *sinks], devices=stepper.mesh.devices.flat)

@@ -79,19 +79,22 @@ class MetricsLogger:
     def hold(self, step: int, dev_metrics) -> None:
         self.pending = (step, dev_metrics)
 
-    def flush(self, eval_loss: float | None = None) -> bool:
-        """Write the pending row (if any); False if its loss is not finite."""
+    def flush(self, eval_loss: float | None = None, dense_eval_loss: float | None = None) -> bool:
+        """Write the pending row (if any); False if its loss is not finite. `dense_eval_loss`: the
+        loss on the eval set's prefix (`[train] dense_eval_tokens`)."""
         if self.pending is None:
             return True
         step, dev = self.pending
         self.pending = None
         values = jax.device_get(dev)
         row = self.row(step, float(values["loss"]), float(values["grad_norm"]), eval_loss)
+        if dense_eval_loss is not None:
+            row["dense_eval_loss"] = dense_eval_loss
         self.run.append_metrics(row)
         for sink in self.sinks if self.run.writer else ():  # like metrics.jsonl: process 0 only
             sink.log_row(step, row)
         self.last_train_loss = row["loss"]
-        return math.isfinite(row["loss"]) and (eval_loss is None or math.isfinite(eval_loss))
+        return math.isfinite(row["loss"]) and all(v is None or math.isfinite(v) for v in (eval_loss, dense_eval_loss))
 
     def row(self, step: int, loss: float, grad_norm: float, eval_loss: float | None) -> dict:
         """One metrics row. FLOPs name their convention; rates are over the steps since the last row."""

@@ -23,12 +23,18 @@ from research.fsutil import ProcessLock, atomic_write_json, atomic_write_text, r
 # Keys that change how a run is operated, not what it trains: they may differ on resume.
 OPERATIONAL_KEYS = {"train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.prefetch",
                     "train.loss_chunk", "logging.wandb", "logging.tensorboard"}  # loss_chunk: same loss to rounding
+# Keys added after sweeps were run: left out of the identity at these values (their defaults), so
+# every run that does not set them keeps the hash it had before they existed.
+LATER_KEYS_DEFAULTS = {"train.dense_eval_tokens": None}
 
 
 def identity(config: RunConfig, data_fingerprint: str) -> dict:
     """What makes two runs the same run: the resolved config less operational keys, plus the data."""
     flat = {f"{section}.{key}": value for section, values in config.to_dict().items()
             for key, value in values.items() if f"{section}.{key}" not in OPERATIONAL_KEYS}
+    for key, default in LATER_KEYS_DEFAULTS.items():
+        if key in flat and flat[key] == default:
+            del flat[key]
     flat["data.fingerprint"] = data_fingerprint
     return flat
 
