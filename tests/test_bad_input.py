@@ -756,7 +756,7 @@ def apply_vocab(raw: dict) -> dict:
     ('{"E": 1, "A": 1, "alpha": 0.3, "beta": 0.3}', "no 'B'"),  # was KeyError
     ('{"E": NaN, "A": 1, "B": 1, "alpha": 0.3, "beta": 0.3}', "E = nan"),  # was accepted
     ('{"k_N": 1, "a": 0.5}', "no 'k_D'"),
-    ('{"approach3": [1]}', "no Approach"),
+    ('{"approach3": [1]}', "approach3 holds a JSON array, not an object"),  # the typed fit record names the block
 ])
 def test_law_files_refused(tmp_path, content, expected):
     (tmp_path / "fit.json").write_text(content)

@@ -200,7 +200,7 @@ def fit_handler(args) -> int:
         reasons = "; ".join(f"{m}: {result.method(m).reason}" for m in methods)
         raise UserError(f"no fit possible on {table.drop_message().replace('using', 'the', 1)} ({reasons})")
     if offsets is not None:
-        result["trunk_offsets"] = offsets
+        result.extra["trunk_offsets"] = offsets  # a block of its own, kept as written
     out = output_path(args.out or (str(Path(args.path) / "fit-trunk-offsets.json") if args.trunk_offsets else None),
                       args.no_write, table.sweep_dir)
     if out is not None:
