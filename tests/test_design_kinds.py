@@ -5,7 +5,10 @@ DesignConfig for every kind), before the design kinds got a typed config each: f
 sweeps/*.toml that is a sweep file, the [design] record its sweep.json held (`design`), and, where it
 plans, its trial ids and their trunks in plan order, its trunk ids and the counts of rejected and dropped
 points. A trial id is the hash of the trial's resolved config, so equal ids mean a sweep already run
-resumes without retraining anything.
+resumes without retraining anything. The entries for demo, demo-rung and study-cpu were re-recorded when
+those sweeps moved to the LR rule calibrated on their own 1-layer family (sweeps/lr-rule-cpu-1layer.json:
+their learning rates, hence their ids, changed on purpose), and lr-calibration-1layer-cpu was added then,
+its `design` the record its sweep.json holds.
 """
 
 import json
