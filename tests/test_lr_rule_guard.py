@@ -155,6 +155,10 @@ def test_a_malformed_record_is_one_line():
     data = json.loads((REPO / "sweeps" / ONE_LAYER).read_text())
     with pytest.raises(UserError, match=r"model.families = .* must map each family to its calibrated N"):
         parse_rule(dict(data, model={"families": ["1 layer"]}), "rule.json")
+    with pytest.raises(UserError, match=r"model.families = .* must map each family to its calibrated N"):
+        parse_rule(dict(data, model={"families": {"1 layer": []}}), "rule.json")
+    with pytest.raises(UserError, match=r"model = \[\] must be an object of settings"):
+        parse_rule(dict(data, model=[]), "rule.json")
     with pytest.raises(UserError, match=r"conditions = 'wsd' must be an object of settings"):
         parse_rule(dict(data, conditions="wsd"), "rule.json")
 

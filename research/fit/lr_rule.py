@@ -130,7 +130,8 @@ def parse_rule(data, source: str) -> LrRule:
             raise UserError(f"{source}: {key} = {data[key]!r} must be an object of settings; refit the rule"[:300])
     families = (data.get("model") or {}).get("families")
     if families is not None and not (isinstance(families, dict) and all(
-            isinstance(ns, list) and all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in ns)
+            isinstance(ns, list) and ns and all(isinstance(n, (int, float)) and not isinstance(n, bool)
+                                                and math.isfinite(n) and n > 0 for n in ns)
             for ns in families.values())):
         raise UserError(f"{source}: model.families = {families!r} must map each family to its calibrated N; "
                         f"refit the rule"[:300])

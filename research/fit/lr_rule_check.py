@@ -53,6 +53,10 @@ def _same(a, b) -> bool:
     return a == b
 
 
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
 def _values(values) -> str:
     return ", ".join(repr(v) if isinstance(v, str) else f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
@@ -135,7 +139,7 @@ def _horizon_lines(rule: LrRule, runs: list[PlannedRun], name: str) -> list[str]
     conditions = rule.conditions or {}
     lines = []
     horizon = conditions.get("tokens")
-    if isinstance(horizon, (int, float)) and horizon > 0:
+    if _positive(horizon):
         low, high = min(r.tokens for r in runs), max(r.tokens for r in runs)
         if high > HORIZON_FACTOR * horizon or low < horizon / HORIZON_FACTOR:
             lines.append(f"note: {name}: tokens (the horizon) = {horizon:,.0f} in its calibration, {low:,.0f}-{high:,.0f} "
@@ -144,8 +148,7 @@ def _horizon_lines(rule: LrRule, runs: list[PlannedRun], name: str) -> list[str]
                          + _recalibrate("at a horizon inside this sweep's"))
     fraction = conditions.get("warmup_fraction")
     warmups = [r.warmup_tokens for r in runs if r.warmup_tokens is not None]
-    if (isinstance(horizon, (int, float)) and isinstance(fraction, (int, float)) and horizon > 0 and fraction > 0
-            and warmups):
+    if _positive(horizon) and _positive(fraction) and warmups:
         warmup = fraction * horizon
         low, high = min(warmups), max(warmups)
         if high > WARMUP_FACTOR * warmup or low < warmup / WARMUP_FACTOR:

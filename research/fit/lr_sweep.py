@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from research.config import ModelConfig
 from research.errors import UserError
 from research.fit.lr_rule import (CONDITION_KEYS, DEFAULT_BOOTSTRAP, LEVEL, MODEL_SETTING_KEYS, SAME_N_RTOL,
                                   fit_lr_rule, rule_document, run_settings)
@@ -78,7 +79,7 @@ def _model_record(sweep: SweepDir, used, fitted: dict, config: dict,
             if family and size["n_params"] not in families.setdefault(family, []):
                 families[family].append(size["n_params"])
             if "d_model" in rows and "heads" in rows and row["heads"] > 0:
-                head_dims.add(int(row["d_model"]) // int(row["heads"]))
+                head_dims.add(ModelConfig(d_model=int(row["d_model"]), heads=int(row["heads"])).head_dim)
     out = {"families": families} if families else {}
     if head_dims:
         out["head_dim"] = sorted(head_dims)
