@@ -259,6 +259,9 @@ def test_tiny_lr_sweep_runs_with_lr_multiplier_in_results(tmp_path):
         rule = load_rule(out / "lr_rule.json")
         assert "lr rule: lr = " in res.stderr and rule.n_range[0] >= frame["n_params"].min()
         fitted = json.loads((out / "lr_rule.json").read_text())  # 3 runs per size: a parabola through them, no interval
+        model = fitted["model"]  # what it was calibrated on, from the trials' configs and the table
+        assert set(model["families"]) == {"1 layer"} and model["head_dim"] == [8]
+        assert (model["mlp"], model["ffw_ratio"], model["settings_from"]) == ("gelu", 4.0, "trials")
         assert fitted["intervals"]["exponent"] is None and "passes through its 3 runs exactly" in res.stderr
         assert (out / "plots" / "lr_opt_vs_n.png").exists() and (out / "plots" / "loss_vs_lr.png").exists()
     else:
@@ -287,5 +290,7 @@ def test_committed_reference_refits_to_its_rule_without_touching_its_table(tmp_p
     assert refit["intervals"]["exponent"] == pytest.approx(committed["intervals"]["exponent"], rel=1e-9)
     assert [s["lr_opt"] for s in refit["per_size"]] == pytest.approx([s["lr_opt"] for s in committed["per_size"]])
     assert refit["n_range"] == committed["n_range"] and refit["conditions"] == committed["conditions"]
+    assert refit["model"] == committed["model"]  # families and head_dim from the table, the rest carried over
+    assert json.loads((REPO / "results" / "reference" / reference / "lr_rule.json").read_text()) == committed
     rule = load_rule(REPO / "sweeps" / rule_file)
     assert rule.n_range == n_range

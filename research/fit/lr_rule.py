@@ -41,11 +41,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from research.config import ModelConfig
 from research.errors import UserError
 from research.fsutil import loads_json, read_regular_text
 
@@ -59,6 +60,11 @@ DEFAULT_BOOTSTRAP = 1000
 LEVEL = 0.95
 CONDITION_KEYS = ("schedule", "batch_size", "decay_fraction", "decay_shape", "min_lr_ratio", "weight_decay",
                   "beta1", "beta2", "eps", "grad_clip")
+# The rule's `model` record (what it was calibrated on beyond [train]; research/fit/lr_rule_check.py compares
+# it with a sweep's): `families` ({family: [calibrated N]}) and `head_dim` (its values) read from the table, and
+# these [model] settings, which move the optimal LR, from a trial's config. A rule file without the record
+# (written before it) still loads.
+MODEL_SETTING_KEYS = ("mlp", "ffw_ratio", "tie_embeddings", "init_std")
 
 
 # ---------------------------------------------------------------- the rule itself: one formula, one reader
@@ -78,6 +84,8 @@ class LrRule:
     exponent: float
     n_range: tuple[float, float]
     source: str = "<rule>"  # the file it came from, for messages
+    conditions: dict | None = field(default=None, compare=False)  # the [train]/[data] settings it was calibrated under
+    model: dict | None = field(default=None, compare=False)  # families, head_dim and MODEL_SETTING_KEYS; None: not recorded
 
     def coverage(self) -> tuple[float, float]:
         return self.n_range[0] / LR_RULE_MARGIN, self.n_range[1] * LR_RULE_MARGIN
@@ -117,8 +125,35 @@ def parse_rule(data, source: str) -> LrRule:
         raise UserError(f"{source}: lr_ref and n_ref must be positive (lr_ref = {values['lr_ref']}, n_ref = {values['n_ref']})")
     if not -2 <= values["exponent"] <= 2:
         raise UserError(f"{source}: exponent = {values['exponent']} is outside [-2, 2]; refit the rule")
+    for key in ("conditions", "model"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise UserError(f"{source}: {key} = {data[key]!r} must be an object of settings; refit the rule"[:300])
+    families = (data.get("model") or {}).get("families")
+    if families is not None and not (isinstance(families, dict) and all(
+            isinstance(ns, list) and ns and all(isinstance(n, (int, float)) and not isinstance(n, bool)
+                                                and math.isfinite(n) and n > 0 for n in ns)
+            for ns in families.values())):
+        raise UserError(f"{source}: model.families = {families!r} must map each family to its calibrated N; "
+                        f"refit the rule"[:300])
     return LrRule(lr_ref=values["lr_ref"], n_ref=values["n_ref"], exponent=values["exponent"],
-                  n_range=(float(n_range[0]), float(n_range[1])), source=source)
+                  n_range=(float(n_range[0]), float(n_range[1])), source=source,
+                  conditions=data.get("conditions"), model=data.get("model"))
+
+
+def run_settings(config: dict) -> dict:
+    """The settings of one run that a rule records and a sweep is checked on, from its config as a dict
+    (RunConfig.to_dict(), or a trial.json's "config"): CONDITION_KEYS of [train], seq_len, corpus,
+    tokenizer, head_dim and MODEL_SETTING_KEYS (ffw_ratio = the MLP's hidden width / d_model). A key the
+    config lacks is left out."""
+    train, model, data = (config.get(k) if isinstance(config.get(k), dict) else {} for k in ("train", "model", "data"))
+    out = {k: train[k] for k in CONDITION_KEYS if k in train}
+    out.update(seq_len=model.get("seq_len"), corpus=data.get("corpus"), tokenizer=data.get("tokenizer"))
+    d_model, heads, ffw = model.get("d_model"), model.get("heads"), model.get("ffw")
+    if isinstance(d_model, int) and isinstance(heads, int) and d_model > 0 and heads > 0:
+        shape = ModelConfig(d_model=d_model, heads=heads, ffw=ffw if isinstance(ffw, int) else None)
+        out.update(head_dim=shape.head_dim, ffw_ratio=shape.d_ffw / shape.d_model)
+    out.update({k: model.get(k) for k in MODEL_SETTING_KEYS if k != "ffw_ratio"})
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def load_rule(path) -> LrRule:
@@ -308,10 +343,11 @@ def fit_lr_rule(n_params, lr, loss, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed:
                           **({"note": no_interval} if no_interval else {})}}
 
 
-def rule_document(fitted: dict, conditions: dict, source: dict) -> dict:
-    """The rule file's JSON object: fit_lr_rule's fields with the form, coverage, conditions and source."""
+def rule_document(fitted: dict, conditions: dict, source: dict, model: dict | None = None) -> dict:
+    """The rule file's JSON object: fit_lr_rule's fields with the form, coverage, conditions, the model
+    record (families, head_dim, MODEL_SETTING_KEYS; left out when None) and source."""
     return {"kind": RULE_KIND, "version": RULE_VERSION, "form": RULE_FORM, **fitted,
             "n_counts": "N counts embeddings", "loss": "final_eval_loss, nats/token",
             "coverage": {"margin": LR_RULE_MARGIN,
                          "n": [fitted["n_range"][0] / LR_RULE_MARGIN, fitted["n_range"][1] * LR_RULE_MARGIN]},
-            "conditions": conditions, "source": source}
+            "conditions": conditions, **({"model": model} if model is not None else {}), "source": source}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
 from research.fit.lr_rule import DEFAULT_BOOTSTRAP, LR_RULE_MARGIN
-from research.fit.lr_sweep import fit_lr_sweep_dir, summary_lines
+from research.fit.lr_sweep import CalibrationSweep, fit_lr_sweep_dir, summary_lines
 
 
 def register(subparsers) -> None:
@@ -22,12 +23,25 @@ def register(subparsers) -> None:
     p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP,
                    help=f"bootstrap resamples for the intervals (default {DEFAULT_BOOTSTRAP}; 0 = none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--sweep", default=None, metavar="FILE",
+                   help="the sweep file DIR was run from: where DIR keeps no trials (a reference result), the rule "
+                        "records its [model] settings (mlp, ffw, ...) from this file")
     p.add_argument("--json", action="store_true", help="print the rule as one JSON object")
     p.set_defaults(func=handler)
 
 
+def calibration_sweep(path: str) -> CalibrationSweep:
+    """The sweep file's name and the resolved config of its recipe's first shape (what its trials share)."""
+    from research.sweep.plan import load_sweep  # lazy: --help builds every parser; the planner ~0.1 s
+
+    sweep = load_sweep(path)
+    model = dataclasses.replace(sweep.base.model, **sweep.recipe.ladder()[0])
+    return CalibrationSweep(path=path, name=sweep.name, config=sweep.base.replace(model=model).to_dict())
+
+
 def handler(args) -> int:
-    rule = fit_lr_sweep_dir(args.dir, out=args.out, bootstrap=args.bootstrap, seed=args.seed)
+    sweep_file = calibration_sweep(args.sweep) if args.sweep else None
+    rule = fit_lr_sweep_dir(args.dir, out=args.out, bootstrap=args.bootstrap, seed=args.seed, sweep_file=sweep_file)
     if args.json:
         print(json.dumps(rule, indent=1))
         return 0

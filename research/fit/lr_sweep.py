@@ -6,12 +6,26 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from research.config import ModelConfig
 from research.errors import UserError
-from research.fit.lr_rule import CONDITION_KEYS, DEFAULT_BOOTSTRAP, LEVEL, fit_lr_rule, rule_document
+from research.fit.lr_rule import (CONDITION_KEYS, DEFAULT_BOOTSTRAP, LEVEL, MODEL_SETTING_KEYS, SAME_N_RTOL,
+                                  fit_lr_rule, rule_document, run_settings)
 from research.fsutil import atomic_write_text
+from research.model.family import depth_family
 from research.train.sweep_dir import SweepDir
+
+
+@dataclass(frozen=True)
+class CalibrationSweep:
+    """The sweep file an lr sweep was run from (`scaling lr-rule DIR --sweep FILE`): where DIR keeps no
+    trials (a reference result), the rule's [model] settings are read from it."""
+
+    path: str
+    name: str
+    config: dict  # the resolved config of one of its shapes (RunConfig.to_dict())
 
 
 def _read_json(path: Path) -> dict:
@@ -22,29 +36,72 @@ def _read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _conditions(sweep: SweepDir, frame, design: dict) -> dict:
-    """The [train]/[model]/[data] settings the rule was calibrated under, read from a completed trial."""
+def _trial_config(sweep: SweepDir, frame) -> dict:
+    """The config (trial.json's) of the sweep's first completed trial; {} when there is none (a reference)."""
     done = frame[frame["status"] == "completed"]
     record = _read_json(sweep.trial_dir(done["trial"].iloc[0]) / "trial.json") if len(done) else {}
-    if not record and sweep.lr_rule_path.is_file():  # a reference directory keeps no trials: its rule has them
+    return record.get("config") if isinstance(record.get("config"), dict) else {}
+
+
+def _conditions(sweep: SweepDir, config: dict, design: dict) -> dict:
+    """The [train]/[model]/[data] settings the rule was calibrated under, read from a completed trial's config."""
+    if not config and sweep.lr_rule_path.is_file():  # a reference directory keeps no trials: its rule has them
         return _read_json(sweep.lr_rule_path).get("conditions") or {}
-    config = record.get("config") if isinstance(record.get("config"), dict) else {}
-    train, model, data = (config.get(k) if isinstance(config.get(k), dict) else {} for k in ("train", "model", "data"))
-    out = {k: train[k] for k in CONDITION_KEYS if k in train}
-    out["seq_len"] = model.get("seq_len")
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    settings = run_settings(config)
+    out = {k: settings[k] for k in CONDITION_KEYS if k in settings}
+    out["seq_len"] = settings.get("seq_len")
     for key in ("tokens", "tokens_per_param"):
         if design.get(key):
             out[key] = design[key][0]
     if train.get("warmup_steps") and train.get("steps"):
         out["warmup_fraction"] = round(train["warmup_steps"] / train["steps"], 4)
-    out["corpus"], out["tokenizer"] = data.get("corpus"), data.get("tokenizer")
+    out["corpus"], out["tokenizer"] = settings.get("corpus"), settings.get("tokenizer")
     out["lr_multipliers"] = design.get("lr_multipliers")
     return {k: v for k, v in out.items() if v is not None}
 
 
-def fit_lr_sweep_dir(sweep_dir, *, out=None, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
+def _model_record(sweep: SweepDir, used, fitted: dict, config: dict,
+                  sweep_file: CalibrationSweep | None) -> dict | None:
+    """What the rule was calibrated on beyond [train]: the family of each calibrated size and the head
+    dimensions, from the table (its `family` column; a table without one: the depth's family from
+    `layers`), and MODEL_SETTING_KEYS from a trial's config, else the sweep file (--sweep), else the
+    record of the rule already in DIR (a reference directory keeps no trials); absent when none has them."""
+    families: dict[str, list[float]] = {}
+    head_dims = set()
+    for size in fitted["per_size"]:
+        if size.get("refused"):
+            continue
+        rows = used[(used["n_params"] / size["n_params"] - 1).abs() <= SAME_N_RTOL]
+        for _, row in rows.iterrows():
+            named = str(row["family"]) if "family" in rows and isinstance(row["family"], str) else ""
+            family = named or (depth_family(row["layers"]) if "layers" in rows else "")
+            if family and size["n_params"] not in families.setdefault(family, []):
+                families[family].append(size["n_params"])
+            if "d_model" in rows and "heads" in rows and row["heads"] > 0:
+                head_dims.add(ModelConfig(d_model=int(row["d_model"]), heads=int(row["heads"])).head_dim)
+    out = {"families": families} if families else {}
+    if head_dims:
+        out["head_dim"] = sorted(head_dims)
+    stored = _read_json(sweep.lr_rule_path).get("model") if sweep.lr_rule_path.is_file() else None
+    if config:
+        source, settings = "trials", run_settings(config)
+    elif sweep_file is not None:
+        source, settings = f"sweep file {Path(sweep_file.path).name}", run_settings(sweep_file.config)
+    elif isinstance(stored, dict) and stored.get("settings_from"):
+        source, settings = stored["settings_from"], stored
+    else:
+        source, settings = None, {}
+    kept = {k: settings[k] for k in MODEL_SETTING_KEYS if k in settings}
+    if kept:
+        out.update(kept, settings_from=source)
+    return out or None
+
+
+def fit_lr_sweep_dir(sweep_dir, *, out=None, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
+                     sweep_file: CalibrationSweep | None = None) -> dict:
     """Fit the rule from an lr sweep's results.csv (rebuilt from its trials when DIR has them; a reference
-    directory's table as it is) and write it (default DIR/lr_rule.json)."""
+    directory's table as it is) and write it (default DIR/lr_rule.json) with what it was calibrated on."""
 
     sweep = SweepDir.require(sweep_dir)
     sweep_dir = sweep.path
@@ -55,6 +112,9 @@ def fit_lr_sweep_dir(sweep_dir, *, out=None, bootstrap: int = DEFAULT_BOOTSTRAP,
                         "an lr rule is fitted from sizes x lr_multipliers")
     if bootstrap < 0:
         raise UserError(f"--bootstrap {bootstrap}: must be 0 or more")
+    if sweep_file is not None and sweep_file.name != record.get("name"):
+        raise UserError(f"--sweep {sweep_file.path} is sweep {sweep_file.name!r}, but {sweep_dir} holds sweep "
+                        f"{record.get('name')!r}: name the sweep file the lr sweep was run from")
     if sweep.trials_dir.is_dir():
         frame = sweep.collect()  # rebuilt from the trials, so it never disagrees with them
     elif sweep.results_path.is_file():  # a committed reference result: its table is the record
@@ -69,9 +129,11 @@ def fit_lr_sweep_dir(sweep_dir, *, out=None, bootstrap: int = DEFAULT_BOOTSTRAP,
     loss = used["final_eval_loss"].where(used["status"] == "completed")  # a diverged run has no usable loss
     fitted = fit_lr_rule(used["n_params"].to_numpy(float), used["lr"].to_numpy(float), loss.to_numpy(float),
                          bootstrap=bootstrap, seed=seed)
-    rule = rule_document(fitted, _conditions(sweep, frame, design),
+    config = _trial_config(sweep, frame)
+    rule = rule_document(fitted, _conditions(sweep, config, design),
                          {"sweep": record.get("name"), "date": time.strftime("%Y-%m-%d", time.gmtime()),
-                          "runs": int(len(used)), "pending_or_failed": int(len(frame) - len(used))})
+                          "runs": int(len(used)), "pending_or_failed": int(len(frame) - len(used))},
+                         model=_model_record(sweep, used, fitted, config, sweep_file))
     path = Path(out) if out else sweep.lr_rule_path
     atomic_write_text(path, json.dumps(rule, indent=1) + "\n")
     rule["path"] = str(path)

@@ -83,6 +83,8 @@ def cmd_plan(args) -> int:
     print_plan(out)
     for line in support_lines(support) if support else ():
         print(line)
+    for line in out["lr_rule_notes"]:
+        print(line)
     if "validate" in out:
         from research.sweep.validate import estimate_lines  # lazy: as in cmd_plan
 
@@ -153,6 +155,8 @@ def cmd_run(args) -> int:
         for line in support_lines(support):
             if line.startswith("warning"):  # said before hours of training, not after
                 print(line, file=sys.stderr)
+    for line in p.lr_rule_notes:  # said before hours of training, not after
+        print(line, file=sys.stderr)
     trial_dirs = prepare_sweep_dir(p, sweep_dir)
     print(f"sweep {sweep.name}: {len(p.trials)} trials"
           + (f" ({len(p.trunks)} trunks + their cooldown branches)" if p.trunks else "") + f" in {sweep_dir}"

@@ -41,6 +41,8 @@ from pathlib import Path
 from research.config import FLOP_CONVENTIONS, RunConfig, apply_overrides, read_toml, run_config_from_dict, validate
 from research.data import get_dataset
 from research.errors import UserError
+from research.fit.lr_rule import run_settings
+from research.fit.lr_rule_check import PlannedRun, rule_checks
 from research.model.accounting import RunSize, count_model
 from research.sweep.design import check_name, parse_design, parse_slurm, refuse_recipe_overrides
 from research.sweep.kind import Design
@@ -116,6 +118,7 @@ class Plan:
     train_tokens_available: int
     dropped: list[dict] = field(default_factory=list)  # design points without a trial of their own, with why
     trunks: list[Trial] = field(default_factory=list)  # branch designs: one per size and seed
+    lr_rule_notes: list[str] = field(default_factory=list)  # the recipe's lr_rule against the trials (lr_rule_check.py)
 
     def ordered(self) -> list[Trial]:
         """Every trial to run, each trunk just before its branches (the order a single worker runs them)."""
@@ -165,7 +168,7 @@ class Plan:
                 "flops_convention": self.sweep.design.flops_convention,
                 "seeds": self.sweep.design.seeds,
                 "families": self.families(), "family_changes": self.family_changes(),
-                "throughput_flops_per_s": flops_per_s}
+                "lr_rule_notes": self.lr_rule_notes, "throughput_flops_per_s": flops_per_s}
 
 
 def estimate_seconds(trial: Trial, flops_per_s: float) -> float:
@@ -218,7 +221,7 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
     planner = Planner(sweep, base, ladder, dataset, tokens_per_step, available)
     own = sweep.design.plan(planner)  # a kind that lays out its trials itself (branches)
     if own is not None:
-        return _one_family(own)
+        return _checked(own)
     dropped = planner.dropped
     candidates = sweep.design.candidates(planner)
     trials, rejected, seen = [], [], {}
@@ -253,8 +256,24 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
     if not trials:
         reasons = "; ".join(sorted({r["reason"] for r in rejected}))[:300]
         raise UserError(f"the design yields no trial that can run: {reasons}")
-    return _one_family(Plan(sweep=sweep, trials=trials, rejected=rejected, data_fingerprint=dataset.fingerprint,
-                            train_tokens_available=available, dropped=dropped))
+    return _checked(Plan(sweep=sweep, trials=trials, rejected=rejected, data_fingerprint=dataset.fingerprint,
+                         train_tokens_available=available, dropped=dropped))
+
+
+def _checked(p: Plan) -> Plan:
+    """The plan with its family refused or allowed, and its recipe's lr_rule (if any) checked against its trials."""
+    p = _one_family(p)
+    rule = getattr(p.sweep.recipe, "_rule", None)
+    if rule is not None:
+        p.lr_rule_notes = rule_checks(rule, [_planned_run(t) for t in p.trials])
+    return p
+
+
+def _planned_run(t: Trial) -> PlannedRun:
+    train, model = t.config.train, t.config.model
+    return PlannedRun(n_params=t.n_params, tokens=t.tokens, family=t.coords["family"],
+                      warmup_tokens=train.warmup_steps * train.batch_size * model.seq_len if train.warmup_steps else None,
+                      settings=run_settings(t.config.to_dict()))
 
 
 def _one_family(p: Plan) -> Plan:
