@@ -3,10 +3,13 @@
 Not a test. Runs `pytest -q --durations=N` (plus any extra pytest arguments, e.g. `-n 2`) from
 the repository root, or reads the output of such a run from --log, and records the summary
 line's counts, the wall time, the machine's load average before and after (a contended
-machine inflates every number) and the N slowest setup/call/teardown phases.
+machine inflates every number) and the N slowest setup/call/teardown phases. A run it starts
+also records each test's CPU seconds (benchmarks/pytest_cpu_times.py; with --log, give the
+plugin's directory as --cpu-times): the total, and the N tests that took most, which a busy
+machine inflates far less than wall times.
 
     python benchmarks/test_suite_times.py --tag after [--durations 40] [-- -n 2]
-    python benchmarks/test_suite_times.py --tag before --log pytest-output.txt
+    python benchmarks/test_suite_times.py --tag before --log pytest-output.txt [--cpu-times DIR]
 
 Writes (or adds the tag to) results/bench/test_suite_times.json.
 """
@@ -20,10 +23,13 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks.pytest_cpu_times import ENV as CPU_TIMES_ENV, read_cpu_times  # noqa: E402
 OUT = REPO / "results" / "bench" / "test_suite_times.json"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s (setup|call|teardown)\s+(\S.*)$")
 _SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|warnings?)")
@@ -47,23 +53,37 @@ def main() -> None:
     ap.add_argument("--durations", type=int, default=40)
     ap.add_argument("--log", type=Path, help="read a finished run's pytest output instead of running")
     ap.add_argument("--note", default="", help="recorded as is (say whether the machine was contended)")
+    ap.add_argument("--cpu-times", type=Path, help="with --log: the directory benchmarks/pytest_cpu_times.py wrote")
+    ap.add_argument("--load", default="", help="with --log: the load averages seen during that run (recorded as is)")
     ap.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments")
     args = ap.parse_args()
     record = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
               "note": args.note}
+    cpu_dir = args.cpu_times
     if args.log:
         text = args.log.read_text(errors="replace")
         record["command"] = f"(from {args.log.name})"
+        if args.load:
+            record["load"] = args.load
     else:
-        cmd = [sys.executable, "-m", "pytest", "-q", f"--durations={args.durations}", *args.pytest_args]
+        cpu_dir = Path(tempfile.mkdtemp(prefix="cpu-times-"))
+        cmd = [sys.executable, "-m", "pytest", "-q", f"--durations={args.durations}", "-p", "benchmarks.pytest_cpu_times",
+               *args.pytest_args]
         record["command"] = " ".join(["pytest", *cmd[3:]])
         record["load_before"] = os.getloadavg()
         t0 = time.monotonic()
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                              env=dict(os.environ, **{CPU_TIMES_ENV: str(cpu_dir)}))
         record["wall_s"] = round(time.monotonic() - t0, 1)
         record["load_after"] = os.getloadavg()
         text = proc.stdout + proc.stderr
     record.update(parse(text))
+    if cpu_dir is not None:
+        rows = read_cpu_times(cpu_dir)
+        record["cpu_s_total"] = round(sum(r["cpu_s"] for r in rows), 1)
+        record["cpu_tests"] = len(rows)
+        record["most_cpu"] = [{k: r[k] for k in ("cpu_s", "cpu_self_s", "cpu_children_s", "wall_s", "test")}
+                              for r in rows[:args.durations]]
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     results[args.tag] = record
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,10 @@ straight run) is a module fixture, so the first rule makes it once per run.
 JAX's persistent compilation cache is on for the whole run, one directory for all workers
 and every process they start: the suite trains the same tiny shapes in dozens of tests and
 subprocesses, and a program compiled once is loaded (bit for bit the same executable) by
-the rest. A sweep's trials still use the sweep's own cache (they set it themselves); a test
-that needs JAX to really compile asks for the `no_compilation_cache` fixture.
+the rest. A sweep's trials use it too (SCALING_COMPILATION_CACHE names it, in place of each
+sweep's own <sweep>/jax_cache: the suite's dozens of sweeps train the same few shapes); the test
+of the sweep's own cache drops that variable. A test that needs JAX to really compile asks for
+the `no_compilation_cache` fixture.
 """
 
 import json
@@ -34,6 +36,7 @@ pytest_plugins = ["tests.slurm_cluster"]
 
 REPO = Path(__file__).resolve().parents[1]
 SCALING = [sys.executable, "-m", "research"]
+SWEEP_CACHE_ENV = "SCALING_COMPILATION_CACHE"  # research.sweep.trial.CACHE_ENV
 
 
 def _xdist_group(item: pytest.Item) -> str | None:
@@ -131,6 +134,7 @@ def jax_compilation_cache(tmp_path_factory):
     path = run_root(tmp_path_factory) / "jax-cache"
     path.mkdir(exist_ok=True)
     env = {name.upper(): str(value) for name, value in _cache_settings(path).items()}
+    env[SWEEP_CACHE_ENV] = str(path.absolute())  # sweeps' trials too (research/sweep/trial.py)
     old = {name: os.environ.get(name) for name in env}
     os.environ.update(env)  # for subprocesses
     _use_cache(path)  # and for this process

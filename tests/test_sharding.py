@@ -74,33 +74,59 @@ def test_sharded_runs_match_one_device(losses_by_mesh, mesh):
     assert summary["device"]["count"] == 8  # the 8 forced devices were there
 
 
-SHARDS = textwrap.dedent("""
-    import json
+MULTI = textwrap.dedent("""
+    import json, sys
+    from research.train.step import initialize_distributed
+    multi = initialize_distributed()
     import jax, numpy as np
     from research.config import load_run_config
     from research.train.step import Stepper, make_mesh
     cfg = load_run_config({config!r}, ["model.vocab_size=256", "train.mesh_data=2", "train.mesh_fsdp=4"])
     stepper = Stepper(cfg, make_mesh(cfg))
     params, opt_state = stepper.init()
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(4):
+        batch = stepper.put_batch(rng.integers(0, 256, (16, 33), dtype=np.int32))
+        params, opt_state, metrics = stepper.train_step(params, opt_state, batch)
+        losses.append(float(jax.device_get(metrics)["loss"]))
+    out = {{"multi": multi, "process": jax.process_index(), "processes": jax.process_count(),
+           "devices": jax.device_count(), "local": jax.local_device_count(), "losses": losses}}
+""")
+
+# Where one step from a fresh init leaves the parameters, AdamW moments and batch. The run alone
+# (1 process x 8 devices) reports it beside its losses, so the run the two-process runs are
+# compared with and the one FSDP's sharding is read from are one process.
+SHARDS = textwrap.dedent("""
+    params, opt_state = stepper.init()
     batch = stepper.put_batch(np.zeros((16, 33), np.int32))
     params, opt_state, _ = stepper.train_step(params, opt_state, batch)
     def describe(tree):
-        return {{jax.tree_util.keystr(path): [list(x.shape), list(x.sharding.spec),
-                 sorted({{tuple(s.data.shape) for s in x.addressable_shards}}), len(x.addressable_shards)]
-                 for path, x in jax.tree_util.tree_flatten_with_path(tree)[0] if hasattr(x, "sharding")}}
-    print(json.dumps({{"params": describe(params), "opt": describe(opt_state),
-                      "batch": [list(batch.sharding.spec), sorted({{tuple(s.data.shape) for s in batch.addressable_shards}})],
-                      "mesh": dict(stepper.mesh.shape)}}))
+        return {jax.tree_util.keystr(path): [list(x.shape), list(x.sharding.spec),
+                sorted({tuple(s.data.shape) for s in x.addressable_shards}), len(x.addressable_shards)]
+                for path, x in jax.tree_util.tree_flatten_with_path(tree)[0] if hasattr(x, "sharding")}
+    out["shards"] = {"params": describe(params), "opt": describe(opt_state),
+                     "batch": [list(batch.sharding.spec), sorted({tuple(s.data.shape) for s in batch.addressable_shards})],
+                     "mesh": dict(stepper.mesh.shape)}
 """)
 
 
-def test_fsdp_shards_parameters_and_adam_moments(tmp_path):
-    config = tmp_path / "run.toml"
+def script(config, describe: bool) -> str:
+    return MULTI.format(config=str(config)) + (SHARDS if describe else "") + "print(json.dumps(out))\n"
+
+
+@pytest.fixture(scope="module")
+def one_process_eight_devices(tmp_path_factory) -> dict:
+    config = tmp_path_factory.mktemp("one-process") / "run.toml"
     config.write_text(RUN)
-    proc = subprocess.run([sys.executable, "-c", SHARDS.format(config=str(config))], env=env_with(EIGHT),
+    proc = subprocess.run([sys.executable, "-c", script(config, describe=True)], env=env_with(EIGHT),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_fsdp_shards_parameters_and_adam_moments(one_process_eight_devices):
+    got = one_process_eight_devices["shards"]
     assert got["mesh"] == {"data": 2, "fsdp": 4}
     assert got["batch"] == [[["data", "fsdp"], None], [[2, 33]]]  # 16 rows over 8 devices
     matrices = {k: v for k, v in got["params"].items() if len(v[0]) == 2}
@@ -118,46 +144,22 @@ def test_fsdp_shards_parameters_and_adam_moments(tmp_path):
         assert spec.count("fsdp") == 1 and np.prod(shard_shapes[0]) * 4 == np.prod(shape), path
 
 
-MULTI = textwrap.dedent("""
-    import json, sys
-    from research.train.step import initialize_distributed
-    multi = initialize_distributed()
-    import jax, numpy as np
-    from research.config import load_run_config
-    from research.train.step import Stepper, make_mesh
-    cfg = load_run_config({config!r}, ["model.vocab_size=256", "train.mesh_data=2", "train.mesh_fsdp=4"])
-    stepper = Stepper(cfg, make_mesh(cfg))
-    params, opt_state = stepper.init()
-    rng = np.random.default_rng(0)
-    losses = []
-    for _ in range(4):
-        batch = stepper.put_batch(rng.integers(0, 256, (16, 33), dtype=np.int32))
-        params, opt_state, metrics = stepper.train_step(params, opt_state, batch)
-        losses.append(float(jax.device_get(metrics)["loss"]))
-    print(json.dumps({{"multi": multi, "process": jax.process_index(), "processes": jax.process_count(),
-                      "devices": jax.device_count(), "local": jax.local_device_count(), "losses": losses}}))
-""")
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one(tmp_path):
+def test_two_processes_match_one(tmp_path, one_process_eight_devices):
     """jax.distributed via the JAX_* variables: 2 processes x 4 devices == 1 process x 8 devices."""
     config = tmp_path / "run.toml"
     config.write_text(RUN)
-    script = MULTI.format(config=str(config))
-    single = subprocess.run([sys.executable, "-c", script], env=env_with(EIGHT), capture_output=True,
-                            text=True, timeout=300)
-    assert single.returncode == 0, single.stderr
-    one = json.loads(single.stdout.strip().splitlines()[-1])
+    one = one_process_eight_devices
     assert (one["multi"], one["processes"], one["devices"]) == (False, 1, 8)
 
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    procs = [subprocess.Popen([sys.executable, "-c", script(config, describe=False)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
                               env=env_with("--xla_force_host_platform_device_count=4",
                                            JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
                                            JAX_PROCESS_ID=str(i)))

@@ -15,7 +15,7 @@ import pytest
 from research.fsutil import read_jsonl
 from research.train.optim import learning_rate_schedule
 from research.train.step import Stepper, make_mesh
-from tests.conftest import REPO, SCALING
+from tests.conftest import REPO, SCALING, SWEEP_CACHE_ENV
 from tests.test_train import tiny
 
 SMOKE = REPO / "sweeps" / "smoke.toml"
@@ -83,8 +83,10 @@ def test_warm_worker_and_shared_cache_give_each_trial_the_result_of_a_fresh_proc
     the same trial run alone in a fresh process with the cache off."""
     sets = ["--set", "design.budgets=[1e9, 2e9]", "--set", "design.sizes=2"]
     out = tmp_path / "sweep"
+    env = dict(os.environ)
+    env.pop(SWEEP_CACHE_ENV, None)  # the sweep's own cache, not the test run's (tests/conftest.py)
     subprocess.run(SCALING + ["sweep", "run", str(SMOKE), "--out", str(out), "--no-fit", "--quiet", *sets],
-                   check=True, capture_output=True, text=True)
+                   check=True, capture_output=True, text=True, env=env)
     by_shape: dict = {}
     for t in (out / "trials").iterdir():
         record = json.loads((t / "trial.json").read_text())
@@ -150,3 +152,22 @@ def test_sigkill_of_a_trial_or_of_the_worker_loses_no_other_trial(tmp_path):
         worker.close()
     planned = json.loads((b / "trial.json").read_text())["planned"]["steps"]
     assert _losses(b)[-1][0] == planned and "Traceback" not in (b / "train.log").read_text()
+
+
+def test_the_cache_variable_turns_the_sweeps_cache_off_or_moves_it(tmp_path, monkeypatch, jax_compilation_cache):
+    """SCALING_COMPILATION_CACHE: unset, the sweep's own <sweep>/jax_cache; "off", none; an absolute
+    path, that directory (how the test suite shares one cache across its sweeps)."""
+    from research.sweep.trial import CACHE_ENV, use_compilation_cache
+    from tests.conftest import _use_cache
+
+    own = tmp_path / "sweep" / "jax_cache"
+    try:
+        monkeypatch.delenv(CACHE_ENV, raising=False)
+        assert use_compilation_cache(own) and jax.config.jax_compilation_cache_dir == str(own)
+        monkeypatch.setenv(CACHE_ENV, str(tmp_path / "shared"))
+        assert use_compilation_cache(own) and jax.config.jax_compilation_cache_dir == str(tmp_path / "shared")
+        monkeypatch.setenv(CACHE_ENV, "off")
+        _use_cache(None)
+        assert not use_compilation_cache(own) and jax.config.jax_compilation_cache_dir is None
+    finally:
+        _use_cache(jax_compilation_cache)

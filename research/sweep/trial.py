@@ -13,7 +13,8 @@ The trials of one shape differ only in their horizon, which the train step takes
 argument (research/train/step.py), so the first trial of a shape compiles and the others
 read the compiled programs from the cache (init, train step, eval step). Entries are keyed
 by the program, the device kind and the jax/jaxlib versions; deleting the folder is safe.
-SCALING_COMPILATION_CACHE=off turns it off.
+SCALING_COMPILATION_CACHE=off turns it off; SCALING_COMPILATION_CACHE=/an/absolute/dir makes
+every sweep use that one directory instead (the test suite shares one cache across its sweeps).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from research.config import run_config_from_dict
 from research.fsutil import atomic_write_json, read_json
 from research.train.sweep_dir import SweepDir
 
-CACHE_ENV = "SCALING_COMPILATION_CACHE"  # "off" disables the sweep's persistent compilation cache
+CACHE_ENV = "SCALING_COMPILATION_CACHE"  # "off" disables the sweep's persistent compilation cache; a path replaces it
 FAULT_ENV = "SCALING_FAIL_TRIALS"  # comma-separated trial ids that raise on purpose (fault injection for tests)
 
 
@@ -42,9 +43,13 @@ def write_trial(trial_dir: Path, trial, sweep_name: str) -> None:
 
 def use_compilation_cache(directory: Path) -> bool:
     """Point JAX's persistent compilation cache at `directory`, caching every program
-    however small or quick to compile; False (nothing changed) when SCALING_COMPILATION_CACHE=off."""
-    if os.environ.get(CACHE_ENV, "").strip().lower() in ("off", "0", "false", "no"):
+    however small or quick to compile; False (nothing changed) when SCALING_COMPILATION_CACHE=off.
+    SCALING_COMPILATION_CACHE set to an absolute path points it there instead of at `directory`."""
+    setting = os.environ.get(CACHE_ENV, "").strip()
+    if setting.lower() in ("off", "0", "false", "no"):
         return False
+    if os.path.isabs(setting):
+        directory = Path(setting)
     import jax  # lazy: the runner imports this module without jax
 
     jax.config.update("jax_compilation_cache_dir", str(Path(directory).absolute()))
