@@ -177,6 +177,21 @@ def summarise(rows: list[dict], noise: dict, variants, name: str) -> dict:
     return summary
 
 
+def dump(record: dict) -> str:
+    """JSON with indent 1, each leave-one-branch-out row on one line (the file stays small)."""
+    rows = {}
+    shallow = json.loads(json.dumps(record))
+    for name, result in shallow.get("leave_one_branch_out", {}).items():
+        for i, row in enumerate(result["rows"]):
+            key = f"@row {name} {i}"
+            rows[json.dumps(key)] = json.dumps(row, separators=(",", ":"))
+            result["rows"][i] = key
+    text = json.dumps(shallow, indent=1)
+    for key, row in rows.items():
+        text = text.replace(key, row, 1)
+    return text + "\n"
+
+
 def sweeps_main(args) -> None:
     out = Path(args.out)
     record = json.loads(out.read_text()) if out.is_file() else {"benchmark": "curves_own_runs"}
@@ -184,7 +199,7 @@ def sweeps_main(args) -> None:
     if args.summarise_only:  # the stored rows summarised again (e.g. after a change to the summary)
         for name, result in done.items():
             result["summary"] = summarise(result["rows"], result["seed_noise"], list(VARIANTS), name)
-        out.write_text(json.dumps(record, indent=1) + "\n")
+        out.write_text(dump(record))
         print(f"wrote {out}")
         return
     for sweep in args.sweeps:
@@ -196,7 +211,7 @@ def sweeps_main(args) -> None:
             done[name]["seed_noise"] = result["seed_noise"]
         else:
             done[name] = result
-        out.write_text(json.dumps(record, indent=1) + "\n")
+        out.write_text(dump(record))
     print(f"wrote {out}")
 
 
@@ -245,7 +260,7 @@ def main() -> None:
               "config": config("cosine", args.steps, args.eval_every).to_dict(),
               "machine": platform.machine(), "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    Path(args.out).write_text(dump(record))
     print(f"wrote {args.out}")
 
 
