@@ -150,6 +150,26 @@ def test_the_plateau_exit_is_where_the_loss_has_covered_most_of_its_fall():
     assert plateau_exit_step(curve, fraction=0.6) < 60  # a looser fraction: on the first fall already
 
 
+def test_a_fit_starts_past_the_median_trunks_plateau_and_branches_have_none():
+    """Three trunks whose plateau lasts to step 140, 340 and 540, and a branch logged from step 1000
+    on: the start is the middle trunk's exit (by the threshold of the test above); the branch, which
+    has no early losses, has no say."""
+    from research.curves.fitting import plateau_start
+
+    step = np.arange(10, 2001, 10)
+    lr = np.minimum(np.arange(1, 2001) / 50, 1.0) * 1e-3  # warmup to step 50
+    threshold = math.exp(math.log(1.9) + 0.2 * (math.log(5.0) - math.log(1.9)))
+    trunks, exits = [], []
+    for end in (340, 140, 540):
+        late = 1.9 + 0.55 * ((step - end) / (2000.0 - end) - 1.0) ** 2
+        loss = np.where(step < 50, 5.0 - (5.0 - 2.45) * (step - 10) / 40.0, np.where(step <= end, 2.45, late))
+        trunks.append(Curve(f"trunk{end}", lr, step, loss))
+        exits.append(int(step[np.argmax(loss <= threshold)]))
+    branch = Curve("branch", lr, step[step >= 1000], np.linspace(2.2, 1.5, int((step >= 1000).sum())))
+    assert plateau_start(trunks + [branch]) == exits[0] == sorted(exits)[1]
+    assert plateau_start([branch]) is None
+
+
 # ---------------------------------------------------------------- the command
 
 def write_table(tmp_path, log_every=1, steps=1500, **rename):
@@ -311,9 +331,11 @@ def test_dense_evaluation_on_a_prefix_leaves_the_final_loss_and_the_identity_alo
 
 # ---------------------------------------------------------------- per-trunk offsets
 
-def write_branch_sweep(root, offsets, steps=600, horizons=(300, 600), seed=0):
+def write_branch_sweep(root, offsets, steps=600, horizons=(300, 600), seed=0, train_gap=None):
     """A sweep directory as a branch design leaves it, its curves drawn from TRUTH times
-    exp(offset of the trunk) with 0.2% noise: the offsets are known."""
+    exp(offset of the trunk) with 0.2% noise: the offsets are known. With `train_gap`, the
+    training loss (TRUTH times exp(offset - train_gap), its own noise) is logged every 10 steps
+    and the eval loss only at each run's end, as in a sweep with a sparse eval_every."""
     import dataclasses
 
     from research.config import RunConfig, TrainConfig
@@ -333,10 +355,16 @@ def write_branch_sweep(root, offsets, steps=600, horizons=(300, 600), seed=0):
         d = root / "trials" / trial_id
         d.mkdir(parents=True)
         atomic_write_json(d / "trial.json", {"trial": trial_id, "config": config.to_dict(), **record})
+        train = loss * math.exp(-(train_gap or 0.0)) * (1 + ar1_noise(steps_, 0.002, 0.5, rng))
         with open(d / "metrics.jsonl", "w") as f:
             for s in range(first_step + 1, steps_ + 1):
                 if s % 10 == 0 or s == steps_:
-                    f.write(json.dumps({"step": s, "lr": float(lr[s - 1]), "eval_loss": float(loss[s - 1])}) + "\n")
+                    row = {"step": s, "lr": float(lr[s - 1])}
+                    if train_gap is None or s == steps_:
+                        row["eval_loss"] = float(loss[s - 1])
+                    if train_gap is not None:
+                        row["loss"] = float(train[s - 1])
+                    f.write(json.dumps(row) + "\n")
         return float(loss[-1])
 
     for seed_, (trunk, offset) in enumerate(offsets.items()):
@@ -392,6 +420,36 @@ def test_trunks_only_predicts_the_other_cooldowns_and_counts_flops(tmp_path, cap
     assert summary["flops_spent_6n"] == pytest.approx(per_step * (2 * 600 + 2 * 120 + 2 * 40))
     assert summary["flops_represented_6n"] == pytest.approx(per_step * 2 * 1200)
     assert summary["spent_over_represented"] < summary["branch_design_spent_over_represented"]
+
+
+def test_trunks_only_on_the_training_loss_moves_its_predictions_onto_the_eval_set(tmp_path, capsys):
+    # The training loss runs 3% below the eval loss; the eval loss is measured at each run's end only.
+    raw = write_branch_sweep(tmp_path / "sweep", {"trunkA": 0.01, "trunkB": -0.01}, horizons=(200, 400, 600),
+                             train_gap=0.03)
+    raw["steps"] = raw["tokens"] // 2048
+    raw["flops_6n"] = 6 * 1000 * raw["tokens"]
+    raw.to_csv(tmp_path / "sweep" / "results.csv", index=False)
+    out = tmp_path / "trunks_only.csv"
+    assert main(["curves", "trunks-only", str(tmp_path / "sweep"), "--loss-col", "loss", "--out", str(out),
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    (gap,) = summary["eval_log_gap"].values()
+    assert gap == pytest.approx(0.03, abs=0.004)
+    pred = pd.read_csv(out).query("source == 'predicted'")
+    assert len(pred) == 2
+    err = abs(pred.final_eval_loss - pred.final_eval_loss_measured) / pred.final_eval_loss_measured
+    assert err.max() < 0.006
+    unmoved = pred.final_eval_loss * math.exp(-gap)  # on the training loss's scale: 3% low
+    assert (abs(unmoved - pred.final_eval_loss_measured) / pred.final_eval_loss_measured).min() > 0.02
+    # Fitted from past the trunks' early fall (these curves have no plateau: the fall from the first
+    # logged loss is over early) the fit sees fewer steps, and still lands on the eval set.
+    assert main(["curves", "trunks-only", str(tmp_path / "sweep"), "--loss-col", "loss", "--from-step", "plateau",
+                 "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    (start,) = summary["from_step"].values()
+    assert 20 <= start < 160  # past the warmup, before the first branch point
+    pred = pd.read_csv(out).query("source == 'predicted'")
+    assert (abs(pred.final_eval_loss - pred.final_eval_loss_measured) / pred.final_eval_loss_measured).max() < 0.01
 
 
 DENSE_BRANCH_SWEEP = """

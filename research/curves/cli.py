@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -141,9 +142,28 @@ def _register_trunks_only(s) -> None:
     t.add_argument("--keep", type=int, default=2,
                    help="cooldowns kept per trunk: 2 (shortest and longest; default) or 1 (the longest)")
     t.add_argument("--law", choices=LAW_CHOICES, default="multipower")
-    t.add_argument("--loss-col", default="eval_loss", choices=("eval_loss", "loss"))
+    t.add_argument("--loss-col", default="eval_loss", choices=("eval_loss", "loss"),
+                   help="the curves the law is fitted to: eval_loss (the fixed eval set; default) or loss (the "
+                        "training loss, logged every log_every steps; predictions are moved onto the eval set by "
+                        "the median log gap between the kept runs' eval losses and the law)")
+    t.add_argument("--from-step", type=_from_step, default=None,
+                   help="fit from this step on, or 'plateau': per size, from where its trunks' loss has left the "
+                        "early plateau (for the training loss or densely evaluated trunks; default: each run's "
+                        "steps after its warmup)")
     t.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     t.set_defaults(func=cmd_trunks_only)
+
+
+def _from_step(text: str) -> int | str:
+    if text == "plateau":
+        return text
+    try:
+        step = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a step number (1, 2, ...) or 'plateau', not {text!r}") from None
+    if step < 1:
+        raise argparse.ArgumentTypeError(f"give a step number of at least 1, or 'plateau', not {step}")
+    return step
 
 
 def cmd_trunks_only(args) -> int:
@@ -151,7 +171,7 @@ def cmd_trunks_only(args) -> int:
     from research.fsutil import atomic_write_text  # lazy: as above
 
     out = _table_out(args)
-    frame, summary = trunks_only(args.sweep, args.keep, args.law, args.loss_col)
+    frame, summary = trunks_only(args.sweep, args.keep, args.law, args.loss_col, args.from_step)
     atomic_write_text(out, frame.to_csv(index=False))
     summary["out"] = str(out)
     if args.json:

@@ -74,6 +74,16 @@ def plateau_exit_step(curve: Curve, fraction: float = 0.2) -> int:
     return int(curve.step_M[int(np.argmax(smooth <= threshold))])
 
 
+def plateau_start(curves: list[Curve], fraction: float = 0.2) -> int | None:
+    """Where a fit of these runs may start past the early plateau: the median (the later of the two
+    middle ones for an even count) `plateau_exit_step` of the runs logged from before their LR's
+    peak (trunks and runs trained from scratch; a branch is logged from its branch point only)
+    with at least 11 logged losses. None when no run is."""
+    exits = sorted(plateau_exit_step(c, fraction) for c in curves
+                   if c.step_M.size >= 11 and c.step_M[0] <= peak_step(c.lr_T))
+    return exits[len(exits) // 2] if exits else None
+
+
 @dataclass
 class Points:
     """What the objective sees: per fitting run, query steps, target log losses, weights."""

@@ -45,15 +45,17 @@ def lineage_of(row) -> str:
     return trunk if trunk and trunk != "nan" else str(row["trial"])
 
 
-def size_offsets(n_params: float, curves: dict[str, Curve], lineages: dict[str, str], law: str) -> SizeOffsets:
-    """Fit one law to the curves of one size; the centred median log residual of each lineage."""
+def size_offsets(n_params: float, curves: dict[str, Curve], lineages: dict[str, str], law: str,
+                 from_step: int | None = None) -> SizeOffsets:
+    """Fit one law to the curves of one size; the centred median log residual of each lineage.
+    `from_step`: both from this step on (default: each run's steps after its warmup)."""
     usable = [c for c in curves.values() if c.step_M.size]
     if not any(c.decays for c in usable):
         raise UserError(f"the runs of N = {n_params:,.0f} have no decaying LR; a curve law needs one")
-    fitted = fit_curve_law(law, usable)
+    fitted = fit_curve_law(law, usable, from_step=from_step)
     by_lineage: dict[str, list] = {}
     for c in usable:
-        part = c.fitted_part(None)
+        part = c.fitted_part(from_step)
         if not part.step_M.size:
             continue
         pred = fitted.loss(part.sums, part.step_M)
@@ -62,6 +64,21 @@ def size_offsets(n_params: float, curves: dict[str, Curve], lineages: dict[str, 
     centre = float(np.mean(list(raw.values()))) if raw else 0.0
     return SizeOffsets(n_params, fitted.params, {k: v - centre for k, v in raw.items()},
                        {k: int(sum(x.size for x in v)) for k, v in by_lineage.items()}, fitted)
+
+
+def eval_log_gap(curve_law, eval_curves: list[Curve], shift: dict[str, float] | None = None,
+                 from_step: int | None = None) -> float:
+    """The median, over the eval losses of `eval_curves` measured after `from_step` (default: each
+    run's warmup), of log(eval loss / the law's loss) - shift[run]. It moves a law fitted to the
+    training loss (single batches, not the eval set) onto the eval set: prediction x exp(gap).
+    `shift`: a log offset per run already known (its trunk's), left out of the gap. 0.0 when no
+    eval loss was measured there."""
+    gaps = []
+    for c in eval_curves:
+        part = c.fitted_part(from_step)
+        if part.step_M.size:
+            gaps.append(np.log(part.loss_M / curve_law.loss(part.sums, part.step_M)) - (shift or {}).get(c.run, 0.0))
+    return float(np.median(np.concatenate(gaps))) if gaps else 0.0
 
 
 def corrected_results(sweep_dir, law: str = "multipower", loss_col: str | None = None):

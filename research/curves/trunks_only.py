@@ -5,9 +5,14 @@ Here only the trunks and one or two cooldowns per trunk are kept: the longest, o
 shortest and the longest. For each size, one curve law is fitted to every logged step of
 those runs (all seeds). It predicts the final loss of every other branch from that branch's
 own schedule, times its trunk's offset (the centred median log residual, as
-`research.curves.offsets` computes it). The result is a results table that `scaling fit` reads
-like the real one: measured rows where the runs were kept, predicted rows elsewhere (column
-`source`). Its FLOPs are compared:
+`research.curves.offsets` computes it). Fitted to the training loss (`loss_col="loss"`: every
+logged step, where a sweep's eval losses are sparse), the law's predictions are moved onto the
+eval set by the median log gap between the kept runs' eval losses and the law
+(`research.curves.offsets.eval_log_gap`), so that predicted and measured rows share one scale.
+`from_step="plateau"` fits each size from where its trunks have left their early plateau
+(`research.curves.fitting.plateau_start`), which neither law describes. The result is a
+results table that `scaling fit` reads like the real one: measured rows where the runs were
+kept, predicted rows elsewhere (column `source`). Its FLOPs are compared:
 
     spent        what the trunks-only design computes: each trunk once, plus the kept cooldowns
     represented  the IsoFLOP points it stands for: every row's whole-history FLOPs (6N per token)
@@ -23,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from research.curves.offsets import lineage_of, size_offsets
+from research.curves.fitting import plateau_start
+from research.curves.offsets import eval_log_gap, lineage_of, size_offsets
 from research.curves.table import load_curves
 from research.errors import UserError
 from research.fit.data import read_frame
@@ -37,8 +43,11 @@ def kept_horizons(steps: list[int], keep: int) -> set[int]:
     return {s[-1]} if keep == 1 else {s[0], s[-1]}
 
 
-def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str = "eval_loss"):
-    """(table, summary): results.csv with the non-kept branches' final losses predicted, and the FLOPs."""
+def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str = "eval_loss",
+                from_step: int | str | None = None):
+    """(table, summary): results.csv with the non-kept branches' final losses predicted, and the FLOPs.
+    `from_step`: fit from this step on, "plateau" (per size, past its trunks' early plateau), or None
+    (each run's steps after its warmup)."""
     if keep not in (1, 2):
         raise UserError(f"--keep {keep}: keep 1 (the longest) or 2 (the shortest and longest) cooldowns per trunk")
     sweep_dir = Path(sweep_dir)
@@ -52,6 +61,7 @@ def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str
     frame = frame[done & (frame["kind"].astype(str) == "branch")].reset_index(drop=True)
     rows = frame.to_dict("records")
     table = load_curves(sweep_dir, loss_col=loss_col)
+    eval_curves = table.curves if loss_col == "eval_loss" else load_curves(sweep_dir, loss_col="eval_loss").curves
     lineage = {str(r["trial"]): lineage_of(r) for r in rows}
     kept: set[str] = set()
     by_lineage: dict[str, list] = {}
@@ -60,7 +70,7 @@ def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str
     for members in by_lineage.values():
         horizons = kept_horizons([int(r["steps"]) for r in members], keep)
         kept |= {str(r["trial"]) for r in members if int(r["steps"]) in horizons}
-    predicted, spent, represented, trunk_flops = {}, 0.0, 0.0, 0.0
+    predicted, spent, represented, trunk_flops, gaps, starts = {}, 0.0, 0.0, 0.0, {}, {}
     for n in sorted({float(r["n_params"]) for r in rows}):
         size_rows = [r for r in rows if float(r["n_params"]) == n]
         size_lineages = {lineage[str(r["trial"])] for r in size_rows}
@@ -69,8 +79,15 @@ def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str
         missing = sorted(size_lineages - set(table.curves))
         if missing:
             raise UserError(f"trunk {missing[0]} of N = {n:,.0f} has no metrics.jsonl in {sweep_dir}/trials")
-        offsets = size_offsets(n, fit_runs, {run: lineage.get(run, run) for run in fit_runs}, law)
+        start = plateau_start(list(fit_runs.values())) if from_step == "plateau" else from_step
+        starts[f"{n:.0f}"] = start
+        offsets = size_offsets(n, fit_runs, {run: lineage.get(run, run) for run in fit_runs}, law, start)
         fitted = offsets.curve_law
+        gap = 0.0
+        if loss_col != "eval_loss":  # onto the eval set, each run's trunk offset left out
+            shift = {run: offsets.offsets.get(lineage.get(run, run), 0.0) for run in fit_runs}
+            gap = eval_log_gap(fitted, [eval_curves[run] for run in fit_runs if run in eval_curves], shift)
+            gaps[f"{n:.0f}"] = gap
         per_step = {float(r["flops_6n"]) / int(r["steps"]) for r in size_rows}
         flops_per_step = sum(per_step) / len(per_step)
         for trunk in size_lineages:
@@ -89,7 +106,7 @@ def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str
             if curve is None:
                 raise UserError(f"branch {trial} has no config in {sweep_dir}/trials; its schedule is unknown")
             loss = float(fitted.loss(curve.sums, np.array([curve.lr_T.size]))[0])
-            predicted[trial] = loss * math.exp(offsets.offsets.get(lineage[trial], 0.0))
+            predicted[trial] = loss * math.exp(offsets.offsets.get(lineage[trial], 0.0) + gap)
         print(f"N = {n:,.0f}: {len(fit_runs)} runs fitted, "
               f"{sum(1 for r in size_rows if str(r['trial']) in predicted)} branch end points predicted", file=sys.stderr)
     out = frame.copy()
@@ -98,8 +115,11 @@ def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str
     out["final_eval_loss"] = [predicted.get(str(t), v) for t, v in zip(out["trial"], out["final_eval_loss"])]
     spent += trunk_flops
     cooldowns = sum(float(r["flops_6n"]) * (1 - int(r["branch_step"] or 0) / int(r["steps"])) for r in rows)
-    summary = {"keep": keep, "law": law, "flops_spent_6n": spent, "flops_represented_6n": represented,
+    summary = {"keep": keep, "law": law, "loss_col": loss_col, "from_step": starts,
+               "flops_spent_6n": spent, "flops_represented_6n": represented,
                "spent_over_represented": spent / represented if represented else float("nan"),
                "branch_design_spent_over_represented": (trunk_flops + cooldowns) / represented if represented
                else float("nan"), "n_rows": len(out), "n_predicted": len(predicted)}
+    if gaps:
+        summary["eval_log_gap"] = gaps  # per size (n_params): log(eval / law fitted to the training loss)
     return out, summary
