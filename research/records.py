@@ -108,8 +108,8 @@ class Record:
             if key in names:
                 out[key] = _dump(getattr(self, names[key]))
             elif key in self.extra:
-                out[key] = self.extra[key]
-        out.update({k: v for k, v in self.extra.items() if k not in out})
+                out[key] = _dump(self.extra[key])
+        out.update({k: _dump(v) for k, v in self.extra.items() if k not in out})
         return out
 
 
@@ -601,7 +601,15 @@ class Validation(Record):
     warnings: list[str] = field(default_factory=list)
 
 
-METHOD_KEYS = ("approach1", "approach2", "approach3", "kaplan")  # FitResult's per-method fields
+METHOD_KEYS = ("approach1", "approach2", "approach3", "kaplan")  # FitResult's typed per-method fields
+METHOD_RECORDS: dict[str, type] = {}  # any other registered method: its name -> the record class its block reads as
+
+
+def register_method_record(name: str, record: type) -> None:
+    """Make fit.json's block `name` read as `record` (research.fit.method.register does this for a method
+    beyond METHOD_KEYS, so a new method is its own module and one registration line, nothing here)."""
+    if name not in METHOD_KEYS:
+        METHOD_RECORDS[name] = record
 
 
 @dataclass(kw_only=True)
@@ -625,13 +633,26 @@ class FitResult(Record):
     plots: Skipped | dict | None = None
 
     def method(self, name: str) -> MethodResult | Skipped | None:
-        """The record of fitting method `name` (None when it was not run)."""
-        return getattr(self, name) if name in METHOD_KEYS else None
+        """The record of fitting method `name` (None when it was not run). A method beyond METHOD_KEYS keeps
+        its block among `extra`, read as its registered record class on first use."""
+        if name in METHOD_KEYS:
+            return getattr(self, name)
+        block = self.extra.get(name)
+        if isinstance(block, dict) and name in METHOD_RECORDS:
+            block = self.extra[name] = METHOD_RECORDS[name].read(block, "fit.json", name)
+        return block if isinstance(block, Record) else None
+
+    def set_method(self, name: str, rec: MethodResult | Skipped) -> None:
+        """Record method `name`'s result (a typed field, or a registered method's block among `extra`)."""
+        if name in METHOD_KEYS:
+            setattr(self, name, rec)
+        else:
+            self.extra[name] = rec
 
     def fitted(self, name: str):
         """The block `name` (a method's record, "sensitivity", "extrapolation", ...) when it was computed
         (neither Skipped nor absent), else None."""
-        rec = getattr(self, name) if name in _keys(FitResult) else None
+        rec = getattr(self, name) if name in _keys(FitResult) else self.method(name)
         return rec if rec is not None and not (isinstance(rec, Record) and rec.skipped) else None
 
 

@@ -123,3 +123,76 @@ def test_plot_refuses_a_malformed_fit_file_before_drawing(tmp_path, capsys):
     last = err.strip().splitlines()[-1]  # after the table's note of the rows it used
     assert str(sweep / "fit.json") in last and "approach2.budgets" in last and "not an array" in last
     assert not list((tmp_path / "plots").glob("*.png"))
+
+
+TOY_METHOD = '''
+import json, sys
+from dataclasses import dataclass
+import numpy as np
+from research.fit.method import Method, allocation_lines, register
+from research.records import AllocationResult
+
+@dataclass(kw_only=True)
+class ToyResult(AllocationResult):
+    n_budgets: int = 0
+
+def fit(inp):
+    df = inp.table.df
+    best = df.loc[df.groupby(df["C"].round(-8))["L"].idxmin()]
+    a, log_k = np.polyfit(np.log(best["C"]), np.log(best["N"]), 1)
+    return ToyResult(a=float(a), b=float(1 - a), k_N=float(np.exp(log_k)), k_D=float(np.exp(-log_k) / 6),
+                     n_budgets=len(best), method="toy")
+
+register(Method("toy", "toy (best run per budget)", fit, allocation=True, record=ToyResult,
+                describe=lambda r: allocation_lines("toy", r)))
+from research.cli import main  # the registry is read after the toy registered, as methods.py's imports do
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def test_a_method_beyond_the_built_in_ones_needs_only_its_own_module(tmp_path):
+    """A method registered with its record class (what a research/fit/method_<name>.py does, plus one import
+    line in methods.py) is fitted, printed, compared in "agreement", written to fit.json and read back as its
+    typed record, with nothing added to research/records.py."""
+    import shutil
+    import subprocess
+    import sys
+
+    ref = tmp_path / "demo"
+    shutil.copytree(REFERENCE / "demo-cpu2", ref)
+    out = tmp_path / "fit.json"
+    got = subprocess.run([sys.executable, "-c", TOY_METHOD, "fit", str(ref), "--out", str(out), "--bootstrap", "0",
+                          "--method", "all"], capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr[-2000:]
+    assert "toy: N_opt = k_N*C^a" in got.stdout and "toy a=" in got.stdout
+    data = json.loads(out.read_text())
+    assert set(data["agreement"]["approaches"]) == {"approach1", "approach2", "approach3", "toy"}
+    assert data["toy"]["n_budgets"] == 7 and 0 < data["toy"]["a"] < 1
+    rec = read_fit_result(data, str(out))
+    assert rec.method("toy") is None  # in this process nothing registered "toy": its block stays as written
+    assert rec.to_json() == data
+
+
+def test_a_registered_method_record_reads_typed_and_writes_back_unchanged():
+    from dataclasses import dataclass
+
+    from research.records import METHOD_RECORDS, AllocationResult, register_method_record
+
+    @dataclass(kw_only=True)
+    class PluginResult(AllocationResult):
+        n_budgets: int = 0
+
+    register_method_record("plugin_test", PluginResult)
+    try:
+        data = {"version": 1, "plugin_test": {"a": 0.5, "b": 0.5, "k_N": 0.1, "k_D": 1.7, "n_budgets": 3},
+                "approach2": {"skipped": "too few budgets"}}
+        rec = read_fit_result(data)
+        block = rec.method("plugin_test")
+        assert isinstance(block, PluginResult) and block.n_budgets == 3 and rec.fitted("plugin_test") is block
+        assert rec.to_json() == data
+        rec.set_method("plugin_test", Skipped(reason="no budgets"))
+        assert rec.fitted("plugin_test") is None and rec.to_json()["plugin_test"] == {"skipped": "no budgets"}
+        with pytest.raises(UserError, match="plugin_test.a"):
+            read_fit_result({"plugin_test": {"a": "x", "b": 0.5, "k_N": 0.1, "k_D": 1.7}}).method("plugin_test")
+    finally:
+        METHOD_RECORDS.pop("plugin_test", None)

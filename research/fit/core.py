@@ -76,7 +76,7 @@ def fit_records(table, methods=None, options: FitOptions | None = None, *, kapla
                 raise
             rec = Skipped(reason=str(err))
             log(f"{name}: skipped: {err}")
-        setattr(out, name, rec)
+        out.set_method(name, rec)
     if options.sensitivity and out.fitted("approach3"):
         out.sensitivity = sensitivity_report(df, out.approach3, out.fitted("approach2"), inp.per_token,
                                              convention=table.convention,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 from research.fit.allocation import SIX_N, FlopsPerToken, fit_flops_per_token
-from research.records import AllocationResult, MethodResult
+from research.records import AllocationResult, MethodResult, register_method_record
 
 Approach1Source = Literal["endpoints", "curves"]
 Reduction = Literal["sum", "mean"]
@@ -96,6 +96,7 @@ class Method:
     law: Callable[[Any], Law] | None = None  # the L(N, D) it predicts (None: allocation only)
     min_train: int | None = None  # runs the held-out check needs to refit it
     figures: tuple[str, ...] = field(default=())  # research.plots.figures.FIGURES drawn when it is fitted
+    record: type | None = None  # its fit.json block's record class (research.records), when not a built-in one
 
 
 def param_lines(rec: MethodResult, keys) -> list[str]:
@@ -123,6 +124,8 @@ def register(method: Method) -> Method:
     if method.name in _REGISTRY:
         raise ValueError(f"fitting method {method.name!r} is registered twice")
     _REGISTRY[method.name] = method
+    if method.record is not None:
+        register_method_record(method.name, method.record)
     return method
 
 

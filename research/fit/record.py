@@ -10,7 +10,7 @@ import numpy as np
 
 from research.fit.agreement import agreement
 from research.fsutil import atomic_write_text, loads_json, read_regular_text
-from research.records import METHOD_KEYS, FitResult, Record, read_fit_result
+from research.records import METHOD_KEYS, METHOD_RECORDS, FitResult, Record, read_fit_result
 from research.train.sweep_dir import SweepDir
 
 
@@ -67,7 +67,7 @@ def write_fit(path, result: FitResult | dict, merge=True) -> Path:
     data.update(result)
     if merge and "agreement" in result:  # compare every approach the merged file holds, not only this run's
         # the approaches only: a stale block of another kind in the old file does not stop the write
-        approaches = {k: v for k, v in data.items() if k in METHOD_KEYS}
+        approaches = {k: v for k, v in data.items() if k in METHOD_KEYS or k in METHOD_RECORDS}
         data["agreement"] = agreement(read_fit_result(approaches, str(path))).to_json()
     atomic_write_text(path, dumps(data, indent=1))
     return path

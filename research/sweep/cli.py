@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from research.errors import UserError
-from research.records import METHOD_KEYS, AllocationResult, Approach3Result, Skipped, as_fit_result
+from research.records import METHOD_KEYS, METHOD_RECORDS, AllocationResult, Approach3Result, Skipped, as_fit_result
 from research.sweep.collect import fmt_seconds, status_counts
 from research.train.sweep_dir import SweepDir, trial_row
 from research.train.tracking import add_flags as add_tracking_flags, apply_flags, log_sweep
@@ -291,7 +291,7 @@ def _print_fit_summary(data: dict) -> None:
     from research.fit.agreement import agreement_line, all_warnings, noise_line  # lazy: as in _fit_stage
 
     fit = as_fit_result(data, "fit.json")
-    for name in METHOD_KEYS:
+    for name in (*METHOD_KEYS, *METHOD_RECORDS):  # the built-in methods, then any other registered one
         result = fit.fitted(name)
         if isinstance(result, AllocationResult | Approach3Result):
             a_iv = result.bootstrap.intervals.get("a") if result.bootstrap and result.bootstrap.intervals else None
