@@ -1155,3 +1155,28 @@ def test_a_noise_block_without_its_description_still_describes_the_interval(tmp_
     rc, out, err = run_cli(["predict", "--law", law, "--approach", "kaplan", "--n-params", "1e5", "--tokens", "1e7"])
     assert rc == 0, err
     assert "interval from run-to-run noise only (residuals noise, sigma of ln L 0.0157)" in out, out
+
+
+@pytest.mark.parametrize("convention", ["nope", 5, None, ["6n"]])
+def test_a_sweep_record_with_an_unknown_flop_convention_is_refused_not_read_as_6n(tmp_path, convention):
+    """sweep.json's flops_convention picks the FLOP column fitted: an unknown one used to be read as 6n
+    silently (a chinchilla sweep would be fitted in the wrong convention)."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    shutil.copy(REPO / "tests" / "data" / "sweep_small" / "results.csv", sweep / "results.csv")
+    (sweep / "sweep.json").write_text(json.dumps({"design": "isoflop", "flops_convention": convention}))
+    line = refused_without_changes("fit: sweep.json", ["fit", sweep, "--method", "approach2", "--bootstrap", "0"],
+                                   ["flops_convention"], [tmp_path])
+    assert str(sweep / "sweep.json") in line and "6n, chinchilla" in line, line
+
+
+def test_the_sweep_fit_summary_prints_nulls_as_not_available(capsys):
+    """A NaN the fit wrote as null (a, a held-out error, a level) is "n/a" in `sweep run`'s summary,
+    not a format traceback after every trial has finished."""
+    from research.sweep.cli import _print_fit_summary
+
+    fit = _fit_with({"approach2.a": None, "extrapolation.approach3.summary.mean_abs_rel_error": None,
+                     "extrapolation.approach3.summary.level": None})
+    _print_fit_summary(fit)
+    err = capsys.readouterr().err
+    assert "approach2: N_opt ~ C^n/a [95%" in err and "mean |error| n/a" in err and "their n/a intervals" in err, err
