@@ -163,6 +163,11 @@ def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _real(v) -> bool:
+    """A JSON number (not a boolean)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
 def _kind(v) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
         type(v), "number" if isinstance(v, numbers.Number) else type(v).__name__)
@@ -585,6 +590,21 @@ class Sensitivity(Record):
     warnings: list[str] = field(default_factory=list)
     seconds: float | None = None
 
+    def check(self, where: str, path: str) -> None:
+        """E_profile (research/fit/sensitivity.py profile_E), where there is one: lists E, objective_rel, alpha
+        and a of one length, the threshold and fitted E as numbers, the ranges within the threshold as [low, high]."""
+        p = self.E_profile
+        lists = ("E", "objective_rel", "alpha", "a")
+        ok = p is None or isinstance(p, dict) and all(isinstance(p.get(k), list) and all(
+            v is None or _real(v) for v in p[k]) for k in lists) and len({len(p[k]) for k in lists}) == 1 \
+            and all(_real(p.get(k)) and math.isfinite(p[k]) for k in ("threshold", "E_fitted")) \
+            and all(k not in p or (isinstance(p[k], list) and len(p[k]) == 2 and all(_real(v) for v in p[k])
+                                   and p[k][0] <= p[k][1]) for k in ("a_within_threshold", "E_within_threshold"))
+        if not ok:
+            raise UserError(f"{where}: key '{path}.E_profile' is not E's profile (lists E, objective_rel, alpha, a "
+                            "of one length; threshold and E_fitted numbers; [low, high] ranges); re-run `scaling fit` "
+                            "to rewrite the file")
+
 
 @dataclass(kw_only=True)
 class PooledNoise(Record):
@@ -641,6 +661,14 @@ class HeldoutPoint(Record):
     loss_low: float | None = None
     loss_high: float | None = None
     inside: bool | None = None
+
+    def check(self, where: str, path: str) -> None:
+        ends = [v for v in (self.loss_low, self.loss_high) if v is not None and math.isfinite(v)]
+        if ends != sorted(ends) or any(not (v > 0 and math.isfinite(v)) for v in
+                                       (self.n_params, self.tokens, self.measured) if v is not None):
+            raise UserError(f"{where}: key {path!r} is not a prediction (N, D and the measured loss positive; "
+                            f"loss_low {self.loss_low!r} <= loss_high {self.loss_high!r}); re-run `scaling fit` "
+                            "to rewrite the file")
 
 
 @dataclass(kw_only=True)

@@ -1180,3 +1180,55 @@ def test_the_sweep_fit_summary_prints_nulls_as_not_available(capsys):
     _print_fit_summary(fit)
     err = capsys.readouterr().err
     assert "approach2: N_opt ~ C^n/a [95%" in err and "mean |error| n/a" in err and "their n/a intervals" in err, err
+
+
+@pytest.mark.parametrize("column,cell,expected", [
+    ("steps", "abc", "steps = 'abc', not a positive whole number"), ("steps", "0", "steps = 0, not a positive"),
+    ("flops_6n", "abc", "flops_6n = 'abc', not a positive number"), ("n_params", "nan", "n_params = nan, not"),
+    ("branch_step", "-3", "branch_step = -3, not a whole step in [0, steps]"),
+    ("branch_step", "1e9", "branch_step = 1000000000.0, not a whole step"), ("trial", None, "no 'trial' column")])
+def test_trunks_only_refuses_a_damaged_results_table_in_one_line(tmp_path, column, cell, expected):
+    """results.csv's branch rows are read as numbers: text in steps or flops_6n was a ValueError traceback."""
+    import pandas as pd
+
+    from tests.test_curves import write_branch_sweep
+
+    sweep = tmp_path / "sweep"
+    raw = write_branch_sweep(sweep, {"trunkA": 0.01, "trunkB": -0.01}, steps=200, horizons=(100, 200))
+    raw["steps"] = raw["tokens"] // 2048
+    raw["flops_6n"] = 6 * 1000 * raw["tokens"]
+    raw = raw.astype({c: object for c in raw.columns})
+    if cell is None:
+        raw = raw.drop(columns=[column])
+    else:
+        raw.loc[1, column] = cell
+    raw.to_csv(sweep / "results.csv", index=False)
+    line = refused_without_changes("curves trunks-only: results.csv", ["curves", "trunks-only", sweep, "--out",
+                                                                      tmp_path / "t.csv"], [expected], [tmp_path])
+    assert str(sweep / "results.csv") in line and "scaling sweep run" in line, line
+
+
+def test_a_held_out_point_outside_its_interval_draws_no_negative_bar(tmp_path):
+    """A bootstrap interval need not hold the point fit; the figure drew yerr < 0 (matplotlib's ValueError)."""
+    from research.plots.extrapolation import extrapolation_figure
+
+    block = json.loads((REPO / "results" / "reference" / "isoflop-demo-cpu2" / "fit.json").read_text())["extrapolation"]
+    point = block["kaplan"]["points"][1]
+    point["loss_low"], point["loss_high"] = point["predicted"] - 0.2, point["predicted"] - 0.1
+    block["approach3"]["points"][0]["flops"] = None
+    block["approach3"]["summary"]["mean_abs_rel_error"] = None
+    extrapolation_figure(block).savefig(tmp_path / "x.png")
+    assert (tmp_path / "x.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("changes,expected", [
+    ({"sensitivity.E_profile.a": {}}, "'sensitivity.E_profile' is not E's profile"),
+    ({"sensitivity.E_profile.a": [0.5]}, "'sensitivity.E_profile' is not E's profile"),
+    ({"sensitivity.E_profile.threshold": "2%"}, "'sensitivity.E_profile' is not E's profile"),
+    ({"extrapolation.approach3.points[1].loss_low": 9.0}, "'extrapolation.approach3.points[1]' is not a prediction"),
+    ({"extrapolation.approach3.points[0].measured": -1}, "'extrapolation.approach3.points[0]' is not a prediction")])
+def test_damaged_sensitivity_and_held_out_blocks_are_one_line(tmp_path, changes, expected):
+    """The plot's sensitivity and held-out figures read these (KeyError, negative error bars); refused on read."""
+    law = tmp_path / "fit.json"
+    law.write_text(json.dumps(_fit_with(changes)))
+    refused_without_changes("fit.json: nested damage", COMMANDS["optimal"] + ["--law", law], [expected], [tmp_path])

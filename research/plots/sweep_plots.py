@@ -56,7 +56,7 @@ def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS,
             makers += [(name, lambda draw=F.FIGURES[name]: draw(df, fit)) for name in method.figures]
     if has_profile(fit):
         makers.append(("approach3_profile", lambda: approach3_profile(fit)))
-    if ok("sensitivity"):
+    if ok("sensitivity") and record.sensitivity.E_profile is not None:
         makers.append(("sensitivity", lambda: sensitivity_figure(fit)))
     if ok("extrapolation"):
         makers.append(("extrapolation", lambda: extrapolation_figure(record.extrapolation)))
