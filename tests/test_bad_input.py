@@ -38,6 +38,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
@@ -1232,3 +1233,24 @@ def test_damaged_sensitivity_and_held_out_blocks_are_one_line(tmp_path, changes,
     law = tmp_path / "fit.json"
     law.write_text(json.dumps(_fit_with(changes)))
     refused_without_changes("fit.json: nested damage", COMMANDS["optimal"] + ["--law", law], [expected], [tmp_path])
+
+
+def test_offsets_leave_a_text_loss_unusable_instead_of_a_traceback(tmp_path):
+    """A results.csv cell that is not a number (final_eval_loss, n_params) was a ValueError traceback in
+    `curves offsets` and `fit --trunk-offsets`; it is NaN in the corrected table, as `scaling fit` drops it."""
+    import pandas as pd
+
+    from tests.test_curves import write_branch_sweep
+
+    sweep = tmp_path / "sweep"
+    raw = write_branch_sweep(sweep, {"trunkA": 0.01, "trunkB": -0.01}, steps=200, horizons=(100, 200))
+    raw = raw.astype({"final_eval_loss": object, "n_params": object})
+    raw.loc[1, "final_eval_loss"] = "lost"
+    raw.loc[2, "n_params"] = "big"
+    raw.to_csv(sweep / "results.csv", index=False)
+    rc, out, err = run_cli(["curves", "offsets", sweep, "--out", tmp_path / "c.csv"])
+    assert rc == 0 and "Traceback" not in err, err
+    corrected = pd.read_csv(tmp_path / "c.csv")
+    assert np.isnan(corrected.final_eval_loss[1]) and corrected.final_eval_loss_raw[1] == "lost"
+    assert np.isfinite(corrected.final_eval_loss.drop(index=1)).all()
+    assert np.isfinite(corrected.trunk_offset).all()  # trunkB's size read from its other row: every row corrected
