@@ -1254,3 +1254,21 @@ def test_offsets_leave_a_text_loss_unusable_instead_of_a_traceback(tmp_path):
     assert np.isnan(corrected.final_eval_loss[1]) and corrected.final_eval_loss_raw[1] == "lost"
     assert np.isfinite(corrected.final_eval_loss.drop(index=1)).all()
     assert np.isfinite(corrected.trunk_offset).all()  # trunkB's size read from its other row: every row corrected
+
+
+def test_plot_draws_no_curve_for_a_law_without_finite_numbers(tmp_path):
+    """approach2.a null (a NaN the fit wrote), approach3.b inf and approach3.a absent: the allocation figure
+    left those curves out or read a and b from alpha and beta (it raised KeyError/TypeError); exit 0."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    ref = REPO / "results" / "reference" / "isoflop-demo-cpu2"
+    for name in ("results.csv", "sweep.json"):
+        shutil.copy(ref / name, sweep / name)
+    fit = json.loads((ref / "fit.json").read_text())
+    fit["approach3"]["b"] = math.inf
+    del fit["approach3"]["a"]
+    fit["approach2"]["a"] = None
+    (sweep / "fit.json").write_text(json.dumps(fit))
+    rc, out, err = run_cli(["plot", sweep, "--format", "png"])
+    assert rc == 0 and "Traceback" not in err, err
+    assert (sweep / "plots" / "optimal_allocation.png").stat().st_size > 10_000
