@@ -664,9 +664,10 @@ class HeldoutPoint(Record):
 
     def check(self, where: str, path: str) -> None:
         ends = [v for v in (self.loss_low, self.loss_high) if v is not None and math.isfinite(v)]
-        if ends != sorted(ends) or any(not (v > 0 and math.isfinite(v)) for v in
-                                       (self.n_params, self.tokens, self.measured) if v is not None):
-            raise UserError(f"{where}: key {path!r} is not a prediction (N, D and the measured loss positive; "
+        if ends != sorted(ends) or math.isinf(self.predicted) or any(
+                not (v > 0 and math.isfinite(v)) for v in (self.n_params, self.tokens, self.measured) if v is not None):
+            raise UserError(f"{where}: key {path!r} is not a prediction (N, D and the measured loss positive, the "
+                            "predicted loss not infinite; "
                             f"loss_low {self.loss_low!r} <= loss_high {self.loss_high!r}); re-run `scaling fit` "
                             "to rewrite the file")
 

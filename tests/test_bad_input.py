@@ -1227,7 +1227,8 @@ def test_a_held_out_point_outside_its_interval_draws_no_negative_bar(tmp_path):
     ({"sensitivity.E_profile.a": [0.5]}, "'sensitivity.E_profile' is not E's profile"),
     ({"sensitivity.E_profile.threshold": "2%"}, "'sensitivity.E_profile' is not E's profile"),
     ({"extrapolation.approach3.points[1].loss_low": 9.0}, "'extrapolation.approach3.points[1]' is not a prediction"),
-    ({"extrapolation.approach3.points[0].measured": -1}, "'extrapolation.approach3.points[0]' is not a prediction")])
+    ({"extrapolation.approach3.points[0].measured": -1}, "'extrapolation.approach3.points[0]' is not a prediction"),
+    ({"extrapolation.kaplan.points[1].predicted": math.inf}, "'extrapolation.kaplan.points[1]' is not a prediction")])
 def test_damaged_sensitivity_and_held_out_blocks_are_one_line(tmp_path, changes, expected):
     """The plot's sensitivity and held-out figures read these (KeyError, negative error bars); refused on read."""
     law = tmp_path / "fit.json"
