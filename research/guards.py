@@ -137,7 +137,24 @@ def law_noise(noise, where: str) -> dict | None:
     for key in ("kind", "description"):
         if key in noise and not isinstance(noise[key], (str, type(None))):
             raise UserError(f"{where}: noise {key} = {noise[key]!r} is not text; re-run `scaling fit`")
+    for key in ("replicates", "residuals"):
+        part = noise.get(key)
+        if part is not None and not (isinstance(part, dict) and all(
+                part.get(k) is None or (_finite(part[k]) and part[k] >= 0) for k in ("sigma_log", "dof"))):
+            raise UserError(f"{where}: noise {key} = {str(part)[:80]} is not an object with sigma_log and dof "
+                            ">= 0; re-run `scaling fit`")
+    trend = noise.get("by_tokens_per_param")
+    if trend is not None and not (isinstance(trend, dict) and _finite(trend.get("c0")) and _finite(trend.get("c1"))
+                                  and _pair(trend.get("range"))):
+        raise UserError(f"{where}: noise by_tokens_per_param = {str(trend)[:80]} is not {{c0, c1: numbers, "
+                        "range: [low, high] with 0 < low <= high}}; re-run `scaling fit`")
     return noise
+
+
+def _pair(pair) -> bool:
+    """[low, high] of finite numbers with 0 < low <= high."""
+    return (isinstance(pair, list) and len(pair) == 2 and all(_finite(v) and v > 0 for v in pair)
+            and pair[0] <= pair[1])
 
 
 def law_data_range(rng, where: str) -> dict | None:
@@ -146,10 +163,11 @@ def law_data_range(rng, where: str) -> dict | None:
         return None
     if not isinstance(rng, dict):
         raise UserError(f"{where}: 'data_range' is {type(rng).__name__}, not an object; re-run `scaling fit`")
-    for key in ("n_params", "tokens"):
+    for key in ("n_params", "tokens", "flops"):
         pair = rng.get(key)
-        if not (isinstance(pair, list) and len(pair) == 2 and all(_finite(v) and v > 0 for v in pair)
-                and pair[0] <= pair[1]):
+        if key == "flops" and pair is None:
+            continue
+        if not _pair(pair):
             raise UserError(f"{where}: data_range {key} = {pair!r} is not [low, high] with 0 < low <= high; "
                             "re-run `scaling fit`")
     return rng

@@ -13,7 +13,7 @@ fit.json: a record adds types, never changes what is written. Values are kept as
 stays an int), so the file's bytes do not change either. A field set after reading (`rec.seconds =
 ...`) is written after the keys read.
 
-The module sits at the lowest layer (it imports only research.errors) so that every stage that reads
+The module sits at the lowest layer (it imports only research.errors and research.guards) so that every stage that reads
 fit.json (train's tracking, bench, fit, plots, sweep) may use it. A new fitting method adds its
 record class here and a field for it on `FitResult` (see docs/explanation/structure.md).
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import numbers
 import types
 import typing
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from research.errors import UserError
+from research.guards import law_data_range, law_noise
 
 
 def _key(f: dataclasses.Field) -> str:
@@ -91,7 +93,12 @@ class Record:
                                 "to rewrite the file")
         rec = cls(**kwargs, extra={k: v for k, v in data.items() if k not in declared})
         object.__setattr__(rec, "_order", list(data))
+        rec.check(where, path)
         return rec
+
+    def check(self, where: str, path: str) -> None:
+        """What the types cannot say (lengths, signs, order), checked once on read: a UserError naming
+        `where` and the key path. Records with such rules override it."""
 
     @classmethod
     def read(cls, data, where: str = "fit.json", path: str = ""):
@@ -154,6 +161,11 @@ def _keys(cls) -> dict[str, str]:
 @functools.cache
 def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+def _real(v) -> bool:
+    """A JSON number (not a boolean)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def _kind(v) -> str:
@@ -224,13 +236,28 @@ class Bootstrap(Record):
 
     level: float | None = None
     n_resamples: int | None = None
-    intervals: dict[str, list] | None = None
+    intervals: dict[str, list[Number]] | None = None
     se: dict | None = None
     optimal: list | None = None
-    samples: dict[str, list] | None = None
+    samples: dict[str, list[Number]] | None = None
     n_failed: int | None = None
     seed: int | None = None
     resampling: str | None = None
+
+    def check(self, where: str, path: str) -> None:
+        if self.level is not None and not 0 < self.level < 1:
+            raise UserError(f"{where}: key '{path}.level' is {self.level!r}, not a level between 0 and 1; "
+                            "re-run `scaling fit` to rewrite the file")
+        for key, iv in (self.intervals or {}).items():
+            lo_hi = [v for v in iv[:2] if v is not None and math.isfinite(v)]
+            if len(iv) < 2 or (len(lo_hi) == 2 and lo_hi[0] > lo_hi[1]):
+                raise UserError(f"{where}: key '{path}.intervals.{key}' is {str(iv)[:60]}, not [low, high] "
+                                "with low <= high; re-run `scaling fit` to rewrite the file")
+        lengths = {k: len(v) for k, v in (self.samples or {}).items()}
+        if len(set(lengths.values())) > 1:
+            raise UserError(f"{where}: key '{path}.samples' holds lists of different lengths "
+                            f"({', '.join(f'{k}: {n}' for k, n in lengths.items())}); re-run `scaling fit` "
+                            "to rewrite the file")
 
     def interval(self, key: str) -> list | None:
         """[low, high] (and anything after) for `key` when both ends are known, else None."""
@@ -319,6 +346,9 @@ class DataRange(Record):
     tokens: list[float]
     flops: list[float] | None = None
 
+    def check(self, where: str, path: str) -> None:
+        law_data_range(self.to_json(), f"{where}: key {path!r}")
+
 
 @dataclass(kw_only=True)
 class LawResult(MethodResult):
@@ -326,6 +356,84 @@ class LawResult(MethodResult):
 
     data_range: DataRange | None = None
     noise: dict | None = None
+
+    def check(self, where: str, path: str) -> None:
+        law_noise(self.noise, f"{where}: key {path!r}")
+
+
+@dataclass(kw_only=True)
+class ProfileGrid(Record):
+    """The objective's minimum over (E, A, B) at each (alpha, beta): rows alpha, columns beta."""
+
+    alpha: list[float]
+    beta: list[float]
+    objective: list[list[Number]]
+    fine: dict | None = None
+    description: str | None = None
+
+    def check(self, where: str, path: str) -> None:
+        if len(self.alpha) < 2 or len(self.beta) < 2 or len(self.objective) != len(self.alpha) \
+                or any(len(row) != len(self.beta) for row in self.objective):
+            raise UserError(f"{where}: key {path!r} is not a grid (objective: {len(self.alpha)} rows of "
+                            f"{len(self.beta)}: one per alpha and beta, at least 2 of each); re-run `scaling fit` to rewrite the file")
+
+
+@dataclass(kw_only=True)
+class ProfileE(Record):
+    """The objective's minimum over (A, B, alpha, beta) at each fixed E, with the a of each optimum."""
+
+    E: list[float]
+    objective: list[Number]
+    a: list[Number]
+    alpha: list[Number] | None = None
+    beta: list[Number] | None = None
+    description: str | None = None
+
+    def check(self, where: str, path: str) -> None:
+        lengths = {k: len(v) for k, v in (("E", self.E), ("objective", self.objective), ("a", self.a),
+                                          ("alpha", self.alpha), ("beta", self.beta)) if v is not None}
+        if len(set(lengths.values())) > 1:
+            raise UserError(f"{where}: key {path!r} holds lists of different lengths "
+                            f"({', '.join(f'{k}: {n}' for k, n in lengths.items())}); re-run `scaling fit` "
+                            "to rewrite the file")
+
+
+@dataclass(kw_only=True)
+class ARange(Record):
+    """The profile-likelihood range [low, high] of a = beta/(alpha+beta) at `level`, and its threshold."""
+
+    low: Number = None
+    high: Number = None
+    threshold: str | None = None
+    level: float | None = None
+    grid_resolution: dict | None = None
+    cells: int | None = None
+
+    def check(self, where: str, path: str) -> None:
+        if (self.low is None) != (self.high is None) or (self.low is not None and not self.low <= self.high) \
+                or (self.low is not None and not (self.level is not None and 0 < self.level < 1)):
+            raise UserError(f"{where}: key {path!r} is not a range (low {self.low!r} <= high {self.high!r}, "
+                            f"level {self.level!r} in (0, 1)); re-run `scaling fit` to rewrite the file")
+
+    def factor(self) -> float | None:
+        """The threshold's factor over the best objective ("... = f_min * 1.039 ..."), None when not stated."""
+        head, sep, tail = (self.threshold or "").rpartition("f_min * ")
+        try:
+            value = float(tail.split()[0]) if sep and tail.split() else None
+        except ValueError:
+            return None
+        return value if value is not None and math.isfinite(value) and value > 0 else None
+
+
+@dataclass(kw_only=True)
+class Approach3Profile(Record):
+    """Approach 3's objective profiled over (alpha, beta) and over E, and the range of a it gives
+    (research/fit/varpro.py)."""
+
+    alpha_beta: ProfileGrid | None = None
+    a_range: ARange | None = None
+    E: ProfileE | None = None
+    seconds: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -349,7 +457,7 @@ class Approach3Result(LawResult):
     n_starts: int | None = None  # the L-BFGS grid's
     grid_cells: int | None = None  # variable projection's
     log_params: dict[str, float] | None = None  # ln A, ln B, ln E as a, b, e (research.fit.approach3.THETA)
-    profile: dict | None = None
+    profile: Approach3Profile | None = None
     local_optima: list | None = None
     flops_convention: str | None = None
     flops_per_token: dict | None = None
@@ -384,6 +492,12 @@ class KaplanLND(Record):
     rms_log_residual: float | None = None
     data_range: DataRange | None = None
     noise: dict | None = None
+
+    def check(self, where: str, path: str) -> None:
+        law_noise(self.noise, f"{where}: key {path!r}")
+
+    def check(self, where: str, path: str) -> None:
+        law_noise(self.noise, f"{where}: key {path!r}")
 
     def params(self) -> dict[str, float]:
         return {"N_c": self.N_c, "D_c": self.D_c, "alpha_N": self.alpha_N, "alpha_D": self.alpha_D}
@@ -476,6 +590,21 @@ class Sensitivity(Record):
     warnings: list[str] = field(default_factory=list)
     seconds: float | None = None
 
+    def check(self, where: str, path: str) -> None:
+        """E_profile (research/fit/sensitivity.py profile_E), where there is one: lists E, objective_rel, alpha
+        and a of one length, the threshold and fitted E as numbers, the ranges within the threshold as [low, high]."""
+        p = self.E_profile
+        lists = ("E", "objective_rel", "alpha", "a")
+        ok = p is None or isinstance(p, dict) and all(isinstance(p.get(k), list) and all(
+            v is None or _real(v) for v in p[k]) for k in lists) and len({len(p[k]) for k in lists}) == 1 \
+            and all(_real(p.get(k)) and math.isfinite(p[k]) for k in ("threshold", "E_fitted")) \
+            and all(k not in p or (isinstance(p[k], list) and len(p[k]) == 2 and all(_real(v) for v in p[k])
+                                   and p[k][0] <= p[k][1]) for k in ("a_within_threshold", "E_within_threshold"))
+        if not ok:
+            raise UserError(f"{where}: key '{path}.E_profile' is not E's profile (lists E, objective_rel, alpha, a "
+                            "of one length; threshold and E_fitted numbers; [low, high] ranges); re-run `scaling fit` "
+                            "to rewrite the file")
+
 
 @dataclass(kw_only=True)
 class PooledNoise(Record):
@@ -532,6 +661,15 @@ class HeldoutPoint(Record):
     loss_low: float | None = None
     loss_high: float | None = None
     inside: bool | None = None
+
+    def check(self, where: str, path: str) -> None:
+        ends = [v for v in (self.loss_low, self.loss_high) if v is not None and math.isfinite(v)]
+        if ends != sorted(ends) or math.isinf(self.predicted) or any(
+                not (v > 0 and math.isfinite(v)) for v in (self.n_params, self.tokens, self.measured) if v is not None):
+            raise UserError(f"{where}: key {path!r} is not a prediction (N, D and the measured loss positive, the "
+                            "predicted loss not infinite; "
+                            f"loss_low {self.loss_low!r} <= loss_high {self.loss_high!r}); re-run `scaling fit` "
+                            "to rewrite the file")
 
 
 @dataclass(kw_only=True)

@@ -24,6 +24,7 @@ and BAD_INPUT_SCALE=K to run K times as many examples.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -37,6 +38,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
@@ -924,3 +926,350 @@ def test_os_error_lines_name_the_path_and_operation(tmp_path):
     with pytest.raises(OSError) as err:
         atomic_write_text(tmp_path, "{}")  # a directory where a file goes
     assert str(tmp_path) in os_error_line(err.value)
+
+
+# ---------------------------------------------------------------- issue 23: fit.json's typed read paths
+
+REF_FIT = REPO / "results" / "reference" / "study-cpu2" / "fit.json"  # every block: noise trend, profile, holdout
+HOSTILE_JSON = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from([-1e308, 1e308, 1e-320, 0.5, -0.0]),
+    st.text(max_size=4), st.just("x" * 5000), st.lists(st.none() | st.floats() | st.text(max_size=2), max_size=3),
+    st.dictionaries(st.sampled_from(["skipped", "a", "low", "E"]), st.integers() | st.text(max_size=2), max_size=2))
+
+
+def _json_paths(obj, pre=()):
+    """Every key path into `obj` (lists: their first 3 entries)."""
+    yield pre
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj[:3]) if isinstance(obj, list) else ()
+    for k, v in items:
+        yield from _json_paths(v, pre + (k,))
+
+
+@functools.cache
+def _ref_fit() -> tuple[dict, list]:
+    fit = json.loads(REF_FIT.read_text())
+    paths = [p for p in _json_paths(fit) if p and p[0] in ("approach1", "approach2", "approach3", "kaplan",
+                                                           "noise", "extrapolation", "agreement", "data")]
+    return fit, paths
+
+
+def _put(obj, path, value):
+    for k in path[:-1]:
+        obj = obj[k]
+    obj[path[-1]] = value
+
+
+def _fit_with(changes: dict) -> dict:
+    """The reference fit.json with each key path (dotted; [i] for a list entry) set to its value."""
+    fit = json.loads(REF_FIT.read_text())
+    for dotted, value in changes.items():
+        path = [int(k) if k.isdigit() else k for k in dotted.replace("[", ".").replace("]", "").split(".")]
+        _put(fit, path, value)
+    return fit
+
+
+@campaign(80)
+@given(data=st.data())
+def test_hostile_values_anywhere_in_a_fit_json_never_traceback(data):
+    """Any value at any key path of a real fit.json: predict and optimal answer (exit 0) or refuse in one
+    line naming the file (exit 2); never a traceback, never a change to the file."""
+    fit, paths = _ref_fit()
+    fit = json.loads(json.dumps(fit))
+    path = data.draw(st.sampled_from(paths))
+    _put(fit, path, data.draw(HOSTILE_JSON))
+    ws = Path(tempfile.mkdtemp(prefix="bad-fit-"))
+    try:
+        law = ws / "fit.json"
+        law.write_text(json.dumps(fit))
+        argv = data.draw(st.sampled_from([
+            ["predict", "--law", law, "--n-params", "1e6", "--tokens", "2e8"],
+            ["predict", "--law", law, "--approach", "kaplan", "--n-params", "1e6", "--tokens", "2e8", "--json"],
+            ["optimal", "--law", law, "--flops", "1e15"],
+            ["optimal", "--law", law, "--approach", data.draw(st.sampled_from(["approach1", "approach2"])),
+             "--flops", "1e15", "--json"]]))
+        before = snapshot(ws)
+        rc, out, err = run_cli(argv)
+        CASES[f"fit.json: {argv[0]}"] += 1
+        if rc != 0:
+            assert_refused(rc, out, err, [str(law)])
+        assert "Traceback" not in err and snapshot(ws) == before
+    finally:
+        shutil.rmtree(ws)
+
+
+NESTED_FIT_DAMAGE = {  # found by fuzzing the typed read paths: each was a traceback before
+    "interval-end-a-string": ({"approach2.bootstrap.intervals.a[0]": "nan"}, "optimal",
+                              "'approach2.bootstrap.intervals.a[0]' holds a JSON string, not a number"),
+    "interval-end-a-list": ({"approach2.bootstrap.intervals.a[0]": [None, None]}, "optimal",
+                            "'approach2.bootstrap.intervals.a[0]' holds a JSON array"),
+    "interval-reversed": ({"approach3.bootstrap.intervals.a": [0.7, 0.4]}, "optimal",
+                          "'approach3.bootstrap.intervals.a' is [0.7, 0.4], not [low, high]"),
+    "interval-one-end": ({"approach3.bootstrap.intervals.a": [0.4]}, "optimal", "not [low, high]"),
+    "bootstrap-level": ({"approach3.bootstrap.level": 95}, "predict", "'approach3.bootstrap.level' is 95"),
+    "samples-lengths": ({"approach3.bootstrap.samples.E": [1.6, 1.7]}, "predict", "different lengths"),
+    "noise-trend-range": ({"kaplan.L_ND.noise.by_tokens_per_param.range": {}}, "predict-kaplan",
+                          "by_tokens_per_param"),
+    "noise-trend-c1": ({"approach3.noise.by_tokens_per_param.c1": {}}, "predict", "by_tokens_per_param"),
+    "noise-trend-c0": ({"approach3.noise.by_tokens_per_param.c0": None}, "predict", "by_tokens_per_param"),
+    "noise-replicates": ({"approach3.noise.replicates": "many"}, "predict", "noise replicates"),
+    "data-range-negative": ({"approach3.data_range.tokens": [288768.0, -1]}, "optimal", "data_range tokens"),
+    "data-range-flops": ({"approach3.data_range.flops": [1e12, 1e11]}, "optimal", "data_range flops"),
+    "profile-ragged": ({"approach3.profile.alpha_beta.objective[0]": [1.0]}, "predict",
+                       "'approach3.profile.alpha_beta' is not a grid"),
+    "profile-E-lengths": ({"approach3.profile.E.a": [0.5]}, "optimal", "'approach3.profile.E' holds lists"),
+    "profile-range": ({"approach3.profile.a_range.high": 0.1}, "optimal", "'approach3.profile.a_range' is not a range"),
+}
+COMMANDS = {"predict": ["predict", "--n-params", "1e6", "--tokens", "2e8"],
+            "predict-kaplan": ["predict", "--approach", "kaplan", "--n-params", "1e6", "--tokens", "2e8"],
+            "optimal": ["optimal", "--flops", "1e15"]}
+
+
+@pytest.mark.parametrize("case", sorted(NESTED_FIT_DAMAGE))
+def test_nested_fit_json_damage_is_one_line(tmp_path, case):
+    changes, command, expected = NESTED_FIT_DAMAGE[case]
+    law = tmp_path / "fit.json"
+    law.write_text(json.dumps(_fit_with(changes)))
+    line = refused_without_changes("fit.json: nested damage", COMMANDS[command] + ["--law", law], [expected],
+                                   [tmp_path])
+    assert str(law) in line and "re-run `scaling fit`" in line, line
+
+
+def test_a_huge_exponent_is_a_limit_not_an_overflow(tmp_path):
+    """alpha = 1e308: N**alpha is infinite, A/N**alpha is 0 (predict answers E + B/D**beta); optimal has no
+    finite optimum and says so (both raised OverflowError)."""
+    fit = _fit_with({"approach3.alpha": 1e308})
+    law = tmp_path / "fit.json"
+    law.write_text(json.dumps(fit))
+    rc, out, err = run_cli(["predict", "--law", law, "--n-params", "1e6", "--tokens", "2e8", "--json"])
+    assert rc == 0, err
+    a3 = fit["approach3"]
+    assert json.loads(out)["rows"][0]["loss"] == pytest.approx(a3["E"] + a3["B"] / 2e8 ** a3["beta"])
+    refused_without_changes("fit.json: nested damage", ["optimal", "--law", law, "--flops", "1e15"],
+                            ["no finite optimum"], [tmp_path])
+
+
+def test_plot_refuses_a_damaged_profile_before_any_figure(tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    shutil.copy(REF_FIT.parent / "results.csv", sweep / "results.csv")
+    (sweep / "fit.json").write_text(json.dumps(_fit_with({"approach3.profile.alpha_beta.beta": [1.0]})))
+    refused_without_changes("plot: fit.json", ["plot", sweep, "--format", "png"],
+                            ["'approach3.profile.alpha_beta' is not a grid"], [tmp_path])
+    assert not (sweep / "plots").exists()
+
+
+def test_an_unreadable_profile_threshold_draws_no_contour():
+    from research.records import ARange
+
+    assert ARange(threshold="objective <= f_min * exp(...) = f_min * 1.039 (Laplace)").factor() == 1.039
+    for text in ("f_min * abc", "f_min * ", "f_min * -2", "f_min * nan", None, "no factor"):
+        assert ARange(threshold=text).factor() is None, text
+
+
+def test_fit_one_method_keeps_a_damaged_other_approach_and_says_how_to_rewrite_it(tmp_path):
+    """fit --method approach2 on a sweep whose fit.json holds a damaged approach3: the fit is written,
+    approach3 kept byte for byte and left out of agreement, one warning names it and the --method that
+    rewrites it (it used to fit, then exit 2 advising a re-run that failed the same way)."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(REPO / "tests" / "data" / "sweep_small", sweep)
+    damaged = {"E": 1.7, "A": 400, "B": 410, "alpha": 0.34, "beta": 0.28, "a": {"x": 1}}
+    (sweep / "fit.json").write_text(json.dumps({"approach3": damaged}))
+    rc, out, err = run_cli(["fit", sweep, "--method", "approach2", "--bootstrap", "0"])
+    assert rc == 0 and "Traceback" not in err, err
+    warned = [line for line in err.splitlines() if "approach3.a" in line]
+    assert len(warned) == 1 and "--method approach3" in warned[0] and "kept as it was" in warned[0], err
+    written = json.loads((sweep / "fit.json").read_text())
+    assert written["approach3"] == damaged and "approach2" in written
+    assert "approach3" not in written["agreement"].get("approaches", {})
+
+
+# ---------------------------------------------------------------- issue 23: lr rules' model block, curve tables
+
+def _rule_sweep(tmp_path, change) -> Path:
+    rule = json.loads((REPO / "sweeps" / "lr-rule-cpu-1layer.json").read_text())
+    change(rule)
+    (tmp_path / "lr-rule-cpu-1layer.json").write_text(json.dumps(rule))
+    shutil.copy(REPO / "sweeps" / "demo.toml", tmp_path / "demo.toml")
+    return tmp_path / "demo.toml"
+
+
+def test_a_huge_value_in_a_rules_model_block_keeps_the_line_short_and_its_fix(tmp_path):
+    sweep = _rule_sweep(tmp_path, lambda r: r["model"].update(families="x" * 200_000))
+    line = refused_without_changes("sweep plan: lr rule", ["sweep", "plan", sweep], ["model.families"], [tmp_path])
+    assert len(line) < 400 and line.endswith("refit the rule"), line[:500]
+
+
+def test_a_huge_value_in_a_rules_conditions_is_a_short_warning(tmp_path):
+    sweep = _rule_sweep(tmp_path, lambda r: r["conditions"].update(seq_len="x" * 200_000, tokenizer=list(range(10**4))))
+    rc, out, err = run_cli(["sweep", "plan", sweep])
+    assert rc == 0, err
+    warned = [line for line in (out + err).splitlines() if "seq_len" in line or "tokenizer =" in line]
+    assert len(warned) == 2 and all(len(line) < 1000 for line in warned), [len(w) for w in warned]
+    assert any("(10000 values)" in line for line in warned)
+
+
+@st.composite
+def hostile_rule_model(draw):
+    """A rule's `model` block with a hostile value: wrong types, NaN, signs, nesting, unknown keys."""
+    value = draw(st.one_of(HOSTILE_JSON, st.sampled_from([float("nan"), float("inf"), [[[[]]]], {"1 layer": [0]},
+                                                          {"1 layer": [float("nan")]}, {"1 layer": "x"}, ["1 layer"]])))
+    key = draw(st.sampled_from(["families", "head_dim", "mlp", "ffw_ratio", "tie_embeddings", "init_std", "norm"]))
+    return key, value
+
+
+@campaign(25)
+@given(data=st.data())
+def test_hostile_rule_model_blocks_plan_or_refuse_in_one_line(data):
+    key, value = data.draw(hostile_rule_model())
+    ws = Path(tempfile.mkdtemp(prefix="bad-rule-"))
+    try:
+        sweep = _rule_sweep(ws, lambda r: r["model"].update({key: value}))
+        before = snapshot(ws)
+        rc, out, err = run_cli(["sweep", "plan", sweep])
+        CASES["sweep plan: lr rule model"] += 1
+        if rc != 0:
+            assert_refused(rc, out, err, ["model"])
+        assert "Traceback" not in err and snapshot(ws) == before
+    finally:
+        shutil.rmtree(ws)
+
+
+@pytest.mark.parametrize("cell,column,expected", [
+    ("", "run", "run is empty"), ("nan", "run", "run is empty"),
+    ("1e12", "step", "at most 10,000,000"), ("2e7", "step", "at most 10,000,000"),
+    ("-1", "lr", "lr = -1.0 is negative"), ("1.5", "step", "step = 1.5 is not a step number")])
+def test_curve_tables_with_a_hostile_cell_are_one_line(tmp_path, cell, column, expected):
+    rows = [{"run": "a", "step": s, "lr": 1e-3, "loss": 3 + 1 / s} for s in range(1, 41)]
+    rows[17][column] = cell
+    table = tmp_path / "t.csv"
+    table.write_text("run,step,lr,loss\n" + "".join(f"{r['run']},{r['step']},{r['lr']},{r['loss']}\n" for r in rows))
+    line = refused_without_changes("curves fit: table", ["curves", "fit", table, "--out", tmp_path / "law.json",
+                                                         "--bootstrap", "0"], [expected], [tmp_path])
+    assert "t.csv row 19" in line, line
+
+
+def test_a_noise_block_without_its_description_still_describes_the_interval(tmp_path):
+    fit = json.loads((REPO / "results" / "reference" / "isoflop-demo-cpu2" / "fit.json").read_text())
+    del fit["kaplan"]["L_ND"]["noise"]["description"]  # was a KeyError traceback
+    law = tmp_path / "fit.json"
+    law.write_text(json.dumps(fit))
+    rc, out, err = run_cli(["predict", "--law", law, "--approach", "kaplan", "--n-params", "1e5", "--tokens", "1e7"])
+    assert rc == 0, err
+    assert "interval from run-to-run noise only (residuals noise, sigma of ln L 0.0157)" in out, out
+
+
+@pytest.mark.parametrize("convention", ["nope", 5, None, ["6n"]])
+def test_a_sweep_record_with_an_unknown_flop_convention_is_refused_not_read_as_6n(tmp_path, convention):
+    """sweep.json's flops_convention picks the FLOP column fitted: an unknown one used to be read as 6n
+    silently (a chinchilla sweep would be fitted in the wrong convention)."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    shutil.copy(REPO / "tests" / "data" / "sweep_small" / "results.csv", sweep / "results.csv")
+    (sweep / "sweep.json").write_text(json.dumps({"design": "isoflop", "flops_convention": convention}))
+    line = refused_without_changes("fit: sweep.json", ["fit", sweep, "--method", "approach2", "--bootstrap", "0"],
+                                   ["flops_convention"], [tmp_path])
+    assert str(sweep / "sweep.json") in line and "6n, chinchilla" in line, line
+
+
+def test_the_sweep_fit_summary_prints_nulls_as_not_available(capsys):
+    """A NaN the fit wrote as null (a, a held-out error, a level) is "n/a" in `sweep run`'s summary,
+    not a format traceback after every trial has finished."""
+    from research.sweep.cli import _print_fit_summary
+
+    fit = _fit_with({"approach2.a": None, "extrapolation.approach3.summary.mean_abs_rel_error": None,
+                     "extrapolation.approach3.summary.level": None})
+    _print_fit_summary(fit)
+    err = capsys.readouterr().err
+    assert "approach2: N_opt ~ C^n/a [95%" in err and "mean |error| n/a" in err and "their n/a intervals" in err, err
+
+
+@pytest.mark.parametrize("column,cell,expected", [
+    ("steps", "abc", "steps = 'abc', not a positive whole number"), ("steps", "0", "steps = 0, not a positive"),
+    ("flops_6n", "abc", "flops_6n = 'abc', not a positive number"), ("n_params", "nan", "n_params = nan, not"),
+    ("branch_step", "-3", "branch_step = -3, not a whole step in [0, steps]"),
+    ("branch_step", "1e9", "branch_step = 1000000000.0, not a whole step"), ("trial", None, "no 'trial' column")])
+def test_trunks_only_refuses_a_damaged_results_table_in_one_line(tmp_path, column, cell, expected):
+    """results.csv's branch rows are read as numbers: text in steps or flops_6n was a ValueError traceback."""
+    import pandas as pd
+
+    from tests.test_curves import write_branch_sweep
+
+    sweep = tmp_path / "sweep"
+    raw = write_branch_sweep(sweep, {"trunkA": 0.01, "trunkB": -0.01}, steps=200, horizons=(100, 200))
+    raw["steps"] = raw["tokens"] // 2048
+    raw["flops_6n"] = 6 * 1000 * raw["tokens"]
+    raw = raw.astype({c: object for c in raw.columns})
+    if cell is None:
+        raw = raw.drop(columns=[column])
+    else:
+        raw.loc[1, column] = cell
+    raw.to_csv(sweep / "results.csv", index=False)
+    line = refused_without_changes("curves trunks-only: results.csv", ["curves", "trunks-only", sweep, "--out",
+                                                                      tmp_path / "t.csv"], [expected], [tmp_path])
+    assert str(sweep / "results.csv") in line and "scaling sweep run" in line, line
+
+
+def test_a_held_out_point_outside_its_interval_draws_no_negative_bar(tmp_path):
+    """A bootstrap interval need not hold the point fit; the figure drew yerr < 0 (matplotlib's ValueError)."""
+    from research.plots.extrapolation import extrapolation_figure
+
+    block = json.loads((REPO / "results" / "reference" / "isoflop-demo-cpu2" / "fit.json").read_text())["extrapolation"]
+    point = block["kaplan"]["points"][1]
+    point["loss_low"], point["loss_high"] = point["predicted"] - 0.2, point["predicted"] - 0.1
+    block["approach3"]["points"][0]["flops"] = None
+    block["approach3"]["summary"]["mean_abs_rel_error"] = None
+    extrapolation_figure(block).savefig(tmp_path / "x.png")
+    assert (tmp_path / "x.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("changes,expected", [
+    ({"sensitivity.E_profile.a": {}}, "'sensitivity.E_profile' is not E's profile"),
+    ({"sensitivity.E_profile.a": [0.5]}, "'sensitivity.E_profile' is not E's profile"),
+    ({"sensitivity.E_profile.threshold": "2%"}, "'sensitivity.E_profile' is not E's profile"),
+    ({"extrapolation.approach3.points[1].loss_low": 9.0}, "'extrapolation.approach3.points[1]' is not a prediction"),
+    ({"extrapolation.approach3.points[0].measured": -1}, "'extrapolation.approach3.points[0]' is not a prediction"),
+    ({"extrapolation.kaplan.points[1].predicted": math.inf}, "'extrapolation.kaplan.points[1]' is not a prediction")])
+def test_damaged_sensitivity_and_held_out_blocks_are_one_line(tmp_path, changes, expected):
+    """The plot's sensitivity and held-out figures read these (KeyError, negative error bars); refused on read."""
+    law = tmp_path / "fit.json"
+    law.write_text(json.dumps(_fit_with(changes)))
+    refused_without_changes("fit.json: nested damage", COMMANDS["optimal"] + ["--law", law], [expected], [tmp_path])
+
+
+def test_offsets_leave_a_text_loss_unusable_instead_of_a_traceback(tmp_path):
+    """A results.csv cell that is not a number (final_eval_loss, n_params) was a ValueError traceback in
+    `curves offsets` and `fit --trunk-offsets`; it is NaN in the corrected table, as `scaling fit` drops it."""
+    import pandas as pd
+
+    from tests.test_curves import write_branch_sweep
+
+    sweep = tmp_path / "sweep"
+    raw = write_branch_sweep(sweep, {"trunkA": 0.01, "trunkB": -0.01}, steps=200, horizons=(100, 200))
+    raw = raw.astype({"final_eval_loss": object, "n_params": object})
+    raw.loc[1, "final_eval_loss"] = "lost"
+    raw.loc[2, "n_params"] = "big"
+    raw.to_csv(sweep / "results.csv", index=False)
+    rc, out, err = run_cli(["curves", "offsets", sweep, "--out", tmp_path / "c.csv"])
+    assert rc == 0 and "Traceback" not in err, err
+    corrected = pd.read_csv(tmp_path / "c.csv")
+    assert np.isnan(corrected.final_eval_loss[1]) and corrected.final_eval_loss_raw[1] == "lost"
+    assert np.isfinite(corrected.final_eval_loss.drop(index=1)).all()
+    assert np.isfinite(corrected.trunk_offset).all()  # trunkB's size read from its other row: every row corrected
+
+
+def test_plot_draws_no_curve_for_a_law_without_finite_numbers(tmp_path):
+    """approach2.a null (a NaN the fit wrote), approach3.b inf and approach3.a absent: the allocation figure
+    left those curves out or read a and b from alpha and beta (it raised KeyError/TypeError); exit 0."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    ref = REPO / "results" / "reference" / "isoflop-demo-cpu2"
+    for name in ("results.csv", "sweep.json"):
+        shutil.copy(ref / name, sweep / name)
+    fit = json.loads((ref / "fit.json").read_text())
+    fit["approach3"]["b"] = math.inf
+    del fit["approach3"]["a"]
+    fit["approach2"]["a"] = None
+    (sweep / "fit.json").write_text(json.dumps(fit))
+    rc, out, err = run_cli(["plot", sweep, "--format", "png"])
+    assert rc == 0 and "Traceback" not in err, err
+    assert (sweep / "plots" / "optimal_allocation.png").stat().st_size > 10_000

@@ -83,6 +83,7 @@ def eval_log_gap(curve_law, eval_curves: list[Curve], shift: dict[str, float] | 
 
 def corrected_results(sweep_dir, law: str = "multipower", loss_col: str | None = None):
     """(results frame with corrected final_eval_loss, [SizeOffsets]) of a sweep directory."""
+    import pandas as pd  # not at import: `scaling --help` loads this module (pandas ~1 s)
 
     sweep_dir = Path(sweep_dir)
     results = sweep_dir / "results.csv"
@@ -96,8 +97,10 @@ def corrected_results(sweep_dir, law: str = "multipower", loss_col: str | None =
     table = load_curves(sweep_dir, loss_col=loss_col)
     lineage = {str(r["trial"]): lineage_of(r) for r in frame.to_dict("records")}
     size_of_lineage: dict[str, float] = {}
-    for r in frame.to_dict("records"):
-        size_of_lineage.setdefault(lineage[str(r["trial"])], float(r["n_params"]))
+    n_params = pd.to_numeric(frame["n_params"], errors="coerce")  # a text cell gives no size; the lineage's
+    for r, n in zip(frame.to_dict("records"), n_params):  # other rows do
+        if math.isfinite(n):
+            size_of_lineage.setdefault(lineage[str(r["trial"])], float(n))
     for run in table.curves:  # trunks are not rows of results.csv: they are their own lineage
         lineage.setdefault(run, run)
     sizes = []
@@ -114,7 +117,8 @@ def corrected_results(sweep_dir, law: str = "multipower", loss_col: str | None =
     out["trunk_offset"] = [offset.get(k, float("nan")) for k in out["lineage"]]
     out["final_eval_loss_raw"] = out["final_eval_loss"]
     shift = np.exp(-out["trunk_offset"].fillna(0.0).to_numpy(float))
-    out["final_eval_loss"] = out["final_eval_loss_raw"].astype(float) * shift
+    # a cell that is not a number stays unusable (NaN), as `scaling fit` counts and drops such rows
+    out["final_eval_loss"] = pd.to_numeric(out["final_eval_loss_raw"], errors="coerce").to_numpy(float) * shift
     if "eval_bits_per_byte" in out.columns:  # proportional to the loss
-        out["eval_bits_per_byte"] = out["eval_bits_per_byte"].astype(float) * shift
+        out["eval_bits_per_byte"] = pd.to_numeric(out["eval_bits_per_byte"], errors="coerce").to_numpy(float) * shift
     return out, sizes

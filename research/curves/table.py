@@ -30,6 +30,7 @@ from research.fit.data import read_frame
 from research.fsutil import read_json, read_jsonl
 
 RUN_DIR_LOSSES = ("eval_loss", "dense_eval_loss", "loss")
+MAX_CURVE_STEPS = 10**7  # a run's steps: the lr of every step is held in memory (8 bytes each, several arrays)
 
 
 @dataclass
@@ -82,19 +83,23 @@ def _from_table(path: Path, run_col: str, step_col: str, lr_col: str, loss_col: 
                             f"pass {flag} (columns: {cols})")
     if frame.empty:
         raise UserError(f"{path.name} has no rows")
+    no_run = frame[run_col].isna().to_numpy()
+    if no_run.any():  # an empty cell (or "nan") names no run: it would join none, or all such rows one
+        i = int(np.argmax(no_run))
+        raise UserError(f"{path.name} row {i + 2}: {run_col} is empty; give every row its run's name (--run-col)")
     run = frame[run_col].astype(str).to_numpy()
     step = pd.to_numeric(frame[step_col], errors="coerce").to_numpy(float)
     lr = pd.to_numeric(frame[lr_col], errors="coerce").to_numpy(float)
     loss = pd.to_numeric(frame[loss_col], errors="coerce").to_numpy(float)
-    bad_step = ~np.isfinite(step) | (step < 0) | (step != np.round(step))
+    bad_step = ~np.isfinite(step) | (step < 0) | (step != np.round(step)) | (step > MAX_CURVE_STEPS)
     if bad_step.any():
         i = int(np.argmax(bad_step))
-        raise UserError(f"{path.name} row {i + 2}: {step_col} = {frame[step_col].iloc[i]!r} is not a step "
-                        "number (1, 2, ... or 0, 1, ...)")
+        raise UserError(f"{path.name} row {i + 2}: {step_col} = {_cell(frame[step_col].iloc[i])} is not a step "
+                        f"number (1, 2, ... or 0, 1, ..., at most {MAX_CURVE_STEPS:,})")
     bad_lr = np.isfinite(lr) & (lr < 0)
     if bad_lr.any():
         i = int(np.argmax(bad_lr))
-        raise UserError(f"{path.name} row {i + 2}: {lr_col} = {lr[i]!r} is negative")
+        raise UserError(f"{path.name} row {i + 2}: {lr_col} = {_cell(lr[i])} is negative; a learning rate is >= 0")
     curves, lr_steps, first = {}, {}, {}
     for name in dict.fromkeys(run):  # in order of first appearance
         sel = run == name
@@ -168,6 +173,11 @@ def _from_directory(path: Path, loss_col: str | None) -> CurveTable:
     if not curves:
         raise UserError(f"{path}: no run with a readable config")
     return CurveTable(curves, str(path), {})
+
+
+def _cell(v) -> str:
+    """A table cell as the user wrote it (a numpy scalar as its plain number)."""
+    return repr(v.item() if isinstance(v, np.generic) else v)
 
 
 def _number(v) -> bool:

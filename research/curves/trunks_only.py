@@ -43,6 +43,42 @@ def kept_horizons(steps: list[int], keep: int) -> set[int]:
     return {s[-1]} if keep == 1 else {s[0], s[-1]}
 
 
+BRANCH_COLUMNS = ("trial", "n_params", "steps", "flops_6n")  # what each completed branch row must give
+
+
+def _checked_branch_rows(frame, results: Path):
+    """The completed branch rows with the columns the evaluation reads as numbers: N, steps and FLOPs
+    positive (steps whole), branch_step a whole step in [0, steps] (empty: 0); UserError naming the row."""
+    import pandas as pd  # lazy: pandas costs a second at start-up; only this command reads a table here
+
+    for col in BRANCH_COLUMNS:
+        if col not in frame.columns:
+            raise UserError(f"{results} has no {col!r} column; `scaling sweep run` rebuilds results.csv from the trials")
+    frame = frame.copy()
+    for col in BRANCH_COLUMNS[1:] + ("branch_step",):
+        if col not in frame.columns:
+            frame[col] = 0
+        raw = frame[col]
+        value = pd.to_numeric(raw, errors="coerce").to_numpy(float)
+        if col == "branch_step":
+            value = np.where(raw.isna(), 0.0, value)
+        steps = pd.to_numeric(frame["steps"], errors="coerce").to_numpy(float)
+        bad = ~np.isfinite(value) | (value < 0 if col == "branch_step" else value <= 0)
+        if col in ("steps", "branch_step"):
+            bad |= np.isfinite(value) & (value != np.round(value))
+        if col == "branch_step":
+            bad |= np.isfinite(steps) & (value > steps)
+        if bad.any():
+            i = int(np.argmax(bad))
+            want = "a whole step in [0, steps]" if col == "branch_step" else \
+                "a positive whole number" if col == "steps" else "a positive number"
+            cell = raw.iloc[i].item() if isinstance(raw.iloc[i], np.generic) else raw.iloc[i]
+            raise UserError(f"{results}: branch {frame['trial'].iloc[i]!s:.40} has {col} = {repr(cell)[:40]}, "
+                            f"not {want}; `scaling sweep run` rebuilds results.csv from the trials")
+        frame[col] = value
+    return frame
+
+
 def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str = "eval_loss",
                 from_step: int | str | None = None):
     """(table, summary): results.csv with the non-kept branches' final losses predicted, and the FLOPs.
@@ -58,7 +94,7 @@ def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str
     if "kind" not in frame.columns or not (frame["kind"].astype(str) == "branch").any():
         raise UserError(f"{results} has no branch rows; a trunks-only design is evaluated on a branch design's sweep")
     done = frame["status"].astype(str) == "completed" if "status" in frame else True
-    frame = frame[done & (frame["kind"].astype(str) == "branch")].reset_index(drop=True)
+    frame = _checked_branch_rows(frame[done & (frame["kind"].astype(str) == "branch")].reset_index(drop=True), results)
     rows = frame.to_dict("records")
     table = load_curves(sweep_dir, loss_col=loss_col)
     eval_curves = table.curves if loss_col == "eval_loss" else load_curves(sweep_dir, loss_col="eval_loss").curves

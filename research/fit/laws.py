@@ -139,8 +139,9 @@ class ChinchillaLaw:
         return float(self._frontier()["G"])
 
     def loss(self, n, d):
-        with np.errstate(over="ignore", divide="ignore"):  # N**alpha -> inf gives the limit A/inf = 0
-            return self.E + self.A / n**self.alpha + self.B / d**self.beta
+        n, d = np.float64(n) if np.isscalar(n) else n, np.float64(d) if np.isscalar(d) else d  # numpy's power:
+        with np.errstate(over="ignore", divide="ignore"):  # N**alpha -> inf gives the limit A/inf = 0 (a Python
+            return self.E + self.A / n**self.alpha + self.B / d**self.beta  # float would raise OverflowError)
 
     def n_opt(self, flops):
         return compute_optimal(self.A, self.B, self.alpha, self.beta, flops, self.per_token)[0]

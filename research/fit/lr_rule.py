@@ -102,39 +102,45 @@ class LrRule:
         return rule_lr(n_params, self.lr_ref, self.n_ref, self.exponent)
 
 
+def _short(value, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters: a message names a hostile value without carrying all of it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def parse_rule(data, source: str) -> LrRule:
     """An LrRule from a rule file's parsed JSON; UserError (one line) for anything that is not one."""
     if not isinstance(data, dict) or data.get("kind") != RULE_KIND:
         kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
-        raise UserError(f"{source} is not an lr rule (kind = {kind!r}, expected {RULE_KIND!r}); make one with "
-                        f"'scaling lr-rule DIR' on an lr sweep"[:400])
+        raise UserError(f"{source} is not an lr rule (kind = {_short(kind)}, expected {RULE_KIND!r}); make one with "
+                        f"'scaling lr-rule DIR' on an lr sweep")
     if data.get("version") != RULE_VERSION:
         raise UserError(f"{source}: lr rule version {data.get('version')!r} is not supported (expected {RULE_VERSION})")
     values = {}
     for key in ("lr_ref", "n_ref", "exponent"):
         v = data.get(key)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise UserError(f"{source}: {key} = {v!r} must be a finite number"[:300])
+            raise UserError(f"{source}: {key} = {_short(v)} must be a finite number")
         values[key] = float(v)
     n_range = data.get("n_range")
     if (not isinstance(n_range, list) or len(n_range) != 2
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
                        for v in n_range) or n_range[0] > n_range[1]):
-        raise UserError(f"{source}: n_range = {n_range!r} must be [min N, max N], two positive finite numbers"[:300])
+        raise UserError(f"{source}: n_range = {_short(n_range)} must be [min N, max N], two positive finite numbers")
     if values["lr_ref"] <= 0 or values["n_ref"] <= 0:
         raise UserError(f"{source}: lr_ref and n_ref must be positive (lr_ref = {values['lr_ref']}, n_ref = {values['n_ref']})")
     if not -2 <= values["exponent"] <= 2:
         raise UserError(f"{source}: exponent = {values['exponent']} is outside [-2, 2]; refit the rule")
     for key in ("conditions", "model"):
         if data.get(key) is not None and not isinstance(data[key], dict):
-            raise UserError(f"{source}: {key} = {data[key]!r} must be an object of settings; refit the rule"[:300])
+            raise UserError(f"{source}: {key} = {_short(data[key])} must be an object of settings; refit the rule")
     families = (data.get("model") or {}).get("families")
     if families is not None and not (isinstance(families, dict) and all(
             isinstance(ns, list) and ns and all(isinstance(n, (int, float)) and not isinstance(n, bool)
                                                 and math.isfinite(n) and n > 0 for n in ns)
             for ns in families.values())):
-        raise UserError(f"{source}: model.families = {families!r} must map each family to its calibrated N; "
-                        f"refit the rule"[:300])
+        raise UserError(f"{source}: model.families = {_short(families)} must map each family to its calibrated N; "
+                        f"refit the rule")
     return LrRule(lr_ref=values["lr_ref"], n_ref=values["n_ref"], exponent=values["exponent"],
                   n_range=(float(n_range[0]), float(n_range[1])), source=source,
                   conditions=data.get("conditions"), model=data.get("model"))

@@ -57,8 +57,12 @@ def _positive(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
-def _values(values) -> str:
-    return ", ".join(repr(v) if isinstance(v, str) else f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+def _values(values, limit: int = 60) -> str:
+    """The values, each cut to `limit` characters (a rule file's hostile 200 kB string stays one short line)."""
+    values = list(values)
+    text = [repr(v) if isinstance(v, str) else f"{v:g}" if isinstance(v, float) else str(v) for v in values[:8]]
+    more = f", ... ({len(values)} values)" if len(values) > 8 else ""
+    return ", ".join(t if len(t) <= limit else t[:limit - 3] + "..." for t in text) + more
 
 
 def _distinct(values) -> list:

@@ -101,9 +101,9 @@ def describe(r: Approach3Result) -> list[str]:
     lines = [f"approach3: L(N, D) = E + A/N^alpha + B/D^beta  ({r.n_points} runs, {how}, "
              f"{r.reduction}-reduced Huber delta={r.delta:g}, objective {r.objective:.6g})",
              *param_lines(r, ("E", "A", "B", "alpha", "beta", "a", "b", "G"))]
-    ar = (r.profile or {}).get("a_range")
-    if ar and ar.get("low") is not None:
-        lines.append(f"  profile: a in [{ar['low']:.4g}, {ar['high']:.4g}] within the {ar['level']:.0%} "
+    ar = r.profile.a_range if r.profile is not None else None
+    if ar is not None and ar.low is not None:
+        lines.append(f"  profile: a in [{ar.low:.4g}, {ar.high:.4g}] within the {ar.level:.0%} "
                      "profile-likelihood threshold (objective over (alpha, beta) and over E in fit.json 'profile')")
     return lines
 

@@ -256,14 +256,17 @@ def check_pairs(N, D) -> tuple[np.ndarray, np.ndarray]:
 def interval_description(pred: Predictor, level: float) -> dict:
     params = "bootstrap" if pred.samples else None
     noise = pred.noise.get("kind") if pred.noise else None
+    sigma = (pred.noise or {}).get("sigma_log")
+    said = (pred.noise or {}).get("description") or (f"{noise} noise, sigma of ln L {sigma:.3g}" if sigma is not None
+                                                      else f"{noise} noise")
     if params and noise:
         text = (f"{level:.0%} prediction interval for a new run: parameter uncertainty "
                 f"({usable_laws_text(pred)}) plus run-to-run noise: "
-                f"{pred.noise['description']}")
+                f"{said}")
     elif noise:
         fix = ("the Kaplan fit has no bootstrap" if pred.family == "kaplan"
                else "the fit has no bootstrap (re-run `scaling fit --bootstrap 200`)")
-        text = (f"{level:.0%} interval from run-to-run noise only ({pred.noise['description']}); parameter "
+        text = (f"{level:.0%} interval from run-to-run noise only ({said}); parameter "
                 f"uncertainty NOT included: {fix}")
     elif params:
         text = (f"{level:.0%} interval from parameter uncertainty only; run-to-run noise NOT included "

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from research.errors import UserError
 from research.fit.agreement import agreement
 from research.fsutil import atomic_write_text, loads_json, read_regular_text
 from research.records import METHOD_KEYS, METHOD_RECORDS, FitResult, Record, read_fit_result
@@ -66,8 +68,24 @@ def write_fit(path, result: FitResult | dict, merge=True) -> Path:
             data = {}
     data.update(result)
     if merge and "agreement" in result:  # compare every approach the merged file holds, not only this run's
-        # the approaches only: a stale block of another kind in the old file does not stop the write
-        approaches = {k: v for k, v in data.items() if k in METHOD_KEYS or k in METHOD_RECORDS}
+        # the approaches only: a stale block of another kind in the old file does not stop the write, nor
+        # does a damaged approach this run did not refit (kept as it was, left out of the comparison)
+        approaches = {k: v for k, v in data.items()
+                      if (k in METHOD_KEYS or k in METHOD_RECORDS) and _readable(k, v, k in result, path)}
         data["agreement"] = agreement(read_fit_result(approaches, str(path))).to_json()
     atomic_write_text(path, dumps(data, indent=1))
     return path
+
+
+def _readable(key: str, block, refitted: bool, path: Path) -> bool:
+    """Whether fit.json's block `key` reads as its record; a damaged block kept from an earlier fit gets a
+    warning (with the command that rewrites it) instead of stopping this fit's write."""
+    if refitted:
+        return True
+    try:
+        read_fit_result({key: block}, str(path))
+    except UserError as err:
+        print(f"warning: {str(err).split('; re-run')[0]}: kept as it was and left out of 'agreement'; rewrite it with "
+              f"`scaling fit DIR --method {key}`", file=sys.stderr)
+        return False
+    return True

@@ -262,7 +262,7 @@ def sensitivity_lines(block: Sensitivity | None) -> list[str]:
         a2 = f" [{c.approach2:.3f}]" if c.approach2 is not None else ""
         lines.append(f"  {c.group:>20}: {c.choice}: a = {c.approach3:.3f}{a2} (alpha {c.alpha:.3g}, "
                      f"E {c.E:.3g}; {c.n_points} rows)")
-    p = block.E_profile
+    p = block.E_profile or {}
     if "a_within_threshold" in p:
         lines.append(f"  {'E profiled':>20}: objective within {p['threshold']:.0%} of the best for E in "
                      f"[{p['E_within_threshold'][0]:.3g}, {p['E_within_threshold'][1]:.3g}], a in "

@@ -16,6 +16,11 @@ X_NUDGE = {"approach3": 1.0, "kaplan": 1.04}  # side by side at the same FLOPs i
 MAX_WARNING_LINES = 6
 
 
+def _flops(point) -> float:
+    """A held-out point's FLOPs (NaN, not drawn, where fit.json holds none)."""
+    return np.nan if point.flops is None else point.flops
+
+
 def extrapolation_figure(result: Extrapolation | dict) -> Figure:
     """Left: predicted against measured loss (fitted runs grey, held-out runs coloured with their
     prediction intervals). Right: signed relative error against FLOP budget. `result`: fit.json's
@@ -37,27 +42,30 @@ def extrapolation_figure(result: Extrapolation | dict) -> Figure:
         if tr:
             ax.scatter([p.measured for p in tr], [p.predicted for p in tr], s=10, color="0.65",
                        marker=mk, label=f"{m}: fitted runs ({len(tr)})", zorder=2)
-            axe.scatter([p.flops * X_NUDGE[m] for p in tr], [100 * (p.predicted / p.measured - 1) for p in tr],
+            axe.scatter([_flops(p) * X_NUDGE[m] for p in tr], [100 * (p.predicted / p.measured - 1) for p in tr],
                         s=10, color="0.65", marker=mk, zorder=2)
         pts = b.points
         meas = np.array([p.measured for p in pts])
         pred = np.array([p.predicted for p in pts])
         s = b.summary
         cov = "" if s.coverage is None else f", coverage {s.coverage:.0%}"
-        label = f"{m}: held out ({len(pts)}), mean |err| {s.mean_abs_rel_error:.2%}{cov}"
+        err = "n/a" if s.mean_abs_rel_error is None else f"{s.mean_abs_rel_error:.2%}"
+        label = f"{m}: held out ({len(pts)}), mean |err| {err}{cov}"
         if pts and pts[0].loss_low is not None:
-            lo = np.array([p.loss_low for p in pts])
-            hi = np.array([p.loss_high for p in pts])
-            ax.errorbar(meas, pred, yerr=[pred - lo, hi - pred], fmt=mk, color=col, ms=5, capsize=2,
+            lo = np.array([np.nan if p.loss_low is None else p.loss_low for p in pts], float)
+            hi = np.array([np.nan if p.loss_high is None else p.loss_high for p in pts], float)
+            # a bootstrap interval need not hold the point fit (a skewed resample): no bar below zero length
+            down, up = np.maximum(pred - lo, 0.0), np.maximum(hi - pred, 0.0)
+            ax.errorbar(meas, pred, yerr=[down, up], fmt=mk, color=col, ms=5, capsize=2,
                         mec="black", mew=0.5, label=label, zorder=4)
-            axe.errorbar([p.flops * X_NUDGE[m] for p in pts], 100 * (pred / meas - 1),
-                         yerr=[100 * (pred - lo) / meas, 100 * (hi - pred) / meas], fmt=mk, color=col, ms=5,
+            axe.errorbar([_flops(p) * X_NUDGE[m] for p in pts], 100 * (pred / meas - 1),
+                         yerr=[100 * down / meas, 100 * up / meas], fmt=mk, color=col, ms=5,
                          capsize=2, mec="black", mew=0.5, zorder=4)
             lo_all += list(lo)
             hi_all += list(hi)
         else:
             ax.scatter(meas, pred, marker=mk, color=col, s=30, edgecolor="black", label=label, zorder=4)
-            axe.scatter([p.flops * X_NUDGE[m] for p in pts], 100 * (pred / meas - 1), marker=mk, color=col, s=30,
+            axe.scatter([_flops(p) * X_NUDGE[m] for p in pts], 100 * (pred / meas - 1), marker=mk, color=col, s=30,
                         edgecolor="black", zorder=4)
         lo_all += list(meas) + list(pred) + [p.measured for p in tr]
         hi_all += list(meas) + list(pred) + [p.measured for p in tr]

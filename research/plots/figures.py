@@ -6,6 +6,8 @@ the fit dict (`fit.json`) and returns a `matplotlib.figure.Figure`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from matplotlib import cm, colors, ticker
 from matplotlib.figure import Figure
@@ -32,8 +34,16 @@ def _figure(w=6.4, h=4.2, ncols=1):
     return fig, axes
 
 
+LAW_KEYS = {"approach1": ("k_N", "a", "k_D", "b"), "approach2": ("k_N", "a", "k_D", "b"),
+            "approach3": ("E", "A", "B", "alpha", "beta")}  # what a method's curve is drawn from
+
+
 def _ok(fit, key):
-    return as_fit_result(fit).fitted(key) is not None
+    """Whether block `key` was fitted and holds its law as finite numbers (a NaN written as null, or an
+    inf, is no curve to draw)."""
+    rec = as_fit_result(fit).fitted(key)
+    return rec is not None and all(isinstance(getattr(rec, k), (int, float)) and math.isfinite(getattr(rec, k))
+                                   for k in LAW_KEYS.get(key, ()))
 
 
 def _per_token(df, fit) -> FlopsPerToken:
@@ -238,9 +248,11 @@ def optimal_allocation(df, fit, c_max=1e26) -> Figure:
             if key == "approach3":
                 law = _law(r, per_token)
                 y = law.n_opt(grid) if which == "n" else law.d_opt(grid)
+                a_, b_ = law.a, law.b  # from alpha and beta (the file's a and b may be absent)
             else:
                 y = r["k_N"] * grid ** r["a"] if which == "n" else r["k_D"] * grid ** r["b"]
-            ax.plot(grid, y, color=col, lw=2, label=f"{key} fit: a={r['a']:.3f}, b={r['b']:.3f}")
+                a_, b_ = r["a"], r["b"]
+            ax.plot(grid, y, color=col, lw=2, label=f"{key} fit: a={a_:.3f}, b={b_:.3f}")
             central.append(y)
             bs = r.get("bootstrap", {})
             if bs.get("samples"):

@@ -5,6 +5,8 @@ profile-likelihood threshold's contour and lines of constant a = β/(α+β); rig
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -13,10 +15,12 @@ from research.records import FitResult, as_fit_result
 
 def has_profile(fit: FitResult | dict) -> bool:
     a3 = as_fit_result(fit).fitted("approach3")
-    return a3 is not None and isinstance(a3.profile, dict) and "alpha_beta" in a3.profile
+    return (a3 is not None and a3.profile is not None and a3.profile.alpha_beta is not None
+            and isinstance(a3.objective, float) and math.isfinite(a3.objective) and a3.objective > 0)
 
 
 def approach3_profile(fit: dict) -> Figure:
+    record = as_fit_result(fit).fitted("approach3")  # the profile's shapes checked (research.records.ProfileGrid)
     a3 = fit["approach3"]
     prof = a3["profile"]
     ab = prof["alpha_beta"]
@@ -29,17 +33,15 @@ def approach3_profile(fit: dict) -> Figure:
         rel = np.log10(obj / f_min)
     im = ax1.pcolormesh(be, al, rel, shading="nearest", cmap="viridis", vmin=0, vmax=np.nanpercentile(rel, 90))
     fig.colorbar(im, ax=ax1, label="log10(objective / best)")
-    factor = prof["a_range"].get("threshold", "")
-    thr = None
-    if "f_min * " in factor:
-        thr = float(factor.split("f_min * ")[-1].split()[0])
+    thr = record.profile.a_range.factor() if record.profile.a_range is not None else None
+    if thr:
         ax1.contour(be, al, obj / f_min, levels=[thr], colors="w", linewidths=1.2)
     BB, AA = np.meshgrid(be, al)
     cs = ax1.contour(BB, AA, BB / (AA + BB), levels=[0.3, 0.4, 0.5, 0.6, 0.7], colors="0.8", linewidths=0.6,
                      linestyles=":")
     ax1.clabel(cs, fmt="a=%.1f", fontsize=6)
     ax1.plot(a3["beta"], a3["alpha"], "r*", ms=10, label="fit")
-    ar = prof["a_range"]
+    ar = prof.get("a_range") or {}
     title = "profile over (alpha, beta)"
     if ar.get("low") is not None:
         title += f": a in [{ar['low']:.3g}, {ar['high']:.3g}] (white: threshold)"

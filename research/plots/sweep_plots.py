@@ -38,11 +38,11 @@ def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS,
             fit = _json_object(fjson, "fit file", "re-run `scaling fit` on the sweep")
         else:
             fit = fit_sweep_dir(sweep)
-    out = Path(out_dir) if out_dir else SweepDir(sweep).plots_dir
+    record = as_fit_result(fit, f"fit file {SweepDir(sweep).fit_path}")  # checked once, before any figure
+    out = Path(out_dir) if out_dir else SweepDir(sweep).plots_dir  # (a refused fit.json leaves no empty folder)
     out.mkdir(parents=True, exist_ok=True)
     df = table.df
     curves = []  # training curves are drawn only where Approach 1 used them
-    record = as_fit_result(fit, f"fit file {SweepDir(sweep).fit_path}")  # checked once, before any figure
     if table.sweep_dir and F.approach1_source(record) == "curves":
         curves = load_curves(sweep, df, table.convention)
     ok = lambda k: record.fitted(k) is not None  # noqa: E731
@@ -56,7 +56,7 @@ def plot_sweep_dir(path, fit: dict | None = None, out_dir=None, formats=FORMATS,
             makers += [(name, lambda draw=F.FIGURES[name]: draw(df, fit)) for name in method.figures]
     if has_profile(fit):
         makers.append(("approach3_profile", lambda: approach3_profile(fit)))
-    if ok("sensitivity"):
+    if ok("sensitivity") and record.sensitivity.E_profile is not None:
         makers.append(("sensitivity", lambda: sensitivity_figure(fit)))
     if ok("extrapolation"):
         makers.append(("extrapolation", lambda: extrapolation_figure(record.extrapolation)))

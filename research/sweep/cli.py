@@ -287,6 +287,11 @@ def _record_skipped(sweep_dir: Path, stage: str, reason: str) -> None:
         print(f"{stage}: could not record the skip in {path}: {err}", file=sys.stderr)
 
 
+def _num(value, spec: str) -> str:
+    """`value` formatted by `spec`, or "n/a" where fit.json holds null (a NaN the fit wrote as null)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def _print_fit_summary(data: dict) -> None:
     from research.fit.agreement import agreement_line, all_warnings, noise_line  # lazy: as in _fit_stage
 
@@ -296,8 +301,8 @@ def _print_fit_summary(data: dict) -> None:
         if isinstance(result, AllocationResult | Approach3Result):
             a_iv = result.bootstrap.intervals.get("a") if result.bootstrap and result.bootstrap.intervals else None
             level = f"{result.bootstrap.level:.0%}" if result.bootstrap and result.bootstrap.level is not None else ""
-            interval = f" [{level} {a_iv[0]:.3f}, {a_iv[1]:.3f}]" if a_iv and None not in a_iv else ""
-            print(f"  {name}: N_opt ~ C^{result.a:.3f}{interval}, D_opt ~ C^{result.b:.3f} "
+            interval = f" [{level} {a_iv[0]:.3f}, {a_iv[1]:.3f}]" if a_iv and None not in a_iv[:2] else ""
+            print(f"  {name}: N_opt ~ C^{_num(result.a, '.3f')}{interval}, D_opt ~ C^{_num(result.b, '.3f')} "
                   f"(C in {result.flops_convention or '6n'} FLOPs)", file=sys.stderr)
     for line in (agreement_line(fit), noise_line(fit)):
         if line:
@@ -312,12 +317,14 @@ def _print_fit_summary(data: dict) -> None:
     summary = held.approach3.summary if held is not None and held.approach3 is not None else None
     if summary:
         print(f"  held out ({held.holdout}): Approach 3 predicts {summary.n} unseen runs with mean |error| "
-              f"{summary.mean_abs_rel_error:.2%} (signed {summary.mean_rel_error:+.2%}); "
-              f"{summary.n_inside}/{summary.n} inside their {summary.level:.0%} intervals", file=sys.stderr)
+              f"{_num(summary.mean_abs_rel_error, '.2%')} (signed {_num(summary.mean_rel_error, '+.2%')}); "
+              f"{_num(summary.n_inside, 'd')}/{summary.n} inside their {_num(summary.level, '.0%')} intervals",
+              file=sys.stderr)
         for name, block in (held.baselines or {}).items():
             s = None if block.skipped else block.summary
             if s:
-                print(f"    baseline {name}: mean |error| {s.mean_abs_rel_error:.2%} (signed {s.bias:+.2%}) on the "
+                print(f"    baseline {name}: mean |error| {_num(s.mean_abs_rel_error, '.2%')} (signed "
+                      f"{_num(s.bias, '+.2%')}) on the "
                       "same runs", file=sys.stderr)
     for w in all_warnings(fit):
         print(f"  warning: {w}", file=sys.stderr)

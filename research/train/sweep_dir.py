@@ -119,9 +119,14 @@ class SweepDir:
         return self.design_kind() == LR_KIND
 
     def flops_convention(self) -> str:
-        """The FLOP convention of the sweep's budgets (sweep.json), "6n" when unknown."""
+        """The FLOP convention of the sweep's budgets (sweep.json), "6n" when it records none; one it records
+        but that is not a convention is refused (read as 6n, a chinchilla sweep's FLOPs would be fitted
+        silently in the wrong convention)."""
         conv = (self.record() or {}).get("flops_convention", "6n")
-        return conv if conv in FLOP_CONVENTIONS else "6n"
+        if not isinstance(conv, str) or conv not in FLOP_CONVENTIONS:
+            raise UserError(f"{self.record_path}: flops_convention = {repr(conv)[:40]} is not one of "
+                            f"{', '.join(FLOP_CONVENTIONS)}; set it to the convention the sweep's budgets use")
+        return conv
 
     def looks_like_sweep(self) -> bool:
         """A table's folder that is a sweep directory (sweep.json or trials/ beside it)."""
