@@ -1171,6 +1171,19 @@ def test_a_sweep_record_with_an_unknown_flop_convention_is_refused_not_read_as_6
     assert str(sweep / "sweep.json") in line and "6n, chinchilla" in line, line
 
 
+@pytest.mark.parametrize("content", ["[1, 2]", '"6n"', "{torn", "null"])
+def test_a_sweep_record_that_is_not_an_object_is_refused_not_read_as_6n(tmp_path, content):
+    """sweep.json there but not a JSON object: its FLOP convention is unknown, so the fit stops in one line
+    instead of fitting the table as 6n (what a missing sweep.json means)."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    shutil.copy(REPO / "tests" / "data" / "sweep_small" / "results.csv", sweep / "results.csv")
+    (sweep / "sweep.json").write_text(content)
+    line = refused_without_changes("fit: sweep.json", ["fit", sweep, "--method", "approach2", "--bootstrap", "0"],
+                                   ["not a JSON object"], [tmp_path])
+    assert str(sweep / "sweep.json") in line and "read as 6n" in line, line
+
+
 def test_the_sweep_fit_summary_prints_nulls_as_not_available(capsys):
     """A NaN the fit wrote as null (a, a held-out error, a level) is "n/a" in `sweep run`'s summary,
     not a format traceback after every trial has finished."""

@@ -122,7 +122,12 @@ class SweepDir:
         """The FLOP convention of the sweep's budgets (sweep.json), "6n" when it records none; one it records
         but that is not a convention is refused (read as 6n, a chinchilla sweep's FLOPs would be fitted
         silently in the wrong convention)."""
-        conv = (self.record() or {}).get("flops_convention", "6n")
+        record = self.record()
+        if record is None and self.record_path.is_file():  # there, but not a JSON object: its convention is unknown
+            raise UserError(f"{self.record_path}: not a JSON object, so the FLOP convention of the sweep's budgets "
+                            "is unknown; restore it from the sweep's run (it records flops_convention), or fit a "
+                            "copy of results.csv without it, which is read as 6n")
+        conv = (record or {}).get("flops_convention", "6n")
         if not isinstance(conv, str) or conv not in FLOP_CONVENTIONS:
             raise UserError(f"{self.record_path}: flops_convention = {repr(conv)[:40]} is not one of "
                             f"{', '.join(FLOP_CONVENTIONS)}; set it to the convention the sweep's budgets use")
