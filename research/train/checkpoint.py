@@ -86,6 +86,7 @@ class Checkpoints:
         with _storage_errors(self.directory):
             if step in self.manager.all_steps():
                 return
+            _probe_writable(self.directory)
             self.manager.save(step, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
@@ -220,6 +221,16 @@ class Checkpoints:
 # Tensorstore's words for a write the storage refused, and the errno each one means.
 _WRITE_FAILURES = (("No space left", errno.ENOSPC), ("Disk quota", errno.EDQUOT), ("Read-only file system", errno.EROFS),
                    ("Permission denied", errno.EACCES), ("RESOURCE_EXHAUSTED: Error writing", errno.ENOSPC))
+
+
+def _probe_writable(directory: Path) -> None:
+    """Create and remove one small file in `directory`, so that a directory the process may not write is
+    refused here, in the caller's thread, as the OSError it is. Left to orbax, the refusal happens in its
+    background threads, the run goes on, and the wait for the failed save can hang until its timeouts."""
+    directory.mkdir(parents=True, exist_ok=True)
+    probe = directory / f".write-probe-{jax.process_index()}-{os.getpid()}"
+    os.close(os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
+    probe.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

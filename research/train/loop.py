@@ -257,8 +257,12 @@ class Steps:
         self.params, self.opt_state = state["params"], state["opt_state"]
 
     def save(self, step: int) -> None:
-        self.ckpts.save(step, {"params": self.params, "opt_state": self.opt_state},
-                        {"step": step, "tokens": step * self.tokens_per_step, "wall_time_s": self.log.wall_time_s()})
+        try:
+            self.ckpts.save(step, {"params": self.params, "opt_state": self.opt_state},
+                            {"step": step, "tokens": step * self.tokens_per_step, "wall_time_s": self.log.wall_time_s()})
+        except OSError:  # a refused save ends the run: this step's held row is written first, not lost
+            self.log.flush()
+            raise
 
     def run(self, start: int, stop: StopSignals) -> tuple[str, int, float | None]:
         """(status, last step, last evaluation loss)."""
