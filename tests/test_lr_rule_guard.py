@@ -174,6 +174,12 @@ def test_a_reference_refit_names_its_sweep_file_or_is_refused(tmp_path, capsys):
     assert main(["lr-rule", str(ref), "--out", str(tmp_path / "r.json"), "--bootstrap", "0",
                  "--sweep", str(REPO / "sweeps" / "demo.toml")]) == 2
     assert "is sweep 'demo', but" in capsys.readouterr().err
+    no_design = tmp_path / "no-design.toml"
+    no_design.write_text('name = "lr-calibration-1layer-cpu"\n[data]\ncorpus = "shakespeare"\n')
+    assert main(["lr-rule", str(ref), "--out", str(tmp_path / "r.json"), "--bootstrap", "0",
+                 "--sweep", str(no_design)]) == 2  # named as such, not "add kind = isoflop or grid"
+    assert "no [design] section; name the lr sweep file" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
     assert main(["lr-rule", str(ref), "--out", str(tmp_path / "bare.json"), "--bootstrap", "0"]) == 0
     bare = json.loads((tmp_path / "bare.json").read_text())["model"]
     assert bare == {"families": {"1 layer": [11312.0, 19272.0, 28768.0, 52368.0, 82112.0, 118000.0]}, "head_dim": [8]}

@@ -6,6 +6,8 @@ import dataclasses
 import json
 import sys
 
+from research.config import read_toml
+from research.errors import UserError
 from research.fit.lr_rule import DEFAULT_BOOTSTRAP, LR_RULE_MARGIN
 from research.fit.lr_sweep import CalibrationSweep, fit_lr_sweep_dir, summary_lines
 
@@ -34,6 +36,10 @@ def calibration_sweep(path: str) -> CalibrationSweep:
     """The sweep file's name and the resolved config of its recipe's first shape (what its trials share)."""
     from research.sweep.plan import load_sweep  # lazy: --help builds every parser; the planner ~0.1 s
 
+    design = read_toml(path).get("design")
+    if not isinstance(design, dict) or not design:  # the planner would suggest the kinds a law sweep takes
+        raise UserError(f"--sweep {path}: no [design] section; name the lr sweep file ([design] kind = \"lr\") "
+                        "the calibration in DIR was run from")
     sweep = load_sweep(path)
     model = dataclasses.replace(sweep.base.model, **sweep.recipe.ladder()[0])
     return CalibrationSweep(path=path, name=sweep.name, config=sweep.base.replace(model=model).to_dict())
