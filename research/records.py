@@ -163,6 +163,16 @@ def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _same_lengths(lists: dict, where: str, key: str) -> None:
+    """Lists that run in parallel (one entry per resample or grid point) must be of one length; those
+    that are None are absent and not compared."""
+    lengths = {k: len(v) for k, v in lists.items() if v is not None}
+    if len(set(lengths.values())) > 1:
+        raise UserError(f"{where}: key {key!r} holds lists of different lengths "
+                        f"({', '.join(f'{k}: {n}' for k, n in lengths.items())}); re-run `scaling fit` "
+                        "to rewrite the file")
+
+
 def _real(v) -> bool:
     """A JSON number (not a boolean)."""
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
@@ -253,11 +263,7 @@ class Bootstrap(Record):
             if len(iv) < 2 or (len(lo_hi) == 2 and lo_hi[0] > lo_hi[1]):
                 raise UserError(f"{where}: key '{path}.intervals.{key}' is {str(iv)[:60]}, not [low, high] "
                                 "with low <= high; re-run `scaling fit` to rewrite the file")
-        lengths = {k: len(v) for k, v in (self.samples or {}).items()}
-        if len(set(lengths.values())) > 1:
-            raise UserError(f"{where}: key '{path}.samples' holds lists of different lengths "
-                            f"({', '.join(f'{k}: {n}' for k, n in lengths.items())}); re-run `scaling fit` "
-                            "to rewrite the file")
+        _same_lengths(self.samples or {}, where, f"{path}.samples")
 
     def interval(self, key: str) -> list | None:
         """[low, high] (and anything after) for `key` when both ends are known, else None."""
@@ -390,12 +396,8 @@ class ProfileE(Record):
     description: str | None = None
 
     def check(self, where: str, path: str) -> None:
-        lengths = {k: len(v) for k, v in (("E", self.E), ("objective", self.objective), ("a", self.a),
-                                          ("alpha", self.alpha), ("beta", self.beta)) if v is not None}
-        if len(set(lengths.values())) > 1:
-            raise UserError(f"{where}: key {path!r} holds lists of different lengths "
-                            f"({', '.join(f'{k}: {n}' for k, n in lengths.items())}); re-run `scaling fit` "
-                            "to rewrite the file")
+        _same_lengths({"E": self.E, "objective": self.objective, "a": self.a, "alpha": self.alpha,
+                       "beta": self.beta}, where, path)
 
 
 @dataclass(kw_only=True)
