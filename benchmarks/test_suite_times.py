@@ -11,7 +11,9 @@ machine inflates far less than wall times.
     python benchmarks/test_suite_times.py --tag after [--durations 40] [-- -n 2]
     python benchmarks/test_suite_times.py --tag before --log pytest-output.txt [--cpu-times DIR]
 
-Writes (or adds the tag to) results/bench/test_suite_times.json.
+Writes (or adds the tag to) results/bench/test_suite_times.json. With --write-durations it also
+rewrites tests/durations.json, each test's wall seconds (those of a second or more) from the CPU-time
+records: tests/conftest.py hands the longest tests to the xdist workers first from it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.pytest_cpu_times import ENV as CPU_TIMES_ENV, read_cpu_times  # noqa: E402
 OUT = REPO / "results" / "bench" / "test_suite_times.json"
+DURATIONS = REPO / "tests" / "durations.json"
+MIN_LISTED_S = 1.0  # shorter tests take conftest's default
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s (setup|call|teardown)\s+(\S.*)$")
 _SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|warnings?)")
 _WALL = re.compile(r" in (\d+(?:\.\d+)?)s")
@@ -55,6 +59,8 @@ def main() -> None:
     ap.add_argument("--note", default="", help="recorded as is (say whether the machine was contended)")
     ap.add_argument("--cpu-times", type=Path, help="with --log: the directory benchmarks/pytest_cpu_times.py wrote")
     ap.add_argument("--load", default="", help="with --log: the load averages seen during that run (recorded as is)")
+    ap.add_argument("--write-durations", action="store_true",
+                    help="rewrite tests/durations.json from this run's per-test wall seconds")
     ap.add_argument("pytest_args", nargs="*", help="after --: extra pytest arguments")
     args = ap.parse_args()
     record = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
@@ -84,6 +90,11 @@ def main() -> None:
         record["cpu_tests"] = len(rows)
         record["most_cpu"] = [{k: r[k] for k in ("cpu_s", "cpu_self_s", "cpu_children_s", "wall_s", "test")}
                               for r in rows[:args.durations]]
+        if args.write_durations:
+            durations = {r["test"]: round(r["wall_s"], 1) for r in sorted(rows, key=lambda r: r["test"])
+                         if r["wall_s"] >= MIN_LISTED_S}
+            DURATIONS.write_text(json.dumps(durations, indent=0) + "\n")
+            print(f"{len(durations)} tests of {MIN_LISTED_S:g} s or more -> {DURATIONS}")
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     results[args.tag] = record
     OUT.parent.mkdir(parents=True, exist_ok=True)

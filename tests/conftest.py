@@ -64,6 +64,40 @@ def pytest_collection_modifyitems(config, items):
         tmp.rename(path)
 
 
+DURATIONS = Path(__file__).with_name("durations.json")  # {node id: seconds}, written by benchmarks/test_suite_times.py
+DEFAULT_DURATION_S = 0.5  # a test the file does not list (most tests take well under a second)
+
+
+def expected_durations(items) -> dict[str, float]:
+    """Each work unit's expected seconds (a group's is the sum of its tests'), keyed by the unit's
+    name: its xdist group, else the test's node id. A stale or missing file only costs balance."""
+    known = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    units: dict[str, float] = {}
+    for item in items:
+        marker = item.get_closest_marker("xdist_group")
+        unit = f"group:{marker.args[0]}" if marker else item.nodeid
+        units[unit] = units.get(unit, 0.0) + float(known.get(item.nodeid, DEFAULT_DURATION_S))
+    return units
+
+
+@pytest.hookimpl(specname="pytest_collection_modifyitems", trylast=True)
+def pytest_collection_modifyitems_longest_first(config, items):
+    """On an xdist worker: order the work units longest first (each group kept together), so the
+    scheduler hands them out longest-processing-time first and no long test starts last while the
+    other workers sit idle. Every worker sorts the same way, so their collections agree."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    seconds = expected_durations(items)
+
+    def unit(item):
+        marker = item.get_closest_marker("xdist_group")
+        return f"group:{marker.args[0]}" if marker else item.nodeid
+    first = {}
+    for index, item in enumerate(items):
+        first.setdefault(unit(item), index)
+    items.sort(key=lambda item: (-seconds[unit(item)], first[unit(item)]))
+
+
 class GroupScheduling(LoadScopeScheduling):
     """`--dist loadgroup` as documented: tests with the same xdist_group mark go to one worker,
     the rest one by one to whichever worker is free. (xdist 3.8 marks a group by rewriting
@@ -73,6 +107,7 @@ class GroupScheduling(LoadScopeScheduling):
     def __init__(self, config, log=None):
         super().__init__(config, log)
         self._groups: dict[str, str] | None = None
+        config.option.loadscopereorder = False  # keep the workers' longest-first order (pytest_collection_modifyitems_longest_first)
 
     def _split_scope(self, nodeid: str) -> str:
         if self._groups is None:
