@@ -107,6 +107,25 @@ def test_fresh_fit_is_records_and_writes_what_it_reads(tmp_path):
     assert back.approach3.a == pytest.approx(rec.approach3.a)
 
 
+@pytest.mark.parametrize("old", ["{ not json", "[1, 2, 3]\n"])
+def test_a_fit_file_that_cannot_be_merged_is_kept_beside_the_new_one(tmp_path, capsys, old):
+    """`scaling fit --out` merges into an existing fit file; one that is not a JSON object is not lost:
+    it is kept, byte for byte, as fit.json.unreadable (then .unreadable.1, never over another file)."""
+    table = tmp_path / "t.csv"
+    synthetic_table(seed=3, noise=0.003).to_csv(table, index=False)
+    out = tmp_path / "fit.json"
+    (tmp_path / "fit.json.unreadable").write_text("an earlier one")
+    out.write_text(old)
+    code = main(["fit", str(table), "--method", "approach2", "--n-col", "N", "--d-col", "D", "--loss-col", "loss",
+                 "--flops-col", "C", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert (tmp_path / "fit.json.unreadable.1").read_text() == old
+    assert (tmp_path / "fit.json.unreadable").read_text() == "an earlier one"
+    assert "kept as fit.json.unreadable.1" in err and "Traceback" not in err
+    assert read_fit_result(json.loads(out.read_text()), str(out)).approach2.a > 0
+
+
 def test_plot_refuses_a_malformed_fit_file_before_drawing(tmp_path, capsys):
     """`scaling plot DIR` reads DIR/fit.json into records first: a block of the wrong type is one line naming
     the file and the key, and no figure is half-written."""

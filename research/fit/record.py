@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sys
@@ -60,12 +61,14 @@ def write_fit(path, result: FitResult | dict, merge=True) -> Path:
         result = result.to_json()
     data = {}
     if merge and path.exists():
-        try:  # a device or directory at the path is refused, never read (/dev/zero never ends)
-            data = loads_json(read_regular_text(path, "fit file"), f"fit file {path}")
-        except json.JSONDecodeError:
-            data = {}
-        if not isinstance(data, dict):  # not a fit record: replaced, as an unreadable one is
-            data = {}
+        # a device or directory at the path is refused, never read (/dev/zero never ends)
+        text = read_regular_text(path, "fit file")
+        try:
+            data = loads_json(text, f"fit file {path}")
+        except json.JSONDecodeError as err:
+            data = _set_aside(path, text, f"is not valid JSON ({err.msg}, line {err.lineno})")
+        if not isinstance(data, dict):
+            data = _set_aside(path, text, f"holds a JSON {type(data).__name__}, not a fit record")
     data.update(result)
     if merge and "agreement" in result:  # compare every approach the merged file holds, not only this run's
         # the approaches only: a stale block of another kind in the old file does not stop the write, nor
@@ -75,6 +78,21 @@ def write_fit(path, result: FitResult | dict, merge=True) -> Path:
         data["agreement"] = agreement(read_fit_result(approaches, str(path))).to_json()
     atomic_write_text(path, dumps(data, indent=1))
     return path
+
+
+def _set_aside(path: Path, text: str, why: str) -> dict:
+    """Keep a fit file this write would replace but cannot merge with: copied beside it, under the first
+    free name fit.json.unreadable[.N] (never over another file), then an empty record to write into."""
+    for n in itertools.count():
+        spare = path.with_name(f"{path.name}.unreadable" + (f".{n}" if n else ""))
+        try:
+            with open(spare, "x", encoding="utf-8", errors="surrogateescape") as f:
+                f.write(text)
+            break
+        except FileExistsError:
+            continue
+    print(f"warning: {path} {why}: kept as {spare.name}; writing a new one", file=sys.stderr)
+    return {}
 
 
 def _readable(key: str, block, refitted: bool, path: Path) -> bool:
