@@ -316,6 +316,25 @@ class Approach1Result(AllocationResult):
 
 
 @dataclass(kw_only=True)
+class SliceFitCheck(Record):
+    """How well a design budget's parabola fits its points' seed means against their noise
+    (research/fit/isoflop.py `parabola_check`); chi2, p_value and within_noise absent with 3 sizes."""
+
+    n_points: int
+    dof: int
+    rms_residual: float
+    noise_of_means: float
+    chi2: float | None = None
+    p_value: float | None = None
+    within_noise: bool | None = None
+    note: str | None = None
+
+    @property
+    def tested(self) -> bool:
+        return self.within_noise is not None
+
+
+@dataclass(kw_only=True)
 class IsoflopBudget(Record):
     """One IsoFLOP slice's parabola minimum."""
 
@@ -325,6 +344,7 @@ class IsoflopBudget(Record):
     loss_opt: float
     n_points: int
     slice: dict | None = None
+    fit_check: SliceFitCheck | None = None
 
 
 @dataclass(kw_only=True)

@@ -106,6 +106,19 @@ def approach2_warnings(rec: Approach2Result, df) -> list[str]:
             out.append(f"IsoFLOP minimum at C={b.flops:.3g} (N_opt={b.n_opt:.3g}) lies at the edge of its "
                        f"sampled sizes [{sizes[0]:.3g}, {sizes[-1]:.3g}] (beyond the second-{side}): one size "
                        f"on that side fixes it; add {'smaller' if side == 'smallest' else 'larger'} models")
+    checks = [(b.flops, b.fit_check) for b in rec.budgets if b.fit_check is not None]
+    for c, chk in checks:
+        if chk.tested and not chk.within_noise:
+            out.append(f"IsoFLOP slice at C={c:.3g}: its parabola misses the seed means beyond their noise "
+                       f"(chi2 {chk.chi2:.3g} on {chk.dof} dof, p = {chk.p_value:.2g}; rms residual "
+                       f"{chk.rms_residual:.3g} against {chk.noise_of_means:.3g} nats): the loss is not one "
+                       "parabola in ln N there (two minima, or a size off its family or learning rate); see the "
+                       "IsoFLOP figure")
+    untested = [c for c, chk in checks if not chk.tested]
+    if untested:
+        out.append(f"{len(untested)} of {len(checks)} IsoFLOP slices have only 3 sizes (C = "
+                   f"{', '.join(f'{c:.3g}' for c in untested)}): each parabola passes through every mean, so its "
+                   "shape is assumed, not tested; a fourth size per budget tests it")
     if rec.n_budgets < MIN_DISTINCT:
         out.append(f"only {rec.n_budgets} budgets with an interior IsoFLOP minimum (need >= "
                    f"{MIN_DISTINCT} to check the power law N_opt ~ C^a rather than draw it through points)")

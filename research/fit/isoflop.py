@@ -32,17 +32,19 @@ Slices ("slices" in fit.json):
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
 from research.errors import UserError
 from research.fit.data import group_budgets
-from research.fit.noise import point_means
+from research.fit.noise import MIN_REPLICATE_DOF, noise_sigma, noise_trend, point_means, replicate_sigma
 from research.fit.powerlaw import bootstrap_allocation, fit_allocation
 from research.fit.profiles import (coverage_range, has_replicates, interpolate, mean_points, resample_points,
                                    resampling_scheme, size_profiles)
 from research.fit.allocation import fit_flops_per_token
 
+SLICE_CHECK_LEVEL = 0.05  # a slice whose parabola misfits its seed means at this p-value is warned about
 N_SLICES = 8  # interpolated IsoFLOP slices (log-spaced budgets) when the design has no shared budgets
 MIN_SLICE_SIZES = 3  # sizes that must cover an interpolated budget (a parabola needs three)
 
@@ -69,6 +71,53 @@ def parabola_min(N, L, F=None, D=None):
             f"parabola minimum at N={n_vertex:.3g} lies outside the sampled sizes "
             f"[{np.exp(x.min()):.3g}, {np.exp(x.max()):.3g}]; add {side} models to this budget")
     return float(np.exp(xv)), float(c0 + c1 * xv + c2 * xv * xv), [float(c0), float(c1), float(c2)]
+
+
+def slice_noise(df) -> dict | None:
+    """The seed noise of ln L that a slice's means are judged against (research.fit.noise: pooled over
+    every replicated point, with its trend in D/N where measured); None without enough replicates."""
+    rep = replicate_sigma(df)
+    if rep is None or rep["dof"] < MIN_REPLICATE_DOF:
+        return None
+    return {"sigma_log": rep["sigma_log"], "by_tokens_per_param": noise_trend(df), "dof": rep["dof"]}
+
+
+def parabola_check(N, D, L, n_seeds, coef, noise) -> dict:
+    """How well a slice's parabola fits its points' seed means, against the noise of those means:
+    chi2 = sum((mean - parabola) / sd)^2 with sd = L * sigma_ln L(D/N) / sqrt(seeds), on n - 3 dof.
+    The sizes of one slice are separate trunks and initialisations, so their means' errors are
+    independent. With 3 sizes the parabola passes through every mean: nothing is tested."""
+    N, D, L, k = (np.asarray(v, float) for v in (N, D, L, n_seeds))
+    x = np.log(N)
+    resid = L - (coef[0] + coef[1] * x + coef[2] * x * x)
+    sd = L * noise_sigma(noise, N, D) / np.sqrt(k)
+    out = {"n_points": int(len(N)), "dof": int(len(N) - 3), "rms_residual": float(np.sqrt(np.mean(resid ** 2))),
+           "noise_of_means": float(np.sqrt(np.mean(sd ** 2)))}
+    if len(N) <= 3:
+        out["note"] = "3 sizes: the parabola passes through each mean, so its shape is untested"
+        return out
+    from scipy.stats import chi2  # lazy: importing scipy.stats takes 0.8 s (measured), paid only by fits with replicates
+
+    stat = float(np.sum((resid / sd) ** 2))
+    p_value = float(chi2.sf(stat, out["dof"]))
+    out.update(chi2=stat, p_value=p_value, within_noise=bool(p_value >= SLICE_CHECK_LEVEL))
+    return out
+
+
+def check_slices(df, good) -> None:
+    """Add `fit_check` (parabola_check) to each design-budget slice in `good`, in place, where the
+    table's replicates measure the noise."""
+    noise = slice_noise(df)
+    if noise is None:
+        return
+    points = point_means(df)
+    labels = group_budgets(points["C"].to_numpy())
+    for lab in np.unique(labels):
+        g = points[labels == lab]
+        c = float(np.exp(np.mean(np.log(g["C"].to_numpy()))))
+        for b in good:
+            if math.isclose(b["flops"], c, rel_tol=1e-9):
+                b["fit_check"] = parabola_check(g["N"], g["D"], g["L"], g["n_seeds"], b["parabola_lnN"], noise)
 
 
 def flops_per_token(n_opt, N, F, D):
@@ -166,6 +215,8 @@ def fit_approach2(df, bootstrap=0, seed=0, level=0.95, budgets=(), convention="6
            "warnings": [f"budget C={r['flops']:.3g} refused: {r['reason']}" for r in rejected]}
     if C_B is not None:
         res["interpolated_budgets"] = [float(c) for c in C_B]
+    else:  # design budgets: each slice's own points, independent between sizes, so their fit can be judged
+        check_slices(df, good)
     if len(good) == 2:
         res["warnings"].append("only 2 budgets: the power laws pass exactly through them (no check of fit)")
     if bootstrap and C_B is None and not has_replicates(groups):

@@ -20,10 +20,19 @@ def describe(r: Approach2Result) -> list[str]:
     lines = allocation_lines("approach2", r) + [f"  slices: {r.slices or 'design budgets'}"]
     for g in r.budgets:
         lines.append(f"  C={g.flops:.3g}: N_opt={g.n_opt:.4g} D_opt={g.d_opt:.4g} "
-                     f"loss={g.loss_opt:.4f} ({g.n_points} runs)")
+                     f"loss={g.loss_opt:.4f} ({g.n_points} runs){_check_text(g.fit_check)}")
     for g in r.rejected_budgets:
         lines.append(f"  C={g.flops:.3g}: refused: {g.reason}")
     return lines
+
+
+def _check_text(chk) -> str:
+    if chk is None:
+        return ""
+    if not chk.tested:
+        return "; 3 sizes: parabola untested"
+    verdict = "fits its seed means within the noise" if chk.within_noise else "MISSES its seed means"
+    return f"; {verdict} (chi2 {chk.chi2:.2f} on {chk.dof} dof, p {chk.p_value:.2f})"
 
 
 METHOD = register(Method("approach2", "Chinchilla Approach 2 (IsoFLOP profiles)", fit,
