@@ -126,6 +126,25 @@ def test_a_fit_file_that_cannot_be_merged_is_kept_beside_the_new_one(tmp_path, c
     assert read_fit_result(json.loads(out.read_text()), str(out)).approach2.a > 0
 
 
+def test_refitting_one_approach_keeps_the_files_comparison_warnings(tmp_path, capsys):
+    """`scaling fit DIR --method approach2` merges into fit.json: the approaches' comparison is recomputed
+    over the merged file, and so is its warning (this run alone saw no other approach to disagree with)."""
+    import shutil
+
+    src = REFERENCE / "study-cpu2"
+    for name in ("results.csv", "fit.json", "sweep.json", "plan.json"):
+        shutil.copy(src / name, tmp_path / name)
+    before = json.loads((src / "fit.json").read_text())
+    disagree = [w for w in before["warnings"] if w.startswith("the approaches disagree on a")]
+    assert disagree and "approach1 gives 0.498" in disagree[0]
+    assert main(["fit", str(tmp_path), "--method", "approach2"]) == 0
+    capsys.readouterr()
+    after = json.loads((tmp_path / "fit.json").read_text())
+    assert after["agreement"]["max_abs_diff_a"] == before["agreement"]["max_abs_diff_a"]  # intervals: none this time
+    assert disagree[0] in after["warnings"]
+    assert after["approach1"] == before["approach1"] and after["approach2"]["a"] == before["approach2"]["a"]
+
+
 def test_plot_refuses_a_malformed_fit_file_before_drawing(tmp_path, capsys):
     """`scaling plot DIR` reads DIR/fit.json into records first: a block of the wrong type is one line naming
     the file and the key, and no figure is half-written."""

@@ -112,6 +112,12 @@ def noise_line(fit: FitResult | dict) -> str | None:
     return line
 
 
+def comparison_warnings(result: FitResult) -> list[str]:
+    """The overall warnings that compare approaches (intervals that do not overlap, a beyond
+    AGREEMENT_MAX): those a fit merged into a file with other approaches must recompute."""
+    return disagreement_warnings(result) + agreement_warnings(result.agreement)
+
+
 def overall_warnings(result: FitResult | dict, df) -> list[str]:
     result = as_fit_result(result)
     out = distinct_warnings(df, "data")
@@ -119,8 +125,7 @@ def overall_warnings(result: FitResult | dict, df) -> list[str]:
     if fitted and not any(rec.intervals() for rec in fitted):
         out.append("no bootstrap: exponents and optima are reported without intervals, so nothing here says how "
                    "well the data determine them; re-run `scaling fit DIR --bootstrap 200`")
-    out += disagreement_warnings(result)
-    out += agreement_warnings(result.agreement)
+    out += comparison_warnings(result)
     cmax = float(df["C"].max())
     far = [c for c in result.budgets_for_intervals or [] if math.log10(c / cmax) > EXTRAPOLATION_DECADES_C]
     if far and fitted:

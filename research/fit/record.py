@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from research.errors import UserError
-from research.fit.agreement import agreement
+from research.fit.agreement import agreement, comparison_warnings
 from research.fsutil import atomic_write_text, loads_json, read_regular_text
 from research.records import METHOD_KEYS, METHOD_RECORDS, FitResult, Record, read_fit_result
 from research.train.sweep_dir import SweepDir
@@ -75,7 +75,14 @@ def write_fit(path, result: FitResult | dict, merge=True) -> Path:
         # does a damaged approach this run did not refit (kept as it was, left out of the comparison)
         approaches = {k: v for k, v in data.items()
                       if (k in METHOD_KEYS or k in METHOD_RECORDS) and _readable(k, v, k in result, path)}
-        data["agreement"] = agreement(read_fit_result(approaches, str(path))).to_json()
+        merged = read_fit_result(approaches, str(path))
+        merged.agreement = agreement(merged)
+        data["agreement"] = merged.agreement.to_json()
+        if isinstance(result.get("warnings"), list):  # this run's comparisons judged only what it refitted
+            ran = read_fit_result({k: v for k, v in result.items() if k in approaches}, str(path))
+            ran.agreement = agreement(ran)
+            stale = set(comparison_warnings(ran))
+            data["warnings"] = [w for w in result["warnings"] if w not in stale] + comparison_warnings(merged)
     atomic_write_text(path, dumps(data, indent=1))
     return path
 
