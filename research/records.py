@@ -714,6 +714,7 @@ class Baseline(Record):
 
     what: str | None = None
     summary: HeldoutSummary | None = None
+    law_on_same_runs: HeldoutSummary | None = None  # Approach 3 on the runs this baseline reached, where fewer than all
 
 
 @dataclass(kw_only=True)

@@ -91,3 +91,29 @@ def test_the_held_out_check_reports_baselines_bias_and_spread_and_warns_when_the
     losing = [w for w in out["warnings"] if "worse" in w]
     assert bool(losing) == any(b["summary"]["mean_abs_rel_error"] < law["mean_abs_rel_error"]
                                for b in out["baselines"].values())
+
+
+def test_a_baseline_that_reaches_only_some_held_out_runs_is_compared_with_the_law_on_those_runs(tmp_path):
+    """Held out: the largest D/N of every size, plus a fourth size trained at one token count only (the
+    per-size baseline cannot extend one point, the law can): the baseline's summary and the law's on the
+    same runs (`law_on_same_runs`) cover the same rows, and the warning compares those."""
+    df = table(offset_sd=0.01, run_sd=lambda x: 0.01, seeds=2, seed=3)
+    extra = df[df["N"] == SIZES[-1]].copy()
+    extra["N"] = 8e4
+    extra = extra[extra["D"] / 4e4 >= RATIOS[-2] * 0.999].assign(D=lambda t: t["D"] * 2, C=lambda t: 6 * 8e4 * t["D"])
+    df = pd.concat([df, extra], ignore_index=True)
+    path = tmp_path / "t.csv"
+    df.rename(columns={"N": "n_params", "D": "tokens", "L": "final_eval_loss", "C": "flops_6n"}).to_csv(path, index=False)
+    out = run_holdout(load_table(path, quiet=True), "tokens/n_params>250", bootstrap=0, grid="small",
+                      methods=["approach3"])
+    law, base = out["approach3"], out["baselines"]["per_size_lnL_lnD"]
+    assert len(law["points"]) == len(SIZES) * 2 + 2 and base["summary"]["n"] == len(SIZES) * 2
+    assert base["n_unpredicted"] == 2
+    reached = [p["row"] for p in base["points"]]
+    expected = np.mean([abs(law["points"][i]["rel_error"]) for i in reached])
+    assert base["law_on_same_runs"]["n"] == len(reached)
+    assert base["law_on_same_runs"]["mean_abs_rel_error"] == pytest.approx(expected, rel=1e-12)
+    for i, p in zip(reached, base["points"]):  # the rows named are the runs the baseline predicted
+        assert (law["points"][i]["n_params"], law["points"][i]["tokens"]) == (p["n_params"], p["tokens"])
+    losing = [w for w in out["warnings"] if "worse" in w]
+    assert bool(losing) == (base["summary"]["mean_abs_rel_error"] < expected)

@@ -108,8 +108,10 @@ def baseline_lines(r: Extrapolation) -> list[str]:
             lines.append(f"baseline {name}: skipped: {b.reason if b.skipped else None}")
             continue
         spread = "" if s.std_rel_error is None else f", spread {s.std_rel_error:.2%}"
+        same = b.law_on_same_runs
+        law = "" if same is None else f"; Approach 3 on the same {same.n} runs {same.mean_abs_rel_error:.2%}"
         lines.append(f"baseline {name}: mean |rel.err| {s.mean_abs_rel_error:.2%}, bias {s.bias:+.2%}{spread} "
-                     f"({s.n} runs)")
+                     f"({s.n} runs{law})")
     noise = r.heldout_noise
     if noise:
         lines.append(f"held-out runs' own seed spread: sigma of ln L {noise['sigma_log']:.4f} ({noise['dof']} dof)")
