@@ -48,7 +48,7 @@ def test_the_step_applies_the_runs_schedule(schedule):
     before = jax.tree.map(np.asarray, params)
     tokens = np.random.default_rng(0).integers(0, 256, (config.train.batch_size, config.model.seq_len + 1))
     batch = stepper.put_batch(tokens)
-    grads = jax.grad(stepper._loss)(params, batch)
+    grads = jax.jit(jax.grad(stepper._loss))(params, batch)  # compiled: op by op costs seconds more
     after, _, _ = stepper.train_step(params, opt_state, batch)
     lr0 = float(learning_rate_schedule(config)(0))
     assert lr0 == pytest.approx(2e-3 / 4)
@@ -81,7 +81,9 @@ def test_warm_worker_and_shared_cache_give_each_trial_the_result_of_a_fresh_proc
     one warm worker, sharing the sweep's compilation cache): the first trial of a shape (cache
     empty) and the later one (cache filled by the first) each log the same losses, to the bit, as
     the same trial run alone in a fresh process with the cache off."""
-    sets = ["--set", "design.budgets=[1e9, 2e9]", "--set", "design.sizes=2"]
+    # checkpoints only at the end (smoke's every 20 steps costs seconds of orbax saves, here and in
+    # each fresh copy, and plays no part in the losses compared)
+    sets = ["--set", "design.budgets=[1e9, 2e9]", "--set", "design.sizes=2", "--set", "train.checkpoint_every=1000"]
     out = tmp_path / "sweep"
     env = dict(os.environ)
     env.pop(SWEEP_CACHE_ENV, None)  # the sweep's own cache, not the test run's (tests/conftest.py)
