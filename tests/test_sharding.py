@@ -1,4 +1,4 @@
-"""Sharded training on 8 forced CPU devices, each run in its own process (the device count
+"""Sharded training on 8 forced CPU devices, in processes of its own (the device count
 of this test process is left alone): one device, data-parallel, FSDP x data-parallel, and
 two processes joined by `jax.distributed` give the same losses; FSDP really shards
 parameters and AdamW moments."""
@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,24 +44,6 @@ def env_with(xla_flags: str, **extra) -> dict:
         env.pop(var, None)
     env.update(extra)
     return env
-
-
-@pytest.fixture(scope="module")
-def losses_by_mesh(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sharding")
-    config = tmp / "run.toml"
-    config.write_text(RUN)
-    meshes = {"one device": (1, 1), "data 8": (8, 1), "data 2 x fsdp 4": (2, 4)}
-    out = {}
-    for name, (data, fsdp) in meshes.items():
-        run_dir = tmp / name.replace(" ", "_")
-        proc = subprocess.run(SCALING + ["train", str(config), "--out", str(run_dir), "--no-progress", "--json",
-                                         "--set", f"train.mesh_data={data}", "--set", f"train.mesh_fsdp={fsdp}"],
-                              env=env_with(EIGHT), capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        out[name] = (np.array([r["loss"] for r in rows]), json.loads(proc.stdout))
-    return out
 
 
 @pytest.mark.parametrize("mesh", ["data 8", "data 2 x fsdp 4"])
@@ -111,18 +94,57 @@ SHARDS = textwrap.dedent("""
 """)
 
 
-def script(config, describe: bool) -> str:
-    return MULTI.format(config=str(config)) + (SHARDS if describe else "") + "print(json.dumps(out))\n"
+MESHES = {"one device": (1, 1), "data 8": (8, 1), "data 2 x fsdp 4": (2, 4)}
+
+# The run file trained on each mesh by what `scaling train CONFIG --out DIR --set train.mesh_data=...
+# --set train.mesh_fsdp=...` runs (research/train/cli.py: initialize_distributed, then train), one run
+# after another in the same process; their summaries are what `--json` prints.
+TRAIN = textwrap.dedent("""
+    from pathlib import Path
+    from research.train.loop import train
+    out["runs"] = {{}}
+    for name, (data, fsdp) in {meshes!r}.items():
+        run_cfg = load_run_config({config!r}, [f"train.mesh_data={{data}}", f"train.mesh_fsdp={{fsdp}}"])
+        out["runs"][name] = train(run_cfg, Path({where!r}) / name.replace(" ", "_"), progress=False)
+""")
+
+
+def script(config, describe: bool, train_in=None) -> str:
+    return (MULTI.format(config=str(config)) + (SHARDS if describe else "")
+            + (TRAIN.format(meshes=MESHES, config=str(config), where=str(train_in)) if train_in else "")
+            + "print(json.dumps(out))\n")
 
 
 @pytest.fixture(scope="module")
-def one_process_eight_devices(tmp_path_factory) -> dict:
-    config = tmp_path_factory.mktemp("one-process") / "run.toml"
+def eight_devices(tmp_path_factory) -> dict:
+    """One process with 8 forced CPU devices: 4 steps on the 2 x 4 mesh (and where the first leaves
+    the shards), then the run file trained on each of MESHES. One process rather than a
+    `scaling train` per mesh saves two Python and JAX start-ups; the command's own sharded
+    launch is test_scaling_train_as_two_processes_writes_one_run's."""
+    tmp = tmp_path_factory.mktemp("sharding")
+    config = tmp / "run.toml"
     config.write_text(RUN)
-    proc = subprocess.run([sys.executable, "-c", script(config, describe=True)], env=env_with(EIGHT),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script(config, describe=True, train_in=tmp)], env=env_with(EIGHT),
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["dir"] = str(tmp)
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_process_eight_devices(eight_devices) -> dict:
+    return eight_devices
+
+
+@pytest.fixture(scope="module")
+def losses_by_mesh(eight_devices) -> dict:
+    out = {}
+    for name, summary in eight_devices["runs"].items():
+        run_dir = Path(eight_devices["dir"]) / name.replace(" ", "_")
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        out[name] = (np.array([r["loss"] for r in rows]), summary)
+    return out
 
 
 def test_fsdp_shards_parameters_and_adam_moments(one_process_eight_devices):

@@ -178,8 +178,7 @@ def test_two_runners_at_once_never_run_a_trial_twice(tmp_path):
 
 def test_failing_trial_is_retried_then_recorded_while_others_complete(tmp_path):
     out = tmp_path / "sweep"
-    ids = [t["trial"] for t in json.loads(subprocess.run(
-        SCALING + ["sweep", "plan", str(SMOKE), "--json", *SMALL], capture_output=True, text=True, check=True).stdout)["trials"]]
+    ids = [t.trial_id for t in plan(load_sweep(SMOKE, SMALL[1::2])).trials]  # the ids `scaling sweep plan --json` lists
     env = dict(os.environ, SCALING_FAIL_TRIALS=ids[0])
     res = run_sweep(out, *SMALL, "--retries", "1", env=env, check=False)
     assert res.returncode == 1

@@ -126,8 +126,8 @@ def load_config_record(run_dir):
 def test_killed_run_resumes_to_the_same_losses(tmp_path):
     cfg = write_toml(tmp_path / "run.toml", TINY)
     cmd = SCALING + ["train", str(cfg), "--no-progress"]
-    straight = tmp_path / "straight"
-    subprocess.run(cmd + ["--out", str(straight)], check=True, capture_output=True)
+    straight = tmp_path / "straight"  # the reference, trained in this process (the CLI is what gets killed)
+    train(load_run_config(cfg), straight, progress=False)
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(cmd + ["--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def test_the_step_applies_the_runs_schedule(schedule):
     before = jax.tree.map(np.asarray, params)
     tokens = np.random.default_rng(0).integers(0, 256, (config.train.batch_size, config.model.seq_len + 1))
     batch = stepper.put_batch(tokens)
-    grads = jax.grad(stepper._loss)(params, batch)
+    grads = jax.jit(jax.grad(stepper._loss))(params, batch)  # compiled: op by op costs seconds more
     after, _, _ = stepper.train_step(params, opt_state, batch)
     lr0 = float(learning_rate_schedule(config)(0))
     assert lr0 == pytest.approx(2e-3 / 4)
@@ -66,22 +67,36 @@ def _losses(trial_dir: Path) -> list:
     return [(r["step"], r["loss"], r.get("eval_loss")) for r in read_jsonl(trial_dir / "metrics.jsonl")]
 
 
-def _fresh_copy(trial_dir: Path, where: Path) -> Path:
-    """The same trial run alone: a fresh process, no compilation cache."""
-    where.mkdir()
-    (where / "trial.json").write_text((trial_dir / "trial.json").read_text())
+# `scaling sweep trial DIR` for each DIR in turn, in one Python process
+TRIALS_IN_ONE_PROCESS = ("import sys; from research.cli import main; "
+                         "sys.exit(max(main(['sweep', 'trial', d]) for d in sys.argv[1:]))")
+
+
+def _fresh_copies(trial_dirs: list[Path], where: Path) -> list[Path]:
+    """The same trials run again, one after another in one fresh process with no compilation cache:
+    every program they use is compiled there (none is read from a cache)."""
+    copies = []
+    for trial_dir in trial_dirs:
+        copy = where / f"fresh-{trial_dir.name}"
+        copy.mkdir()
+        (copy / "trial.json").write_text((trial_dir / "trial.json").read_text())
+        copies.append(copy)
     env = dict(os.environ, SCALING_COMPILATION_CACHE="off")
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # nor the test run's (tests/conftest.py)
-    subprocess.run(SCALING + ["sweep", "trial", str(where)], check=True, capture_output=True, text=True, env=env)
-    return where
+    subprocess.run([sys.executable, "-c", TRIALS_IN_ONE_PROCESS, *map(str, copies)], check=True,
+                   capture_output=True, text=True, env=env)
+    return copies
 
 
 def test_warm_worker_and_shared_cache_give_each_trial_the_result_of_a_fresh_process(tmp_path):
     """Two budgets x two shapes run by the default executor (trials forked one after another from
     one warm worker, sharing the sweep's compilation cache): the first trial of a shape (cache
     empty) and the later one (cache filled by the first) each log the same losses, to the bit, as
-    the same trial run alone in a fresh process with the cache off."""
-    sets = ["--set", "design.budgets=[1e9, 2e9]", "--set", "design.sizes=2"]
+    the same trial run by `scaling sweep trial` in a fresh process with the cache off (both in one:
+    there every program is compiled, none read from a cache)."""
+    # checkpoints only at the end (smoke's every 20 steps costs seconds of orbax saves, here and in
+    # each fresh copy, and plays no part in the losses compared)
+    sets = ["--set", "design.budgets=[1e9, 2e9]", "--set", "design.sizes=2", "--set", "train.checkpoint_every=1000"]
     out = tmp_path / "sweep"
     env = dict(os.environ)
     env.pop(SWEEP_CACHE_ENV, None)  # the sweep's own cache, not the test run's (tests/conftest.py)
@@ -96,8 +111,8 @@ def test_warm_worker_and_shared_cache_give_each_trial_the_result_of_a_fresh_proc
     starts = [e for e in read_jsonl(out / "events.jsonl") if e["event"] == "start"]
     assert len(starts) == 4 and len({e["pid"] for e in starts}) == 4  # one process per trial
     first, later = sorted(by_shape[min(by_shape)])  # the smaller budget ran first and filled the cache
-    for _, trial in (first, later):
-        fresh = _fresh_copy(trial, tmp_path / f"fresh-{trial.name}")
+    trials = [first[1], later[1]]
+    for trial, fresh in zip(trials, _fresh_copies(trials, tmp_path)):
         assert _losses(trial) == _losses(fresh) and len(_losses(trial)) > 2
         assert json.loads((trial / "summary.json").read_text())["final_eval_loss"] == \
             json.loads((fresh / "summary.json").read_text())["final_eval_loss"]

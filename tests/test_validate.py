@@ -21,8 +21,9 @@ from tests.conftest import REPO, SCALING
 SMOKE = REPO / "sweeps" / "smoke.toml"
 # the smoke sweep at three budgets (8 runs; their sizes span the 1- and 2-layer families) with a rung at twice the largest
 RUNG = ["design.budgets=[2e9, 4e9, 8e9]", "design.allow_mixed_families=true", "validate.factors=[2.0]"]
-# a rung trained in the test: one small fitted budget (the fit is given), a target 4x beyond it, few steps
-TRAINED = ["design.budgets=[1e9]", "validate.factors=[4.0]", "train.batch_size=32"]
+# a rung trained in the test: one small fitted budget (the fit is given), a target 4x beyond it; the smoke
+# sweep's batch, so its shapes are programs other tests compile too (the suite shares one compilation cache)
+TRAINED = ["design.budgets=[1e9]", "validate.factors=[4.0]"]
 # a law with N_opt = sqrt(C / 30) (5 tokens per parameter) at 6n: alpha = beta = 0.5, A = B / sqrt(5)
 LAW = {"E": 1.5, "A": 100.0 / math.sqrt(5.0), "B": 100.0, "alpha": 0.5, "beta": 0.5}
 
