@@ -1,5 +1,7 @@
 """`scaling compare`: the effective-compute multiplier recovered from sweeps of known multiplier, and bad input."""
 
+import contextlib
+import io
 import json
 import subprocess
 
@@ -7,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from research.cli import main
 from research.errors import UserError
 from research.fit.compare import CompareOptions, compare, compute_to_reach, crossover, fit_pair, multiplier, summarize
 from research.fit.laws import ChinchillaLaw
@@ -132,6 +135,18 @@ def test_cli_json_gives_multiplier_bounds_and_a_figure(tmp_path):
     assert help_out.returncode == 0 and "--shared" in help_out.stdout
 
 
+def run_cli_here(*args):
+    """`scaling compare ARGS` through research.cli.main in this process (no interpreter start and
+    imports, ~1 CPU s each): its exit status and stderr, as run_cli returns them."""
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        try:
+            code = main(["compare", *map(str, args)])
+        except SystemExit as exc:  # argparse
+            code = exc.code
+    return subprocess.CompletedProcess(["compare", *map(str, args)], code, "", err.getvalue())
+
+
 def _one_line_error(out, *words):
     assert out.returncode == 2, out.stdout + out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("scaling compare: error: ")]
@@ -145,25 +160,26 @@ def test_bad_input_is_refused_in_one_line(tmp_path):
     # different FLOP conventions
     six = write_sweep_dir(tmp_path / "six", convention="6n")
     chin = write_sweep_dir(tmp_path / "chin", convention="chinchilla")
+    # one refusal as a real `scaling compare` process, the rest through the same main() in this process
     _one_line_error(run_cli(six, chin, "--bootstrap", "0"), "FLOPs differently", "6n", "chinchilla")
     # an empty sweep: a header and nothing else; then only failed runs
     empty = tmp_path / "empty.csv"
     empty.write_text("n_params,tokens,final_eval_loss,budget\n")
-    _one_line_error(run_cli(a, empty), "sweep B")
+    _one_line_error(run_cli_here(a, empty), "sweep B")
     failed = pd.read_csv(a).assign(status="failed")
     failed.to_csv(tmp_path / "failed.csv", index=False)
-    _one_line_error(run_cli(tmp_path / "failed.csv", b), "sweep A", "no usable rows")
+    _one_line_error(run_cli_here(tmp_path / "failed.csv", b), "sweep A", "no usable rows")
     # a missing column
     pd.read_csv(a).drop(columns="tokens").to_csv(tmp_path / "no_tokens.csv", index=False)
-    _one_line_error(run_cli(tmp_path / "no_tokens.csv", b), "sweep A", "'tokens'")
+    _one_line_error(run_cli_here(tmp_path / "no_tokens.csv", b), "sweep A", "'tokens'")
     # --bpb on tables without bits per byte; an unknown --shared parameter; too few runs to fit
-    _one_line_error(run_cli(a, b, "--bpb"), "eval_bits_per_byte")
-    _one_line_error(run_cli(a, b, "--shared", "alpah"), "did you mean 'alpha'")
+    _one_line_error(run_cli_here(a, b, "--bpb"), "eval_bits_per_byte")
+    _one_line_error(run_cli_here(a, b, "--shared", "alpah"), "did you mean 'alpha'")
     pd.read_csv(a).head(4).to_csv(tmp_path / "tiny.csv", index=False)
-    _one_line_error(run_cli(tmp_path / "tiny.csv", b), "sweep A", "Approach 3 needs")
-    _one_line_error(run_cli(tmp_path / "missing_dir", b), "does not exist")
+    _one_line_error(run_cli_here(tmp_path / "tiny.csv", b), "sweep A", "Approach 3 needs")
+    _one_line_error(run_cli_here(tmp_path / "missing_dir", b), "does not exist")
     (tmp_path / "not_run").mkdir()  # a sweep directory with nothing collected yet
-    _one_line_error(run_cli(a, tmp_path / "not_run"), "sweep B", "without results.csv")
+    _one_line_error(run_cli_here(a, tmp_path / "not_run"), "sweep B", "without results.csv")
 
 
 def test_different_data_needs_bits_per_byte(tmp_path):

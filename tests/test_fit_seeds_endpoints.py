@@ -79,7 +79,9 @@ def test_seed_noise_and_cluster_bootstrap_intervals(tmp_path):
     sigma = 0.005
     table = load_table(sizes_x_tokens(tmp_path / "k3" / "results.csv", seeds=3, sigma=sigma, rng_seed=0),
                        quiet=True)
-    fit = run_fits(table, ["approach1", "approach2", "approach3"], bootstrap=60, grid="small", seed=0)
+    # without the sensitivity block (its refits are ~3/4 of the CPU; nothing here reads it: tests/test_sensitivity.py)
+    fit = run_fits(table, ["approach1", "approach2", "approach3"], bootstrap=60, grid="small", seed=0,
+                   sensitivity=False)
     noise = fit["noise"]
     assert noise["n_points"] == 16 * 8 and noise["replicates"] == 16 * 8 * 3
     assert noise["pooled"]["dof"] == 16 * 8 * 2

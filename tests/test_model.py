@@ -21,7 +21,9 @@ SHAPES = [
 @pytest.mark.parametrize("shape", SHAPES)
 def test_counted_params_equal_built_tree(shape):
     cfg = ModelConfig(**shape)
-    params = nnx.state(Transformer(cfg, nnx.Rngs(0)), nnx.Param)
+    # the tree the constructor builds, its shapes only (nnx.eval_shape runs the same __init__ without
+    # computing a single initial value: an XLA compile per eager op otherwise, ~2 CPU s a shape)
+    params = nnx.state(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))), nnx.Param)
     built = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     counts = count_model(cfg)
     assert counts.n_params == built
@@ -85,7 +87,8 @@ def test_causal_no_gradient_from_future_tokens():
         return m.unembed(m.final_norm(x))[0, t].sum()
 
     emb = model.embed(tokens)
-    grad = jax.grad(logit_at_t)(emb)
+    # jitted: one compiled program, not an XLA compile per eager op (~6 s of CPU on 2 cores)
+    grad = jax.jit(jax.grad(logit_at_t))(emb)
     assert jnp.all(grad[0, t + 1:] == 0), "position t depends on a later position"
     assert jnp.any(grad[0, : t + 1] != 0)
 
@@ -95,7 +98,8 @@ def test_changing_future_tokens_leaves_past_logits_unchanged():
     model = Transformer(cfg, nnx.Rngs(2))
     a = jax.random.randint(jax.random.key(1), (2, 16), 0, 40)
     b = a.at[:, 9:].set((a[:, 9:] + 7) % 40)
-    la, lb = model(a), model(b)
+    forward = nnx.jit(lambda m, tokens: m(tokens))  # one compile for both calls, not one per eager op
+    la, lb = forward(model, a), forward(model, b)
     np.testing.assert_allclose(la[:, :9], lb[:, :9], atol=1e-5)
     assert not np.allclose(la[:, 9:], lb[:, 9:], atol=1e-3)
 
