@@ -26,10 +26,20 @@ import os
 import sys
 from pathlib import Path
 
-import jax
-import pytest
-from jax.experimental.compilation_cache import compilation_cache
-from xdist.scheduler import LoadScopeScheduling
+# Set before JAX starts: XLA's CPU backend without its LLVM optimisation passes, for every test process
+# and each process they start. The suite's tiny programs compile in about half the time (a train step's
+# first call 1.6 s -> 0.9 s) and run slower, which tests of this size never notice. Results are IEEE
+# arithmetic all the same; two runs a test compares both get these flags (subprocesses inherit them).
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FAST_COMPILE).strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
+from xdist.scheduler import LoadScopeScheduling  # noqa: E402
+
+from research.guards import check_jax_start  # noqa: E402
 
 # `slurm_cluster`: one real one-node Slurm cluster per session, for the tests that ask for it.
 pytest_plugins = ["tests.slurm_cluster"]
@@ -136,6 +146,26 @@ def run_root(tmp_path_factory) -> Path:
     """The directory every xdist worker of this test run shares (the session's own without xdist)."""
     base = tmp_path_factory.getbasetemp()
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture
+def default_compile_env() -> dict:
+    """The environment for a subprocess that must compile as users' runs do (FAST_COMPILE removed): for
+    a test whose premise rests on a numerical path (a solver's resample that overflows), not a result."""
+    env = dict(os.environ)
+    flags = env.get("XLA_FLAGS", "").replace(FAST_COMPILE, "").strip()
+    if flags:
+        env["XLA_FLAGS"] = flags
+    else:
+        env.pop("XLA_FLAGS", None)
+    return env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def jax_start_checked():
+    """`scaling` probes JAX in a child process when XLA_FLAGS is set (research/guards.py); probed once
+    here, the result is in the environment every command and subprocess of the run inherits."""
+    check_jax_start()
 
 
 @pytest.fixture(scope="session", autouse=True)
