@@ -145,6 +145,18 @@ def test_refitting_one_approach_keeps_the_files_comparison_warnings(tmp_path, ca
     assert after["approach1"] == before["approach1"] and after["approach2"]["a"] == before["approach2"]["a"]
 
 
+def test_optimal_names_the_fit_file_whose_approach_is_missing(tmp_path, capsys):
+    """A fit.json whose Approach 1 block is null (or skipped): `scaling optimal --approach approach1` says
+    which file lacks it, in one line (found by the hostile-values campaign)."""
+    data = json.loads(FIT_FILES[0].read_text())
+    data["approach1"] = None
+    bad = tmp_path / "fit.json"
+    bad.write_text(json.dumps(data))
+    code = main(["optimal", "--law", str(bad), "--approach", "approach1", "--flops", "1e15", "--json"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and str(bad) in err[0] and "'approach1'" in err[0]
+
+
 def test_plot_refuses_a_malformed_fit_file_before_drawing(tmp_path, capsys):
     """`scaling plot DIR` reads DIR/fit.json into records first: a block of the wrong type is one line naming
     the file and the key, and no figure is half-written."""

@@ -407,7 +407,7 @@ def _law_from_fit(fit: dict, approach: str | None = None, name: str = "fit"):
     for key in choices:
         block = rec.method(key)
         if block is None or block.skipped:
-            raise UserError(f"fit has no usable {key!r} result"
+            raise UserError(f"{name} has no usable {key!r} result"
                             + (f" ({block.reason})" if block is not None else "")
                             + "; run `scaling fit DIR --method " + key + "` first or pick another --approach")
         return _law_from_fit(block.to_json(), name=f"{name}:{key}")
