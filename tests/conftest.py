@@ -34,6 +34,12 @@ FAST_COMPILE = "--xla_backend_optimization_level=0"
 if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FAST_COMPILE).strip()
 
+# submitit configures logging when first imported (logging.config.dictConfig), which closes every handler
+# that exists then, absl's included; absl's handler writes to the stream pytest captured when absl was
+# imported, so a sweep test importing submitit after a JAX test collected absl closed pytest's own capture
+# ("I/O operation on closed file", then "lost sys.stderr", under -n 0). Imported first, it closes nothing.
+import submitit  # noqa: E402,F401
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
