@@ -32,7 +32,6 @@ Slices ("slices" in fit.json):
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 
@@ -104,29 +103,15 @@ def parabola_check(N, D, L, n_seeds, coef, noise) -> dict:
     return out
 
 
-def check_slices(df, good) -> None:
-    """Add `fit_check` (parabola_check) to each design-budget slice in `good`, in place, where the
-    table's replicates measure the noise."""
-    noise = slice_noise(df)
-    if noise is None:
-        return
-    points = point_means(df)
-    labels = group_budgets(points["C"].to_numpy())
-    for lab in np.unique(labels):
-        g = points[labels == lab]
-        c = float(np.exp(np.mean(np.log(g["C"].to_numpy()))))
-        for b in good:
-            if math.isclose(b["flops"], c, rel_tol=1e-9):
-                b["fit_check"] = parabola_check(g["N"], g["D"], g["L"], g["n_seeds"], b["parabola_lnN"], noise)
-
-
 def flops_per_token(n_opt, N, F, D):
     """Real FLOPs per token at n_opt: the runs' own k·N^p (research/fit/allocation.py) evaluated there."""
     return float(fit_flops_per_token(N, F, D, convention="of the runs")(n_opt))
 
 
-def isoflop_points(df, min_points=3):
-    """Per-budget optima and rejections from a clean table (columns N, D, L, F, C)."""
+def isoflop_points(df, min_points=3, noise=None):
+    """Per-budget optima and rejections from a clean table (columns N, D, L, F, C). With `noise`
+    (slice_noise) and per-point means (an n_seeds column), each optimum gets its parabola's
+    `fit_check` (parabola_check); the bootstrap's resamples pass none."""
     labels = group_budgets(df["C"].to_numpy())
     good, rejected = [], []
     for lab in np.unique(labels):
@@ -144,6 +129,8 @@ def isoflop_points(df, min_points=3):
         fpt = flops_per_token(n_opt, g["N"], g["F"], g["D"])
         good.append({"flops": c, "n_opt": n_opt, "d_opt": c / fpt, "loss_opt": l_opt,
                      "flops_per_token": fpt, "n_points": int(len(g)), "parabola_lnN": coef})
+        if noise is not None:
+            good[-1]["fit_check"] = parabola_check(g["N"], g["D"], g["L"], g["n_seeds"], coef, noise)
     return good, rejected
 
 
@@ -199,7 +186,8 @@ def fit_approach2(df, bootstrap=0, seed=0, level=0.95, budgets=(), convention="6
     kind, C_B = slicing(df, design_budgets, per_token, n_slices)
     slicer = isoflop_points if C_B is None else functools.partial(interpolated_points, C_B=C_B, per_token=per_token)
     groups, points = mean_points(df)
-    good, rejected = slicer(points)
+    # design budgets: each slice's own points, independent between sizes, so its parabola's fit is judged
+    good, rejected = slicer(points) if C_B is not None else isoflop_points(points, noise=slice_noise(df))
     if len(good) < 2 and kind == "grouped run FLOPs" and not any(r["n_points"] >= 3 for r in rejected):
         raise UserError("Approach 2 needs IsoFLOP slices: the table has no shared FLOP budgets (no `budget` column; "
                         f"--flops-col names one) and nowhere do >= {MIN_SLICE_SIZES} sizes' end points overlap in FLOPs "
@@ -215,8 +203,6 @@ def fit_approach2(df, bootstrap=0, seed=0, level=0.95, budgets=(), convention="6
            "warnings": [f"budget C={r['flops']:.3g} refused: {r['reason']}" for r in rejected]}
     if C_B is not None:
         res["interpolated_budgets"] = [float(c) for c in C_B]
-    else:  # design budgets: each slice's own points, independent between sizes, so their fit can be judged
-        check_slices(df, good)
     if len(good) == 2:
         res["warnings"].append("only 2 budgets: the power laws pass exactly through them (no check of fit)")
     if bootstrap and C_B is None and not has_replicates(groups):
