@@ -225,13 +225,12 @@ class Stepper:
         """Fresh (params, opt_state), created directly in their shardings."""
         cfg, seed = self.config.model, self.config.train.seed
 
-        def make_params(key_data):
-            return nnx.split(Transformer(cfg, nnx.Rngs(key_data)), nnx.Param)[1]
+        def make_params(key):
+            return nnx.split(Transformer(cfg, nnx.Rngs(key)), nnx.Param)[1]
 
         # The seed's key enters as an argument, not a constant folded into the program: runs that
         # differ only in their seed (a sweep's seeds) share one compiled init, with the same values.
-        key_data = np.asarray(jax.random.key_data(jax.random.key(seed)))
-        params = jax.jit(make_params, out_shardings=self.param_shardings)(key_data)
+        params = jax.jit(make_params, out_shardings=self.param_shardings)(jax.random.key(seed))
         opt_state = jax.jit(self.tx.init, out_shardings=self.opt_shardings)(params)
         return params, opt_state
 
