@@ -84,14 +84,20 @@ DURATIONS = Path(__file__).with_name("durations.json")  # {node id: seconds}, wr
 DEFAULT_DURATION_S = 0.5  # a test the file does not list (most tests take well under a second)
 
 
+def work_unit(item: pytest.Item) -> str:
+    """What the scheduler hands out as one piece: the test's xdist group (as GroupScheduling names it),
+    else the test itself."""
+    marker = item.get_closest_marker("xdist_group")
+    return f"group:{marker.args[0]}" if marker else item.nodeid
+
+
 def expected_durations(items) -> dict[str, float]:
-    """Each work unit's expected seconds (a group's is the sum of its tests'), keyed by the unit's
-    name: its xdist group, else the test's node id. A stale or missing file only costs balance."""
+    """Each work unit's expected seconds (a group's is the sum of its tests'). A stale or missing
+    file only costs balance."""
     known = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
     units: dict[str, float] = {}
     for item in items:
-        marker = item.get_closest_marker("xdist_group")
-        unit = f"group:{marker.args[0]}" if marker else item.nodeid
+        unit = work_unit(item)
         units[unit] = units.get(unit, 0.0) + float(known.get(item.nodeid, DEFAULT_DURATION_S))
     return units
 
@@ -104,14 +110,10 @@ def pytest_collection_modifyitems_longest_first(config, items):
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     seconds = expected_durations(items)
-
-    def unit(item):
-        marker = item.get_closest_marker("xdist_group")
-        return f"group:{marker.args[0]}" if marker else item.nodeid
     first = {}
     for index, item in enumerate(items):
-        first.setdefault(unit(item), index)
-    items.sort(key=lambda item: (-seconds[unit(item)], first[unit(item)]))
+        first.setdefault(work_unit(item), index)
+    items.sort(key=lambda item: (-seconds[work_unit(item)], first[work_unit(item)]))
 
 
 class GroupScheduling(LoadScopeScheduling):
