@@ -166,7 +166,8 @@ def test_bad_rule_file_is_one_line_and_nothing_trained(tmp_path, content, messag
 def test_n_outside_the_rule_coverage_is_refused_at_plan_time(tmp_path):
     write_rule(tmp_path / "rule.json", sizes=(1e5, 2e5, 4e5))  # the tiny sweep's N (~5k-11k) is far below
     sweep_file = tmp_path / "s.toml"
-    sweep_file.write_text(TINY_LR_SWEEP + 'lr_rule = "rule.json"\n')
+    grid = TINY_LR_SWEEP.replace('kind = "lr"', 'kind = "grid"').replace("lr_multipliers = [0.5, 1, 2]\n", "")
+    sweep_file.write_text(grid + 'lr_rule = "rule.json"\n')
     with pytest.raises(UserError) as err:
         plan(load_sweep(sweep_file))  # load_sweep itself (the recipe-owned-key check) still works
     text = str(err.value)
@@ -176,6 +177,22 @@ def test_n_outside_the_rule_coverage_is_refused_at_plan_time(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 2 and "calibrate at that size" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_lr_sweep_samples_new_sizes_around_the_rule_extrapolated(tmp_path, capsys):
+    """Calibrating beyond a rule's sizes is how a rule is extended: an lr sweep centres each new size on
+    the rule's own (extrapolated) guess, says so, and a law sweep with the same sizes is still refused."""
+    fitted = write_rule(tmp_path / "rule.json", sizes=(1e5, 2e5, 4e5))
+    sweep_file = tmp_path / "s.toml"
+    sweep_file.write_text(TINY_LR_SWEEP + 'lr_rule = "rule.json"\nlr_max = 0.9\n')
+    planned = plan(load_sweep(sweep_file))
+    assert {t.n_params for t in planned.trials} and all(t.n_params < 1e5 / LR_RULE_MARGIN for t in planned.trials)
+    for t in planned.trials:
+        guess = fitted["lr_ref"] * (t.n_params / fitted["n_ref"]) ** fitted["exponent"]
+        assert t.config.train.lr == pytest.approx(guess * t.coords["lr_multiplier"], rel=1e-12)
+    extrapolated = [line for line in planned.lr_rule_notes if "around the rule extrapolated there" in line]
+    assert len(extrapolated) == 1 and "samples 4,888, 11,312 around" in extrapolated[0]
+    assert "scaling lr-rule DIR1 DIR2" in extrapolated[0]
 
 
 def test_recipe_owned_lr_is_still_refused_with_a_rule(tmp_path):
@@ -294,3 +311,54 @@ def test_committed_reference_refits_to_its_rule_without_touching_its_table(tmp_p
     assert json.loads((REPO / "results" / "reference" / reference / "lr_rule.json").read_text()) == committed
     rule = load_rule(REPO / "sweeps" / rule_file)
     assert rule.n_range == n_range
+
+
+def _split_reference(tmp_path, below: float):
+    """The committed one-family calibration as two lr sweep directories: sizes below `below` and the rest."""
+    import shutil
+
+    from tests.conftest import REPO
+
+    parts = []
+    for name, keep in (("small", lambda n: n < below), ("large", lambda n: n >= below)):
+        part = tmp_path / name
+        shutil.copytree(REPO / "results" / "reference" / "lr-calibration-1layer-cpu2", part)
+        table = pd.read_csv(part / "results.csv")
+        table[keep(table["n_params"])].to_csv(part / "results.csv", index=False)
+        parts.append(part)
+    return parts
+
+
+def test_two_lr_sweeps_fit_as_one_rule(tmp_path):
+    """A calibration extended by a second lr sweep (new sizes, same settings) gives the rule one sweep
+    of all the sizes gives; the rule goes only where --out says, and mismatched settings are refused."""
+    from tests.conftest import REPO
+
+    small, large = _split_reference(tmp_path, below=25_000)
+    whole = json.loads(subprocess.run(
+        SCALING + ["lr-rule", str(REPO / "results" / "reference" / "lr-calibration-1layer-cpu2"), "--out", str(tmp_path / "w.json"),
+                   "--json"], capture_output=True, text=True, check=True).stdout)
+    before = {p: (p / "lr_rule.json").read_bytes() for p in (small, large)}
+    out = subprocess.run(SCALING + ["lr-rule", str(small), str(large), "--out", str(tmp_path / "both.json"), "--json"],
+                         capture_output=True, text=True, check=True)
+    both = json.loads(out.stdout)
+    for key in ("lr_ref", "n_ref", "exponent"):
+        assert both[key] == pytest.approx(whole[key], rel=1e-9), key
+    assert [s["lr_opt"] for s in both["per_size"]] == pytest.approx([s["lr_opt"] for s in whole["per_size"]])
+    assert both["n_range"] == whole["n_range"] and both["conditions"] == whole["conditions"]
+    assert both["model"]["families"] == whole["model"]["families"]
+    assert [s["runs"] for s in both["source"]["sweeps"]] == [20, 40] and both["source"]["runs"] == 60
+    assert {p: (p / "lr_rule.json").read_bytes() for p in (small, large)} == before  # each keeps its own rule
+
+    refused = subprocess.run(SCALING + ["lr-rule", str(small), str(large)], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--out FILE" in refused.stderr and "Traceback" not in refused.stderr
+    twice = subprocess.run(SCALING + ["lr-rule", str(small), str(small), "--out", str(tmp_path / "x.json")],
+                           capture_output=True, text=True)
+    assert twice.returncode == 2 and "named twice" in twice.stderr and not (tmp_path / "x.json").exists()
+    rule = json.loads((large / "lr_rule.json").read_text())
+    rule["conditions"]["batch_size"] = 32
+    (large / "lr_rule.json").write_text(json.dumps(rule))
+    mixed = subprocess.run(SCALING + ["lr-rule", str(small), str(large), "--out", str(tmp_path / "x.json")],
+                           capture_output=True, text=True)
+    assert mixed.returncode == 2 and "different batch_size (16 and 32)" in mixed.stderr
+    assert len(mixed.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()

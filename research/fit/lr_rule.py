@@ -39,6 +39,7 @@ optimisation-limited. The demo keeps batch_size fixed and states it in the rule'
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -90,16 +91,22 @@ class LrRule:
     def coverage(self) -> tuple[float, float]:
         return self.n_range[0] / LR_RULE_MARGIN, self.n_range[1] * LR_RULE_MARGIN
 
+    extrapolate: bool = field(default=False, compare=False)  # an lr sweep calibrating beyond the coverage
+
     def lr(self, n_params: float) -> float:
-        """Peak LR for a model of n_params; UserError when N is outside the rule's coverage."""
+        """Peak LR for a model of n_params; UserError when N is outside the rule's coverage (unless the
+        rule is `extrapolating()`: an lr sweep centres new sizes on it, which is how it is extended)."""
         low, high = self.coverage()
-        if not low <= n_params <= high:
+        if not self.extrapolate and not low <= n_params <= high:
             raise UserError(
                 f"[recipe] lr_rule {self.source} was calibrated for N in [{self.n_range[0]:,.0f}, {self.n_range[1]:,.0f}] "
                 f"and covers [{low:,.0f}, {high:,.0f}] ({LR_RULE_MARGIN:g}x each way); a trial has N = {n_params:,.0f}: "
                 f"calibrate at that size (add it to the lr sweep and refit with 'scaling lr-rule') or keep the design "
                 f"within the covered range")
         return rule_lr(n_params, self.lr_ref, self.n_ref, self.exponent)
+
+    def extrapolating(self) -> "LrRule":
+        return dataclasses.replace(self, extrapolate=True)
 
 
 def _short(value, limit: int = 80) -> str:

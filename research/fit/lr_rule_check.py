@@ -160,7 +160,11 @@ def _horizon_lines(rule: LrRule, runs: list[PlannedRun], name: str) -> list[str]
                          f"sweep (beyond {WARMUP_FACTOR:g}x): a shorter warmup tolerates a lower peak LR; keep the "
                          f"calibration's ([recipe] warmup_tokens) or " + _recalibrate("with this sweep's warmup"))
     outside = sorted({r.n_params for r in runs if not rule.n_range[0] <= r.n_params <= rule.n_range[1]})
-    if outside:
+    if outside and rule.extrapolate:  # an lr sweep calibrating new sizes around the rule's guess for them
+        lines.append(f"note: {name}: N = {rule.n_range[0]:,.0f}-{rule.n_range[1]:,.0f} in its calibration; this lr sweep "
+                     f"samples {', '.join(f'{n:,.0f}' for n in outside)} around the rule extrapolated there: fit the "
+                     f"rule from both lr sweeps at once ('scaling lr-rule DIR1 DIR2') to cover them")
+    elif outside:
         lines.append(f"note: {name}: N = {rule.n_range[0]:,.0f}-{rule.n_range[1]:,.0f} in its calibration, "
                      f"{', '.join(f'{n:,.0f}' for n in outside)} in this sweep outside it (inside the coverage it "
                      f"extrapolates to): " + _recalibrate("that includes these sizes"))

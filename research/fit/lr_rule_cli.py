@@ -20,8 +20,10 @@ def register(subparsers) -> None:
                     "lr = lr_ref * (N / n_ref) ** exponent (N counts embeddings), with 95% bootstrap intervals. "
                     f"A recipe uses the file with [recipe] lr_rule = \"FILE\" for N within its calibrated range "
                     f"widened {LR_RULE_MARGIN:g}x each way.")
-    p.add_argument("dir", help="sweep directory of an lr sweep (made by 'scaling sweep run')")
-    p.add_argument("--out", default=None, help="rule file to write (default DIR/lr_rule.json)")
+    p.add_argument("dir", nargs="+",
+                   help="sweep directory of an lr sweep (made by 'scaling sweep run'); several (new sizes calibrated "
+                        "under the same settings) are fitted as one rule, written to --out")
+    p.add_argument("--out", default=None, help="rule file to write (default DIR/lr_rule.json; required with several DIRs)")
     p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP,
                    help=f"bootstrap resamples for the intervals (default {DEFAULT_BOOTSTRAP}; 0 = none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -47,7 +49,7 @@ def calibration_sweep(path: str) -> CalibrationSweep:
 
 def handler(args) -> int:
     sweep_file = calibration_sweep(args.sweep) if args.sweep else None
-    rule = fit_lr_sweep_dir(args.dir, out=args.out, bootstrap=args.bootstrap, seed=args.seed, sweep_file=sweep_file)
+    rule = fit_lr_sweep_dir(args.dir[0], more_dirs=args.dir[1:], out=args.out, bootstrap=args.bootstrap, seed=args.seed, sweep_file=sweep_file)
     if args.json:
         print(json.dumps(rule, indent=1))
         return 0

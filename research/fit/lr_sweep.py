@@ -5,6 +5,7 @@ bootstrap) is `research.fit.lr_rule`, which reads and writes no files but the ru
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +62,52 @@ def _conditions(sweep: SweepDir, config: dict, design: dict) -> dict:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _model_record(sweep: SweepDir, used, fitted: dict, config: dict,
-                  sweep_file: CalibrationSweep | None) -> dict | None:
+@dataclass
+class _Calibration:
+    """One lr sweep directory as the rule reads it: its finished rows and what they were run under."""
+
+    path: Path
+    name: str | None
+    frame: object  # its results table (pandas), every status
+    used: object  # the completed and diverged rows
+    conditions: dict
+    settings_source: str | None  # where MODEL_SETTING_KEYS come from (trials, a sweep file, a stored rule)
+    settings: dict
+
+
+def _read_calibration(sweep_dir, sweep_file: CalibrationSweep | None) -> _Calibration:
+    sweep = SweepDir.require(sweep_dir)
+    record = sweep.record() or {}
+    design = sweep.design()
+    if not sweep.is_lr_sweep():
+        raise UserError(f"{sweep.path} is a {design.get('kind')!r} sweep, not an lr sweep ([design] kind = \"lr\"); "
+                        "an lr rule is fitted from sizes x lr_multipliers")
+    if sweep.trials_dir.is_dir():
+        frame = sweep.collect()  # rebuilt from the trials, so it never disagrees with them
+    elif sweep.results_path.is_file():  # a committed reference result: its table is the record
+        import pandas as pd  # lazy: pandas; `scaling --help` and `sweep plan` import this module (recipe)
+
+        frame = pd.read_csv(sweep.results_path)
+    else:
+        raise UserError(f"{sweep.path} has neither trials/ nor results.csv; run 'scaling sweep run' first")
+    used = frame[frame["status"].isin(["completed", "diverged"])]
+    if used.empty:
+        raise UserError(f"{sweep.path} has no finished trials yet; run 'scaling sweep run' first")
+    config = _trial_config(sweep, frame)
+    stored = _read_json(sweep.lr_rule_path).get("model") if sweep.lr_rule_path.is_file() else None
+    if config:
+        source, settings = "trials", run_settings(config)
+    elif sweep_file is not None:
+        source, settings = f"sweep file {Path(sweep_file.path).name}", run_settings(sweep_file.config)
+    elif isinstance(stored, dict) and stored.get("settings_from"):
+        source, settings = stored["settings_from"], stored
+    else:
+        source, settings = None, {}
+    return _Calibration(sweep.path, record.get("name"), frame, used, _conditions(sweep, config, design),
+                        source, settings)
+
+
+def _model_record(used, fitted: dict, calibrations: list[_Calibration]) -> dict | None:
     """What the rule was calibrated on beyond [train]: the family of each calibrated size and the head
     dimensions, from the table (its `family` column; a table without one: the depth's family from
     `layers`), and MODEL_SETTING_KEYS from a trial's config, else the sweep file (--sweep), else the
@@ -83,58 +128,79 @@ def _model_record(sweep: SweepDir, used, fitted: dict, config: dict,
     out = {"families": families} if families else {}
     if head_dims:
         out["head_dim"] = sorted(head_dims)
-    stored = _read_json(sweep.lr_rule_path).get("model") if sweep.lr_rule_path.is_file() else None
-    if config:
-        source, settings = "trials", run_settings(config)
-    elif sweep_file is not None:
-        source, settings = f"sweep file {Path(sweep_file.path).name}", run_settings(sweep_file.config)
-    elif isinstance(stored, dict) and stored.get("settings_from"):
-        source, settings = stored["settings_from"], stored
-    else:
-        source, settings = None, {}
-    kept = {k: settings[k] for k in MODEL_SETTING_KEYS if k in settings}
-    if kept:
-        out.update(kept, settings_from=source)
+    found = [c for c in calibrations if c.settings_source]
+    if found:
+        kept = {k: found[0].settings[k] for k in MODEL_SETTING_KEYS if k in found[0].settings}
+        for other in found[1:]:
+            for key, value in kept.items():
+                if key in other.settings and other.settings[key] != value:
+                    raise UserError(f"{found[0].path} and {other.path} were calibrated with different [model] "
+                                    f"{key} ({value!r} and {other.settings[key]!r}): one rule needs one model setting")
+        if kept:
+            out.update(kept, settings_from=" + ".join(dict.fromkeys(c.settings_source for c in found)))
     return out or None
 
 
-def fit_lr_sweep_dir(sweep_dir, *, out=None, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
-                     sweep_file: CalibrationSweep | None = None) -> dict:
-    """Fit the rule from an lr sweep's results.csv (rebuilt from its trials when DIR has them; a reference
-    directory's table as it is) and write it (default DIR/lr_rule.json) with what it was calibrated on."""
+def _same_setting(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
+    return a == b
 
-    sweep = SweepDir.require(sweep_dir)
-    sweep_dir = sweep.path
-    record = sweep.record() or {}
-    design = sweep.design()
-    if not sweep.is_lr_sweep():
-        raise UserError(f"{sweep_dir} is a {design.get('kind')!r} sweep, not an lr sweep ([design] kind = \"lr\"); "
-                        "an lr rule is fitted from sizes x lr_multipliers")
+
+def _merged_conditions(calibrations: list[_Calibration]) -> dict:
+    """The settings every sweep was calibrated under (they must agree: the optimal LR moves with each);
+    lr_multipliers, which only place the samples, are their union."""
+    first = calibrations[0]
+    out = dict(first.conditions)
+    for other in calibrations[1:]:
+        for key in sorted(set(out) & set(other.conditions) - {"lr_multipliers"}):
+            if not _same_setting(out[key], other.conditions[key]):
+                raise UserError(f"{first.path} and {other.path} were calibrated under different {key} "
+                                f"({out[key]!r} and {other.conditions[key]!r}): the optimal LR depends on it, so one "
+                                "rule cannot be fitted from both; rerun one under the other's settings")
+        for key in set(other.conditions) - set(out):
+            out[key] = other.conditions[key]
+    multipliers = {float(m) for c in calibrations for m in (c.conditions.get("lr_multipliers") or [])}
+    if multipliers:
+        out["lr_multipliers"] = sorted(multipliers)
+    return out
+
+
+def fit_lr_sweep_dir(sweep_dir, *, out=None, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
+                     sweep_file: CalibrationSweep | None = None, more_dirs=()) -> dict:
+    """Fit the rule from an lr sweep's results.csv (rebuilt from its trials when DIR has them; a reference
+    directory's table as it is) and write it (default DIR/lr_rule.json) with what it was calibrated on.
+    `more_dirs`: further lr sweeps (new sizes under the same settings) fitted together with DIR; their
+    rule is written only to `out`, never over one of theirs by default."""
     if bootstrap < 0:
         raise UserError(f"--bootstrap {bootstrap}: must be 0 or more")
-    if sweep_file is not None and sweep_file.name != record.get("name"):
-        raise UserError(f"--sweep {sweep_file.path} is sweep {sweep_file.name!r}, but {sweep_dir} holds sweep "
-                        f"{record.get('name')!r}: name the sweep file the lr sweep was run from")
-    if sweep.trials_dir.is_dir():
-        frame = sweep.collect()  # rebuilt from the trials, so it never disagrees with them
-    elif sweep.results_path.is_file():  # a committed reference result: its table is the record
-        import pandas as pd  # lazy: pandas; `scaling --help` and `sweep plan` import this module (recipe)
+    dirs = [sweep_dir, *more_dirs]
+    if more_dirs and out is None:
+        raise UserError("several lr sweeps: name the rule file to write with --out FILE (each sweep keeps its own "
+                        "lr_rule.json)")
+    names = [(SweepDir.require(d).record() or {}).get("name") for d in dirs]
+    if len({str(SweepDir.require(d).path.resolve()) for d in dirs}) < len(dirs):
+        raise UserError("the same sweep directory is named twice: each lr sweep counts once")
+    if sweep_file is not None and sweep_file.name not in names:
+        raise UserError(f"--sweep {sweep_file.path} is sweep {sweep_file.name!r}, but "
+                        f"{' and '.join(str(d) for d in dirs)} hold sweep(s) {', '.join(repr(n) for n in names)}: "
+                        "name the sweep file the lr sweep was run from")
+    calibrations = [_read_calibration(d, sweep_file if sweep_file is not None and sweep_file.name == n else None)
+                    for d, n in zip(dirs, names)]
+    import pandas as pd  # lazy, as above
 
-        frame = pd.read_csv(sweep.results_path)
-    else:
-        raise UserError(f"{sweep_dir} has neither trials/ nor results.csv; run 'scaling sweep run' first")
-    used = frame[frame["status"].isin(["completed", "diverged"])]
-    if used.empty:
-        raise UserError(f"{sweep_dir} has no finished trials yet; run 'scaling sweep run' first")
+    used = pd.concat([c.used for c in calibrations], ignore_index=True)
     loss = used["final_eval_loss"].where(used["status"] == "completed")  # a diverged run has no usable loss
     fitted = fit_lr_rule(used["n_params"].to_numpy(float), used["lr"].to_numpy(float), loss.to_numpy(float),
                          bootstrap=bootstrap, seed=seed)
-    config = _trial_config(sweep, frame)
-    rule = rule_document(fitted, _conditions(sweep, config, design),
-                         {"sweep": record.get("name"), "date": time.strftime("%Y-%m-%d", time.gmtime()),
-                          "runs": int(len(used)), "pending_or_failed": int(len(frame) - len(used))},
-                         model=_model_record(sweep, used, fitted, config, sweep_file))
-    path = Path(out) if out else sweep.lr_rule_path
+    source = {"sweep": " + ".join(str(c.name) for c in calibrations),
+              "date": time.strftime("%Y-%m-%d", time.gmtime()), "runs": int(len(used)),
+              "pending_or_failed": int(sum(len(c.frame) - len(c.used) for c in calibrations))}
+    if more_dirs:
+        source["sweeps"] = [{"sweep": c.name, "runs": int(len(c.used))} for c in calibrations]
+    rule = rule_document(fitted, _merged_conditions(calibrations), source,
+                         model=_model_record(used, fitted, calibrations))
+    path = Path(out) if out else SweepDir.require(sweep_dir).lr_rule_path
     atomic_write_text(path, json.dumps(rule, indent=1) + "\n")
     rule["path"] = str(path)
     return rule

@@ -237,9 +237,12 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
             rejected.append({**where, "reason": f"needs {tokens:,} tokens but the training split holds "
                                                 f"{available:,} (set allow_repeat = true to repeat data)"})
             continue
-        hyper = sweep.recipe.hyperparameters(counts.n_params, tokens, steps)
-        if "lr_multiplier" in coords:  # an lr design: the recipe's own lr for this N, times the multiplier
+        if "lr_multiplier" in coords:  # an lr design: the recipe's own lr for this N (its rule extrapolated
+            recipe = getattr(sweep.recipe, "calibrating", lambda: sweep.recipe)()  # past its sizes), times the multiplier
+            hyper = recipe.hyperparameters(counts.n_params, tokens, steps)
             hyper = dict(hyper, lr=hyper["lr"] * coords["lr_multiplier"])
+        else:
+            hyper = sweep.recipe.hyperparameters(counts.n_params, tokens, steps)
         train = dataclasses.replace(base.train, steps=steps, **hyper)
         duplicate = False
         for config in seeded(base.replace(model=model, train=train), sweep.design.seeds):
@@ -265,6 +268,8 @@ def _checked(p: Plan) -> Plan:
     p = _one_family(p)
     rule = getattr(p.sweep.recipe, "_rule", None)
     if rule is not None:
+        if p.sweep.design.kind == "lr":
+            rule = rule.extrapolating()  # as the lr sweep's trials were planned (recipe.calibrating())
         p.lr_rule_notes = rule_checks(rule, [_planned_run(t) for t in p.trials])
     return p
 

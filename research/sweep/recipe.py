@@ -96,6 +96,16 @@ class AspectRatioRecipe:
         if self.lr_rule is not None:
             object.__setattr__(self, "_rule", load_rule(self.lr_rule))  # parsed once, checked before planning
 
+    def calibrating(self) -> "AspectRatioRecipe":
+        """This recipe for an lr sweep ([design] kind = "lr"): its lr_rule, if any, extrapolated past the
+        sizes it covers, so that new sizes are sampled around the rule's own guess for them."""
+        rule = getattr(self, "_rule", None)
+        if rule is None:
+            return self
+        recipe = dataclasses.replace(self, lr_rule=None)
+        object.__setattr__(recipe, "_rule", rule.extrapolating())
+        return recipe
+
     @property
     def reference_n_params(self) -> float:
         """An N this recipe gives hyperparameters for (the rule's n_ref when it has one): for probing its keys."""
