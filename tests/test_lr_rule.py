@@ -362,3 +362,15 @@ def test_two_lr_sweeps_fit_as_one_rule(tmp_path):
                            capture_output=True, text=True)
     assert mixed.returncode == 2 and "different batch_size (16 and 32)" in mixed.stderr
     assert len(mixed.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.json").exists()
+
+
+def test_a_nearly_flat_size_is_refused_not_an_overflow():
+    """A size whose loss barely moves with the LR (a tiny model at its capacity) has a parabola whose
+    vertex lies e^1000 away: refused with a reason, as any unbracketed size (found on d_model 8)."""
+    from research.fit.lr_rule import vertex
+
+    ln_lr = np.log([0.0125, 0.025, 0.05, 0.1, 0.2])
+    x, why = vertex(np.array([1e-9, -2.1e-6, 2.39]), ln_lr)  # vertex at ln LR = 1050
+    assert x is None and "e^1050" in why and "add larger lr_multipliers" in why
+    x, why = vertex(np.array([1e-9, 2.1e-6, 2.39]), ln_lr)
+    assert x is None and "e^-1050" in why and "add smaller lr_multipliers" in why

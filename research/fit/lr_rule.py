@@ -205,6 +205,11 @@ def parabola(ln_lr: np.ndarray, loss: np.ndarray) -> np.ndarray:
     return np.polyfit(ln_lr, loss, 2)
 
 
+def _exp_text(x: float) -> str:
+    """e^x for a message; a nearly flat parabola's vertex can lie beyond any float (e^1000)."""
+    return f"{math.exp(x):.3g}" if abs(x) < 700 else f"e^{x:.4g}"
+
+
 def vertex(coef: np.ndarray, ln_lr: np.ndarray) -> tuple[float | None, str | None]:
     """(ln LR*, None) for a parabola with its minimum inside the sampled range, else (None, reason)."""
     c2, c1, _ = coef
@@ -213,10 +218,10 @@ def vertex(coef: np.ndarray, ln_lr: np.ndarray) -> tuple[float | None, str | Non
     x = -c1 / (2 * c2)
     low, high = float(np.min(ln_lr)), float(np.max(ln_lr))
     if x < low:
-        return None, (f"the best LR (vertex at {math.exp(x):.3g}) lies below the lowest sampled LR {math.exp(low):.3g}: "
+        return None, (f"the best LR (vertex at {_exp_text(x)}) lies below the lowest sampled LR {math.exp(low):.3g}: "
                       "add smaller lr_multipliers")
     if x > high:
-        return None, (f"the best LR (vertex at {math.exp(x):.3g}) lies above the highest sampled LR {math.exp(high):.3g}: "
+        return None, (f"the best LR (vertex at {_exp_text(x)}) lies above the highest sampled LR {math.exp(high):.3g}: "
                       "add larger lr_multipliers")
     return float(x), None
 
