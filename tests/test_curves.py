@@ -423,6 +423,51 @@ def test_trunks_only_predicts_the_other_cooldowns_and_counts_flops(tmp_path, cap
     assert summary["spent_over_represented"] < summary["branch_design_spent_over_represented"]
 
 
+def test_trunks_only_stands_for_budgets_between_the_trained_ones(tmp_path, capsys):
+    """--budgets-per-doubling 2: the law stands for IsoFLOP budgets sqrt(2) apart that were never trained,
+    each within its trunk's trained horizons, at the loss the true law gives that WSD branch."""
+    offsets = {"trunkA": 0.01, "trunkB": -0.01}
+    raw = write_branch_sweep(tmp_path / "sweep", offsets, horizons=(200, 400, 600))
+    raw["steps"] = raw["tokens"] // 2048
+    raw["flops_6n"] = 6 * 1000 * raw["tokens"]
+    raw["budget"] = raw["flops_6n"]
+    raw.to_csv(tmp_path / "sweep" / "results.csv", index=False)
+    out = tmp_path / "trunks_only.csv"
+    assert main(["curves", "trunks-only", str(tmp_path / "sweep"), "--out", str(tmp_path / "plain.csv"),
+                 "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["curves", "trunks-only", str(tmp_path / "sweep"), "--out", str(out), "--budgets-per-doubling", "2",
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    table = pd.read_csv(out)
+    between = table[table.between.astype(bool)]
+    per_step = 6 * 1000 * 2048
+    # from 600 steps' budget down by sqrt(2): 600, 424, 300, 212 (600 trained; 424 and 212 are 6% from 400
+    # and 200, so not the same budget): three new budgets for each of the two trunks
+    assert sorted(set(between.steps)) == [212, 300, 424] and len(between) == summary["n_between"] == 6
+    assert summary["flops_spent_6n"] == pytest.approx(plain["flops_spent_6n"])
+    assert summary["flops_represented_6n"] == pytest.approx(plain["flops_represented_6n"]
+                                                            + per_step * 2 * (212 + 300 + 424))
+    assert (between.source == "predicted").all() and between.final_eval_loss_measured.isna().all()
+    assert np.allclose(between.budget, between.flops_6n, rtol=0.01)
+    for _, row in between.iterrows():
+        trunk = row.trial.split("@")[0]
+        assert row.trunk == trunk and int(row.trial.split("@")[1]) == row.steps
+        lr = schedule_lr("wsd", int(row.steps), 3e-4, warmup_steps=20, cooldown_fraction=0.2)
+        truth = law_loss("multipower", CurveSums.of(lr), np.array([int(row.steps)]), TRUTH)[0] * math.exp(offsets[trunk])
+        assert row.final_eval_loss == pytest.approx(truth, rel=0.006)
+    from research.fit.core import predicted_rows_warnings
+    from research.fit.data import load_table
+
+    loaded = load_table(out, quiet=True).df
+    (warning,) = predicted_rows_warnings(loaded)
+    assert warning.startswith(f"{2 + 6} of {len(table)} rows are a curve law's predictions")
+    assert predicted_rows_warnings(load_table(tmp_path / "sweep" / "results.csv", quiet=True).df) == []
+    assert main(["curves", "trunks-only", str(tmp_path / "sweep"), "--out", str(out), "--budgets-per-doubling",
+                 "0"]) == 2
+    assert "--budgets-per-doubling 0" in capsys.readouterr().err
+
+
 def test_trunks_only_on_the_training_loss_moves_its_predictions_onto_the_eval_set(tmp_path, capsys):
     # The training loss runs 3% below the eval loss; the eval loss is measured at each run's end only.
     raw = write_branch_sweep(tmp_path / "sweep", {"trunkA": 0.01, "trunkB": -0.01}, horizons=(200, 400, 600),

@@ -150,6 +150,11 @@ def _register_trunks_only(s) -> None:
                    help="fit from this step on, or 'plateau': per size, from where its trunks' loss has left the "
                         "early plateau (for the training loss or densely evaluated trunks; default: each run's "
                         "steps after its warmup)")
+    t.add_argument("--budgets-per-doubling", type=int, default=None, metavar="K",
+                   help="also let the law stand for IsoFLOP budgets 2^(1/K) apart between the sweep's smallest and "
+                        "largest (rows marked between = True): each size where its D/N lies in the sweep's range and "
+                        "its horizon between its trunk's shortest and longest branch; they add to the FLOPs "
+                        "represented, not spent")
     t.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     t.set_defaults(func=cmd_trunks_only)
 
@@ -171,13 +176,15 @@ def cmd_trunks_only(args) -> int:
     from research.fsutil import atomic_write_text  # lazy: as above
 
     out = _table_out(args)
-    frame, summary = trunks_only(args.sweep, args.keep, args.law, args.loss_col, args.from_step)
+    frame, summary = trunks_only(args.sweep, args.keep, args.law, args.loss_col, args.from_step,
+                                 args.budgets_per_doubling)
     atomic_write_text(out, frame.to_csv(index=False))
     summary["out"] = str(out)
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"wrote {out}: {summary['n_predicted']} of {summary['n_rows']} branch end points predicted; FLOPs "
+        between = f" ({summary['n_between']} at budgets between the trained ones)" if summary.get("n_between") else ""
+        print(f"wrote {out}: {summary['n_predicted']} of {summary['n_rows']} branch end points predicted{between}; FLOPs "
               f"spent / represented {summary['spent_over_represented']:.3f} (the branch design: "
               f"{summary['branch_design_spent_over_represented']:.3f})")
     return 0

@@ -18,10 +18,19 @@ kept, predicted rows elsewhere (column `source`). Its FLOPs are compared:
     represented  the IsoFLOP points it stands for: every row's whole-history FLOPs (6N per token)
 
 Fitting both tables (`scaling fit`) gives the two designs' exponent a on the same sizes.
+
+`per_doubling=K` lets the curve law stand for more IsoFLOP points than the sweep trained: budgets
+2^(1/K) apart between the sweep's smallest and largest (those not already trained), each size at
+the horizon D = C / 6N where D/N lies within the sweep's own range and the horizon between its
+trunk's shortest and longest branch (an interpolation between trained cooldowns, never beyond the
+trunk). Each such row is the law's loss for that horizon's WSD branch (the trunk's own schedule
+with its steps changed) times the trunk's offset; it adds to the FLOPs represented, not to those
+spent, and is marked `between = True`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -29,7 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from research.curves.fitting import plateau_start
+from research.curves.laws import CurveSums
 from research.curves.offsets import eval_log_gap, lineage_of, size_offsets
+from research.curves.schedules import config_of_record, lr_of_config
 from research.curves.table import load_curves
 from research.errors import UserError
 from research.fit.data import read_frame
@@ -43,7 +54,20 @@ def kept_horizons(steps: list[int], keep: int) -> set[int]:
     return {s[-1]} if keep == 1 else {s[0], s[-1]}
 
 
-BRANCH_COLUMNS = ("trial", "n_params", "steps", "flops_6n")  # what each completed branch row must give
+def between_budgets(budgets, per_doubling: int) -> list[float]:
+    """Budgets 2^(1/per_doubling) apart from the largest of `budgets` down to the smallest, without
+    those within 1% of one of `budgets` (trained already)."""
+    low, high = min(budgets), max(budgets)
+    out, j = [], 0
+    while (c := high * 2.0 ** (-j / per_doubling)) >= low * (1 - 1e-9):
+        if all(abs(c / b - 1) > 0.01 for b in budgets):
+            out.append(c)
+        j += 1
+    return sorted(out)
+
+
+BRANCH_COLUMNS = ("trial", "n_params", "steps", "flops_6n")
+MEASURED_ONLY = ("final_train_loss", "eval_bits_per_byte", "wall_time_s", "error")  # empty in a row never trained  # what each completed branch row must give
 
 
 def _checked_branch_rows(frame, results: Path):
@@ -79,13 +103,46 @@ def _checked_branch_rows(frame, results: Path):
     return frame
 
 
+def _between_rows(members: list[dict], grid: list[float], window: tuple[float, float], fitted, factor: float,
+                  sweep_dir: Path) -> list[dict]:
+    """One trunk's rows at the grid budgets it can stand for (see the module docstring): its longest
+    branch's row and schedule with the horizon changed, the loss the law predicts times `factor`."""
+    template = max(members, key=lambda r: int(r["steps"]))
+    shortest, longest = min(int(r["steps"]) for r in members), int(template["steps"])
+    record = read_json(sweep_dir / "trials" / str(template["trial"]) / "trial.json") or {}
+    config = config_of_record(record)
+    n, per_step = float(template["n_params"]), float(template["tokens"]) / longest
+    rows = []
+    for c in grid:
+        steps = round(c / (6 * n) / per_step)
+        tokens = steps * per_step
+        if not shortest <= steps <= longest or not window[0] <= tokens / n <= window[1]:
+            continue
+        lr_T = lr_of_config(dataclasses.replace(config, train=dataclasses.replace(config.train, steps=steps)))
+        loss = float(fitted.loss(CurveSums.of(lr_T), np.array([steps]))[0]) * factor
+        scale = tokens / float(template["tokens"])
+        row = dict(template, **{k: math.nan for k in MEASURED_ONLY if k in template})
+        row.update(trial=f"{lineage_of(template)}@{steps}", budget=c, steps=steps, tokens=tokens,
+                   requested_tokens_per_param=tokens / n, flops_6n=6 * n * tokens, final_eval_loss=loss,
+                   n_params=n, branch_step=math.nan, flops_spent_6n=0.0,
+                   status="completed", between=True)
+        for col in ("flops_chinchilla", "n_params_nonembedding"):
+            if col in template:
+                row[col] = float(template[col]) * (scale if col == "flops_chinchilla" else 1.0)
+        rows.append(row)
+    return rows
+
+
 def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str = "eval_loss",
-                from_step: int | str | None = None):
+                from_step: int | str | None = None, per_doubling: int | None = None):
     """(table, summary): results.csv with the non-kept branches' final losses predicted, and the FLOPs.
     `from_step`: fit from this step on, "plateau" (per size, past its trunks' early plateau), or None
-    (each run's steps after its warmup)."""
+    (each run's steps after its warmup). `per_doubling`: also represent budgets between the trained
+    ones (module docstring)."""
     if keep not in (1, 2):
         raise UserError(f"--keep {keep}: keep 1 (the longest) or 2 (the shortest and longest) cooldowns per trunk")
+    if per_doubling is not None and not 1 <= per_doubling <= 64:
+        raise UserError(f"--budgets-per-doubling {per_doubling}: give a whole number from 1 to 64")
     sweep_dir = Path(sweep_dir)
     results = sweep_dir / "results.csv"
     if not (sweep_dir / "trials").is_dir() or not results.is_file():
@@ -106,7 +163,14 @@ def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str
     for members in by_lineage.values():
         horizons = kept_horizons([int(r["steps"]) for r in members], keep)
         kept |= {str(r["trial"]) for r in members if int(r["steps"]) in horizons}
+    grid, window = [], (0.0, math.inf)
+    if per_doubling:
+        trained = sorted({float(r.get("budget") or r["flops_6n"]) for r in rows})
+        grid = between_budgets(trained, per_doubling)
+        ratios = [float(r["tokens"]) / float(r["n_params"]) for r in rows]
+        window = (min(ratios) * (1 - 1e-9), max(ratios) * (1 + 1e-9))
     predicted, spent, represented, trunk_flops, gaps, starts = {}, 0.0, 0.0, 0.0, {}, {}
+    between: list[dict] = []
     for n in sorted({float(r["n_params"]) for r in rows}):
         size_rows = [r for r in rows if float(r["n_params"]) == n]
         size_lineages = {lineage[str(r["trial"])] for r in size_rows}
@@ -143,19 +207,34 @@ def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str
                 raise UserError(f"branch {trial} has no config in {sweep_dir}/trials; its schedule is unknown")
             loss = float(fitted.loss(curve.sums, np.array([curve.lr_T.size]))[0])
             predicted[trial] = loss * math.exp(offsets.offsets.get(lineage[trial], 0.0) + gap)
+        for trunk in sorted(size_lineages) if grid else ():
+            added = _between_rows([r for r in size_rows if lineage[str(r["trial"])] == trunk], grid, window,
+                                  fitted, math.exp(offsets.offsets.get(trunk, 0.0) + gap), sweep_dir)
+            represented += sum(r["flops_6n"] for r in added)
+            between += added
         print(f"N = {n:,.0f}: {len(fit_runs)} runs fitted, "
               f"{sum(1 for r in size_rows if str(r['trial']) in predicted)} branch end points predicted", file=sys.stderr)
     out = frame.copy()
     out["source"] = ["predicted" if str(t) in predicted else "measured" for t in out["trial"]]
     out["final_eval_loss_measured"] = out["final_eval_loss"]
     out["final_eval_loss"] = [predicted.get(str(t), v) for t, v in zip(out["trial"], out["final_eval_loss"])]
+    if per_doubling:
+        import pandas as pd  # lazy, as above
+
+        out["between"] = False
+        added = pd.DataFrame(between, columns=list(out.columns))
+        added["source"], added["between"] = "predicted", True
+        out = pd.concat([out, added], ignore_index=True) if len(added) else out
     spent += trunk_flops
     cooldowns = sum(float(r["flops_6n"]) * (1 - int(r["branch_step"] or 0) / int(r["steps"])) for r in rows)
     summary = {"keep": keep, "law": law, "loss_col": loss_col, "from_step": starts,
                "flops_spent_6n": spent, "flops_represented_6n": represented,
                "spent_over_represented": spent / represented if represented else float("nan"),
                "branch_design_spent_over_represented": (trunk_flops + cooldowns) / represented if represented
-               else float("nan"), "n_rows": len(out), "n_predicted": len(predicted)}
+               else float("nan"), "n_rows": len(out), "n_predicted": len(predicted) + len(between)}
+    if per_doubling:
+        summary.update(budgets_per_doubling=per_doubling, n_between=len(between),
+                       between_budgets=sorted({r["budget"] for r in between}))
     if gaps:
         summary["eval_log_gap"] = gaps  # per size (n_params): log(eval / law fitted to the training loss)
     return out, summary

@@ -28,6 +28,17 @@ def default_budgets(df) -> list[float]:
     return [10.0 ** k for k in range(lo, hi + 2)]
 
 
+def predicted_rows_warnings(df) -> list[str]:
+    """A table whose losses are partly a curve law's predictions (`scaling curves trunks-only`): the
+    bootstrap resamples those rows as if each were measured, so every interval is too narrow."""
+    if "predicted" not in df.columns or not df["predicted"].any():
+        return []
+    k = int(df["predicted"].sum())
+    return [f"{k} of {len(df)} rows are a curve law's predictions (column source = predicted), not measurements: "
+            "the bootstrap resamples them as if each were measured, so the intervals here are too narrow; compare "
+            "this table's point estimates with the measured design's intervals"]
+
+
 def run_fits(table, methods=None, options: FitOptions | None = None, *, kaplan_df=None, log=None, **settings) -> dict:
     """`fit_records`, as the JSON object fit.json holds (what the notebooks and tests read)."""
     return fit_records(table, methods, options, kaplan_df=kaplan_df, log=log, **settings).to_json()
@@ -87,6 +98,7 @@ def fit_records(table, methods=None, options: FitOptions | None = None, *, kapla
     annotate(out, df, None if kaplan_df is None else kaplan_df.df)
     if out.sensitivity is not None:
         out.warnings += out.sensitivity.warnings
+    out.warnings += predicted_rows_warnings(df)
     for w in out.warnings:
         log(f"warning: {w}")
     return out

@@ -10,6 +10,7 @@ Canonical columns of `Table.df`:
   trial   trial id when the table has one (used for metrics.jsonl curves)
   family  the model family (the sweep's `family` column, else named from `layers`) when the table says
   N_nonemb  non-embedding parameters, when the table has them (beside N, for the sensitivity report)
+  predicted True where the table's `source` column says a curve law predicted the row's loss
 """
 
 from __future__ import annotations
@@ -171,6 +172,8 @@ def load_table(path, n_col: str | None = None, d_col: str | None = None, loss_co
         df["seed"] = raw["seed"].astype(str)
     if "kind" in raw.columns:  # "run" (from scratch) or "branch" (a cooldown branch off a shared trunk)
         df["kind"] = raw["kind"].astype(str).str.strip()
+    if "source" in raw.columns:  # `scaling curves trunks-only`: rows a curve law predicted, beside measured ones
+        df["predicted"] = raw["source"].astype(str).str.strip().eq("predicted").to_numpy()
     family = model_families(raw)
     if family is not None:
         df["family"] = family
