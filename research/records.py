@@ -318,14 +318,19 @@ class Approach1Result(AllocationResult):
 @dataclass(kw_only=True)
 class SliceFitCheck(Record):
     """How well a design budget's parabola fits its points' seed means against their noise
-    (research/fit/isoflop.py `parabola_check`); chi2, p_value and within_noise absent with 3 sizes."""
+    (research/fit/isoflop.py `parabola_check`): the noise model's chi2 and, with replicates, the slice's
+    own lack-of-fit F test (`lack_of_fit`: F, dof [lack of fit, pure error], p_value), which then decides
+    `within_noise` (`judged_by`); chi2, p_value and within_noise absent with 3 sizes."""
 
     n_points: int
     dof: int
     rms_residual: float
     noise_of_means: float
+    replicate_noise_of_means: float | None = None
     chi2: float | None = None
     p_value: float | None = None
+    lack_of_fit: dict | None = None
+    judged_by: str | None = None
     within_noise: bool | None = None
     note: str | None = None
 

@@ -58,7 +58,7 @@ def test_slices_on_a_parabola_fit_within_the_noise(tmp_path, capsys):
 
 
 def test_a_slice_with_two_minima_is_named(tmp_path, capsys):
-    res, err = fit(table(bump_at=2, bump=0.08), tmp_path, capsys)
+    res, err = fit(table(bump_at=2, bump=0.12), tmp_path, capsys)
     by_c = {b["flops"]: b["fit_check"] for b in res["budgets"]}
     bad = next(c for f, c in by_c.items() if abs(f / 4e11 - 1) < 1e-6)
     assert bad["within_noise"] is False and bad["p_value"] < 0.05 and bad["chi2"] > 6
@@ -79,3 +79,34 @@ def test_without_seeds_there_is_no_check(tmp_path, capsys):
     one_seed = one_seed[one_seed["seed"] == 0]
     res, _ = fit(one_seed, tmp_path, capsys)
     assert all("fit_check" not in b for b in res["budgets"])
+
+
+def test_one_marginal_miss_among_many_slices_is_called_chance(tmp_path, capsys):
+    """A slice missing at 0.01 <= p < 0.05 among 5 tested: the slice's record says it misses, but the
+    warning says this is what chance gives among 5 slices (Bonferroni 0.05 / 5), not a second minimum."""
+    res, _ = fit(table(bump_at=2, bump=0.065), tmp_path, capsys)
+    chk = next(b["fit_check"] for b in res["budgets"] if abs(b["flops"] / 4e11 - 1) < 1e-6)
+    assert chk["judged_by"] == "replicates" and chk["lack_of_fit"]["dof"] == [2, 5]
+    assert 0.01 <= chk["lack_of_fit"]["p_value"] < 0.05 and chk["within_noise"] is False
+    assert not any("misses the seed means beyond their noise" in w for w in res["warnings"])
+    (line,) = [w for w in res["warnings"] if "tested IsoFLOP slices miss their parabola" in w]
+    assert line.startswith("1 of 5 tested IsoFLOP slices miss their parabola at p < 0.05 (C=4e+11: p = ")
+    assert "none at p < 0.01 (0.05 / 5 slices)" in line
+
+
+def test_a_slice_judged_by_its_own_seeds_when_they_scatter_more_than_the_noise_model_says(tmp_path, capsys):
+    """One budget's seeds scatter 3x more than the others' (short runs leaving a plateau): the sweep's
+    noise model (pooled over every point) calls its bumped parabola a miss, its own replicates do not,
+    and the warning says the noise model understates the noise there."""
+    df = table(bump_at=2, bump=0.1)
+    at = np.isclose(df["C"], 4e11)
+    mean = df.loc[at, "loss"] / (1 + np.where(df.loc[at, "seed"] == 0, REL, -REL))
+    df.loc[at, "loss"] = mean * (1 + np.where(df.loc[at, "seed"] == 0, 3 * REL, -3 * REL))
+    res, _ = fit(df, tmp_path, capsys)
+    chk = next(b["fit_check"] for b in res["budgets"] if abs(b["flops"] / 4e11 - 1) < 1e-6)
+    assert chk["p_value"] < 0.05 and chk["lack_of_fit"]["p_value"] > 0.1 and chk["within_noise"] is True
+    # the means' own noise: seeds at L(1 +- 3 REL) give a run sd of 3 REL L sqrt(2), over sqrt(2) seeds: 3 REL L
+    assert chk["replicate_noise_of_means"] == pytest.approx(3 * REL * np.sqrt(np.mean(mean ** 2)), rel=0.02)
+    assert chk["replicate_noise_of_means"] > chk["noise_of_means"]
+    (line,) = [w for w in res["warnings"] if w.startswith("IsoFLOP slice at C=4e+11")]
+    assert "fits within its own seeds' scatter" in line and "understates the noise" in line

@@ -44,6 +44,7 @@ from research.fit.profiles import (coverage_range, has_replicates, interpolate, 
 from research.fit.allocation import fit_flops_per_token
 
 SLICE_CHECK_LEVEL = 0.05  # a slice whose parabola misfits its seed means at this p-value is warned about
+MIN_PURE_ERROR_DOF = 2  # replicate dof a slice needs for its own lack-of-fit test (else the noise model judges)
 N_SLICES = 8  # interpolated IsoFLOP slices (log-spaced budgets) when the design has no shared budgets
 MIN_SLICE_SIZES = 3  # sizes that must cover an interpolated budget (a parabola needs three)
 
@@ -81,25 +82,43 @@ def slice_noise(df) -> dict | None:
     return {"sigma_log": rep["sigma_log"], "by_tokens_per_param": noise_trend(df), "dof": rep["dof"]}
 
 
-def parabola_check(N, D, L, n_seeds, coef, noise) -> dict:
-    """How well a slice's parabola fits its points' seed means, against the noise of those means:
-    chi2 = sum((mean - parabola) / sd)^2 with sd = L * sigma_ln L(D/N) / sqrt(seeds), on n - 3 dof.
-    The sizes of one slice are separate trunks and initialisations, so their means' errors are
-    independent. With 3 sizes the parabola passes through every mean: nothing is tested."""
+def parabola_check(N, D, L, n_seeds, coef, noise, ss_within=None) -> dict:
+    """How well a slice's parabola fits its points' seed means, judged two ways:
+
+    - against the sweep's noise model: chi2 = sum((mean - parabola) / sd)^2 with
+      sd = L * sigma_ln L(D/N) / sqrt(seeds), on n - 3 dof;
+    - against the slice's own replicates (`ss_within`, the lack-of-fit F test of a regression with
+      replicated points): F = (sum seeds * resid^2 / (n - 3)) / (pure-error SS / sum (seeds - 1)).
+
+    The F test decides `within_noise` where the slice has >= 2 pure-error dof: it measures the noise at
+    these very points, which the noise model (a trend in D/N over the whole sweep) can miss, e.g. where
+    the shortest runs are still leaving their early plateau. The sizes of one slice are separate trunks
+    and initialisations, so their means' errors are independent. With 3 sizes the parabola passes
+    through every mean: nothing is tested."""
     N, D, L, k = (np.asarray(v, float) for v in (N, D, L, n_seeds))
     x = np.log(N)
     resid = L - (coef[0] + coef[1] * x + coef[2] * x * x)
     sd = L * noise_sigma(noise, N, D) / np.sqrt(k)
     out = {"n_points": int(len(N)), "dof": int(len(N) - 3), "rms_residual": float(np.sqrt(np.mean(resid ** 2))),
            "noise_of_means": float(np.sqrt(np.mean(sd ** 2)))}
+    pe_dof = int(np.sum(k - 1))
+    if ss_within is not None and pe_dof > 0:
+        pure = float(np.sum(np.asarray(ss_within, float))) / pe_dof  # variance of one run about its point's mean
+        out["replicate_noise_of_means"] = float(np.sqrt(pure * np.mean(1.0 / k)))
     if len(N) <= 3:
         out["note"] = "3 sizes: the parabola passes through each mean, so its shape is untested"
         return out
-    from scipy.stats import chi2  # lazy: importing scipy.stats takes 0.8 s (measured), paid only by fits with replicates
+    from scipy.stats import chi2, f  # lazy: importing scipy.stats takes 0.8 s (measured), paid only by fits with replicates
 
     stat = float(np.sum((resid / sd) ** 2))
     p_value = float(chi2.sf(stat, out["dof"]))
-    out.update(chi2=stat, p_value=p_value, within_noise=bool(p_value >= SLICE_CHECK_LEVEL))
+    out.update(chi2=stat, p_value=p_value, judged_by="noise model")
+    if "replicate_noise_of_means" in out and pe_dof >= MIN_PURE_ERROR_DOF and pure > 0:
+        F = float(np.sum(k * resid ** 2) / out["dof"] / pure)
+        out["lack_of_fit"] = {"F": F, "dof": [out["dof"], pe_dof], "p_value": float(f.sf(F, out["dof"], pe_dof))}
+        out["judged_by"] = "replicates"
+    decisive = out["lack_of_fit"]["p_value"] if out["judged_by"] == "replicates" else p_value
+    out["within_noise"] = bool(decisive >= SLICE_CHECK_LEVEL)
     return out
 
 
@@ -130,7 +149,8 @@ def isoflop_points(df, min_points=3, noise=None):
         good.append({"flops": c, "n_opt": n_opt, "d_opt": c / fpt, "loss_opt": l_opt,
                      "flops_per_token": fpt, "n_points": int(len(g)), "parabola_lnN": coef})
         if noise is not None:
-            good[-1]["fit_check"] = parabola_check(g["N"], g["D"], g["L"], g["n_seeds"], coef, noise)
+            good[-1]["fit_check"] = parabola_check(g["N"], g["D"], g["L"], g["n_seeds"], coef, noise,
+                                                   g["ss_within"] if "ss_within" in g else None)
     return good, rejected
 
 

@@ -89,13 +89,17 @@ def replicate_groups(df) -> list[np.ndarray]:
 
 def point_means(df, groups=None):
     """One row per (N, D) point: the loss averaged over its replicates (rows `groups[i]`, which may
-    repeat rows, as a bootstrap draw does), with N, D, F, C of the point and `n_seeds`."""
+    repeat rows, as a bootstrap draw does), with N, D, F, C of the point, `n_seeds` and `ss_within`
+    (the sum of squared deviations of its distinct runs' losses from their mean, nats^2)."""
     import pandas as pd
 
     groups = point_groups(df) if groups is None else groups
     cols = {c: df[c].to_numpy(float) for c in ("N", "D", "L", "F", "C") if c in df.columns}
     rows = {c: [float(np.mean(v[g])) for g in groups] for c, v in cols.items()}
     rows["n_seeds"] = [int(len(np.unique(g))) for g in groups]
+    if "L" in cols:  # the point's own replicate scatter (pure error), for the slices' lack-of-fit test
+        rows["ss_within"] = [float(np.sum((cols["L"][u] - np.mean(cols["L"][u])) ** 2))
+                             for u in (np.unique(g) for g in groups)]
     return pd.DataFrame(rows)
 
 
