@@ -128,7 +128,8 @@ def test_a_fit_file_that_cannot_be_merged_is_kept_beside_the_new_one(tmp_path, c
 
 def test_refitting_one_approach_keeps_the_files_comparison_warnings(tmp_path, capsys):
     """`scaling fit DIR --method approach2` merges into fit.json: the approaches' comparison is recomputed
-    over the merged file, and so is its warning (this run alone saw no other approach to disagree with)."""
+    over the merged file, and so is its warning (this run alone saw no other approach to disagree with);
+    the warnings of the blocks it kept (sensitivity) stay."""
     import shutil
 
     src = REFERENCE / "study-cpu2"
@@ -136,6 +137,9 @@ def test_refitting_one_approach_keeps_the_files_comparison_warnings(tmp_path, ca
         shutil.copy(src / name, tmp_path / name)
     before = json.loads((src / "fit.json").read_text())
     before["approach1"]["a"] = before["approach2"]["a"] + 0.2  # a file whose Approach 1 disagrees, whatever the data
+    sensitivity_warning = "a ranges over [0.1, 0.9] across the analyst's choices (written by this test)"
+    before["sensitivity"]["warnings"] = [sensitivity_warning]
+    before["warnings"] = [sensitivity_warning]
     (tmp_path / "fit.json").write_text(json.dumps(before))
     assert main(["fit", str(tmp_path), "--method", "approach2"]) == 0
     capsys.readouterr()
@@ -144,6 +148,8 @@ def test_refitting_one_approach_keeps_the_files_comparison_warnings(tmp_path, ca
     disagree = [w for w in after["warnings"] if w.startswith("the approaches disagree on a")]
     assert len(disagree) == 1 and f"approach1 gives {before['approach1']['a']:.3f}" in disagree[0]
     assert after["approach1"] == before["approach1"] and after["approach2"]["a"] == before["approach2"]["a"]
+    # the sensitivity block was not redone, so it stays, and so does its warning (it was dropped once)
+    assert after["sensitivity"] == before["sensitivity"] and after["warnings"].count(sensitivity_warning) == 1
 
 
 def test_optimal_names_the_fit_file_whose_approach_is_missing(tmp_path, capsys):

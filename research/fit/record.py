@@ -82,9 +82,19 @@ def write_fit(path, result: FitResult | dict, merge=True) -> Path:
             ran = read_fit_result({k: v for k, v in result.items() if k in approaches}, str(path))
             ran.agreement = agreement(ran)
             stale = set(comparison_warnings(ran))
-            data["warnings"] = [w for w in result["warnings"] if w not in stale] + comparison_warnings(merged)
+            data["warnings"] = ([w for w in result["warnings"] if w not in stale] + comparison_warnings(merged)
+                                + kept_sensitivity_warnings(data, result))
     atomic_write_text(path, dumps(data, indent=1))
     return path
+
+
+def kept_sensitivity_warnings(data: dict, result: dict) -> list[str]:
+    """The warnings of a sensitivity block this run did not redo (a partial refit keeps the block, so its
+    warnings stay in the file's list too)."""
+    if "sensitivity" in result or not isinstance(data.get("sensitivity"), dict):
+        return []
+    kept = data["sensitivity"].get("warnings")
+    return [w for w in kept if isinstance(w, str) and w not in result["warnings"]] if isinstance(kept, list) else []
 
 
 def _set_aside(path: Path, text: str, why: str) -> dict:
