@@ -12,7 +12,9 @@ temporary directory), fits Approach 3 to the table it writes (`scaling fit --met
     a, its interval       beside the branch design's (the sweep's fit.json)
     predicted points      their error against the branches that were trained
 
-    python benchmarks/trunks_only_sweep.py SWEEP [--out results/bench/trunks_only_demo_cpu2.json]
+    python benchmarks/trunks_only_sweep.py SWEEP [--out results/bench/trunks_only_demo_cpu2.json] [--variants ...]
+
+(--variants: the named ones only; an existing --out file of the same sweep keeps its other variants)
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ VARIANTS = {
     "keep 1, training loss from the plateau": (1, "loss", "plateau", None),
     "keep 2, eval loss, budgets 2^(1/4) apart": (2, "eval_loss", None, 4),
     "keep 1, eval loss, budgets 2^(1/4) apart": (1, "eval_loss", None, 4),
+    "keep 2, training loss from the plateau, budgets 2^(1/4) apart": (2, "loss", "plateau", 4),
 }
 
 
@@ -111,6 +114,9 @@ def main() -> None:
                   f"the branch design's; Approach 2 {v['approach2_a']:.3f}); predicted points {100 * v['predicted_mean_abs_rel_err']:.2f}% off "
                   f"(bias {v['predicted_bias_nats']:+.4f} nats)", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    earlier = read_json(Path(args.out)) if Path(args.out).is_file() else None
+    if isinstance(earlier, dict) and earlier.get("sweep") == record["sweep"]:  # other variants of the same sweep kept
+        record["variants"] = {**earlier.get("variants", {}), **record["variants"]}
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out}")
 
