@@ -8,7 +8,9 @@ points. A trial id is the hash of the trial's resolved config, so equal ids mean
 resumes without retraining anything. The entries for demo, demo-rung and study-cpu were re-recorded when
 those sweeps moved to the LR rule calibrated on their own 1-layer family (sweeps/lr-rule-cpu-1layer.json:
 their learning rates, hence their ids, changed on purpose), and lr-calibration-1layer-cpu was added then,
-its `design` the record its sweep.json holds.
+its `design` the record its sweep.json holds. study-cpu was re-recorded when the study was redesigned
+(d_model 40 added, D/N in [6, 600], budgets from 7.07e10: every slice with >= 4 sizes), and
+lr-calibration-1layer-ext-cpu added, each `design` the record its reference sweep.json holds.
 """
 
 import json
