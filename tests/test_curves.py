@@ -557,3 +557,19 @@ def test_fit_with_trunk_offsets_on_a_real_dense_branch_sweep(tmp_path, capsys):
     assert one_command["L_ND"]["alpha_D"] != uncorrected["L_ND"]["alpha_D"]
     assert main(["fit", str(tmp_path / "corrected.csv"), "--trunk-offsets"]) == 2
     assert "needs a sweep directory" in capsys.readouterr().err
+
+
+def test_trunks_only_between_budgets_without_a_branch_config_is_one_line(tmp_path, capsys):
+    """The longest branch (the template of the rows between budgets) lost its [train] config: one line, no table."""
+    raw = write_branch_sweep(tmp_path / "sweep", {"trunkA": 0.01, "trunkB": -0.01}, horizons=(200, 400, 600))
+    raw["steps"] = raw["tokens"] // 2048
+    raw["flops_6n"] = 6 * 1000 * raw["tokens"]
+    raw.to_csv(tmp_path / "sweep" / "results.csv", index=False)
+    record = tmp_path / "sweep" / "trials" / "trunkA-b600" / "trial.json"
+    data = json.loads(record.read_text())
+    del data["config"]["train"]
+    record.write_text(json.dumps(data))  # a branch whose schedule cannot be rebuilt
+    code = main(["curves", "trunks-only", str(tmp_path / "sweep"), "--out", str(tmp_path / "t.csv"),
+                 "--budgets-per-doubling", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "Traceback" not in err[0] and not (tmp_path / "t.csv").exists()
