@@ -338,6 +338,23 @@ class SliceFitCheck(Record):
     def tested(self) -> bool:
         return self.within_noise is not None
 
+    @property
+    def by_replicates(self) -> bool:
+        """Whether the slice's own lack-of-fit F test decided `within_noise` (else the noise model's chi2)."""
+        return self.judged_by == "replicates" and self.lack_of_fit is not None
+
+    @property
+    def decisive_p_value(self) -> float | None:
+        """The p-value that decided `within_noise`."""
+        return self.lack_of_fit["p_value"] if self.by_replicates else self.p_value
+
+    def test_text(self) -> str:
+        """The deciding test in words, for a printed line or a warning."""
+        if self.by_replicates:
+            return (f"lack-of-fit F {self.lack_of_fit['F']:.3g} on {self.lack_of_fit['dof']} dof against its own "
+                    f"seeds, p = {self.lack_of_fit['p_value']:.2g}")
+        return f"chi2 {self.chi2:.3g} on {self.dof} dof, p = {self.p_value:.2g}"
+
 
 @dataclass(kw_only=True)
 class IsoflopBudget(Record):

@@ -112,20 +112,15 @@ def approach2_warnings(rec: Approach2Result, df) -> list[str]:
     family_wise = SLICE_CHECK_LEVEL / max(1, len(tested))  # Bonferroni: one miss in many slices can be chance
     chance = []
     for c, chk in checks:
-        by_replicates = chk.judged_by == "replicates" and chk.lack_of_fit is not None
-        decisive = chk.lack_of_fit["p_value"] if by_replicates else chk.p_value
-        if chk.tested and not chk.within_noise and len(tested) > 1 and decisive >= family_wise:
-            chance.append((c, decisive))
+        if chk.tested and not chk.within_noise and chk.decisive_p_value >= family_wise:
+            chance.append((c, chk.decisive_p_value))
         elif chk.tested and not chk.within_noise:
-            test = (f"lack-of-fit F {chk.lack_of_fit['F']:.3g} on {chk.lack_of_fit['dof']} dof against its own "
-                    f"seeds, p = {chk.lack_of_fit['p_value']:.2g}; rms residual {chk.rms_residual:.3g} against "
-                    f"{chk.replicate_noise_of_means:.3g} nats" if by_replicates else
-                    f"chi2 {chk.chi2:.3g} on {chk.dof} dof, p = {chk.p_value:.2g}; rms residual "
-                    f"{chk.rms_residual:.3g} against {chk.noise_of_means:.3g} nats")
-            out.append(f"IsoFLOP slice at C={c:.3g}: its parabola misses the seed means beyond their noise ({test}): "
-                       "the loss is not one parabola in ln N there (two minima, or a size off its family or learning "
-                       "rate); see the IsoFLOP figure")
-        elif chk.tested and by_replicates and chk.p_value is not None and chk.p_value < SLICE_CHECK_LEVEL:
+            noise = chk.replicate_noise_of_means if chk.by_replicates else chk.noise_of_means
+            out.append(f"IsoFLOP slice at C={c:.3g}: its parabola misses the seed means beyond their noise "
+                       f"({chk.test_text()}; rms residual {chk.rms_residual:.3g} against {noise:.3g} nats): the loss "
+                       "is not one parabola in ln N there (two minima, or a size off its family or learning rate); "
+                       "see the IsoFLOP figure")
+        elif chk.tested and chk.by_replicates and chk.p_value is not None and chk.p_value < SLICE_CHECK_LEVEL:
             out.append(f"IsoFLOP slice at C={c:.3g}: its parabola fits within its own seeds' scatter "
                        f"({chk.replicate_noise_of_means:.3g} nats for the means; F test p = "
                        f"{chk.lack_of_fit['p_value']:.2g}) but not within the noise model's {chk.noise_of_means:.3g} "

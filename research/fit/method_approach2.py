@@ -32,7 +32,7 @@ def _check_text(chk) -> str:
     if not chk.tested:
         return "; 3 sizes: parabola untested"
     verdict = "fits its seed means within the noise" if chk.within_noise else "MISSES its seed means"
-    return f"; {verdict} (chi2 {chk.chi2:.2f} on {chk.dof} dof, p {chk.p_value:.2f})"
+    return f"; {verdict} ({chk.test_text()})"
 
 
 METHOD = register(Method("approach2", "Chinchilla Approach 2 (IsoFLOP profiles)", fit,
