@@ -66,8 +66,8 @@ def between_budgets(budgets, per_doubling: int) -> list[float]:
     return sorted(out)
 
 
-BRANCH_COLUMNS = ("trial", "n_params", "steps", "flops_6n")
-MEASURED_ONLY = ("final_train_loss", "eval_bits_per_byte", "wall_time_s", "error")  # empty in a row never trained  # what each completed branch row must give
+BRANCH_COLUMNS = ("trial", "n_params", "steps", "flops_6n")  # what each completed branch row must give
+MEASURED_ONLY = ("final_train_loss", "eval_bits_per_byte", "wall_time_s", "error")  # empty in a row never trained
 
 
 def _checked_branch_rows(frame, results: Path):

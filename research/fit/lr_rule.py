@@ -87,11 +87,10 @@ class LrRule:
     source: str = "<rule>"  # the file it came from, for messages
     conditions: dict | None = field(default=None, compare=False)  # the [train]/[data] settings it was calibrated under
     model: dict | None = field(default=None, compare=False)  # families, head_dim and MODEL_SETTING_KEYS; None: not recorded
+    extrapolate: bool = field(default=False, compare=False)  # an lr sweep calibrating beyond the coverage
 
     def coverage(self) -> tuple[float, float]:
         return self.n_range[0] / LR_RULE_MARGIN, self.n_range[1] * LR_RULE_MARGIN
-
-    extrapolate: bool = field(default=False, compare=False)  # an lr sweep calibrating beyond the coverage
 
     def lr(self, n_params: float) -> float:
         """Peak LR for a model of n_params; UserError when N is outside the rule's coverage (unless the

@@ -225,6 +225,9 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
     dropped = planner.dropped
     candidates = sweep.design.candidates(planner)
     trials, rejected, seen = [], [], {}
+    recipe = sweep.recipe
+    if sweep.design.kind == "lr":  # each size sampled around the recipe's own lr, its rule extrapolated past its sizes
+        recipe = getattr(recipe, "calibrating", lambda: recipe)()
     for model, counts, coords, tokens_wanted in candidates:
         steps = round(tokens_wanted / tokens_per_step)
         where = {**coords, "layers": model.layers, "d_model": model.d_model, "n_params": counts.n_params}
@@ -237,12 +240,9 @@ def plan(sweep: Sweep, dataset=None) -> Plan:
             rejected.append({**where, "reason": f"needs {tokens:,} tokens but the training split holds "
                                                 f"{available:,} (set allow_repeat = true to repeat data)"})
             continue
-        if "lr_multiplier" in coords:  # an lr design: the recipe's own lr for this N (its rule extrapolated
-            recipe = getattr(sweep.recipe, "calibrating", lambda: sweep.recipe)()  # past its sizes), times the multiplier
-            hyper = recipe.hyperparameters(counts.n_params, tokens, steps)
+        hyper = recipe.hyperparameters(counts.n_params, tokens, steps)
+        if "lr_multiplier" in coords:  # an lr design: the recipe's own lr for this N, times the multiplier
             hyper = dict(hyper, lr=hyper["lr"] * coords["lr_multiplier"])
-        else:
-            hyper = sweep.recipe.hyperparameters(counts.n_params, tokens, steps)
         train = dataclasses.replace(base.train, steps=steps, **hyper)
         duplicate = False
         for config in seeded(base.replace(model=model, train=train), sweep.design.seeds):
