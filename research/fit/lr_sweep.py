@@ -75,8 +75,7 @@ class _Calibration:
     settings: dict
 
 
-def _read_calibration(sweep_dir, sweep_file: CalibrationSweep | None) -> _Calibration:
-    sweep = SweepDir.require(sweep_dir)
+def _read_calibration(sweep: SweepDir, sweep_file: CalibrationSweep | None) -> _Calibration:
     record = sweep.record() or {}
     design = sweep.design()
     if not sweep.is_lr_sweep():
@@ -178,15 +177,16 @@ def fit_lr_sweep_dir(sweep_dir, *, out=None, bootstrap: int = DEFAULT_BOOTSTRAP,
     if more_dirs and out is None:
         raise UserError("several lr sweeps: name the rule file to write with --out FILE (each sweep keeps its own "
                         "lr_rule.json)")
-    names = [(SweepDir.require(d).record() or {}).get("name") for d in dirs]
-    if len({str(SweepDir.require(d).path.resolve()) for d in dirs}) < len(dirs):
+    sweeps = [SweepDir.require(d) for d in dirs]
+    names = [(sweep.record() or {}).get("name") for sweep in sweeps]
+    if len({str(sweep.path.resolve()) for sweep in sweeps}) < len(sweeps):
         raise UserError("the same sweep directory is named twice: each lr sweep counts once")
     if sweep_file is not None and sweep_file.name not in names:
         raise UserError(f"--sweep {sweep_file.path} is sweep {sweep_file.name!r}, but "
                         f"{' and '.join(str(d) for d in dirs)} hold sweep(s) {', '.join(repr(n) for n in names)}: "
                         "name the sweep file the lr sweep was run from")
-    calibrations = [_read_calibration(d, sweep_file if sweep_file is not None and sweep_file.name == n else None)
-                    for d, n in zip(dirs, names)]
+    calibrations = [_read_calibration(sweep, sweep_file if sweep_file is not None and sweep_file.name == n else None)
+                    for sweep, n in zip(sweeps, names)]
     import pandas as pd  # lazy, as above
 
     used = pd.concat([c.used for c in calibrations], ignore_index=True)
@@ -200,7 +200,7 @@ def fit_lr_sweep_dir(sweep_dir, *, out=None, bootstrap: int = DEFAULT_BOOTSTRAP,
         source["sweeps"] = [{"sweep": c.name, "runs": int(len(c.used))} for c in calibrations]
     rule = rule_document(fitted, _merged_conditions(calibrations), source,
                          model=_model_record(used, fitted, calibrations))
-    path = Path(out) if out else SweepDir.require(sweep_dir).lr_rule_path
+    path = Path(out) if out else sweeps[0].lr_rule_path
     atomic_write_text(path, json.dumps(rule, indent=1) + "\n")
     rule["path"] = str(path)
     return rule
