@@ -110,3 +110,16 @@ def test_a_slice_judged_by_its_own_seeds_when_they_scatter_more_than_the_noise_m
     assert chk["replicate_noise_of_means"] > chk["noise_of_means"]
     (line,) = [w for w in res["warnings"] if w.startswith("IsoFLOP slice at C=4e+11")]
     assert "fits within its own seeds' scatter" in line and "understates the noise" in line
+
+
+def test_several_marginal_misses_are_weighed_together(tmp_path, capsys):
+    """Two slices each missing at 0.01 <= p < 0.05 among 5: neither stands out alone (Bonferroni), but the
+    warning gives the chance of two such misses together: P(X >= 2), X ~ Binomial(5, 0.05) = 0.0226."""
+    df = table(bump_at=2, bump=0.065)
+    at = np.isclose(df["C"], 8e11) & np.isclose(df["N"], SIZES[2] * 8 ** 0.5)  # the middle size of a second budget
+    df.loc[at, "loss"] += 0.065 * (1 + np.where(df.loc[at, "seed"] == 0, REL, -REL))
+    res, _ = fit(df, tmp_path, capsys)
+    (line,) = [w for w in res["warnings"] if "tested IsoFLOP slices miss their parabola" in w]
+    assert line.startswith("2 of 5 tested IsoFLOP slices miss their parabola at p < 0.05 (C=4e+11: p = ")
+    both = 1 - 0.95 ** 5 - 5 * 0.05 * 0.95 ** 4
+    assert f"2 misses at p < 0.05 happen by chance with probability {both:.2g}" in line

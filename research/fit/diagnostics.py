@@ -127,10 +127,18 @@ def approach2_warnings(rec: Approach2Result, df) -> list[str]:
                        f"(chi2 p = {chk.p_value:.2g}): the noise model, a trend in D/N, understates the noise of "
                        "these runs (short runs still leaving the early plateau scatter more)")
     if chance:
-        out.append(f"{len(chance)} of {len(tested)} tested IsoFLOP slices miss their parabola at p < {SLICE_CHECK_LEVEL:g} "
-                   f"({', '.join(f'C={c:.3g}: p = {pv:.2g}' for c, pv in chance)}), none at p < {family_wise:.2g} "
-                   f"({SLICE_CHECK_LEVEL:g} / {len(tested)} slices): about what chance alone gives among "
-                   f"{len(tested)} slices, so not evidence that the loss is off a parabola there; see the IsoFLOP figure")
+        head = (f"{len(chance)} of {len(tested)} tested IsoFLOP slices miss their parabola at p < {SLICE_CHECK_LEVEL:g} "
+                f"({', '.join(f'C={c:.3g}: p = {pv:.2g}' for c, pv in chance)}), none at p < {family_wise:.2g} "
+                f"({SLICE_CHECK_LEVEL:g} / {len(tested)} slices)")
+        if len(chance) == 1:
+            out.append(f"{head}: about what chance alone gives among {len(tested)} slices, so not evidence that the "
+                       "loss is off a parabola there; see the IsoFLOP figure")
+        else:  # no single slice stands out, but several misses together may
+            from scipy.stats import binom  # lazy, as in research/fit/isoflop.py
+
+            together = float(binom.sf(len(chance) - 1, len(tested), SLICE_CHECK_LEVEL))
+            out.append(f"{head}: no single slice stands out among {len(tested)}, but {len(chance)} misses at "
+                       f"p < {SLICE_CHECK_LEVEL:g} happen by chance with probability {together:.2g}; see the IsoFLOP figure")
     untested = [c for c, chk in checks if not chk.tested]
     if untested:
         out.append(f"{len(untested)} of {len(checks)} IsoFLOP slices have only 3 sizes (C = "
