@@ -295,6 +295,19 @@ def test_a_trained_run_and_a_sweep_directory_read_their_schedule_and_eval_losses
     out = json.loads(capsys.readouterr().out)
     assert [r["step"] for r in out["rows"]] == list(range(1, 61))
     assert all(math.isfinite(r["loss"]) for r in out["rows"])
+    # A second size in the same sweep: one law per size, so the fit names the shapes and asks for --runs.
+    wide = tmp_path / "sweep" / "trials" / "t0002"
+    shutil.copytree(trial, wide)
+    record = json.loads((wide / "trial.json").read_text())
+    record["trial"], record["config"]["model"]["d_model"] = "t0002", 24
+    atomic_write_json(wide / "trial.json", record)
+    assert main(["curves", "fit", str(tmp_path / "sweep"), "--loss-col", "loss", "--out", str(tmp_path / "two.json"),
+                 "--bootstrap", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 model shapes (d_model 16, 1 layer(s): 1 runs; d_model 24, 1 layer(s): 1 runs)" in err[0]
+    assert "--runs t0001" in err[0] and not (tmp_path / "two.json").exists()
+    assert main(["curves", "fit", str(tmp_path / "sweep"), "--loss-col", "loss", "--runs", "t0001", "--out",
+                 str(tmp_path / "one.json"), "--bootstrap", "0"]) == 0
 
 
 def test_dense_evaluation_on_a_prefix_leaves_the_final_loss_and_the_identity_alone(tmp_path):

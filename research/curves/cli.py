@@ -220,6 +220,7 @@ def cmd_fit(args) -> int:
     lam = _lam(args.lam)
     table = load_curves(args.table, args.run_col, args.step_col, args.lr_col, args.loss_col)
     curves = table.select(_runs(args.runs))
+    table.one_model([c.run for c in curves])
     empty = [c.run for c in curves if c.step_M.size == 0]
     if empty:
         raise UserError(f"run {empty[0]!r} has no measured loss; leave it out with --runs or give its losses")

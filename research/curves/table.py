@@ -17,6 +17,7 @@ it, else "eval_loss"), or the training loss ("loss").
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +42,25 @@ class CurveTable:
     source: str
     lr_steps: dict  # run -> the steps whose lr the input gives (a table's rows; every step of a run dir)
     first_step: dict = None  # run -> the step number the table gives its first step (1, or 0 if counted from 0)
+    models: dict = None  # run -> its [model] settings, for a run or sweep directory (a table does not say)
 
     def step_label(self, run: str, step_Q: np.ndarray) -> np.ndarray:
         """The table's own step numbers of 1-based steps (a table counted from 0 gets them back)."""
         return np.asarray(step_Q) - 1 + (self.first_step or {}).get(run, 1)
+
+    def one_model(self, runs: list[str]) -> None:
+        """UserError when `runs` of a run or sweep directory hold more than one model shape: a curve law
+        describes the loss curves of one size (a table's rows do not say, so a table is taken as given)."""
+        shapes: dict[str, list[str]] = {}
+        for run in runs:
+            model = (self.models or {}).get(run)
+            if isinstance(model, dict):
+                shapes.setdefault(json.dumps(model, sort_keys=True), []).append(run)
+        if len(shapes) > 1:
+            named = [(json.loads(k), v) for k, v in shapes.items()]
+            sizes = "; ".join(f"d_model {m.get('d_model')}, {m.get('layers')} layer(s): {len(v)} runs" for m, v in named)
+            raise UserError(f"{self.source}: the runs hold {len(shapes)} model shapes ({sizes}); a curve law describes "
+                            f"one size: pick its runs with --runs, e.g. --runs {','.join(named[0][1])}")
 
     def given_steps(self, run: str) -> np.ndarray:
         return self.lr_steps.get(run, np.arange(1, self.curves[run].lr_T.size + 1))
@@ -158,8 +174,9 @@ def _from_directory(path: Path, loss_col: str | None) -> CurveTable:
     if loss_col is None:  # the densely evaluated prefix where every run has it, else the full eval set
         dense = runs and all(any(_number(r.get("dense_eval_loss")) for r in rows) for _, rows in runs.values())
         loss_col = "dense_eval_loss" if dense else "eval_loss"
-    curves = {}
+    curves, models = {}, {}
     for run_dir, (record, rows) in runs.items():
+        models[run_dir.name] = record["config"].get("model")
         try:
             lr_T = lr_of_config(config_of_record(record))
         except UserError as err:
@@ -172,7 +189,7 @@ def _from_directory(path: Path, loss_col: str | None) -> CurveTable:
         curves[run_dir.name] = Curve(run_dir.name, lr_T, step[keep], loss[keep])
     if not curves:
         raise UserError(f"{path}: no run with a readable config")
-    return CurveTable(curves, str(path), {})
+    return CurveTable(curves, str(path), {}, models=models)
 
 
 def _cell(v) -> str:
