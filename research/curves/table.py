@@ -57,7 +57,8 @@ class CurveTable:
             if isinstance(model, dict):
                 shapes.setdefault(json.dumps(model, sort_keys=True), []).append(run)
         if len(shapes) > 1:
-            named = [(json.loads(k), v) for k, v in shapes.items()]
+            named = sorted(((json.loads(k), v) for k, v in shapes.items()),
+                           key=lambda mv: (str(mv[0].get("d_model")).zfill(9), str(mv[0].get("layers"))))
             sizes = "; ".join(f"d_model {m.get('d_model')}, {m.get('layers')} layer(s): {len(v)} runs" for m, v in named)
             raise UserError(f"{self.source}: the runs hold {len(shapes)} model shapes ({sizes}); a curve law describes "
                             f"one size: pick its runs with --runs, e.g. --runs {','.join(named[0][1])}")
