@@ -309,6 +309,10 @@ class Approach1Result(AllocationResult):
     """Chinchilla Approach 1: the envelope of the loss over compute (research/fit/method_approach1.py)."""
 
     source: str | None = None  # "endpoints" (absent: training curves)
+    estimator: str | None = None  # "crossings" (absent: a line through the envelope's winners, before crossings)
+    n_crossings: int | None = None
+    crossings: list[dict] | None = None  # flops, n_left, n_right, n_opt (research/fit/crossings.py)
+    staircase: dict | None = None  # {"a", "b"} of the line through the winners, for comparison
     n_envelope_points: int = 0
     n_edge_points_dropped: int = 0
     n_curves: int | None = None

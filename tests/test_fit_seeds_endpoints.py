@@ -189,13 +189,13 @@ def test_curves_source_refused_for_a_branch_design_in_one_line(tmp_path, capsys)
 def test_figures_show_seeds_end_point_profiles_and_interpolated_slices(tmp_path):
     from research.plots import figures
 
-    table = load_table(sizes_x_tokens(tmp_path / "f" / "results.csv", n_sizes=8, n_tokens=6, seeds=2,
+    table = load_table(sizes_x_tokens(tmp_path / "f" / "results.csv", n_sizes=12, n_tokens=6, seeds=2,
                                       sigma=0.01), quiet=True)
     fit = run_fits(table, ["approach1", "approach2"])
     assert fit["approach2"]["slices"] == "interpolated"
     ax = figures.loss_vs_compute(table.df, fit).axes[0]
-    assert len(ax.containers) == 8 * 6  # one mean +- std error bar per replicated (N, D) point
-    assert sum(len(c.get_offsets()) for c in ax.collections if c.get_alpha() == 0.35) == 8 * 6 * 2  # faint seeds
+    assert len(ax.containers) == 12 * 6  # one mean +- std error bar per replicated (N, D) point
+    assert sum(len(c.get_offsets()) for c in ax.collections if c.get_alpha() == 0.35) == 12 * 6 * 2  # faint seeds
     assert any("envelope of end points" in t.get_text() for t in ax.get_legend().get_texts())
     ax = figures.isoflop(table.df, fit).axes[0]
     assert "interpolated slices" in ax.get_title()
@@ -217,13 +217,13 @@ def test_agreement_in_a_merged_fit_json_compares_every_approach_it_holds(tmp_pat
 def test_sweep_fit_summary_prints_agreement_and_seed_noise(tmp_path, capsys):
     from research.sweep.cli import _print_fit_summary
 
-    table = load_table(sizes_x_tokens(tmp_path / "s" / "results.csv", n_sizes=8, n_tokens=6, seeds=2, sigma=0.01),
+    table = load_table(sizes_x_tokens(tmp_path / "s" / "results.csv", n_sizes=12, n_tokens=6, seeds=2, sigma=0.01),
                        quiet=True)
     fit = json.loads(json.dumps(run_fits(table, ["approach1", "approach2"]), default=float))
     _print_fit_summary(fit)
     err = capsys.readouterr().err
     assert f"agreement: approach1 a={fit['approach1']['a']:.3f}" in err and "largest |difference|" in err
-    assert f"pooled std {fit['noise']['pooled']['std']:.4f} nats/token" in err and "48 dof" in err  # 8 x 6 points, 2 seeds each
+    assert f"pooled std {fit['noise']['pooled']['std']:.4f} nats/token" in err and "72 dof" in err  # 12 x 6 points, 2 seeds each
 
 
 def test_design_budgets_with_seeds_fit_point_means_and_cluster_bootstrap():

@@ -41,6 +41,7 @@ E_FLOOR_SHARE = 0.05
 LACK_OF_FIT_RATIO = 2.0
 EXTRAPOLATION_DECADES_C = 2.0
 EXTRAPOLATION_DECADES_ND = 1.0
+MIN_CROSSING_PAIRS = 3  # Approach 1: fewer size pairs crossing, a line with no residual
 ENVELOPE_EDGE_FRACTION = 0.5
 
 
@@ -151,11 +152,16 @@ def approach2_warnings(rec: Approach2Result, df) -> list[str]:
 
 
 def approach1_warnings(rec: Approach1Result) -> list[str]:
+    out = []
     kept, dropped = rec.n_envelope_points, rec.n_edge_points_dropped
     if kept + dropped and dropped / (kept + dropped) > ENVELOPE_EDGE_FRACTION:
-        return [f"{dropped / (kept + dropped):.0%} of the envelope's FLOP grid is won by the smallest or largest "
-                "model (left out as edge points): the sizes trained do not bracket the optimum over most budgets"]
-    return []
+        out.append(f"{dropped / (kept + dropped):.0%} of the envelope's FLOP grid is won by the smallest or largest "
+                   "model (left out as edge points): the sizes trained do not bracket the optimum over most budgets")
+    pairs = {(c["n_left"], c["n_right"]) for c in rec.crossings or []}
+    if rec.estimator == "crossings" and len(pairs) < MIN_CROSSING_PAIRS:
+        out.append(f"a rests on crossings of only {len(pairs)} size pairs: the line through {len(pairs)} "
+                   "points has no residual to judge it by; more sizes or a wider token range per size give more")
+    return out
 
 
 def approach3_warnings(rec: Approach3Result, df) -> list[str]:

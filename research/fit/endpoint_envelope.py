@@ -8,13 +8,10 @@ over seeds per (N, D) point. Each size's end points form a profile along its rea
 (`research.fit.profiles.interpolate`: ln L linear in ln F, no extrapolation). On N_GRID
 log-spaced compute values C over the union range, where >= 2 sizes cover C, the size with the
 lowest interpolated loss wins; D at the winner is C / (FLOPs per token at N) in the table's
-convention (`research.fit.allocation`). Winners that are the smallest or largest size are left out
-(the optimum may lie beyond the sizes tried), then N_opt = k_N·C^a and D_opt = k_D·C^b are fitted
-by least squares in log-log.
-
-With only a few D per size the envelope is piecewise: the winner changes at the compute values
-where two profiles cross, so the exponent rests on those crossings (more D per size, more
-crossings).
+convention (`research.fit.allocation`). That envelope is reported (winners that are the smallest or
+largest size left out: the optimum may lie beyond the sizes tried) and drawn; the exponent comes from
+its crossings, where two neighbouring sizes' profiles tie (`research.fit.crossings`: N_opt between
+them), not from a line through the staircase of winners, which is biased (kept as `staircase`).
 """
 
 from __future__ import annotations
@@ -22,24 +19,23 @@ from __future__ import annotations
 import numpy as np
 
 from research.errors import UserError
-from research.fit.envelope import N_GRID, pick_winners, winner_ranges
-from research.fit.powerlaw import bootstrap_allocation, fit_allocation
+from research.fit.crossings import crossing_rows, crossings, fit_crossings, refusal
+from research.fit.envelope import N_GRID, pick_winners, staircase, winner_ranges
+from research.fit.powerlaw import bootstrap_allocation
 from research.fit.profiles import interpolate, mean_points, resample_points, resampling_scheme, size_profiles
 
 
 def envelope_points(points, per_token, grid, drop_edges=True):
-    """Envelope (flops, n, d, loss) on `grid` from per-point mean losses, and the edge points dropped."""
+    """Envelope (flops, n, d, loss) on `grid` from per-point mean losses, the edge points dropped and the
+    envelope's crossings."""
     profiles = size_profiles(points)
     N_S = np.array([p["N"] for p in profiles])
     L_SG = interpolate(profiles, grid)
     win, keep, n_edge = pick_winners(N_S, L_SG, drop_edges)
     n = N_S[win][keep]
     c = grid[keep]
-    return {"flops": c, "n": n, "d": c / per_token(n), "loss": L_SG[win, np.arange(len(grid))][keep]}, n_edge
-
-
-def _fit(pts):
-    return fit_allocation(pts["flops"], pts["n"], pts["d"])
+    pts = {"flops": c, "n": n, "d": c / per_token(n), "loss": L_SG[win, np.arange(len(grid))][keep]}
+    return pts, n_edge, crossings(N_S, L_SG, grid)
 
 
 def fit_approach1_endpoints(df, per_token, n_grid=N_GRID, bootstrap=0, seed=0, level=0.95, budgets=()) -> dict:
@@ -52,31 +48,29 @@ def fit_approach1_endpoints(df, per_token, n_grid=N_GRID, bootstrap=0, seed=0, l
                         "per budget gives a size one end point: use Approach 2, or --approach1-source curves on "
                         "a sweep directory with training curves)")
     grid = np.geomspace(points["F"].min(), points["F"].max(), n_grid)
-    pts, n_edge = envelope_points(points, per_token, grid)
-    if len(np.unique(pts["n"])) < 2:
-        raise UserError("Approach 1: the end-point envelope has fewer than 2 distinct interior winning sizes "
-                        "(the smallest or largest model wins everywhere, or sizes' token ranges do not overlap); "
-                        "add sizes on both sides of the optimum and overlapping token counts")
-    per = winner_ranges(pts)
-    winners = [w["n_params"] for w in per]
+    pts, n_edge, x = envelope_points(points, per_token, grid)
+    fitted_x = fit_crossings(x, per_token)
+    if fitted_x is None:
+        raise UserError(refusal(x, "end-point envelope"))
     thin = np.unique(np.linspace(0, len(pts["flops"]) - 1, min(60, len(pts["flops"]))).astype(int))
-    res = {"method": "approach1", "source": "endpoints", **_fit(pts),
+    res = {"method": "approach1", "source": "endpoints", **fitted_x, "estimator": "crossings",
            "form": "N_opt = k_N*C^a, D_opt = k_D*C^b", "n_runs": int(len(df)), "n_points": int(len(points)),
-           "n_sizes": n_sizes, "n_grid": int(n_grid), "n_envelope_points": int(len(pts["flops"])),
-           "n_edge_points_dropped": n_edge, "optima": per, "flops_convention": per_token.convention,
+           "n_sizes": n_sizes, "n_grid": int(n_grid), "n_crossings": int(len(x["flops"])),
+           "crossings": crossing_rows(x), "staircase": staircase(pts),
+           "n_envelope_points": int(len(pts["flops"])),
+           "n_edge_points_dropped": n_edge, "optima": winner_ranges(pts), "flops_convention": per_token.convention,
            "flops_per_token": per_token.to_dict(),
-           "envelope": {k: [float(x) for x in v[thin]] for k, v in pts.items()}, "warnings": []}
-    if len(winners) < 3:
-        res["warnings"].append(f"only {len(winners)} sizes win somewhere on the envelope; exponents are coarse")
+           "envelope": {k: [float(v_) for v_ in v[thin]] for k, v in pts.items()}, "warnings": []}
     if bootstrap:
         rng = np.random.default_rng(seed)
 
         def fitted():
-            p, _ = envelope_points(resample_points(df, groups, rng, points), per_token, grid)
-            return _fit(p) if len(np.unique(p["n"])) >= 2 else None
+            _, _, xb = envelope_points(resample_points(df, groups, rng, points), per_token, grid)
+            return fit_crossings(xb, per_token)
 
         bs, failed = bootstrap_allocation(fitted, bootstrap, level, budgets, per_token.convention)
         if bs is not None:
             bs.update(n_failed=failed, seed=seed, resampling=resampling_scheme(groups))
             res["bootstrap"] = bs
     return res
+

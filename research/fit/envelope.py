@@ -4,11 +4,12 @@
 From every trial's `metrics.jsonl`: smooth the training loss, interpolate it (in
 log FLOPs) at many log-spaced FLOP values (1,500, as in the paper), take at each
 FLOP value the trial with the lowest loss, and record its N and the tokens it had
-seen there. Then fit N_opt = k_N·C^a and D_opt = k_D·C^b through those points.
-
-Points whose winner is the smallest or largest model trained are left out: there
-the true optimum may lie beyond the sizes tried (an edge effect, not a
-measurement). FLOPs are the sweep's convention (`flops_6n` or `flops_chinchilla`).
+seen there: the envelope, reported and drawn (points whose winner is the smallest or
+largest model trained left out: there the true optimum may lie beyond the sizes tried).
+N_opt = k_N·C^a and D_opt = k_D·C^b come from the envelope's crossings, where the
+winner passes from one size to another (`research.fit.crossings`); the line through
+the winners themselves (`staircase`) is kept for comparison. FLOPs are the sweep's
+convention (`flops_6n` or `flops_chinchilla`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from research.errors import UserError
+from research.fit.allocation import SIX_N
+from research.fit.crossings import crossing_rows, crossings, fit_crossings, refusal
 from research.fit.powerlaw import bootstrap_allocation, fit_allocation
 from research.train.sweep_dir import SweepDir
 
@@ -85,7 +88,8 @@ def _interp_matrix(curves, grid):
 
 
 def envelope(curves, n_grid=N_GRID, drop_edges=True, subset=None, grid=None, mats=None):
-    """Envelope points (C, N, D, loss) and the count of edge points left out."""
+    """Envelope points (C, N, D, loss), the count of edge points left out, the grid, the interpolated
+    matrices and the envelope's crossings."""
     Ns = np.array([c["N"] for c in curves])
     if grid is None:
         lo = min(c["flops"][0] for c in curves)
@@ -97,7 +101,7 @@ def envelope(curves, n_grid=N_GRID, drop_edges=True, subset=None, grid=None, mat
     win, keep, n_edge = pick_winners(Nsub, L, drop_edges)
     cols = np.arange(L.shape[1])
     pts = {"flops": grid[keep], "n": Nsub[win][keep], "d": T[win, cols][keep], "loss": L[win, cols][keep]}
-    return pts, n_edge, grid, (Lm, Tm)
+    return pts, n_edge, grid, (Lm, Tm), crossings(Nsub, L, grid)
 
 
 def pick_winners(N_S, L_SG, drop_edges=True):
@@ -126,35 +130,43 @@ def winner_ranges(pts) -> list[dict]:
     return out
 
 
-def fit_approach1(curves, n_grid=N_GRID, bootstrap=0, seed=0, level=0.95, budgets=(), convention="6n") -> dict:
-    """Approach 1 on curves whose FLOPs are in `convention` (load_curves' convention; labelled so)."""
+def staircase(pts) -> dict | None:
+    """The least-squares line through the envelope's interior winners (the estimate before crossings; biased,
+    see research/fit/crossings.py), kept for comparison: {"a", "b"}, or None with < 2 winning sizes."""
+    if len(np.unique(pts["n"])) < 2:
+        return None
+    f = fit_allocation(pts["flops"], pts["n"], pts["d"])
+    return {"a": f["a"], "b": f["b"]}
+
+
+def fit_approach1(curves, n_grid=N_GRID, bootstrap=0, seed=0, level=0.95, budgets=(), convention="6n",
+                  per_token=SIX_N) -> dict:
+    """Approach 1 on curves whose FLOPs are in `convention` (load_curves' convention; labelled so);
+    `per_token`: that convention's FLOPs per token, for D_opt."""
     sizes = np.unique([c["N"] for c in curves])
     if len(curves) < 3 or len(sizes) < 3:
         raise UserError(f"Approach 1 needs training curves (trials/<trial>/metrics.jsonl) for >= 3 model sizes, "
                         f"found {len(sizes)} sizes in {len(curves)} curves; run a sweep that logs metrics")
-    pts, n_edge, grid, mats = envelope(curves, n_grid)
-    if len(np.unique(pts["n"])) < 2:
-        raise UserError("Approach 1: the loss envelope has fewer than 2 distinct interior winning sizes "
-                        "(the smallest or largest model wins everywhere); add sizes on both sides of the optimum")
-    fitted = fit_allocation(pts["flops"], pts["n"], pts["d"])
-    per = winner_ranges(pts)
-    winners = [w["n_params"] for w in per]
+    pts, n_edge, grid, mats, x = envelope(curves, n_grid)
+    fitted_x = fit_crossings(x, per_token)
+    if fitted_x is None:
+        raise UserError(refusal(x, "training-curve envelope"))
     thin = np.unique(np.linspace(0, len(pts["flops"]) - 1, min(60, len(pts["flops"]))).astype(int))
-    res = {"method": "approach1", "source": "curves", **fitted,
+    res = {"method": "approach1", "source": "curves", **fitted_x, "estimator": "crossings",
            "form": "N_opt = k_N*C^a, D_opt = k_D*C^b", "n_curves": len(curves), "n_sizes": int(len(sizes)),
-           "n_grid": int(n_grid), "n_envelope_points": int(len(pts["flops"])), "n_edge_points_dropped": n_edge,
-           "optima": per, "flops_convention": convention,
-           "envelope": {k: [float(x) for x in v[thin]] for k, v in pts.items()},
+           "n_grid": int(n_grid), "n_crossings": int(len(x["flops"])), "crossings": crossing_rows(x),
+           "staircase": staircase(pts), "n_envelope_points": int(len(pts["flops"])),
+           "n_edge_points_dropped": n_edge, "optima": winner_ranges(pts), "flops_convention": convention,
+           "flops_per_token": per_token.to_dict(),
+           "envelope": {k: [float(v_) for v_ in v[thin]] for k, v in pts.items()},
            "warnings": []}
-    if len(winners) < 3:
-        res["warnings"].append(f"only {len(winners)} sizes win somewhere on the envelope; exponents are coarse")
     if bootstrap:
         rng = np.random.default_rng(seed)
 
         def fitted():
             sub = rng.integers(0, len(curves), len(curves))
-            p, _, _, _ = envelope(curves, n_grid, subset=sub, grid=grid, mats=mats)
-            return fit_allocation(p["flops"], p["n"], p["d"]) if len(np.unique(p["n"])) >= 2 else None
+            *_, xb = envelope(curves, n_grid, subset=sub, grid=grid, mats=mats)
+            return fit_crossings(xb, per_token)
 
         bs, failed = bootstrap_allocation(fitted, bootstrap, level, budgets, convention)
         if bs is not None:

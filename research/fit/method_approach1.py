@@ -27,15 +27,21 @@ def _fit(inp: FitInput) -> dict:
                         "(DIR with results.csv and trials/<trial>/metrics.jsonl)")
     curves = load_curves(inp.table.sweep_dir, df, inp.table.convention, smooth=o.smooth)
     return fit_approach1(curves, bootstrap=o.bootstrap, seed=o.seed, level=o.level, budgets=inp.budgets,
-                         convention=inp.table.convention)
+                         convention=inp.table.convention, per_token=inp.per_token)
 
 
 def describe(r: Approach1Result) -> list[str]:
     if r.source == "endpoints":
-        return allocation_lines("approach1", r) + [f"  envelope of end points: {r.n_envelope_points} grid points from {r.n_points} (N, D) points "
-                f"of {r.n_sizes} sizes ({r.n_edge_points_dropped} edge points dropped)"]
-    return allocation_lines("approach1", r) + [f"  envelope of training curves: {r.n_envelope_points} points from {r.n_curves} curves "
-            f"({r.n_edge_points_dropped} edge points dropped)"]
+        lines = [f"  envelope of end points: {r.n_envelope_points} grid points from {r.n_points} (N, D) points "
+                 f"of {r.n_sizes} sizes ({r.n_edge_points_dropped} edge points dropped)"]
+    else:
+        lines = [f"  envelope of training curves: {r.n_envelope_points} points from {r.n_curves} curves "
+                 f"({r.n_edge_points_dropped} edge points dropped)"]
+    if r.estimator == "crossings":
+        stair = f"; a line through the winners would give a = {r.staircase['a']:.3f}" if r.staircase else ""
+        lines.append(f"  a from {r.n_crossings} crossings of neighbouring sizes (N_opt between the two "
+                     f"sizes that tie){stair}")
+    return allocation_lines("approach1", r) + lines
 
 
 METHOD = register(Method("approach1", "Chinchilla Approach 1 (envelope of loss over compute)", fit,
