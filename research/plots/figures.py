@@ -262,6 +262,11 @@ def optimal_allocation(df, fit, c_max=1e26) -> Figure:
                 ax.scatter([b["flops"] for b in r["budgets"]],
                            [b["n_opt" if which == "n" else "d_opt"] for b in r["budgets"]],
                            color=col, s=22, zorder=4, edgecolor="black", linewidth=0.4)
+            if key == "approach1" and r.get("crossings"):  # the ties the exponent was fitted to
+                c_x = np.array([x["flops"] for x in r["crossings"]])
+                n_x = np.array([x["n_opt"] for x in r["crossings"]])
+                ax.scatter(c_x, n_x if which == "n" else c_x / per_token(n_x), color=col, s=26, marker="D",
+                           zorder=4, edgecolor="black", linewidth=0.4)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ys = np.concatenate([np.asarray(y, float) for y in central])
