@@ -50,7 +50,8 @@ def crossings(N_R, L_RG, C_G) -> dict[str, np.ndarray]:
 
 def fit_crossings(x: dict, per_token) -> dict | None:
     """{"k_N", "a", "k_D", "b"} from crossings (see the module docstring), or None where they cannot give a
-    rising N_opt(C): fewer than two distinct crossing sizes, or compute not rising with size."""
+    rising N_opt(C): fewer than two distinct crossing sizes, compute not rising with size, or rising so
+    little that k_N over- or underflows."""
     C_X, N_X = np.asarray(x["flops"], float), np.asarray(x["n_opt"], float)
     if len(np.unique(np.round(np.log(N_X), 9))) < 2:
         return None
@@ -58,7 +59,10 @@ def fit_crossings(x: dict, per_token) -> dict | None:
     if not slope > 0:
         return None
     a = 1.0 / slope
-    k_N = float(np.exp(-icpt / slope))
+    with np.errstate(over="ignore", under="ignore"):
+        k_N = float(np.exp(-icpt / slope))
+    if not 0 < k_N < np.inf:  # a near-flat ln C(ln N): a line no float can write down
+        return None
     C = np.geomspace(C_X.min(), C_X.max(), 16)
     k_D, b = fit_powerlaw(C, C / per_token(k_N * C ** a))
     return {"k_N": k_N, "a": float(a), "k_D": k_D, "b": b}

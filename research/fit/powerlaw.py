@@ -55,6 +55,13 @@ def summarize_allocation_bootstrap(samples: dict, level=0.95, budgets=(), conven
            "se": {k: float(np.nanstd(v, ddof=1)) if len(v) > 1 else None for k, v in arr.items()},
            "optimal": [], "samples": {k: [float(x) for x in v] for k, v in arr.items()}}
     for c in budgets:
-        out["optimal"].append(optimal_row(c, percentile_interval(arr["k_N"] * c ** arr["a"], level),
-                                          percentile_interval(arr["k_D"] * c ** arr["b"], level), convention))
+        out["optimal"].append(optimal_row(c, percentile_interval(_power(arr["k_N"], arr["a"], c), level),
+                                          percentile_interval(_power(arr["k_D"], arr["b"], c), level), convention))
     return out
+
+
+def _power(k, p, c):
+    """k·c^p per sample, in log space: a steep resample's line (p ~ 50, k ~ 1e-300) is moderate at the data's
+    compute, where c^p alone overflows."""
+    with np.errstate(over="ignore", divide="ignore"):
+        return np.exp(np.log(k) + p * np.log(c))
