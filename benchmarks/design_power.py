@@ -1,4 +1,4 @@
-"""Design power: how wide will Approach 3's 95% interval on a be for a sweep file, before running it?
+"""Design power: how wide will the 95% intervals on a be for a sweep file, and how far apart will the approaches land?
 
 Not a test. One command per sweep file writes results/bench/design_power_<name>.json:
 
@@ -13,7 +13,11 @@ independent Normal(0, --sigma) per run. The defaults are the seed noise measured
 study-cpu2 reference (pairs of seeds differ by a per-size mean of about 0.012 in ln L, and by
 about 0.006 around it). Each table is fitted as the sweep's fit stage fits it (multi-start Huber,
 the cluster bootstrap over seeds) and the JSON records the interval widths and how often the
-interval holds the true a. Statistics only; no timing.
+interval holds the true a. With `--approaches 1,2,3` Approaches 1 (end-point envelope, crossings) and 2
+(IsoFLOP parabolas on the design's budgets) are fitted to the same tables, and the JSON adds each one's
+estimates, widths and coverage and the largest pairwise difference in a per table: what noise alone
+does to the approaches' agreement when every approach targets the same true a. Statistics only; no
+timing.
 """
 
 from __future__ import annotations
@@ -26,7 +30,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from research.errors import UserError
+from research.fit.allocation import SIX_N
 from research.fit.core import run_approach3
+from research.fit.endpoint_envelope import fit_approach1_endpoints
+from research.fit.isoflop import fit_approach2
 from research.fit.laws import ChinchillaLaw
 from research.sweep.plan import load_sweep, plan
 
@@ -35,7 +43,7 @@ def planned_runs(sweep_file: str, overrides=()) -> pd.DataFrame:
     """One row per planned run (trunks excluded): counted N (embeddings included), D, seed, trunk."""
     p = plan(load_sweep(sweep_file, list(overrides)))
     return pd.DataFrame([{"N": float(t.n_params), "D": float(t.tokens), "seed": str(t.config.train.seed),
-                          "trunk": t.trunk_id or t.trial_id} for t in p.trials])
+                          "trunk": t.trunk_id or t.trial_id, "budget": t.coords.get("budget")} for t in p.trials])
 
 
 def law_from_fit(path: str) -> ChinchillaLaw:
@@ -50,8 +58,29 @@ def noisy_table(runs: pd.DataFrame, law: ChinchillaLaw, sigma: float, trunk_sigm
     eps = rng.normal(0.0, sigma, len(runs)) + runs["trunk"].map(offset).to_numpy()
     out = runs.copy()
     out["L"] = law.loss(out["N"].to_numpy(), out["D"].to_numpy()) * np.exp(eps)
-    out["C"] = 6.0 * out["N"] * out["D"]
+    out["F"] = 6.0 * out["N"] * out["D"]
+    out["C"] = out["budget"].astype(float).fillna(out["F"]) if "budget" in out else out["F"]
     return out
+
+
+def allocation_fit(name: str, df: pd.DataFrame, resamples: int, seed: int) -> dict | None:
+    """Approach 1 or 2 fitted as the sweep's fit stage fits it, or None where the table refuses it."""
+    try:
+        if name == "approach1":
+            return fit_approach1_endpoints(df, SIX_N, bootstrap=resamples, seed=seed)
+        return fit_approach2(df, bootstrap=resamples, seed=seed, per_token=SIX_N)
+    except UserError:
+        return None
+
+
+def summary(widths, estimates, hits, n) -> dict:
+    return {"a_interval_width": {"mean": float(np.mean(widths)), "median": float(np.median(widths)),
+                                 "min": float(np.min(widths)), "max": float(np.max(widths)),
+                                 "share_at_most_0.1": float(np.mean(np.array(widths) <= 0.1)),
+                                 "each": [round(w, 4) for w in widths]},
+            "a_estimate": {"mean": float(np.mean(estimates)), "std": float(np.std(estimates, ddof=1)),
+                           "each": [round(a, 4) for a in estimates]},
+            "coverage": hits / len(estimates), "fitted": len(estimates), "refused": n - len(estimates)}
 
 
 def main() -> None:
@@ -68,19 +97,35 @@ def main() -> None:
     ap.add_argument("--resamples", type=int, default=200)
     ap.add_argument("--per-point-seeds", action="store_true",
                     help="bootstrap each point's seeds on their own (the older two-stage scheme) instead of per size")
+    ap.add_argument("--approaches", default="3", help="which approaches to fit per table: 3 (default) or 1,2,3")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    names = [f"approach{k.strip()}" for k in args.approaches.split(",")]
     warnings.simplefilter("ignore", RuntimeWarning)
     runs = planned_runs(args.sweep, args.set)
     law = law_from_fit(args.law)
-    widths, estimates, hits = [], [], 0
+    per = {m: {"widths": [], "estimates": [], "hits": 0} for m in names}
+    spread = []
     for t in range(args.tables):
-        fit = run_approach3(noisy_table(runs, law, args.sigma, args.trunk_sigma, np.random.default_rng(1000 + t)),
-                            bootstrap=args.resamples, seed=t, shared_seeds=not args.per_point_seeds)
-        lo, hi = fit["bootstrap"]["intervals"]["a"]
-        widths.append(hi - lo)
-        estimates.append(fit["a"])
-        hits += int(lo <= law.a <= hi)
+        table = noisy_table(runs, law, args.sigma, args.trunk_sigma, np.random.default_rng(1000 + t))
+        a_here = {}
+        for m in names:
+            if m == "approach3":
+                fit = run_approach3(table, bootstrap=args.resamples, seed=t, shared_seeds=not args.per_point_seeds)
+            else:
+                fit = allocation_fit(m, table, args.resamples, t)
+            if fit is None or "bootstrap" not in fit:
+                continue
+            lo, hi = fit["bootstrap"]["intervals"]["a"]
+            per[m]["widths"].append(hi - lo)
+            per[m]["estimates"].append(fit["a"])
+            per[m]["hits"] += int(lo <= law.a <= hi)
+            a_here[m] = fit["a"]
+        if len(a_here) == len(names) > 1:
+            spread.append(max(a_here.values()) - min(a_here.values()))
+        print(f"table {t}: " + ", ".join(f"{m} {a:.3f}" for m, a in a_here.items()), flush=True)
+    widths, estimates, hits = (per["approach3"][k] for k in ("widths", "estimates", "hits")) \
+        if "approach3" in names else (per[names[0]][k] for k in ("widths", "estimates", "hits"))
     name = Path(args.sweep).stem
     result = {
         "sweep": str(args.sweep), "overrides": args.set, "runs": len(runs), "trunks": int(runs["trunk"].nunique()),
@@ -96,8 +141,16 @@ def main() -> None:
                              "each": [round(w, 4) for w in widths]},
         "a_estimate": {"mean": float(np.mean(estimates)), "std": float(np.std(estimates, ddof=1)),
                        "each": [round(a, 4) for a in estimates]},
-        "coverage": hits / args.tables,
+        "coverage": hits / max(len(estimates), 1),
     }
+    if names != ["approach3"]:
+        result["approaches"] = {m: summary(v["widths"], v["estimates"], v["hits"], args.tables)
+                                for m, v in per.items() if v["estimates"]}
+    if spread:
+        result["largest_difference_in_a"] = {
+            "approaches": names, "tables": len(spread), "median": float(np.median(spread)),
+            "mean": float(np.mean(spread)), "share_at_most_0.05": float(np.mean(np.array(spread) <= 0.05)),
+            "each": [round(x, 4) for x in spread]}
     out = Path(args.out or f"results/bench/design_power_{name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
@@ -105,6 +158,13 @@ def main() -> None:
     print(f"{name}: {len(runs)} runs, {result['trunks']} trunks; a interval width mean {w['mean']:.3f} "
           f"(median {w['median']:.3f}, {w['min']:.3f}-{w['max']:.3f}, <= 0.1 in {w['share_at_most_0.1']:.0%}); "
           f"estimate sd {result['a_estimate']['std']:.3f}; coverage {result['coverage']:.0%} -> {out}")
+    for m, r in result.get("approaches", {}).items():
+        print(f"  {m}: estimate {r['a_estimate']['mean']:.3f} sd {r['a_estimate']['std']:.3f}, width mean "
+              f"{r['a_interval_width']['mean']:.3f}, coverage {r['coverage']:.0%} ({r['refused']} refused)")
+    if spread:
+        d = result["largest_difference_in_a"]
+        print(f"  largest difference in a across {', '.join(names)}: median {d['median']:.3f}, "
+              f"<= 0.05 in {d['share_at_most_0.05']:.0%} of {d['tables']} tables")
 
 
 if __name__ == "__main__":
