@@ -35,7 +35,7 @@ def test_crossings_are_ties_measured_on_both_sides_not_a_profile_starting():
     assert (x["n_left"][0], x["n_right"][0]) == (1e4, 4e4) and x["n_opt"][0] == pytest.approx(2e4)
 
 
-def test_fit_crossings_inverts_the_compute_regression_and_keeps_the_convention():
+def test_fit_crossings_recovers_an_exact_power_law_in_either_convention():
     a, k = 0.6, 0.02
     N_X = np.array([1e4, 2e4, 4e4, 8e4])
     x = {"flops": (N_X / k) ** (1 / a), "n_opt": N_X}
