@@ -92,9 +92,10 @@ def test_seed_noise_and_cluster_bootstrap_intervals(tmp_path):
     assert pt["n_seeds"] == 3 and pt["std"] == pytest.approx(float(np.std(rows, ddof=1)))
     assert pt["rel_std"] == pytest.approx(pt["std"] / pt["mean_loss"])
     # Approaches 2 and 3: the 95% intervals hold the true a. Over 20 tables of this design
-    # (benchmarks/fit_coverage.py) Approach 2's interval holds it 18 times at this sigma; Approach 1's
-    # envelope (an argmin over sizes: a non-smooth statistic) gets too narrow a bootstrap (15 of 20),
-    # so only its estimate is checked here.
+    # (benchmarks/fit_coverage.py) Approach 2's interval holds it 17 times at this sigma; Approach 1's
+    # crossings sit 0.006 low on this grid's sparse profiles (8 D per size over two decades, straight
+    # lines between them), as much as their scatter, so its interval holds it 11 times: only its
+    # estimate is checked here.
     for m in ("approach2", "approach3"):
         lo, hi = fit[m]["bootstrap"]["intervals"]["a"]
         assert lo <= TRUE_A <= hi, (m, lo, hi)

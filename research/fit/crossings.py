@@ -20,13 +20,13 @@ The exponent: N_opt = k_N·C^a fitted through the crossings by least squares in 
 regression as Approach 2's through its parabolas' minima (`research.fit.powerlaw.fit_allocation`), and
 D_opt = C / f(N_opt) at each crossing in the table's FLOP convention (b = 1 - a exactly under 6n).
 Chosen by simulation (200 noisy copies of the study's design from its own law, a = 0.557, with its
-measured noise of 0.006 per run and 0.0085 per trunk in ln L): this regression gives a mean of 0.569
-(median 0.555, sd 0.130); regressing ln C on ln N and inverting, which treats the crossings' compute as
-the noisy coordinate, 0.602 (median 0.586; 1/slope has a heavy tail); the staircase 0.476 (sd 0.098: a
-bias that more seeds do not remove; its root-mean-square error, 0.127, is no worse than this
-regression's 0.131 only because it scatters less). With independent noise only (0.006 per run), both
-crossing regressions lie within 0.01 of the truth (rms error 0.052) and the staircase 0.05 below it
-(0.076). `benchmarks/approach1_estimators.py` runs the simulation
+measured noise of 0.006 per run and 0.0085 per trunk in ln L): this regression gives a mean of 0.570
+(median 0.558, sd 0.132); regressing ln C on ln N and inverting, which treats the crossings' compute as
+the noisy coordinate, 0.603 (median 0.588; 1/slope has a heavy tail); the staircase 0.477 (sd 0.097: a
+bias that more seeds do not remove; its root-mean-square error, 0.125, is no worse than this
+regression's 0.133 only because it scatters less). With independent noise only (0.006 per run), both
+crossing regressions lie within 0.01 of the truth (rms error 0.049) and the staircase 0.05 below it
+(0.075). `benchmarks/approach1_estimators.py` runs the simulation
 (`results/bench/approach1_estimators_study-cpu*.json`).
 """
 
