@@ -17,7 +17,9 @@ what the fit sees:
              prediction moved onto the eval set by the median log gap between the fitting runs'
              eval losses and the law; train+eval: both, each eval point weighted against a
              training-loss point by its tokens (eval_tokens / (batch x seq_len), the inverse
-             ratio of their noise variances), or equally (weight 1).
+             ratio of their noise variances), or equally (weight 1); dense: the eval set's prefix
+             evaluated every eval_every steps (sweeps with [train] dense_eval_tokens), moved onto
+             the whole set like train, by the fitting runs' final evaluations.
     from     warmup: each run's steps after its warmup (the default of `scaling curves fit`);
              plateau: from the step the trunk's training loss leaves its early plateau
              (research.curves.fitting.plateau_exit_step, fraction 0.2).
@@ -71,7 +73,10 @@ VARIANTS = {
     "train+eval equal/plateau": ("train+eval", "plateau", 1.0),
     "train+eval by tokens/warmup": ("train+eval", "warmup", "tokens"),
     "train+eval by tokens/plateau": ("train+eval", "plateau", "tokens"),
+    "dense/warmup": ("dense", "warmup", None),
+    "dense/plateau": ("dense", "plateau", None),
 }
+DEFAULT_VARIANTS = [v for v in VARIANTS if not v.startswith("dense")]  # dense: sweeps with [train] dense_eval_tokens
 
 
 def seed_noise(frame) -> dict:
@@ -83,7 +88,7 @@ def seed_noise(frame) -> dict:
 
 
 def predict_branch(variant: str, trunk: str, others: list[str], held: str, ev: dict, tr: dict, eval_weight: float,
-                   law: str = "multipower") -> tuple[float, int | None]:
+                   law: str = "multipower", dense: dict | None = None) -> tuple[float, int | None]:
     source, start, weight = VARIANTS[variant]
     runs = [trunk] + others
     from_step = plateau_exit_step(tr[trunk]) if start == "plateau" else None
@@ -91,13 +96,15 @@ def predict_branch(variant: str, trunk: str, others: list[str], held: str, ev: d
         curves = [ev[r] for r in runs]
     elif source == "train":
         curves = [tr[r] for r in runs]
+    elif source == "dense":
+        curves = [dense[r] for r in runs]
     else:
         w = eval_weight if weight == "tokens" else float(weight)
         curves = [tr[r] for r in runs] + [dataclasses.replace(ev[r], run=f"{r}/eval", weight=w) for r in runs]
     fitted = fit_curve_law(law, [c for c in curves if c.step_M.size], from_step=from_step)
     target = ev[held]
     pred = float(fitted.loss(target.sums, np.array([target.lr_T.size]))[0])
-    if source == "train":  # onto the eval set: the median log gap of the fitting runs' eval losses
+    if source in ("train", "dense"):  # onto the eval set: the median log gap of the fitting runs' eval losses
         pred *= math.exp(eval_log_gap(fitted, [ev[r] for r in runs], from_step=from_step))
     return pred, from_step
 
@@ -116,6 +123,7 @@ def leave_one_branch_out(sweep: Path, variants: list[str], every: int = 1) -> di
     t_start, cpu_start = time.perf_counter(), time.process_time()
     ev = load_curves(sweep, loss_col="eval_loss").curves
     tr = load_curves(sweep, loss_col="loss").curves
+    dense = load_curves(sweep, loss_col="dense_eval_loss").curves if any(v.startswith("dense") for v in variants) else None
     config = (read_json(sweep / "trials" / str(frame.trial.iloc[0]) / "trial.json") or {})["config"]
     eval_weight = config["train"]["eval_tokens"] / (config["train"]["batch_size"] * config["model"]["seq_len"])
     noise = seed_noise(frame)
@@ -129,7 +137,7 @@ def leave_one_branch_out(sweep: Path, variants: list[str], every: int = 1) -> di
             others = [str(t) for t in group.trial if t != r.trial]
             for v in variants:
                 t0 = time.perf_counter()
-                pred, from_step = predict_branch(v, str(trunk), others, str(r.trial), ev, tr, eval_weight)
+                pred, from_step = predict_branch(v, str(trunk), others, str(r.trial), ev, tr, eval_weight, dense=dense)
                 where = "shortest" if r.steps == horizons[0] else "longest" if r.steps == horizons[-1] else "inside"
                 rows.append({"variant": v, "trunk": str(trunk), "trial": str(r.trial), "n_params": int(r.n_params),
                              "steps": int(r.steps), "horizon": where, "from_step": from_step,
@@ -224,7 +232,9 @@ def main() -> None:
                     help="fit from these steps (0: from the end of warmup, the default of `scaling curves fit`)")
     ap.add_argument("--out", default="results/bench/curves_own_runs_cpu2.json")
     ap.add_argument("--sweeps", nargs="+", default=None, help="finished branch sweeps: leave one branch out")
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS),
+                    help="what the fit sees (dense/*: the prefix evaluated every eval_every steps, for sweeps run "
+                         "with [train] dense_eval_tokens)")
     ap.add_argument("--summarise-only", action="store_true",
                     help="summarise the stored leave-one-branch-out rows again, training nothing, fitting nothing")
     ap.add_argument("--every", type=int, default=1,
