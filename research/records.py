@@ -591,6 +591,7 @@ class Agreement(Record):
     threshold: float | None = None
     max_abs_diff_a: float | None = None
     pair: list[str] | None = None
+    diff_over_se: float | None = None  # the pair's |difference| over sqrt(se1^2 + se2^2), se from each interval
 
 
 @dataclass(kw_only=True)

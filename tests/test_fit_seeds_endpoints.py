@@ -246,3 +246,28 @@ def test_no_budgets_and_no_overlap_is_one_short_line(tmp_path):
     with pytest.raises(UserError, match="no shared FLOP budgets") as err:
         run_fits(load_table(csv, quiet=True), ["approach2"], strict=True)
     assert "\n" not in str(err.value) and len(str(err.value)) < 300
+
+
+def test_agreement_weighs_the_largest_difference_against_the_two_intervals():
+    from research.fit.agreement import NOISE_Z, agreement, agreement_warnings
+    from research.records import Agreement, AgreementEntry
+
+    def block(a1, iv1, a2, iv2):
+        fit = FitResult.from_json({"approach1": {"a": a1, "b": 1 - a1, "k_N": 1.0, "k_D": 1.0,
+                                                 "bootstrap": {"level": 0.95, "intervals": {"a": iv1}}},
+                                   "approach2": {"a": a2, "b": 1 - a2, "k_N": 1.0, "k_D": 1.0,
+                                                 "bootstrap": {"level": 0.95, "intervals": {"a": iv2}}}})
+        return agreement(fit)
+
+    # 95% intervals 0.16 and 0.12 wide: standard errors 0.0408 and 0.0306, combined 0.0510
+    near = block(0.53, [0.45, 0.61], 0.59, [0.53, 0.65])
+    se = np.hypot(0.08 / 1.959964, 0.06 / 1.959964)
+    assert near.diff_over_se == pytest.approx(0.06 / se, rel=1e-6) and near.diff_over_se < NOISE_Z
+    assert "within what the runs' noise gives" in agreement_warnings(near)[0]
+    far = block(0.40, [0.39, 0.41], 0.60, [0.59, 0.61])
+    assert far.diff_over_se > NOISE_Z and "beyond what the runs' noise gives" in agreement_warnings(far)[0]
+    # without intervals there is no yardstick, and the warning says only the difference
+    bare = Agreement.of(approaches={"approach1": AgreementEntry.of(a=0.4, b=0.6),
+                                    "approach2": AgreementEntry.of(a=0.6, b=0.4)},
+                        threshold=AGREEMENT_MAX, max_abs_diff_a=0.2, pair=["approach1", "approach2"])
+    assert bare.diff_over_se is None and "standard errors" not in agreement_warnings(bare)[0]

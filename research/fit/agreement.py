@@ -4,17 +4,29 @@ every allocation law, and the largest pairwise difference), the overall warnings
 
   AGREEMENT_MAX   largest pairwise |difference| in a between the allocation approaches before they are
                   said to disagree
+  NOISE_Z         the pair's |difference| in standard errors beyond which noise alone is unlikely to
+                  explain it (two-sided 5%)
+
+The yardstick for the largest difference: each approach's standard error of a from its bootstrap
+interval (width / (2 z), z the normal quantile of the interval's level), combined as if the two were
+independent. They are fitted to the same runs, so their errors are positively correlated and the
+combined error overstates the noise in their difference: a pair within it may still differ for a
+reason, a pair beyond it differs beyond noise. On the study's design, simulated with its own law
+exactly true (benchmarks/design_power.py --approaches 1,2,3), noise alone put the approaches more
+than 0.05 apart in 72% of tables.
 """
 
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 from research.fit.diagnostics import EXTRAPOLATION_DECADES_C, distinct_warnings, interval_width_warnings
 from research.fit.methods import METHODS, allocation_methods
 from research.records import Agreement, AgreementEntry, FitResult, NoiseModel, as_fit_result
 
 AGREEMENT_MAX = 0.05
+NOISE_Z = 1.96
 
 
 def disagreement_warnings(result: FitResult) -> list[str]:
@@ -59,7 +71,19 @@ def agreement(result: FitResult | dict) -> Agreement:
                 out.max_abs_diff_a, out.pair = d, [names[i], names[j]]
     if out.max_abs_diff_a is None:
         out.extra["note"] = f"{len(per)} allocation approach(es) fitted; agreement needs two"
+    else:
+        se = [_se(per[k]) for k in out.pair]
+        if None not in se and math.hypot(*se) > 0:
+            out.diff_over_se = out.max_abs_diff_a / math.hypot(*se)
     return out
+
+
+def _se(entry: AgreementEntry) -> float | None:
+    """The standard error of a implied by the entry's bootstrap interval, or None without one."""
+    iv, level = entry.a_interval, entry.level
+    if not iv or level is None:
+        return None
+    return (iv[1] - iv[0]) / (2 * NormalDist().inv_cdf((1 + level) / 2))
 
 
 def _whole(iv: list | None) -> list | None:
@@ -72,8 +96,13 @@ def agreement_warnings(block: Agreement | None) -> list[str]:
         return []
     k1, k2 = block.pair
     a1, a2 = block.approaches[k1].a, block.approaches[k2].a
+    noise = ""
+    if block.diff_over_se is not None:
+        beyond = block.diff_over_se > NOISE_Z
+        noise = (f"; that is {block.diff_over_se:.1f} standard errors of the difference (from the two "
+                 f"intervals, taken as independent): {'beyond' if beyond else 'within'} what the runs' noise gives")
     return [f"the approaches disagree on a: {k1} gives {a1:.3f}, {k2} {a2:.3f} (|difference| "
-            f"{block.max_abs_diff_a:.3f} > {AGREEMENT_MAX}); the compute-optimal exponent is not settled by "
+            f"{block.max_abs_diff_a:.3f} > {AGREEMENT_MAX}{noise}); the compute-optimal exponent is not settled by "
             "these data: check each approach's warnings, add sizes, token counts or seeds"]
 
 
@@ -87,8 +116,9 @@ def agreement_line(fit: FitResult | dict) -> str | None:
         iv = v.a_interval
         parts.append(f"{k} a={v.a:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else ""))
     if block.max_abs_diff_a is not None:
+        z = f", {block.diff_over_se:.1f} standard errors" if block.diff_over_se is not None else ""
         parts.append(f"largest |difference| {block.max_abs_diff_a:.3f} ({' vs '.join(block.pair)}; "
-                     f"goal <= {block.threshold})")
+                     f"goal <= {block.threshold}{z})")
     return "agreement: " + ", ".join(parts)
 
 
