@@ -7,6 +7,11 @@ curve's mean |pred - meas| / meas over its logged steps ("avg"), and of each cur
 ("worst"), against the noisy measurements and against the noiseless truth, over all steps and
 after warmup. Writes results/bench/curves_holdout.json.
 
+A second part ("published_like") follows Luo et al.'s protocol: fitted on constant + cosine only,
+predict a two-stage step schedule and WSD, over several noise draws, with the Multi-Power Law's
+shape prior on and off; once with Luo et al.'s 400M fit as the truth (the prior's centre) and once
+with a shape far from it (beta 1.8, gamma 0.3, C 0.5), where the prior can only hurt.
+
     python benchmarks/curves_holdout.py [--steps 20000] [--out results/bench/curves_holdout.json]
 """
 
@@ -21,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from research.curves.fitting import Curve
+from research.curves.fitting import Curve, fit_law, relative_errors
 from research.curves.record import CurveLaw, fit_curve_law
 from research.curves.laws import ANNEALING, CurveSums, law_loss
-from research.curves.synthetic import SCHEDULE_SET, TRUTH, synthetic_curves
+from research.curves.synthetic import LUO_400M, SCHEDULE_SET, TRUTH, published_like_curves, synthetic_curves
 
 ANNEALING_TRUTH = {"L0": 2.8, "A": 0.45, "alpha": 0.5, "C": 0.4, "lam": 0.999}
 
@@ -78,10 +83,37 @@ def annealing_rows(steps, noise, seed):
     return frame.to_dict("records")
 
 
+FAR_SHAPE = dict(LUO_400M, B=400.0, C=0.5, beta=1.8, gamma=0.3)
+
+
+def published_like(truth_name, truth, steps, noise, seeds):
+    """Fit constant + cosine, predict two-stage and WSD; per prior setting, the mean over draws of the
+    held-out curves' avg and worst error against the noiseless truth."""
+    out = {"truth": truth_name, "params": truth, "steps": steps, "noise": noise, "seeds": seeds, "prior": {}}
+    for prior in (False, True):
+        rows = []
+        for seed in range(seeds):
+            noisy, clean = published_like_curves(truth, steps=steps, noise=noise, seed=seed)
+            fit = fit_law("multipower", [noisy["constant"], noisy["cosine"]], shape_prior=prior)
+            errs = [relative_errors("multipower", fit.params, clean[n]) for n in ("two-stage", "wsd")]
+            rows.append({"seed": seed, "beta": fit.params["beta"], "gamma": fit.params["gamma"], "C": fit.params["C"],
+                         "avg": float(np.mean([e[0] for e in errs])), "worst": float(np.mean([e[1] for e in errs])),
+                         "two_stage_worst": errs[0][1]})
+        key = "on" if prior else "off"
+        out["prior"][key] = {"avg": float(np.mean([r["avg"] for r in rows])),
+                             "worst": float(np.mean([r["worst"] for r in rows])),
+                             "worst_max_over_draws": float(max(r["worst"] for r in rows)), "draws": rows}
+        print(f"published-like, truth {truth_name}, noise {100 * noise:.2f}%, prior {key}: avg "
+              f"{100 * out['prior'][key]['avg']:.3f}%, worst {100 * out['prior'][key]['worst']:.3f}% "
+              f"(largest draw {100 * out['prior'][key]['worst_max_over_draws']:.3f}%)", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--out", default="results/bench/curves_holdout.json")
+    ap.add_argument("--draws", type=int, default=6, help="noise draws per published-like case (default 6)")
     args = ap.parse_args()
     T = args.steps
     results = []
@@ -94,9 +126,12 @@ def main() -> None:
                             ["constant", "cosine", "wsd-0.2"]))
     results.append(scenario("annealing-truth, noise 0.3%, fit constant+cosine", annealing_rows(T, 0.003, 2),
                             ["constant", "cosine"]))
+    published = [published_like(name, truth, 24000, noise, args.draws)
+                 for name, truth in (("Luo et al. 400M", LUO_400M), ("far from the prior", FAR_SHAPE))
+                 for noise in (0.001, 0.002)]
     record = {"benchmark": "curves_holdout", "steps": T, "schedules": list(SCHEDULE_SET), "truth_mpl": TRUTH,
               "truth_annealing": ANNEALING_TRUTH, "machine": platform.machine(), "python": platform.python_version(),
-              "results": results}
+              "results": results, "published_like": published}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out}")

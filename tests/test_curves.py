@@ -13,7 +13,7 @@ from research.cli import main
 from research.curves.fitting import Curve, fit_law, relative_errors
 from research.curves.laws import CurveSums, law_loss
 from research.curves.schedules import schedule_lr
-from research.curves.synthetic import TRUTH, synthetic_curves
+from research.curves.synthetic import LUO_400M, TRUTH, published_like_curves, synthetic_curves
 
 
 # ---------------------------------------------------------------- the formulas, written as loops
@@ -117,6 +117,38 @@ def test_fitted_on_three_schedules_it_predicts_the_others(law, mean_tol, max_tol
     if law == "multipower":
         assert fit.params["L0"] == pytest.approx(TRUTH["L0"], abs=0.02)
         assert fit.params["alpha"] == pytest.approx(TRUTH["alpha"], abs=0.03)
+
+
+def test_the_shape_prior_rescues_a_step_drop_that_smooth_schedules_do_not_determine():
+    """Fitted on constant + cosine only (Luo et al.'s protocol), the plain fit's loss-drop shape runs to
+    beta's bound and mispredicts the two-stage schedule's sudden drops; the weak prior at the published
+    shape (the truth here, Luo et al.'s 400M fit) predicts them with less than half that error, and
+    the smoothly decaying WSD within 0.05% on average."""
+    noisy, clean = published_like_curves(LUO_400M)
+    plain = fit_law("multipower", [noisy["constant"], noisy["cosine"]], shape_prior=False)
+    prior = fit_law("multipower", [noisy["constant"], noisy["cosine"]])
+    assert plain.prior_sigma is None and 0 < prior.prior_sigma < 0.01
+    worst_plain = relative_errors("multipower", plain.params, clean["two-stage"])[1]
+    worst_prior = relative_errors("multipower", prior.params, clean["two-stage"])[1]
+    assert worst_prior < worst_plain / 2, (worst_prior, worst_plain)
+    assert relative_errors("multipower", prior.params, clean["wsd"])[0] < 5e-4
+
+
+def test_the_shape_prior_gives_way_to_runs_that_determine_the_shape():
+    """A truth far from the prior's centre (beta 1.8, gamma 0.3) and fitting runs with sudden drops
+    (two-stage, WSD) measured with little noise (0.03%): the fit finds the truth's shape, not the
+    prior's, and predicts the held-out schedules no worse than the plain fit, within 1e-4. (With 0.1%
+    noise these runs no longer determine beta, and the prior pulls it to 0.6-0.7: documented.)"""
+    truth = {"L0": 2.375, "A": 0.654, "alpha": 0.429, "B": 400.0, "C": 0.5, "beta": 1.8, "gamma": 0.3}
+    noisy, clean = published_like_curves(truth, noise=0.0003, seed=1)
+    fit_on = [noisy["two-stage"], noisy["wsd"]]
+    plain, prior = fit_law("multipower", fit_on, shape_prior=False), fit_law("multipower", fit_on)
+    assert prior.params["beta"] == pytest.approx(truth["beta"], rel=0.25)
+    assert prior.params["gamma"] == pytest.approx(truth["gamma"], abs=0.05)
+    for name in ("constant", "cosine"):
+        e_plain = relative_errors("multipower", plain.params, clean[name])[0]
+        e_prior = relative_errors("multipower", prior.params, clean[name])[0]
+        assert e_prior < e_plain + 1e-4, (name, e_prior, e_plain)
 
 
 def test_a_heavier_curve_pulls_the_fit_to_itself():
@@ -567,7 +599,8 @@ def test_fit_with_trunk_offsets_on_a_real_dense_branch_sweep(tmp_path, capsys):
         assert one_command["L_ND"][key] == pytest.approx(two_commands["L_ND"][key], rel=1e-6)
     assert main(["fit", str(out), "--method", "kaplan", "--json", "--no-write"]) == 0
     uncorrected = json.loads(capsys.readouterr().out)
-    assert one_command["L_ND"]["alpha_D"] != uncorrected["L_ND"]["alpha_D"]
+    # The correction reaches the fit (on 2 sizes x 2 token counts one exponent may sit at its bound either way).
+    assert any(one_command["L_ND"][k] != uncorrected["L_ND"][k] for k in ("N_c", "D_c", "alpha_N", "alpha_D"))
     assert main(["fit", str(tmp_path / "corrected.csv"), "--trunk-offsets"]) == 2
     assert "needs a sweep directory" in capsys.readouterr().err
 

@@ -48,6 +48,9 @@ def register(subparsers) -> None:
                      help="fit the losses from this step on (default: each run's first step after its warmup)")
     fit.add_argument("--lambda", dest="lam", default="0.999",
                      help="annealing law: its momentum decay, a number in (0.9, 1) or 'fit' (default 0.999)")
+    fit.add_argument("--no-shape-prior", dest="shape_prior", action="store_false",
+                     help="multipower: drop the weak prior on beta and gamma (centred on Luo et al.'s fits) that "
+                          "keeps runs whose LR falls only smoothly from choosing an arbitrary loss-drop shape")
     fit.add_argument("--json", action="store_true", help="print the fitted law as one JSON object")
     _table_flags(fit)
     fit.set_defaults(func=cmd_fit)
@@ -234,7 +237,7 @@ def cmd_fit(args) -> int:
     print(f"fitting the {args.law} law to {len(curves)} run(s), {sum(c.step_M.size for c in curves):,} logged "
           "steps", file=sys.stderr)
     law = fit_curve_law(args.law, curves, max_points=args.max_points, lam=lam, from_step=args.from_step,
-                        n_bootstrap=args.bootstrap, seed=args.seed)
+                        n_bootstrap=args.bootstrap, seed=args.seed, shape_prior=args.shape_prior)
     law.meta["source"] = table.source
     write_law(args.out, law)
     if args.json:

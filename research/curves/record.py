@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from research.curves.fitting import HUBER_DELTA, Curve, bootstrap, fit_law, peak_step, summarise
+from research.curves.fitting import HUBER_DELTA, SHAPE_PRIOR, Curve, bootstrap, fit_law, peak_step, summarise
 from research.curves.laws import LAWS, PARAMS, CurveSums, law_loss
 from research.errors import UserError
 from research.fsutil import atomic_write_json
@@ -113,10 +113,11 @@ def _finite(v) -> bool:
 
 
 def fit_curve_law(law: str, curves, *, max_points: int = 400, lam: float | None = 0.999,
-                  from_step: int | None = None, n_bootstrap: int = 0, seed: int = 0) -> CurveLaw:
+                  from_step: int | None = None, n_bootstrap: int = 0, seed: int = 0,
+                  shape_prior: bool = True) -> CurveLaw:
     """Fit `law` to `curves` (one size) and package it as a CurveLaw: parameters, bootstrap draws,
     the loss cap, the warmup's measured curve and each fitting run's in-sample error."""
-    fit = fit_law(law, curves, max_points=max_points, lam=lam, from_step=from_step)
+    fit = fit_law(law, curves, max_points=max_points, lam=lam, from_step=from_step, shape_prior=shape_prior)
     cap = float(max(np.exp(summarise(c, max_points)[1]).max() for c in curves if c.step_M.size))
     draws = bootstrap(fit, curves, n_bootstrap, seed, max_points=max_points) if n_bootstrap else []
     warmups = sorted(peak_step(c.lr_T) for c in curves)
@@ -130,6 +131,10 @@ def fit_curve_law(law: str, curves, *, max_points: int = 400, lam: float | None 
     out.meta = {"runs": [c.run for c in curves], "fixed": list(fit.fixed),
                 "fit": {"objective": "huber on log loss", "huber_delta": HUBER_DELTA, "cost": fit.cost,
                         "from_step": from_step or "end of each run's warmup", "n_points": fit.n_points,
-                        "n_logged_steps": fit.n_steps, "max_points": max_points},
+                        "n_logged_steps": fit.n_steps, "max_points": max_points,
+                        "shape_prior": None if fit.prior_sigma is None else {
+                            "on": "ln beta, gamma, ln(C * peak_lr^(1 - gamma))",
+                            "centre_width": {k: list(v) for k, v in SHAPE_PRIOR.items()},
+                            "noise_scale": fit.prior_sigma}},
                 "in_sample": in_sample}
     return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from research.curves.fitting import Curve
 from research.curves.laws import MULTIPOWER, CurveSums, law_loss
 from research.curves.schedules import schedule_lr
 
@@ -51,3 +52,29 @@ def synthetic_curves(steps: int = 3000, peak_lr: float = 3e-4, noise: float = 0.
             rows.append({"run": name, "step": int(step[t]), "lr": float(lr[t]),
                          "loss": float(loss[t]) if logged else None, "true_loss": float(clean[t])})
     return rows
+
+
+# Luo et al.'s Multi-Power Law fit of their 400M-parameter model (their repository's table).
+LUO_400M = {"L0": 2.375, "A": 0.654, "alpha": 0.429, "B": 523.4, "C": 2.025, "beta": 0.594, "gamma": 0.635}
+
+
+def published_like_curves(truth: dict, steps: int = 12000, peak: float = 3e-4, warmup: int = 1000,
+                          noise: float = 0.002, seed: int = 0):
+    """Loss curves of one size with the schedules Luo et al. publish: constant, cosine (to 10%), a
+    two-stage step schedule (x0.3 at 80% of the post-warmup steps, x0.03 at 90%) and WSD (last 20%,
+    1-sqrt), drawn from `truth` with AR(0.95) noise. Returns ({name: noisy Curve}, {name: noiseless
+    Curve}), both measured from the end of the warmup on."""
+    t = np.arange(1, steps + 1)
+    u = np.clip((t - warmup) / (steps - warmup), 0.0, 1.0)
+    lrs = {"constant": np.full(steps, peak), "cosine": peak * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * u))),
+           "two-stage": peak * np.where(u < 0.8, 1.0, np.where(u < 0.9, 0.3, 0.03)),
+           "wsd": peak * np.where(u < 0.8, 1.0, np.maximum(1 - np.sqrt(np.clip((u - 0.8) / 0.2, 0, 1)), 0.01))}
+    rng = np.random.default_rng(seed)
+    noisy, clean = {}, {}
+    for name, lr in lrs.items():
+        lr[:warmup] = peak * t[:warmup] / warmup
+        loss = law_loss(MULTIPOWER, CurveSums.of(lr), t, truth)
+        keep = t > warmup
+        clean[name] = Curve(name, lr, t[keep], loss[keep])
+        noisy[name] = Curve(name, lr, t[keep], (loss * (1 + ar1_noise(steps, noise, 0.95, rng)))[keep])
+    return noisy, clean
