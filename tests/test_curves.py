@@ -151,6 +151,20 @@ def test_the_shape_prior_gives_way_to_runs_that_determine_the_shape():
         assert e_prior < e_plain + 1e-4, (name, e_prior, e_plain)
 
 
+def test_the_bootstrap_varies_sparsely_evaluated_runs_too():
+    """Runs evaluated a few times each (a sweep's eval every 1000 steps: 3-8 points a run): the draws
+    differ from one another and the fit, so an interval drawn from them has a width."""
+    from research.curves.fitting import bootstrap
+
+    rows = synthetic_curves(steps=800, noise=0.004, seed=3, names=("constant", "wsd-0.2", "cosine"), log_every=100)
+    curves = list(curves_of(rows, ("constant", "wsd-0.2", "cosine")).values())
+    assert max(c.step_M.size for c in curves) <= 8
+    fit = fit_law("multipower", curves)
+    draws = bootstrap(fit, curves, 8, seed=0)
+    L0 = np.array([d["L0"] for d in draws])
+    assert np.unique(np.round(L0, 9)).size >= 4 and np.abs(L0 - fit.params["L0"]).max() > 1e-4
+
+
 def test_a_heavier_curve_pulls_the_fit_to_itself():
     """Two measurements of the same run that disagree by 4%: the fit follows the one weighted 30x."""
     # the loss logged every 4th step (as a run logs it): 100 points a curve, not 400, for the optimiser

@@ -413,7 +413,10 @@ def bootstrap(fit: LawFit, curves: list[Curve], n: int, seed: int = 0, *, max_po
               block: int = 10) -> list[dict]:
     """`n` parameter draws: refits (polished from the fit, with its prior if it had one) to the fitted
     curves plus residuals resampled in blocks of `block` consecutive points within each run (the
-    noise of a loss curve is correlated from step to step, so single points would understate it)."""
+    noise of a loss curve is correlated from step to step, so single points would understate it).
+    A run of fewer than 4 * `block` points is resampled in blocks of a quarter of its length, and one
+    of fewer than 8 points point by point: with one block as long as the run, every draw would copy
+    the data and the interval would have no width."""
     points = points_of(curves, max_points, fit.from_step)
     rng = np.random.default_rng(seed)
     fitted = [np.log(law_loss(fit.law, s, t, fit.params)) for s, t in zip(points.sums, points.step_Q)]
@@ -423,7 +426,7 @@ def bootstrap(fit: LawFit, curves: list[Curve], n: int, seed: int = 0, *, max_po
         new_y = []
         for f, r in zip(fitted, resid):
             m = r.size
-            b = max(1, min(block, m))
+            b = max(1, min(block, m // 4))  # at least 4 blocks: a sparsely evaluated run (m <= 10) is not copied whole
             starts = rng.integers(0, m - b + 1, size=-(-m // b))
             new_y.append(f + np.concatenate([r[s:s + b] for s in starts])[:m])
         resampled = Points(points.sums, points.step_Q, new_y, points.weight_Q)
