@@ -17,8 +17,9 @@ of the fitting runs, minimised from several starts. Here:
    Luo et al.'s fitted values, and the fit is polished again with it (a MAP fit, `SHAPE_PRIOR`).
    Runs whose LR only falls smoothly (constant, cosine) hardly constrain the shape: their best
    fit runs to beta's bound at an objective within 0.3% of the published shape's, and then
-   mispredicts a sudden drop (a step schedule) by 1-2.5% where the published shape errs by
-   0.3-0.8% (benchmarks/curves_holdout.py). The prior is weighed in the data's own noise
+   mispredicts a sudden drop (a step schedule): worst errors of 0.9-1.2% on average over noise
+   draws, up to 1.8%, where the fit with the prior errs by 0.13-0.25% (curves drawn from Luo et
+   al.'s 400M fit; benchmarks/curves_holdout.py). The prior is weighed in the data's own noise
    (each row sigma * (value - centre) / width, sigma the residuals' robust scale), so a shape
    the runs do determine moves it aside.
 """
