@@ -58,7 +58,7 @@ def noisy_table(runs: pd.DataFrame, law: ChinchillaLaw, sigma: float, trunk_sigm
     eps = rng.normal(0.0, sigma, len(runs)) + runs["trunk"].map(offset).to_numpy()
     out = runs.copy()
     out["L"] = law.loss(out["N"].to_numpy(), out["D"].to_numpy()) * np.exp(eps)
-    out["F"] = 6.0 * out["N"] * out["D"]
+    out["F"] = SIX_N(out["N"].to_numpy()) * out["D"].to_numpy()  # the fits' own 6N convention, one formula
     out["C"] = out["budget"].astype(float).fillna(out["F"]) if "budget" in out else out["F"]
     return out
 

@@ -73,4 +73,3 @@ def fit_approach1_endpoints(df, per_token, n_grid=N_GRID, bootstrap=0, seed=0, l
             bs.update(n_failed=failed, seed=seed, resampling=resampling_scheme(groups))
             res["bootstrap"] = bs
     return res
-
