@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from research.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from research.curves.anchor import anchored_for_size
 from research.curves.fitting import plateau_exit_step
 from research.curves.offsets import eval_log_gap
 from research.curves.record import fit_curve_law
@@ -75,8 +76,10 @@ VARIANTS = {
     "train+eval by tokens/plateau": ("train+eval", "plateau", "tokens"),
     "dense/warmup": ("dense", "warmup", None),
     "dense/plateau": ("dense", "plateau", None),
+    "anchored/train": ("anchored", "loss", None),
+    "anchored/dense": ("anchored", "dense_eval_loss", None),
 }
-DEFAULT_VARIANTS = [v for v in VARIANTS if not v.startswith("dense")]  # dense: sweeps with [train] dense_eval_tokens
+DEFAULT_VARIANTS = [v for v in VARIANTS if not v.endswith("dense") and not v.startswith("dense")]  # dense: sweeps with [train] dense_eval_tokens
 
 
 def seed_noise(frame) -> dict:
@@ -88,9 +91,16 @@ def seed_noise(frame) -> dict:
 
 
 def predict_branch(variant: str, trunk: str, others: list[str], held: str, ev: dict, tr: dict, eval_weight: float,
-                   law: str = "multipower", dense: dict | None = None) -> tuple[float, int | None]:
+                   law: str = "multipower", dense: dict | None = None, dense_weight: float | None = None
+                   ) -> tuple[float, int | None]:
     source, start, weight = VARIANTS[variant]
     runs = [trunk] + others
+    if source == "anchored":  # the trunk's own logged curve as the level, the law for the drop only
+        anchor = tr if start == "loss" else dense
+        lineage = {r: trunk for r in runs}
+        fitted = anchored_for_size(law, anchor, ev, lineage, runs, eval_weight if start == "loss" else dense_weight)
+        target = ev[held]
+        return float(fitted.loss(trunk, target.sums, np.array([target.lr_T.size]))[0]), None
     from_step = plateau_exit_step(tr[trunk]) if start == "plateau" else None
     if source == "eval":
         curves = [ev[r] for r in runs]
@@ -123,9 +133,11 @@ def leave_one_branch_out(sweep: Path, variants: list[str], every: int = 1) -> di
     t_start, cpu_start = time.perf_counter(), time.process_time()
     ev = load_curves(sweep, loss_col="eval_loss").curves
     tr = load_curves(sweep, loss_col="loss").curves
-    dense = load_curves(sweep, loss_col="dense_eval_loss").curves if any(v.startswith("dense") for v in variants) else None
+    dense = load_curves(sweep, loss_col="dense_eval_loss").curves if any("dense" in v for v in variants) else None
     config = (read_json(sweep / "trials" / str(frame.trial.iloc[0]) / "trial.json") or {})["config"]
     eval_weight = config["train"]["eval_tokens"] / (config["train"]["batch_size"] * config["model"]["seq_len"])
+    dense_tokens = config["train"].get("dense_eval_tokens")
+    dense_weight = config["train"]["eval_tokens"] / dense_tokens if dense_tokens else None  # full set over its prefix
     noise = seed_noise(frame)
     rows = []
     for trunk, group in frame.groupby("trunk"):
@@ -137,7 +149,8 @@ def leave_one_branch_out(sweep: Path, variants: list[str], every: int = 1) -> di
             others = [str(t) for t in group.trial if t != r.trial]
             for v in variants:
                 t0 = time.perf_counter()
-                pred, from_step = predict_branch(v, str(trunk), others, str(r.trial), ev, tr, eval_weight, dense=dense)
+                pred, from_step = predict_branch(v, str(trunk), others, str(r.trial), ev, tr, eval_weight, dense=dense,
+                                                 dense_weight=dense_weight)
                 where = "shortest" if r.steps == horizons[0] else "longest" if r.steps == horizons[-1] else "inside"
                 rows.append({"variant": v, "trunk": str(trunk), "trial": str(r.trial), "n_params": int(r.n_params),
                              "steps": int(r.steps), "horizon": where, "from_step": from_step,

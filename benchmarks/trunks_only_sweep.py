@@ -43,6 +43,11 @@ VARIANTS = {
     "keep 2, eval loss, budgets 2^(1/4) apart": (2, "eval_loss", None, 4),
     "keep 1, eval loss, budgets 2^(1/4) apart": (1, "eval_loss", None, 4),
     "keep 2, training loss from the plateau, budgets 2^(1/4) apart": (2, "loss", "plateau", 4),
+    # anchored: each lineage's level from its own trunk's logged curve, the law only for the drop (--anchor)
+    "keep 2, anchored to the training loss": (2, "anchor:loss", None, None),
+    "keep 2, anchored to the training loss, budgets 2^(1/4) apart": (2, "anchor:loss", None, 4),
+    "keep 2, anchored to the dense eval loss": (2, "anchor:dense_eval_loss", None, None),
+    "keep 2, anchored to the dense eval loss, budgets 2^(1/4) apart": (2, "anchor:dense_eval_loss", None, 4),
 }
 
 
@@ -94,7 +99,9 @@ def main() -> None:
         for name in args.variants:
             keep, loss_col, from_step, per_doubling = VARIANTS[name]
             t0 = time.process_time()
-            table, summary = trunks_only(sweep, keep, "multipower", loss_col, from_step, per_doubling)
+            anchor = loss_col.split(":", 1)[1] if loss_col.startswith("anchor:") else None
+            table, summary = trunks_only(sweep, keep, "multipower", "eval_loss" if anchor else loss_col, from_step,
+                                         per_doubling, anchor)
             path = Path(tmp) / "table.csv"
             table.to_csv(path, index=False)
             fit = approach3(path, Path(tmp) / "fit.json")

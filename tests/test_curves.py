@@ -557,6 +557,34 @@ def test_trunks_only_on_the_training_loss_moves_its_predictions_onto_the_eval_se
     assert (abs(pred.final_eval_loss - pred.final_eval_loss_measured) / pred.final_eval_loss_measured).max() < 0.01
 
 
+def test_trunks_only_anchored_to_each_trunks_training_loss(tmp_path, capsys):
+    """--anchor loss: each lineage's level is its own trunk's logged training loss (no offsets), the law
+    gives the cooldowns' drop and the gap to the eval set (here about 3% of a loss near 3.9: 0.11 nats),
+    and the predicted branches land on the eval set. With --from-step it is one line."""
+    raw = write_branch_sweep(tmp_path / "sweep", {"trunkA": 0.01, "trunkB": -0.01}, horizons=(200, 400, 600),
+                             train_gap=0.03)
+    raw["steps"] = raw["tokens"] // 2048
+    raw["flops_6n"] = 6 * 1000 * raw["tokens"]
+    raw.to_csv(tmp_path / "sweep" / "results.csv", index=False)
+    config = json.loads((tmp_path / "sweep" / "trials" / "trunkA" / "trial.json").read_text())["config"]
+    out = tmp_path / "trunks_only.csv"
+    assert main(["curves", "trunks-only", str(tmp_path / "sweep"), "--anchor", "loss", "--out", str(out),
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["anchor"] == "loss" and "eval_log_gap" not in summary
+    pred = pd.read_csv(out).query("source == 'predicted'")
+    assert len(pred) == 2
+    (gap,) = summary["anchor_gap_nats"].values()
+    final = pred.final_eval_loss_measured.to_numpy()
+    assert gap == pytest.approx(float(np.mean(final * (1 - math.exp(-0.03)))), rel=0.15)
+    assert (abs(pred.final_eval_loss - pred.final_eval_loss_measured) / pred.final_eval_loss_measured).max() < 0.006
+    assert config["train"]["eval_tokens"] > 0  # the eval points' weight comes from the sweep's own config
+    assert main(["curves", "trunks-only", str(tmp_path / "sweep"), "--anchor", "loss", "--from-step", "100",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--from-step does not apply with --anchor" in err[0]
+
+
 DENSE_BRANCH_SWEEP = """
 name = "dense-branches"
 [data]

@@ -6,6 +6,7 @@
     table.py      per-step tables (run, step, lr, loss) and sweep / run directories in
     record.py     LAW.json out and in; `fit_curve_law` (fit + bootstrap + warmup curve + in-sample errors)
     offsets.py    per-trunk offsets of a sweep, and its results table corrected by them
+    anchor.py     a law anchored to each trunk's measured curve: the trunk gives the level, the law the drop
     trunks_only.py  a trunks-plus-1-2-cooldowns design evaluated on a finished branch sweep
     synthetic.py  curves drawn from a known law (tests, benchmarks, docs)
     cli.py        `scaling curves fit|predict|offsets|trunks-only`

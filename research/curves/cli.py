@@ -153,6 +153,12 @@ def _register_trunks_only(s) -> None:
                    help="fit from this step on, or 'plateau': per size, from where its trunks' loss has left the "
                         "early plateau (for the training loss or densely evaluated trunks; default: each run's "
                         "steps after its warmup)")
+    t.add_argument("--anchor", choices=("loss", "dense_eval_loss"), default=None,
+                   help="anchor each lineage to its trunk's own logged curve in this loss (loss: the training loss; "
+                        "dense_eval_loss: the eval prefix of sweeps run with [train] dense_eval_tokens): the trunk "
+                        "gives the loss level at each area under the schedule, the law only the drop a cooldown "
+                        "buys and the gap to the eval set. Follows a small model's early plateau, which the law's "
+                        "formula cannot (instead of --loss-col and --from-step)")
     t.add_argument("--budgets-per-doubling", type=int, default=None, metavar="K",
                    help="also let the law stand for IsoFLOP budgets 2^(1/K) apart between the sweep's smallest and "
                         "largest (rows marked between = True): each size where its D/N lies in the sweep's range and "
@@ -180,7 +186,7 @@ def cmd_trunks_only(args) -> int:
 
     out = _table_out(args)
     frame, summary = trunks_only(args.sweep, args.keep, args.law, args.loss_col, args.from_step,
-                                 args.budgets_per_doubling)
+                                 args.budgets_per_doubling, args.anchor)
     atomic_write_text(out, frame.to_csv(index=False))
     summary["out"] = str(out)
     if args.json:

@@ -10,9 +10,12 @@ logged step, where a sweep's eval losses are sparse), the law's predictions are 
 eval set by the median log gap between the kept runs' eval losses and the law
 (`research.curves.offsets.eval_log_gap`), so that predicted and measured rows share one scale.
 `from_step="plateau"` fits each size from where its trunks have left their early plateau
-(`research.curves.fitting.plateau_start`), which neither law describes. The result is a
-results table that `scaling fit` reads like the real one: measured rows where the runs were
-kept, predicted rows elsewhere (column `source`). Its FLOPs are compared:
+(`research.curves.fitting.plateau_start`), which neither law describes. `anchor="loss"` or
+`"dense_eval_loss"` instead anchors each lineage to its own trunk's curve in that loss
+(`research.curves.anchor`): the trunk gives the loss level at each area under the schedule,
+plateau included; the law gives only the drop a cooldown buys and the gap to the eval set; no
+offsets are needed. The result is a results table that `scaling fit` reads like the real one:
+measured rows where the runs were kept, predicted rows elsewhere (column `source`). Its FLOPs are compared:
 
     spent        what the trunks-only design computes: each trunk once, plus the kept cooldowns
     represented  the IsoFLOP points it stands for: every row's whole-history FLOPs (6N per token)
@@ -31,12 +34,14 @@ spent, and is marked `between = True`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from research.curves.anchor import ANCHOR_LOSSES, anchored_for_size, target_weight
 from research.curves.fitting import plateau_start
 from research.curves.laws import CurveSums
 from research.curves.offsets import eval_log_gap, lineage_of, size_offsets
@@ -103,10 +108,19 @@ def _checked_branch_rows(frame, results: Path):
     return frame
 
 
-def _between_rows(members: list[dict], grid: list[float], window: tuple[float, float], fitted, factor: float,
+def _any_config(sweep_dir: Path, rows: list[dict]) -> dict:
+    """The config of the sweep's first branch that records one (the eval and batch sizes are the sweep's)."""
+    for r in rows:
+        record = read_json(sweep_dir / "trials" / str(r["trial"]) / "trial.json") or {}
+        if isinstance(record.get("config"), dict):
+            return record["config"]
+    raise UserError(f"no branch of {sweep_dir} has a trial.json with its config")
+
+
+def _between_rows(members: list[dict], grid: list[float], window: tuple[float, float], predict,
                   sweep_dir: Path) -> list[dict]:
     """One trunk's rows at the grid budgets it can stand for (see the module docstring): its longest
-    branch's row and schedule with the horizon changed, the loss the law predicts times `factor`."""
+    branch's row and schedule with the horizon changed, the loss `predict(sums, step_Q)` gives (on the eval set)."""
     template = max(members, key=lambda r: int(r["steps"]))
     shortest, longest = min(int(r["steps"]) for r in members), int(template["steps"])
     record = read_json(sweep_dir / "trials" / str(template["trial"]) / "trial.json") or {}
@@ -119,7 +133,7 @@ def _between_rows(members: list[dict], grid: list[float], window: tuple[float, f
         if not shortest <= steps <= longest or not window[0] <= tokens / n <= window[1]:
             continue
         lr_T = lr_of_config(dataclasses.replace(config, train=dataclasses.replace(config.train, steps=steps)))
-        loss = float(fitted.loss(CurveSums.of(lr_T), np.array([steps]))[0]) * factor
+        loss = float(predict(CurveSums.of(lr_T), np.array([steps]))[0])
         scale = tokens / float(template["tokens"])
         row = dict(template, **{k: math.nan for k in MEASURED_ONLY if k in template})
         row.update(trial=f"{lineage_of(template)}@{steps}", budget=c, steps=steps, tokens=tokens,
@@ -133,8 +147,30 @@ def _between_rows(members: list[dict], grid: list[float], window: tuple[float, f
     return rows
 
 
+def _size_law(n: float, fit_runs: dict, lineages: dict, law: str, loss_col: str, start, eval_curves: dict,
+              anchor: str | None, weight: float | None, gaps: dict):
+    """predict(lineage, sums, step_Q) -> the eval loss, from the law of one size fitted to `fit_runs`:
+    anchored to each lineage's trunk (`anchor`: the loss it is read in), or the formula times the
+    lineage's offset (and moved onto the eval set by the median log gap when fitted to another loss).
+    Records the gap to the eval set (log for the formula, nats when anchored) in `gaps`."""
+    if anchor:
+        anchored = anchored_for_size(law, fit_runs, eval_curves, lineages, list(fit_runs), weight)
+        gaps[f"{n:.0f}"] = anchored.gap
+        return anchored.loss
+    offsets = size_offsets(n, fit_runs, lineages, law, start)
+    fitted, gap = offsets.curve_law, 0.0
+    if loss_col != "eval_loss":  # onto the eval set, each run's trunk offset left out
+        shift = {run: offsets.offsets.get(lineages[run], 0.0) for run in fit_runs}
+        gap = eval_log_gap(fitted, [eval_curves[run] for run in fit_runs if run in eval_curves], shift)
+        gaps[f"{n:.0f}"] = gap
+
+    def predict(lineage: str, sums, step_Q):
+        return fitted.loss(sums, step_Q) * math.exp(offsets.offsets.get(lineage, 0.0) + gap)
+    return predict
+
+
 def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str = "eval_loss",
-                from_step: int | str | None = None, per_doubling: int | None = None):
+                from_step: int | str | None = None, per_doubling: int | None = None, anchor: str | None = None):
     """(table, summary): results.csv with the non-kept branches' final losses predicted, and the FLOPs.
     `from_step`: fit from this step on, "plateau" (per size, past its trunks' early plateau), or None
     (each run's steps after its warmup). `per_doubling`: also represent budgets between the trained
@@ -153,7 +189,15 @@ def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str
     done = frame["status"].astype(str) == "completed" if "status" in frame else True
     frame = _checked_branch_rows(frame[done & (frame["kind"].astype(str) == "branch")].reset_index(drop=True), results)
     rows = frame.to_dict("records")
+    if anchor is not None:
+        if anchor not in ANCHOR_LOSSES:
+            raise UserError(f"--anchor {anchor!r}: anchor to {' or '.join(ANCHOR_LOSSES)}")
+        if from_step is not None:
+            raise UserError("--from-step does not apply with --anchor: the trunks' own curves stand in for the "
+                            "formula from their warmup on")
+        loss_col = anchor
     table = load_curves(sweep_dir, loss_col=loss_col)
+    weight = target_weight(_any_config(sweep_dir, rows), anchor) if anchor else None
     eval_curves = table.curves if loss_col == "eval_loss" else load_curves(sweep_dir, loss_col="eval_loss").curves
     lineage = {str(r["trial"]): lineage_of(r) for r in rows}
     kept: set[str] = set()
@@ -181,13 +225,8 @@ def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str
             raise UserError(f"trunk {missing[0]} of N = {n:,.0f} has no metrics.jsonl in {sweep_dir}/trials")
         start = plateau_start(list(fit_runs.values())) if from_step == "plateau" else from_step
         starts[f"{n:.0f}"] = start
-        offsets = size_offsets(n, fit_runs, {run: lineage.get(run, run) for run in fit_runs}, law, start)
-        fitted = offsets.curve_law
-        gap = 0.0
-        if loss_col != "eval_loss":  # onto the eval set, each run's trunk offset left out
-            shift = {run: offsets.offsets.get(lineage.get(run, run), 0.0) for run in fit_runs}
-            gap = eval_log_gap(fitted, [eval_curves[run] for run in fit_runs if run in eval_curves], shift)
-            gaps[f"{n:.0f}"] = gap
+        predict = _size_law(n, fit_runs, {run: lineage.get(run, run) for run in fit_runs}, law, loss_col, start,
+                            eval_curves, anchor, weight, gaps)
         per_step = {float(r["flops_6n"]) / int(r["steps"]) for r in size_rows}
         flops_per_step = sum(per_step) / len(per_step)
         for trunk in size_lineages:
@@ -205,11 +244,10 @@ def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str
             curve = table.curves.get(trial)
             if curve is None:
                 raise UserError(f"branch {trial} has no config in {sweep_dir}/trials; its schedule is unknown")
-            loss = float(fitted.loss(curve.sums, np.array([curve.lr_T.size]))[0])
-            predicted[trial] = loss * math.exp(offsets.offsets.get(lineage[trial], 0.0) + gap)
+            predicted[trial] = float(predict(lineage[trial], curve.sums, np.array([curve.lr_T.size]))[0])
         for trunk in sorted(size_lineages) if grid else ():
             added = _between_rows([r for r in size_rows if lineage[str(r["trial"])] == trunk], grid, window,
-                                  fitted, math.exp(offsets.offsets.get(trunk, 0.0) + gap), sweep_dir)
+                                  functools.partial(predict, trunk), sweep_dir)
             represented += sum(r["flops_6n"] for r in added)
             between += added
         print(f"N = {n:,.0f}: {len(fit_runs)} runs fitted, "
@@ -227,7 +265,7 @@ def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str
         out = pd.concat([out, added], ignore_index=True) if len(added) else out
     spent += trunk_flops
     cooldowns = sum(float(r["flops_6n"]) * (1 - int(r["branch_step"] or 0) / int(r["steps"])) for r in rows)
-    summary = {"keep": keep, "law": law, "loss_col": loss_col, "from_step": starts,
+    summary = {"keep": keep, "law": law, "loss_col": loss_col, "anchor": anchor, "from_step": starts,
                "flops_spent_6n": spent, "flops_represented_6n": represented,
                "spent_over_represented": spent / represented if represented else float("nan"),
                "branch_design_spent_over_represented": (trunk_flops + cooldowns) / represented if represented
@@ -236,5 +274,6 @@ def trunks_only(sweep_dir, keep: int = 2, law: str = "multipower", loss_col: str
         summary.update(budgets_per_doubling=per_doubling, n_between=len(between),
                        between_budgets=sorted({r["budget"] for r in between}))
     if gaps:
-        summary["eval_log_gap"] = gaps  # per size (n_params): log(eval / law fitted to the training loss)
+        # per size (n_params): anchored, eval - anchor loss (nats); else log(eval / law fitted to the training loss)
+        summary["anchor_gap_nats" if anchor else "eval_log_gap"] = gaps
     return out, summary
