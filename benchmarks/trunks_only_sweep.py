@@ -124,6 +124,7 @@ def main() -> None:
     earlier = read_json(Path(args.out)) if Path(args.out).is_file() else None
     if isinstance(earlier, dict) and earlier.get("sweep") == record["sweep"]:  # other variants of the same sweep kept
         record["variants"] = {**earlier.get("variants", {}), **record["variants"]}
+        record = {**earlier, **record}  # and its other keys (notes, earlier code's results)
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out}")
 
