@@ -104,3 +104,42 @@ def test_an_anchored_law_without_a_trunk_or_an_eval_loss_is_one_line():
         anchored_for_size("multipower", train, {}, {r: "trunk" for r in train}, list(train), 9.0)
     assert math.isfinite(anchored_for_size("annealing", train, evals, {r: "trunk" for r in train}, list(train),
                                            9.0).gap)
+
+
+def test_curves_fit_anchor_then_predict_through_the_cli(tmp_path, capsys):
+    """`scaling curves fit TABLE --anchor trunk` on a per-step table (one loss column: the gap stays 0),
+    then `predict`: the shortest branch, held out, is predicted at its end within 0.5% of the truth, with
+    less than half the error of the same law without the anchor (measured: 0.21% against 0.71%; fitted
+    to the trunk's plateau steps too, the formula bends towards them); predictions carry no interval,
+    and a decaying run as the anchor is one line."""
+    import json
+
+    import pandas as pd
+
+    from research.cli import main
+
+    train, _, final = branch_runs()
+    rows = []
+    for name, c in train.items():
+        loss = dict(zip(c.step_M.tolist(), c.loss_M.tolist()))
+        rows += [{"run": name, "step": t, "lr": float(c.lr_T[t - 1]), "loss": loss.get(t)} for t in range(1, c.lr_T.size + 1)]
+    pd.DataFrame(rows).to_csv(tmp_path / "curves.csv", index=False)
+    fitted = ",".join(r for r in train if r != "b80")
+    for anchor, out in (["--anchor", "trunk"], "anchored.json"), ([], "plain.json"):
+        assert main(["curves", "fit", str(tmp_path / "curves.csv"), "--runs", fitted, "--bootstrap", "0",
+                     "--out", str(tmp_path / out), *anchor]) == 0
+    record = json.loads((tmp_path / "anchored.json").read_text())
+    assert record["anchor"]["run"] == "trunk" and record["anchor"]["gap"] == 0.0
+    capsys.readouterr()
+    errors = {}
+    for out in ("anchored.json", "plain.json"):
+        assert main(["curves", "predict", "--law", str(tmp_path / out), str(tmp_path / "curves.csv"), "--runs", "b80",
+                     "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        (run,) = result["runs"]
+        assert "final_lo" not in run or out == "plain.json"
+        errors[out] = run["final_loss"] / (final["b80"] - GAP) - 1
+    assert abs(errors["anchored.json"]) < 0.005 and abs(errors["anchored.json"]) < abs(errors["plain.json"]) / 2, errors
+    assert main(["curves", "fit", str(tmp_path / "curves.csv"), "--anchor", "b400", "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "constant-LR run" in err[0] and not (tmp_path / "x.json").exists()

@@ -120,6 +120,24 @@ class AnchoredLaw:
         return {"law": self.law, "base": self.base, "drop": self.drop, "gap": self.gap, **self.meta,
                 "anchors": {k: a.to_dict() for k, a in self.anchors.items()}}
 
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "AnchoredLaw":
+        """Read back `to_dict`; UserError naming `where` if a part is missing or not finite."""
+        try:
+            law = d["law"]
+            base = {k: float(d["base"][k]) for k in ("L0", "A", "alpha")}
+            drop = {k: float(d["drop"][k]) for k in DROP_PARAMS[law]}
+            anchors = {str(k): Anchor.from_dict(a) for k, a in d["anchors"].items()}
+            gap = float(d["gap"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise UserError(f"{where}: its \"anchor\" record is incomplete; fit it again with --anchor") from None
+        values = [*base.values(), *drop.values(), gap] + [v for a in anchors.values()
+                                                         for v in (*a.log_s1_M, *a.resid_M, a.bandwidth)]
+        if not anchors or not all(math.isfinite(v) for v in values):
+            raise UserError(f"{where}: its \"anchor\" record has no anchor or a value that is not finite; fit it again")
+        return cls(law, base, drop, gap, anchors, {k: v for k, v in d.items()
+                                                   if k not in ("law", "base", "drop", "gap", "anchors")})
+
 
 @dataclass
 class AnchoredPoints:
@@ -143,17 +161,20 @@ def _points(lineage: str, curve: Curve, target: bool, weight: float, max_points:
 
 def fit_anchored(law: str, base: dict, anchors: dict[str, Curve], runs: list[tuple[str, Curve, bool, float]],
                  start: dict, *, bandwidth: float = BANDWIDTH, shape_prior: bool = True,
-                 max_points: int = 400) -> AnchoredLaw:
+                 max_points: int = 400, fit_gap: bool = True) -> AnchoredLaw:
     """Fit the drop and the gap of `law` to `runs` (lineage, curve, is the target loss, weight per point).
     `base`: L0, A, alpha of the size's ordinary fit (the residuals' reference; they are absorbed by the
     anchors, so only where no anchor point lies does the formula itself matter). `anchors`: lineage ->
-    its trunk's curve in the anchor loss. `start`: the drop's parameters to start from (the ordinary fit's)."""
+    its trunk's curve in the anchor loss. `start`: the drop's parameters to start from (the ordinary fit's).
+    `fit_gap=False`: the anchor and the runs are in the same loss (a table's one column): the gap stays 0."""
     from scipy.optimize import least_squares
 
     model = AnchoredLaw(law, {k: float(base[k]) for k in ("L0", "A", "alpha")}, dict(start), 0.0,
                         {k: Anchor.of(c, base, bandwidth) for k, c in anchors.items()})
     pts = [p for lineage, c, target, w in runs if (p := _points(lineage, c, target, w, max_points)) is not None]
-    if not any(p.target for p in pts):
+    if not pts:
+        raise UserError("no run besides the anchor has a measured loss after its warmup; nothing to fit the drop to")
+    if fit_gap and not any(p.target for p in pts):
         raise UserError("no target loss was measured after warmup in the fitting runs; the gap to it is unknown")
     levels = [model.level(p.lineage, p.sums.area(p.step_Q)) for p in pts]
     sqrt_w = np.sqrt(np.concatenate([p.w_Q for p in pts]))
@@ -167,14 +188,14 @@ def fit_anchored(law: str, base: dict, anchors: dict[str, Curve], runs: list[tup
             model.drop = dict(B=math.exp(z[0]), C=math.exp(z[1]), beta=float(z[2]), gamma=float(z[3]))
         else:
             model.drop = dict(C=math.exp(z[0]), lam=float(start["lam"]))
-        model.gap = float(z[-1])
+        model.gap = float(z[-1]) if fit_gap else 0.0
 
     def data(z):
         unpack(z)
         terms = np.hstack([model.drop_terms(p.sums, p.step_Q) for p in pts])
         pred = np.maximum(np.concatenate(levels) + model.gap * is_target - terms[0], 1e-12)
         r = sqrt_w * (np.log(pred) - y)
-        jac = np.column_stack([-terms[1:].T, is_target]) * (sqrt_w / pred)[:, None]
+        jac = np.column_stack([-terms[1:].T] + ([is_target] if fit_gap else [])) * (sqrt_w / pred)[:, None]
         return r, jac
 
     if multipower:
@@ -182,6 +203,8 @@ def fit_anchored(law: str, base: dict, anchors: dict[str, Curve], runs: list[tup
         lo, hi = [-30, -30, 1e-3, 0.0, -5.0], [30, 30, 10.0, 3.0, 5.0]
     else:
         z0, lo, hi = [math.log(max(start["C"], 1e-12)), 0.0], [-30, -5.0], [30, 5.0]
+    if not fit_gap:
+        z0, lo, hi = z0[:-1], lo[:-1], hi[:-1]
     z0 = np.clip(z0, np.array(lo) + 1e-9, np.array(hi) - 1e-9)
     kw = dict(bounds=(lo, hi), f_scale=HUBER_DELTA, x_scale="jac", max_nfev=300, xtol=1e-10, ftol=1e-12, gtol=1e-10)
     sol = least_squares(lambda z: data(z)[0], z0, jac=lambda z: data(z)[1], loss="huber", **kw)
@@ -197,12 +220,12 @@ def fit_anchored(law: str, base: dict, anchors: dict[str, Curve], runs: list[tup
             return np.concatenate([data(z)[0], _prior_rows(full(z), sigma, peak_lr)[0]])
 
         def jac(z):
-            return np.vstack([data(z)[1], np.column_stack([_prior_rows(full(z), sigma, peak_lr)[1][:, 3:],
-                                                           np.zeros(len(SHAPE_PRIOR))])])
+            rows = _prior_rows(full(z), sigma, peak_lr)[1][:, 3:]
+            return np.vstack([data(z)[1], np.column_stack([rows] + [np.zeros(len(SHAPE_PRIOR))] * fit_gap)])
 
         g = SHAPE_PRIOR["gamma"][0]
         centred = np.array([sol.x[0], SHAPE_PRIOR["C"][0] - (1.0 - g) * math.log(peak_lr), math.exp(SHAPE_PRIOR["beta"][0]),
-                            g, sol.x[-1]])
+                            g] + [sol.x[-1]] * fit_gap)
         sol = min((least_squares(fun, np.clip(s, np.array(lo) + 1e-9, np.array(hi) - 1e-9), jac=jac,
                                  loss=_huber_then_square(y.size), **kw) for s in (sol.x, centred)),
                   key=lambda s: s.cost)

@@ -51,6 +51,11 @@ def register(subparsers) -> None:
     fit.add_argument("--no-shape-prior", dest="shape_prior", action="store_false",
                      help="multipower: drop the weak prior on beta and gamma (centred on Luo et al.'s fits) that "
                           "keeps runs whose LR falls only smoothly from choosing an arbitrary loss-drop shape")
+    fit.add_argument("--anchor", default=None, metavar="RUN",
+                     help="also fit the law anchored to RUN, a constant-LR run of the table (a trunk): its own "
+                          "smoothed curve gives the loss at each area under the schedule, the law only the drop "
+                          "that a decaying LR buys; `predict` then uses it. For curves the law's L0 + A*S1^-alpha "
+                          "does not follow (a small model's early plateau)")
     fit.add_argument("--json", action="store_true", help="print the fitted law as one JSON object")
     _table_flags(fit)
     fit.set_defaults(func=cmd_fit)
@@ -229,6 +234,12 @@ def cmd_fit(args) -> int:
     lam = _lam(args.lam)
     table = load_curves(args.table, args.run_col, args.step_col, args.lr_col, args.loss_col)
     curves = table.select(_runs(args.runs))
+    if args.anchor is not None:
+        (anchor,) = table.select([args.anchor])
+        if anchor.decays:
+            raise UserError(f"--anchor {args.anchor}: its learning rate decays after its peak; the anchor is a "
+                            "constant-LR run (a trunk) of the same model and data order")
+        curves = [anchor] + [c for c in curves if c.run != anchor.run]
     table.one_model([c.run for c in curves])
     empty = [c.run for c in curves if c.step_M.size == 0]
     if empty:
@@ -245,6 +256,14 @@ def cmd_fit(args) -> int:
     law = fit_curve_law(args.law, curves, max_points=args.max_points, lam=lam, from_step=args.from_step,
                         n_bootstrap=args.bootstrap, seed=args.seed, shape_prior=args.shape_prior)
     law.meta["source"] = table.source
+    if args.anchor is not None:
+        from research.curves.anchor import fit_anchored  # lazy: as above
+
+        others = [(args.anchor, c, True, 1.0) for c in curves if c.run != args.anchor]
+        anchored = fit_anchored(args.law, law.params, {args.anchor: curves[0]}, others, law.params, fit_gap=False,
+                                shape_prior=args.shape_prior, max_points=args.max_points)
+        law.meta["anchor"] = {"run": args.anchor, **anchored.to_dict(), "in_sample": _in_sample(anchored, args.anchor,
+                                                                                              curves[1:])}
     write_law(args.out, law)
     if args.json:
         print(json.dumps(law.to_dict()))
@@ -253,8 +272,43 @@ def cmd_fit(args) -> int:
         for run, e in law.meta["in_sample"].items():
             print(f"  {run}: mean |rel err| {100 * e['mean_rel_err']:.3f}%, max {100 * e['max_rel_err']:.3f}% "
                   f"over {e['n_measured']:,} logged steps")
+        for run, e in (law.meta.get("anchor") or {}).get("in_sample", {}).items():
+            print(f"  {run}, anchored to {args.anchor}: mean |rel err| {100 * e['mean_rel_err']:.3f}%, "
+                  f"max {100 * e['max_rel_err']:.3f}%")
         print(f"wrote {args.out}" + (f" ({len(law.draws)} bootstrap draws)" if law.draws else ""))
     return 0
+
+
+def _in_sample(anchored, lineage: str, curves) -> dict:
+    """Each fitting run's (mean, max) relative error of the anchored law over its logged steps."""
+    out = {}
+    for c in curves:
+        if c.step_M.size:
+            err = abs(anchored.loss(lineage, c.sums, c.step_M) - c.loss_M) / c.loss_M
+            out[c.run] = {"mean_rel_err": float(err.mean()), "max_rel_err": float(err.max())}
+    return out
+
+
+def _predictor(law, path):
+    """predict(sums, step_Q) and whether it has a bootstrap interval: the law anchored to its trunk where
+    LAW.json holds one (before the anchor's first logged area, in the warmup, the plain law's measured
+    warmup curve), else the plain law."""
+    record = law.meta.get("anchor")
+    if not record:
+        return law.loss, True
+    import numpy as np
+
+    from research.curves.anchor import AnchoredLaw  # lazy: as above
+
+    anchored = AnchoredLaw.from_dict(record, str(path))
+    run = str(record.get("run") or next(iter(anchored.anchors)))
+    first = float(np.exp(anchored.anchors[run].log_s1_M.min()))
+
+    def predict(sums, step_Q):
+        step_Q = np.asarray(step_Q, np.int64)
+        early = sums.area(step_Q) < first
+        return np.where(early, law.loss(sums, step_Q), anchored.loss(run, sums, step_Q))
+    return predict, False
 
 
 def _described_schedule(args, law):
@@ -300,11 +354,15 @@ def cmd_predict(args) -> int:
         given = {c.run: table.given_steps(c.run) for c in curves}
         label = table.step_label
     rows, summary = [], []
+    predict, has_interval = _predictor(law, args.law)
+    if not has_interval:
+        print(f"note: {args.law} is anchored to run {law.meta['anchor'].get('run')!r}; its predictions come "
+              "without a bootstrap interval", file=sys.stderr)
     for c in curves:
         steps = given[c.run]
-        pred = law.loss(c.sums, steps)
+        pred = predict(c.sums, steps)
         every_row = args.schedule is not None or args.interval  # one prediction per draw and step: opt-in for tables
-        band = law.interval(c.sums, steps if every_row else steps[-1:], args.level)
+        band = law.interval(c.sums, steps if every_row else steps[-1:], args.level) if has_interval else None
         show = np.zeros(steps.size, bool)
         show[::args.every] = True
         show[-1] = True
@@ -318,7 +376,7 @@ def cmd_predict(args) -> int:
         if band is not None:
             entry.update(final_lo=float(band[0][-1]), final_hi=float(band[1][-1]), level=args.level)
         if c.step_M.size:
-            err = np.abs(law.loss(c.sums, c.step_M) - c.loss_M) / c.loss_M
+            err = np.abs(predict(c.sums, c.step_M) - c.loss_M) / c.loss_M
             entry.update(n_measured=int(c.step_M.size), mean_rel_err=float(err.mean()), max_rel_err=float(err.max()))
         summary.append(entry)
     if args.json:
