@@ -661,3 +661,23 @@ def test_trunks_only_between_budgets_without_a_branch_config_is_one_line(tmp_pat
                  "--budgets-per-doubling", "2"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "Traceback" not in err[0] and not (tmp_path / "t.csv").exists()
+
+
+def test_a_table_logged_from_the_end_of_its_warmup_gets_a_linear_warmup_before_it(tmp_path, capsys):
+    """Rows from step 101 on (a 100-step linear warmup not in the table): the missing LRs ramp from 0 to
+    the first given one, so the area under the schedule, and the law's loss, match the full run's; the
+    warning says what was assumed."""
+    from research.curves.table import load_curves
+
+    lr = schedule_lr("cosine", 1000, 3e-4, warmup_steps=100)
+    step = np.arange(1, 1001)
+    loss = law_loss("multipower", CurveSums.of(lr), step, TRUTH)
+    pd.DataFrame({"run": "late", "step": step[100:], "lr": lr[100:], "loss": loss[100:]}).to_csv(
+        tmp_path / "late.csv", index=False)
+    curve = load_curves(tmp_path / "late.csv").curves["late"]
+    assert "linear warmup from 0 is assumed" in capsys.readouterr().err
+    assert curve.lr_T[:100] == pytest.approx(lr[:100], rel=0.02, abs=1e-9)  # the trainer's warmup is linear too
+    got = law_loss("multipower", curve.sums, step[100:], TRUTH)
+    assert got == pytest.approx(loss[100:], rel=5e-3) and np.mean(np.abs(got / loss[100:] - 1)) < 1e-3
+    flat = np.concatenate([np.full(100, lr[100]), lr[100:]])  # the first LR held flat, as before: 2.8% against 0.035%
+    assert np.mean(np.abs(law_loss("multipower", CurveSums.of(flat), step[100:], TRUTH) / loss[100:] - 1)) > 0.01
