@@ -34,36 +34,42 @@ import numpy as np
 
 from research.curves.fitting import (HUBER_DELTA, SHAPE_PRIOR, Curve, _huber_then_square, _prior_rows,
                                      peak_step, summarise)
-from research.curves.laws import MULTIPOWER, CurveSums
+from research.curves.laws import ANNEALING, MULTIPOWER, CurveSums, constant_lr_part
 from research.curves.record import fit_curve_law
 from research.errors import UserError
 
 BANDWIDTH = 0.2  # in ln S1: the trunk's losses within about 20% of the area count most
 ANCHOR_LOSSES = ("loss", "dense_eval_loss")  # what a sweep's trunk logs often: single training batches, the eval prefix
-DROP_PARAMS = {MULTIPOWER: ("B", "C", "beta", "gamma"), "annealing": ("C", "lam")}
+DROP_PARAMS = {MULTIPOWER: ("B", "C", "beta", "gamma"), ANNEALING: ("C", "lam")}
 
 
 def constant_lr_curve(params: dict, s1_Q: np.ndarray) -> np.ndarray:
-    """Both laws' constant-LR part L0 + A * S1^-alpha (the area includes the warmup)."""
-    return params["L0"] + params["A"] * np.power(np.asarray(s1_Q, float), -params["alpha"])
+    """`constant_lr_part` of the laws, from a parameter dict."""
+    return constant_lr_part(np.asarray(s1_Q, float), params["L0"], params["A"], params["alpha"])
 
 
 @dataclass
 class Anchor:
-    """One trunk's smoothed constant-LR curve: residuals from the size's formula, in ln S1."""
+    """One trunk's smoothed constant-LR curve: residuals from the size's formula, in ln S1, each point
+    weighted (a bin of logged steps where the trunk logged more than `max_points`)."""
 
     log_s1_M: np.ndarray
     resid_M: np.ndarray
     bandwidth: float = BANDWIDTH
+    weight_M: np.ndarray | None = None  # None: every point 1
 
     @classmethod
-    def of(cls, trunk: Curve, base: dict, bandwidth: float = BANDWIDTH) -> "Anchor":
+    def of(cls, trunk: Curve, base: dict, bandwidth: float = BANDWIDTH, max_points: int = 400) -> "Anchor":
         part = trunk.after(peak_step(trunk.lr_T))
         if part.step_M.size < 3:
             raise UserError(f"run {trunk.run}: {part.step_M.size} logged losses after its warmup; an anchor "
                             "needs at least 3 (log the loss more often)")
-        s1 = trunk.sums.area(part.step_M)
-        return cls(np.log(s1), part.loss_M - constant_lr_curve(base, s1), bandwidth)
+        step, loss, weight = part.step_M, part.loss_M, None
+        if step.size > max_points:  # binned as the fit bins long curves: the kernel's cost and LAW.json stay small
+            step, log_loss, weight = summarise(part, max_points)
+            loss = np.exp(log_loss)
+        s1 = trunk.sums.area(step)
+        return cls(np.log(s1), loss - constant_lr_curve(base, s1), bandwidth, weight)
 
     def residual(self, s1_Q) -> np.ndarray:
         """The local-linear kernel estimate of the residual at areas s1_Q (clipped to the trunk's range)."""
@@ -72,6 +78,8 @@ class Anchor:
         for lo in range(0, x_Q.size, 1024):
             d = self.log_s1_M[None, :] - x_Q[lo:lo + 1024, None]
             w = np.exp(-0.5 * (d / self.bandwidth) ** 2)
+            if self.weight_M is not None:
+                w = w * self.weight_M[None, :]
             s0, s1, s2 = w.sum(1), (w * d).sum(1), (w * d * d).sum(1)
             t0, t1 = w @ self.resid_M, (w * d) @ self.resid_M
             det = s0 * s2 - s1 * s1
@@ -80,11 +88,17 @@ class Anchor:
         return out
 
     def to_dict(self) -> dict:
-        return {"bandwidth": self.bandwidth, "log_s1": self.log_s1_M.tolist(), "residual": self.resid_M.tolist()}
+        out = {"bandwidth": self.bandwidth, "log_s1": self.log_s1_M.tolist(), "residual": self.resid_M.tolist()}
+        return out if self.weight_M is None else {**out, "weight": self.weight_M.tolist()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Anchor":
-        return cls(np.array(d["log_s1"], float), np.array(d["residual"], float), float(d["bandwidth"]))
+        x, r = np.array(d["log_s1"], float), np.array(d["residual"], float)
+        w = np.array(d["weight"], float) if d.get("weight") is not None else None
+        bad_w = w is not None and (w.shape != x.shape or not np.all(w > 0))
+        if x.ndim != 1 or x.size == 0 or r.shape != x.shape or bad_w:
+            raise ValueError("log_s1, residual (and weight) must be lists of the same length")
+        return cls(x, r, float(d["bandwidth"]), w)
 
 
 @dataclass
@@ -101,13 +115,13 @@ class AnchoredLaw:
             raise UserError(f"no anchor run {lineage!r}; the law is anchored to {', '.join(sorted(self.anchors))}")
         return constant_lr_curve(self.base, s1_Q) + self.anchors[lineage].residual(s1_Q)
 
-    def drop_terms(self, sums: CurveSums, step_Q) -> np.ndarray:
-        """The drop at each step, and its derivatives in the fitted coordinates (rows)."""
+    def drop_terms(self, sums: CurveSums, step_Q, derivatives: bool = True) -> np.ndarray:
+        """The drop at each step, and (`derivatives`) its derivatives in the fitted coordinates (rows)."""
         step_Q = np.asarray(step_Q, np.int64)
         if self.law == MULTIPOWER:
             B, C, beta, gamma = (self.drop[k] for k in DROP_PARAMS[MULTIPOWER])
-            terms = sums.loss_drop_terms(step_Q, C, beta, gamma)
-            return np.vstack([B * terms[0], B * terms[0], B * terms[1], B * terms[2], B * terms[3]])
+            terms = sums.loss_drop_terms(step_Q, C, beta, gamma, derivatives=derivatives)
+            return B * terms if not derivatives else np.vstack([B * terms[0], B * terms])
         s2 = sums.annealing_area(self.drop["lam"])[step_Q - 1]
         return np.vstack([self.drop["C"] * s2, self.drop["C"] * s2])
 
@@ -116,7 +130,7 @@ class AnchoredLaw:
         steps: on the target set (`target`), else on the anchor's own loss."""
         step_Q = np.asarray(step_Q, np.int64)
         return self.level(lineage, sums.area(step_Q)) + (self.gap if target else 0.0) \
-            - self.drop_terms(sums, step_Q)[0]
+            - self.drop_terms(sums, step_Q, derivatives=False)[0]
 
     def to_dict(self) -> dict:
         return {"law": self.law, "base": self.base, "drop": self.drop, "gap": self.gap, **self.meta,
@@ -172,7 +186,7 @@ def fit_anchored(law: str, base: dict, anchors: dict[str, Curve], runs: list[tup
     from scipy.optimize import least_squares
 
     model = AnchoredLaw(law, {k: float(base[k]) for k in ("L0", "A", "alpha")}, dict(start), 0.0,
-                        {k: Anchor.of(c, base, bandwidth) for k, c in anchors.items()})
+                        {k: Anchor.of(c, base, bandwidth, max_points) for k, c in anchors.items()})
     pts = [p for lineage, c, target, w in runs if (p := _points(lineage, c, target, w, max_points)) is not None]
     if not pts:
         raise UserError("no run besides the anchor has a measured loss after its warmup; nothing to fit the drop to")
@@ -226,8 +240,8 @@ def fit_anchored(law: str, base: dict, anchors: dict[str, Curve], runs: list[tup
             return np.vstack([data(z)[1], np.column_stack([rows] + [np.zeros(len(SHAPE_PRIOR))] * fit_gap)])
 
         g = SHAPE_PRIOR["gamma"][0]
-        centred = np.array([sol.x[0], SHAPE_PRIOR["C"][0] - (1.0 - g) * math.log(peak_lr), math.exp(SHAPE_PRIOR["beta"][0]),
-                            g] + [sol.x[-1]] * fit_gap)
+        rate = SHAPE_PRIOR["C"][0] - (1.0 - g) * math.log(peak_lr)
+        centred = np.array([sol.x[0], rate, math.exp(SHAPE_PRIOR["beta"][0]), g] + [sol.x[-1]] * fit_gap)
         sol = min((least_squares(fun, np.clip(s, np.array(lo) + 1e-9, np.array(hi) - 1e-9), jac=jac,
                                  loss=_huber_then_square(y.size), **kw) for s in (sol.x, centred)),
                   key=lambda s: s.cost)
@@ -242,11 +256,13 @@ def target_weight(config: dict, anchor: str) -> float:
     """A sweep's eval loss point against one of its anchor-loss points, by tokens (the inverse ratio of
     their noise variances): eval_tokens over batch_size x seq_len (training loss) or over dense_eval_tokens."""
     train, model = config.get("train") or {}, config.get("model") or {}
+    dense = anchor == "dense_eval_loss"
     try:
-        per_point = train["dense_eval_tokens"] if anchor == "dense_eval_loss" else train["batch_size"] * model["seq_len"]
+        per_point = train["dense_eval_tokens"] if dense else train["batch_size"] * model["seq_len"]
         return float(train["eval_tokens"]) / float(per_point)
     except (KeyError, TypeError, ZeroDivisionError):
-        raise UserError(f"the sweep's config gives no eval_tokens and {'dense_eval_tokens' if anchor == 'dense_eval_loss' else 'batch_size x seq_len'}"
+        needs = "dense_eval_tokens" if dense else "batch_size x seq_len"
+        raise UserError(f"the sweep's config gives no eval_tokens and {needs}"
                         f"; anchoring to {anchor} weighs eval points by them") from None
 
 
@@ -271,4 +287,5 @@ def anchored_for_size(law: str, anchor: dict[str, Curve], target: dict[str, Curv
     return fit_anchored(law, full.params, trunks, spec, full.params, bandwidth=bandwidth, shape_prior=shape_prior)
 
 
-__all__ = ["Anchor", "AnchoredLaw", "fit_anchored", "anchored_for_size", "target_weight", "ANCHOR_LOSSES", "constant_lr_curve", "BANDWIDTH"]
+__all__ = ["Anchor", "AnchoredLaw", "fit_anchored", "anchored_for_size", "target_weight", "ANCHOR_LOSSES",
+           "constant_lr_curve", "BANDWIDTH"]

@@ -157,14 +157,19 @@ class CurveSums:
         return np.cumsum(lfilter([1.0], [1.0, -lam], self.delta_T))
 
 
+def constant_lr_part(s1_Q, L0, A, alpha) -> np.ndarray:
+    """Both laws' constant-LR part L0 + A * S1^-alpha at areas S1 (the warmup included)."""
+    return L0 + A * np.power(s1_Q, -alpha)
+
+
 def multipower_loss(sums: CurveSums, t_Q, L0, A, alpha, B, C, beta, gamma) -> np.ndarray:
     t_Q = np.asarray(t_Q, np.int64)
-    return L0 + A * np.power(sums.area(t_Q), -alpha) - B * sums.loss_drop(t_Q, C, beta, gamma)
+    return constant_lr_part(sums.area(t_Q), L0, A, alpha) - B * sums.loss_drop(t_Q, C, beta, gamma)
 
 
 def annealing_loss(sums: CurveSums, t_Q, L0, A, alpha, C, lam) -> np.ndarray:
     t_Q = np.asarray(t_Q, np.int64)
-    return L0 + A * np.power(sums.area(t_Q), -alpha) - C * sums.annealing_area(lam)[t_Q - 1]
+    return constant_lr_part(sums.area(t_Q), L0, A, alpha) - C * sums.annealing_area(lam)[t_Q - 1]
 
 
 def law_loss(law: str, sums: CurveSums, t_Q, params: dict) -> np.ndarray:
