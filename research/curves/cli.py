@@ -302,6 +302,8 @@ def _predictor(law, path):
 
     anchored = AnchoredLaw.from_dict(record, str(path))
     run = str(record.get("run") or next(iter(anchored.anchors)))
+    if run not in anchored.anchors:
+        raise UserError(f"{path}: its \"anchor\" record names run {run!r} but holds no anchor for it; fit it again")
     first = float(np.exp(anchored.anchors[run].log_s1_M.min()))
 
     def predict(sums, step_Q):
